@@ -1,0 +1,6 @@
+//! Model file formats: GGUF (and later safetensors), read into tensor views over a memory map.
+
+pub mod dtype;
+pub mod gguf;
+
+pub use dtype::DType;

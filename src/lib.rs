@@ -1,0 +1,9 @@
+//! flint: portable LLM inference on WGSL compute shaders.
+//!
+//! The data path: file ([`format`]) -> tensors -> GPU buffers ([`gpu`]) -> layer ops ([`ops`]) ->
+//! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]).
+
+pub mod error;
+pub mod format;
+
+pub use error::{Error, Result};
