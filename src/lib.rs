@@ -5,5 +5,9 @@
 
 pub mod error;
 pub mod format;
+pub mod gpu;
+pub mod ops;
+pub mod sampling;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
