@@ -11,11 +11,11 @@ MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$MODEL" ] || bash scripts/setup.sh
 
 VENV=target/fixtures-venv
-PINS=(torch==2.15.0 transformers==5.24.0 gguf==0.19.0 numpy==2.4.6 sentencepiece protobuf)
+PINS=(torch==2.15.0 transformers==5.24.0 accelerate==1.15.0 gguf==0.19.0 numpy==2.4.6 sentencepiece protobuf)
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import torch, transformers, gguf, numpy' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import torch, transformers, accelerate, gguf, numpy' 2>/dev/null; then
   "$VENV/bin/pip" install --disable-pip-version-check -q "${PINS[@]}"
 fi
 
