@@ -2,5 +2,6 @@
 
 pub mod dtype;
 pub mod gguf;
+pub mod gguf_write;
 
 pub use dtype::DType;
