@@ -612,9 +612,11 @@ fn parse_header(buf: &[u8], file_len: u64) -> Result<Header> {
                     .to_string(),
             ))
         }
-        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => return Err(Error::Gguf(format!(
+        v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
+            return Err(Error::Gguf(format!(
             "version {v} at byte 4: this looks like a big-endian GGUF file, which is not supported"
-        ))),
+        )))
+        }
         v => {
             return Err(Error::Gguf(format!(
                 "unsupported version {v} at byte 4 (expected 2 or 3)"
