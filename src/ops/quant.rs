@@ -521,8 +521,9 @@ pub fn dequantize_gpu_rows(dtype: DType, w: &[u32], rows: usize, cols: usize) ->
 // ---------------------------------------------------------------------------------------------
 
 /// `rows * cols` elements of `dtype` in GGUF layout with random but valid contents: floats uniform in
-/// [-1, 1], block scales finite f16 of moderate size (|d| in [2^-10, 2^-4], dmin in [0, 2^-5]),
-/// all quant bits random. Deterministic in `seed`.
+/// [-1, 1]; block scales finite normal f16 of moderate size (|d| in [2^-10, 2^-4]; K-quant super-block
+/// scales 64 times smaller, as they multiply 6- or 8-bit sub-block scales); all quant bits random.
+/// Values stay within about ±10. Deterministic in `seed`.
 pub fn random_gguf_bytes(dtype: DType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -552,11 +553,15 @@ pub fn random_gguf_bytes(dtype: DType, rows: usize, cols: usize, seed: u64) -> V
                         b[2..4].copy_from_slice(&f16_bytes(m));
                     }
                     DType::Q4_K | DType::Q5_K => {
-                        b[0..2].copy_from_slice(&scale(&mut rng, false));
-                        let dmin = f16_at(&scale(&mut rng, false), 0) * 0.5;
+                        let d = f16_at(&scale(&mut rng, false), 0) / 64.0;
+                        b[0..2].copy_from_slice(&f16_bytes(d));
+                        let dmin = f16_at(&scale(&mut rng, false), 0) / 128.0;
                         b[2..4].copy_from_slice(&f16_bytes(dmin));
                     }
-                    DType::Q6_K => b[208..210].copy_from_slice(&scale(&mut rng, false)),
+                    DType::Q6_K => {
+                        let d = f16_at(&scale(&mut rng, true), 0) / 64.0;
+                        b[208..210].copy_from_slice(&f16_bytes(d));
+                    }
                     _ => {}
                 }
             }
