@@ -37,18 +37,31 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 
 /// GGUF metadata value type ids (spec: `enum gguf_metadata_value_type`).
 pub mod value_type {
+    /// `uint8`
     pub const U8: u32 = 0;
+    /// `int8`
     pub const I8: u32 = 1;
+    /// `uint16`
     pub const U16: u32 = 2;
+    /// `int16`
     pub const I16: u32 = 3;
+    /// `uint32`
     pub const U32: u32 = 4;
+    /// `int32`
     pub const I32: u32 = 5;
+    /// `float32`
     pub const F32: u32 = 6;
+    /// `bool`: one byte, 0 or 1
     pub const BOOL: u32 = 7;
+    /// `gguf_string`: u64 length, then UTF-8 bytes
     pub const STRING: u32 = 8;
+    /// array: u32 element type, u64 count, then the elements
     pub const ARRAY: u32 = 9;
+    /// `uint64`
     pub const U64: u32 = 10;
+    /// `int64`
     pub const I64: u32 = 11;
+    /// `float64`
     pub const F64: u32 = 12;
 }
 
