@@ -3,8 +3,8 @@
 
 use flint::format::DType;
 use flint::ops::quant::{
-    dequantize, dequantize_gpu_rows, dequantize_vec, gpu_block, gpu_row_words, quantize, random_gguf_bytes,
-    to_gpu_rows,
+    dequantize, dequantize_gpu_rows, dequantize_vec, gpu_block, gpu_row_words, quantize,
+    random_gguf_bytes, to_gpu_rows,
 };
 use flint::Error;
 use rand::{Rng, SeedableRng};
@@ -16,13 +16,18 @@ fn fixtures() -> PathBuf {
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Bitwise equality (so -0.0 != 0.0 and every ulp counts).
 fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).collect();
+    let bad: Vec<usize> = (0..got.len())
+        .filter(|&i| got[i].to_bits() != want[i].to_bits())
+        .collect();
     assert!(
         bad.is_empty(),
         "{what}: {} of {} values differ, first at {}: got {} want {}",
@@ -35,15 +40,19 @@ fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
 }
 
 fn dtype_named(name: &str) -> DType {
-    DType::ALL.into_iter().find(|t| t.name() == name).unwrap_or_else(|| panic!("unknown type {name}"))
+    DType::ALL
+        .into_iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("unknown type {name}"))
 }
 
 #[test]
 fn dequantize_matches_gguf_py_on_random_blocks() {
     let dir = fixtures();
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("tests/fixtures/quant/index.json"))
-            .expect("index.json parses");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("index.json")).expect("tests/fixtures/quant/index.json"),
+    )
+    .expect("index.json parses");
     let types = index["types"].as_object().expect("index.json: types");
     let mut seen = Vec::new();
     for (name, entry) in types {
@@ -65,7 +74,10 @@ fn dequantize_matches_gguf_py_on_real_smollm2_rows() {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let real = index["real"].as_object().expect("index.json: real");
-    assert!(!real.is_empty(), "no real-tensor fixtures (make-quant-fixtures.py ran without the model)");
+    assert!(
+        !real.is_empty(),
+        "no real-tensor fixtures (make-quant-fixtures.py ran without the model)"
+    );
     for (tname, entry) in real {
         let t = dtype_named(entry["type_name"].as_str().unwrap());
         let raw = std::fs::read(dir.join(entry["raw_file"].as_str().unwrap())).unwrap();
@@ -76,7 +88,11 @@ fn dequantize_matches_gguf_py_on_real_smollm2_rows() {
         let rows = entry["rows"].as_u64().unwrap() as usize;
         let cols = entry["row_elements"].as_u64().unwrap() as usize;
         let words = to_gpu_rows(t, &raw, rows, cols).unwrap();
-        assert_bitwise(&format!("{tname} via GPU layout"), &dequantize_gpu_rows(t, &words, rows, cols).unwrap(), &want);
+        assert_bitwise(
+            &format!("{tname} via GPU layout"),
+            &dequantize_gpu_rows(t, &words, rows, cols).unwrap(),
+            &want,
+        );
     }
 }
 
@@ -104,18 +120,23 @@ fn quantize_dequantize_round_trip_error_is_bounded() {
     let x = test_data(4096, 1);
     for t in DType::ALL {
         let raw = quantize(t, &x).unwrap();
-        assert_eq!(raw.len() as u64, t.bytes_for(x.len() as u64).unwrap(), "{t}: size");
+        assert_eq!(
+            raw.len() as u64,
+            t.bytes_for(x.len() as u64).unwrap(),
+            "{t}: size"
+        );
         let y = dequantize_vec(t, &raw).unwrap();
         // per block (or per 256 for float types): allowed error as a fraction of the block's range
         let qk = t.block_elems().max(256);
         for (b, (xs, ys)) in x.chunks(qk).zip(y.chunks(qk)).enumerate() {
             let amax = xs.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let range = xs.iter().fold(f32::MIN, |a, &v| a.max(v)) - xs.iter().fold(f32::MAX, |a, &v| a.min(v));
+            let range = xs.iter().fold(f32::MIN, |a, &v| a.max(v))
+                - xs.iter().fold(f32::MAX, |a, &v| a.min(v));
             let bound = match t {
                 DType::F32 => 0.0,
                 DType::F16 => amax / 1024.0,
                 DType::BF16 => amax / 128.0,
-                DType::Q4_0 => amax / 8.0,  // the far end clamps at +7 (step amax/8)
+                DType::Q4_0 => amax / 8.0, // the far end clamps at +7 (step amax/8)
                 DType::Q5_0 => amax / 16.0, // likewise at +15
                 DType::Q4_1 => range / 15.0 * 0.5,
                 DType::Q5_1 => range / 31.0 * 0.5,
@@ -126,7 +147,10 @@ fn quantize_dequantize_round_trip_error_is_bounded() {
             } * 1.01
                 + amax * 1e-3 * (t != DType::F32) as u8 as f32;
             for (i, (a, b2)) in xs.iter().zip(ys).enumerate() {
-                assert!((a - b2).abs() <= bound, "{t} block {b} element {i}: {a} -> {b2} (bound {bound})");
+                assert!(
+                    (a - b2).abs() <= bound,
+                    "{t} block {b} element {i}: {a} -> {b2} (bound {bound})"
+                );
             }
         }
         // zero blocks stay exactly zero
@@ -143,8 +167,14 @@ fn q8_0_quantizer_matches_ggml_reference_rounding() {
     x[2] = -2.5;
     x[3] = 0.49;
     let raw = quantize(DType::Q8_0, &x).unwrap();
-    assert_eq!(&raw[0..2], &half::f16::from_f32(1.0).to_bits().to_le_bytes());
-    assert_eq!(raw[2..6].iter().map(|&b| b as i8).collect::<Vec<_>>(), [127, 3, -3, 0]);
+    assert_eq!(
+        &raw[0..2],
+        &half::f16::from_f32(1.0).to_bits().to_le_bytes()
+    );
+    assert_eq!(
+        raw[2..6].iter().map(|&b| b as i8).collect::<Vec<_>>(),
+        [127, 3, -3, 0]
+    );
 }
 
 #[test]
@@ -171,7 +201,11 @@ fn gpu_layout_sizes_and_padding() {
         let cols = 2 * t.block_elems().max(8);
         assert_eq!(gpu_row_words(t, cols), cols / qk * words, "{t}");
         let raw = random_gguf_bytes(t, 3, cols, 5);
-        assert_eq!(to_gpu_rows(t, &raw, 3, cols).unwrap().len(), 3 * gpu_row_words(t, cols), "{t}");
+        assert_eq!(
+            to_gpu_rows(t, &raw, 3, cols).unwrap().len(),
+            3 * gpu_row_words(t, cols),
+            "{t}"
+        );
     }
     // float rows are padded to 8 elements with zeros
     let x: Vec<f32> = (1..=26).map(|i| i as f32).collect(); // 2 rows of 13
@@ -184,7 +218,10 @@ fn gpu_layout_sizes_and_padding() {
         let per_word = if t == DType::F32 { 1 } else { 2 };
         for r in 0..2 {
             let used = 13usize.div_ceil(per_word);
-            assert!(w[r * rw + used..(r + 1) * rw].iter().all(|&v| v == 0), "{t} row {r} padding");
+            assert!(
+                w[r * rw + used..(r + 1) * rw].iter().all(|&v| v == 0),
+                "{t} row {r} padding"
+            );
             if t == DType::F16 {
                 assert_eq!(w[r * rw + 6] >> 16, 0, "F16 odd tail");
             }
@@ -209,7 +246,9 @@ fn sizes_are_checked() {
     assert!(bad(to_gpu_rows(DType::F16, &[0u8; 6], 1, 4).map(|_| ())));
     // quantize: whole blocks only
     assert!(bad(quantize(DType::Q6_K, &[0.0; 128]).map(|_| ())));
-    assert!(bad(dequantize_gpu_rows(DType::Q4_0, &[0u32; 4], 1, 32).map(|_| ())));
+    assert!(bad(
+        dequantize_gpu_rows(DType::Q4_0, &[0u32; 4], 1, 32).map(|_| ())
+    ));
 }
 
 #[test]

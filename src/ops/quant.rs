@@ -69,7 +69,10 @@ pub fn k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -214,7 +217,7 @@ fn dq_q6_k(b: &[u8], y: &mut [f32]) {
 /// number of elements `raw` encodes. This is the plain reference the GPU kernels are tested against.
 pub fn dequantize(dtype: DType, raw: &[u8], out: &mut [f32]) -> Result<()> {
     let (qk, bb) = (dtype.block_elems(), dtype.block_bytes());
-    if raw.len() % bb != 0 {
+    if !raw.len().is_multiple_of(bb) {
         return Err(Error::InvalidArgument(format!(
             "dequantize {dtype}: {} bytes is not a whole number of {bb}-byte blocks",
             raw.len()
@@ -283,12 +286,16 @@ pub fn gpu_row_words(dtype: DType, cols: usize) -> usize {
 
 /// Nibble word of 8 quants: element `i` in bits `4i .. 4i+4`.
 fn nibble_word(q: &[u8]) -> u32 {
-    q.iter().enumerate().fold(0, |w, (i, &v)| w | ((v as u32 & 0xF) << (4 * i)))
+    q.iter()
+        .enumerate()
+        .fold(0, |w, (i, &v)| w | ((v as u32 & 0xF) << (4 * i)))
 }
 
 /// Bit word: bit `i` = bit `bit` of `q[i]`, for up to 32 quants.
 fn bit_word(q: &[u8], bit: u32) -> u32 {
-    q.iter().enumerate().fold(0, |w, (i, &v)| w | (((v as u32 >> bit) & 1) << i))
+    q.iter()
+        .enumerate()
+        .fold(0, |w, (i, &v)| w | (((v as u32 >> bit) & 1) << i))
 }
 
 /// The 3 K-quant scale words (see the module docs) from the 12 GGUF scale bytes.
@@ -322,12 +329,20 @@ fn block_quants(dtype: DType, b: &[u8]) -> Vec<u8> {
                 .collect()
         }
         DType::Q4_K | DType::Q5_K => {
-            let qs = if dtype == DType::Q4_K { &b[16..144] } else { &b[48..176] };
+            let qs = if dtype == DType::Q4_K {
+                &b[16..144]
+            } else {
+                &b[48..176]
+            };
             (0..QK_K)
                 .map(|e| {
                     let (s, l) = (e / 32, e % 32);
                     let nib = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
-                    let hb = if dtype == DType::Q5_K { (b[16 + l] >> s) & 1 } else { 0 };
+                    let hb = if dtype == DType::Q5_K {
+                        (b[16 + l] >> s) & 1
+                    } else {
+                        0
+                    };
                     nib | (hb << 4)
                 })
                 .collect()
@@ -370,7 +385,11 @@ fn pack_block(dtype: DType, b: &[u8], out: &mut Vec<u32>) {
         }
         DType::Q8_0 => {
             out.push(u16_at(b, 0));
-            out.extend(b[2..34].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            out.extend(
+                b[2..34]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
         }
         DType::Q4_K | DType::Q5_K => {
             out.push(u16_at(b, 0) | u16_at(b, 2) << 16);
@@ -382,10 +401,16 @@ fn pack_block(dtype: DType, b: &[u8], out: &mut Vec<u32>) {
         }
         DType::Q6_K => {
             out.push(u16_at(b, 208));
-            out.extend(b[192..208].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+            out.extend(
+                b[192..208]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
             nibbles(out);
             out.extend(q.chunks_exact(16).map(|c| {
-                c.iter().enumerate().fold(0u32, |w, (i, &v)| w | (((v as u32 >> 4) & 3) << (2 * i)))
+                c.iter()
+                    .enumerate()
+                    .fold(0u32, |w, (i, &v)| w | (((v as u32 >> 4) & 3) << (2 * i)))
             }));
         }
         DType::F32 | DType::F16 | DType::BF16 => unreachable!("plain floats are packed by rows"),
@@ -416,10 +441,14 @@ pub fn to_gpu_rows(dtype: DType, raw: &[u8], rows: usize, cols: usize) -> Result
     for row in raw.chunks_exact(row_bytes.max(1)).take(rows) {
         let start = out.len();
         match dtype {
-            DType::F32 => out.extend(row.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-            DType::F16 | DType::BF16 => {
-                out.extend(row.chunks(4).map(|c| u16_at(c, 0) | if c.len() == 4 { u16_at(c, 2) << 16 } else { 0 }))
-            }
+            DType::F32 => out.extend(
+                row.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            DType::F16 | DType::BF16 => out.extend(
+                row.chunks(4)
+                    .map(|c| u16_at(c, 0) | if c.len() == 4 { u16_at(c, 2) << 16 } else { 0 }),
+            ),
             _ => {
                 for b in row.chunks_exact(dtype.block_bytes()) {
                     pack_block(dtype, b, &mut out);
@@ -443,7 +472,9 @@ pub fn gpu_dq8(dtype: DType, w: &[u32], base: usize, j: usize) -> [f32; 8] {
     match dtype {
         DType::F32 => (0..8).for_each(|i| y[i] = f32::from_bits(w[base + i])),
         DType::F16 => (0..8).for_each(|i| y[i] = h(w[base + i / 2] >> (16 * (i % 2)))),
-        DType::BF16 => (0..8).for_each(|i| y[i] = f32::from_bits((w[base + i / 2] >> (16 * (i % 2))) << 16)),
+        DType::BF16 => {
+            (0..8).for_each(|i| y[i] = f32::from_bits((w[base + i / 2] >> (16 * (i % 2))) << 16))
+        }
         DType::Q4_0 => {
             let d = h(w[base]);
             let q = nib(w[base + 1 + j]);
@@ -460,12 +491,18 @@ pub fn gpu_dq8(dtype: DType, w: &[u32], base: usize, j: usize) -> [f32; 8] {
             let q = nib(w[base + 2 + j]);
             for i in 0..8 {
                 let q5 = (q[i] | ((hb >> i) & 1) << 4) as f32;
-                y[i] = if dtype == DType::Q5_0 { (q5 - 16.0) * d } else { q5 * d + m };
+                y[i] = if dtype == DType::Q5_0 {
+                    (q5 - 16.0) * d
+                } else {
+                    q5 * d + m
+                };
             }
         }
         DType::Q8_0 => {
             let d = h(w[base]);
-            (0..8).for_each(|i| y[i] = ((w[base + 1 + 2 * j + i / 4] >> (8 * (i % 4))) as u8 as i8) as f32 * d);
+            (0..8).for_each(|i| {
+                y[i] = ((w[base + 1 + 2 * j + i / 4] >> (8 * (i % 4))) as u8 as i8) as f32 * d
+            });
         }
         DType::Q4_K | DType::Q5_K => {
             let (d, dmin) = (h(w[base]), h(w[base] >> 16));
@@ -530,12 +567,20 @@ pub fn random_gguf_bytes(dtype: DType, rows: usize, cols: usize, seed: u64) -> V
     let n = rows * cols;
     let scale = |rng: &mut rand::rngs::StdRng, signed: bool| {
         let mag = 2f32.powf(rng.random_range(-10.0..-4.0));
-        let s = if signed && rng.random::<bool>() { -mag } else { mag };
+        let s = if signed && rng.random::<bool>() {
+            -mag
+        } else {
+            mag
+        };
         f16_bytes(s)
     };
     match dtype {
-        DType::F32 => (0..n).flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes()).collect(),
-        DType::F16 => (0..n).flat_map(|_| f16_bytes(rng.random_range(-1.0f32..1.0))).collect(),
+        DType::F32 => (0..n)
+            .flat_map(|_| rng.random_range(-1.0f32..1.0).to_le_bytes())
+            .collect(),
+        DType::F16 => (0..n)
+            .flat_map(|_| f16_bytes(rng.random_range(-1.0f32..1.0)))
+            .collect(),
         DType::BF16 => (0..n)
             .flat_map(|_| ((rng.random_range(-1.0f32..1.0).to_bits() >> 16) as u16).to_le_bytes())
             .collect(),
@@ -546,7 +591,9 @@ pub fn random_gguf_bytes(dtype: DType, rows: usize, cols: usize, seed: u64) -> V
             rng.fill(&mut out[..]);
             for b in out.chunks_exact_mut(bb) {
                 match dtype {
-                    DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => b[0..2].copy_from_slice(&scale(&mut rng, true)),
+                    DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => {
+                        b[0..2].copy_from_slice(&scale(&mut rng, true))
+                    }
                     DType::Q4_1 | DType::Q5_1 => {
                         b[0..2].copy_from_slice(&scale(&mut rng, false));
                         let m = -f16_at(&scale(&mut rng, false), 0) * 8.0;
@@ -572,7 +619,9 @@ pub fn random_gguf_bytes(dtype: DType, rows: usize, cols: usize, seed: u64) -> V
 
 fn quantize_q4_0(x: &[f32], y: &mut Vec<u8>) {
     // ggml-quants.c quantize_row_q4_0_ref: d = (value of largest magnitude) / -8.
-    let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let max = x
+        .iter()
+        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y.extend(f16_bytes(d));
@@ -585,7 +634,9 @@ fn quantize_q4_0(x: &[f32], y: &mut Vec<u8>) {
 
 fn quantize_q4_1(x: &[f32], y: &mut Vec<u8>) {
     // quantize_row_q4_1_ref: d = (max - min) / 15, m = min.
-    let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (min, max) = x
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let d = (max - min) / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y.extend(f16_bytes(d));
@@ -605,7 +656,9 @@ fn push_q5(q: &[u8; 32], y: &mut Vec<u8>) {
 
 fn quantize_q5_0(x: &[f32], y: &mut Vec<u8>) {
     // quantize_row_q5_0_ref: d = (value of largest magnitude) / -16.
-    let max = x.iter().fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    let max = x
+        .iter()
+        .fold(0.0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y.extend(f16_bytes(d));
@@ -615,7 +668,9 @@ fn quantize_q5_0(x: &[f32], y: &mut Vec<u8>) {
 
 fn quantize_q5_1(x: &[f32], y: &mut Vec<u8>) {
     // quantize_row_q5_1_ref: d = (max - min) / 31, m = min.
-    let (min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (min, max) = x
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let d = (max - min) / 31.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     y.extend(f16_bytes(d));
@@ -638,16 +693,28 @@ fn quantize_q8_0(x: &[f32], y: &mut Vec<u8>) {
 /// rounded up and the 6-bit scales rounded up, so that the quantization grid covers every value.
 fn quantize_k_minmax(x: &[f32], nmax: u32, five_bit: bool, y: &mut Vec<u8>) {
     let sub = |s: usize| &x[32 * s..32 * s + 32];
-    let mins: [f32; 8] = std::array::from_fn(|s| (-sub(s).iter().fold(f32::MAX, |a, &v| a.min(v))).max(0.0));
+    let mins: [f32; 8] =
+        std::array::from_fn(|s| (-sub(s).iter().fold(f32::MAX, |a, &v| a.min(v))).max(0.0));
     let dmin = f16::from_f32(mins.iter().fold(0.0f32, |a, &v| a.max(v)) / 63.0).to_f32();
-    let m: [u8; 8] =
-        std::array::from_fn(|s| if dmin > 0.0 { (mins[s] / dmin).ceil().min(63.0) as u8 } else { 0 });
+    let m: [u8; 8] = std::array::from_fn(|s| {
+        if dmin > 0.0 {
+            (mins[s] / dmin).ceil().min(63.0) as u8
+        } else {
+            0
+        }
+    });
     let need: [f32; 8] = std::array::from_fn(|s| {
         let max = sub(s).iter().fold(f32::MIN, |a, &v| a.max(v));
         ((max + dmin * m[s] as f32) / nmax as f32).max(0.0)
     });
     let d = f16::from_f32(need.iter().fold(0.0f32, |a, &v| a.max(v)) / 63.0).to_f32();
-    let sc: [u8; 8] = std::array::from_fn(|s| if d > 0.0 { (need[s] / d).ceil().min(63.0) as u8 } else { 0 });
+    let sc: [u8; 8] = std::array::from_fn(|s| {
+        if d > 0.0 {
+            (need[s] / d).ceil().min(63.0) as u8
+        } else {
+            0
+        }
+    });
     let q: Vec<u8> = (0..QK_K)
         .map(|e| {
             let s = e / 32;
@@ -673,22 +740,37 @@ fn quantize_k_minmax(x: &[f32], nmax: u32, five_bit: bool, y: &mut Vec<u8>) {
 /// Q6_K with a plain symmetric quantizer: per 16-element sub-block the step is `amax / 31`, its
 /// 8-bit scale rounded up so that the grid `-32..=31` covers every value.
 fn quantize_q6_k(x: &[f32], y: &mut Vec<u8>) {
-    let need: [f32; 16] = std::array::from_fn(|s| x[16 * s..16 * s + 16].iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 31.0);
+    let need: [f32; 16] = std::array::from_fn(|s| {
+        x[16 * s..16 * s + 16]
+            .iter()
+            .fold(0.0f32, |a, &v| a.max(v.abs()))
+            / 31.0
+    });
     let d = f16::from_f32(need.iter().fold(0.0f32, |a, &v| a.max(v)) / 127.0).to_f32();
-    let sc: [i8; 16] = std::array::from_fn(|s| if d > 0.0 { (need[s] / d).ceil().min(127.0) as i8 } else { 0 });
+    let sc: [i8; 16] = std::array::from_fn(|s| {
+        if d > 0.0 {
+            (need[s] / d).ceil().min(127.0) as i8
+        } else {
+            0
+        }
+    });
     let q: Vec<u8> = (0..QK_K)
         .map(|e| {
             let ds = d * sc[e / 16] as f32;
-            let v = if ds > 0.0 { (x[e] / ds).round().clamp(-32.0, 31.0) } else { 0.0 };
+            let v = if ds > 0.0 {
+                (x[e] / ds).round().clamp(-32.0, 31.0)
+            } else {
+                0.0
+            };
             (v as i32 + 32) as u8
         })
         .collect();
     let mut ql = [0u8; 128];
     let mut qh = [0u8; 64];
-    for e in 0..QK_K {
+    for (e, &qe) in q.iter().enumerate() {
         let (h, t, l) = (e / 128, (e % 128) / 32, e % 32);
-        ql[64 * h + l + 32 * (t % 2)] |= (q[e] & 0xF) << (4 * (t / 2));
-        qh[32 * h + l] |= (q[e] >> 4) << (2 * t);
+        ql[64 * h + l + 32 * (t % 2)] |= (qe & 0xF) << (4 * (t / 2));
+        qh[32 * h + l] |= (qe >> 4) << (2 * t);
     }
     y.extend(ql);
     y.extend(qh);
@@ -701,7 +783,7 @@ fn quantize_q6_k(x: &[f32], y: &mut Vec<u8>) {
 /// and abs-max (Q6_K) quantizers for the K-quants, correct but less accurate than llama.cpp's.
 pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>> {
     let qk = dtype.block_elems();
-    if x.len() % qk != 0 {
+    if !x.len().is_multiple_of(qk) {
         return Err(Error::InvalidArgument(format!(
             "quantize {dtype}: {} elements is not a whole number of {qk}-element blocks",
             x.len()
@@ -711,7 +793,10 @@ pub fn quantize(dtype: DType, x: &[f32]) -> Result<Vec<u8>> {
     match dtype {
         DType::F32 => y.extend(x.iter().flat_map(|v| v.to_le_bytes())),
         DType::F16 => y.extend(x.iter().flat_map(|&v| f16_bytes(v))),
-        DType::BF16 => y.extend(x.iter().flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())),
+        DType::BF16 => y.extend(
+            x.iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes()),
+        ),
         _ => {
             for b in x.chunks_exact(qk) {
                 match dtype {
@@ -748,13 +833,23 @@ mod tests {
     #[test]
     fn gpu_layout_matches_reference_for_random_blocks() {
         for t in DType::ALL {
-            let (rows, cols) = (3, if t.is_quantized() { 2 * t.block_elems() } else { 13 });
+            let (rows, cols) = (
+                3,
+                if t.is_quantized() {
+                    2 * t.block_elems()
+                } else {
+                    13
+                },
+            );
             let raw = random_gguf_bytes(t, rows, cols, 7);
             let want = dequantize_vec(t, &raw).unwrap();
             let words = to_gpu_rows(t, &raw, rows, cols).unwrap();
             let got = dequantize_gpu_rows(t, &words, rows, cols).unwrap();
             for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!((a - b).abs() <= 1e-6 * a.abs().max(1e-3), "{t} element {i}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-6 * a.abs().max(1e-3),
+                    "{t} element {i}: {a} vs {b}"
+                );
             }
         }
     }
