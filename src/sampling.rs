@@ -704,7 +704,7 @@ mod tests {
         s.apply_penalties(&mut l, &history);
         let want = [
             2.0 / 2.0 - 0.5 - 2.0 * 0.25, // positive: divided, then presence + 2 x frequency
-            -1.0 * 2.0 - 0.5 - 0.25,      // negative: multiplied
+            -2.0 - 0.5 - 0.25,            // negative: multiplied (-1 x 2)
             0.5,
             3.0 / 2.0 - 0.5 - 0.25,
             -2.0,
