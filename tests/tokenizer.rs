@@ -599,3 +599,60 @@ fn errors_name_the_problem() {
     assert_eq!(whole, "\u{FFFD} x\u{FFFD}");
     assert_eq!(stream_all(&tok, &ids, false), whole);
 }
+
+#[test]
+fn tokenizer_json_loading() {
+    // A tiny byte-level BPE tokenizer.json (the same vocabulary as `gpt2_vocab`).
+    let v = gpt2_vocab("gpt2");
+    let vocab: serde_json::Map<String, serde_json::Value> = v
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), serde_json::Value::from(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = [(261, "<|endoftext|>"), (262, "<|im_end|>")]
+        .iter()
+        .map(|(id, t)| {
+            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "vocab": vocab, "merges": v.merges},
+    });
+    let dir = std::env::temp_dir().join(format!("flint-tokjson-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, serde_json::to_string(&json).unwrap()).unwrap();
+
+    let mut meta = v.clone();
+    meta.bos = Some(261);
+    meta.add_bos = true;
+    let tok = Tokenizer::from_tokenizer_json(&path, Some(&meta)).unwrap();
+    assert_eq!(tok.vocab_size(), 263);
+    let ids = tok.encode(" the thin<|im_end|>", true).unwrap();
+    assert_eq!(ids[..2], [261, 258]);
+    assert_eq!(ids.last(), Some(&262));
+    assert_eq!(tok.decode(&ids).unwrap(), " the thin");
+    assert_eq!(
+        tok.decode_with_special(&ids).unwrap(),
+        "<|endoftext|> the thin<|im_end|>"
+    );
+    assert_eq!(stream_all(&tok, &ids, false), " the thin");
+    assert!(tok.is_eog(262));
+    assert!(matches!(
+        Tokenizer::from_tokenizer_json(dir.join("missing.json"), None),
+        Err(Error::Tokenizer(_))
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
