@@ -202,3 +202,30 @@ fn embed_rejects_out_of_range_ids() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// F16 and BF16 fixtures cover the whole finite range (±0, subnormals, max finite): the GPU decodes
+/// them bit for bit, except that an adapter may flush subnormals to zero.
+#[test]
+fn float_fixtures_decode_bitwise() {
+    let Some(gpu) = gpu(&GpuOptions::default()) else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant");
+    for t in [DType::F16, DType::BF16] {
+        let raw = std::fs::read(dir.join(format!("{}.raw", t.name()))).unwrap();
+        let want: Vec<f32> = bytemuck::pod_collect_to_vec(
+            &std::fs::read(dir.join(format!("{}.f32", t.name()))).unwrap(),
+        );
+        let n = want.len();
+        let got = gpu_embed(&gpu, t, &raw, 1, n, &[0]);
+        for i in 0..n {
+            let (g, w) = (got[i], want[i]);
+            let flushed = w.abs() < 2f32.powi(-14) && g == 0.0 && t == DType::F16
+                || w.is_subnormal() && g == 0.0;
+            assert!(
+                g.to_bits() == w.to_bits() || flushed,
+                "{t} element {i}: GPU {g:e}, gguf-py {w:e}"
+            );
+        }
+    }
+}
