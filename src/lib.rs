@@ -3,10 +3,12 @@
 //! The data path: file ([`format`]) -> tensors -> GPU buffers ([`gpu`]) -> layer ops ([`ops`]) ->
 //! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]).
 
+pub mod engine;
 pub mod chat;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod sampling;
 pub mod tokenizer;

@@ -1,0 +1,80 @@
+// Causal attention with grouped-query heads over the KV cache, one workgroup per (head, query).
+// Online softmax over tiles of 64 cached positions (the score matrix is never stored):
+//   m = running max, l = running sum of exp(score - m), acc = running sum of exp(score - m) * V.
+// q[t, head, d]; k/v cache[pos, kv_head, d]; query t sits at position pos0 + t and sees 0..=pos0+t.
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    tokens: u32,
+    pos0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    scale: f32,
+    _pad3: f32,
+    _pad4: f32,
+    _pad5: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 64u;
+const MAX_D: u32 = 256u;      // head_dim up to 256: each thread owns dims lid, lid+64, ...
+var<workgroup> qs: array<f32, MAX_D>;
+var<workgroup> sc: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.x;
+    let t = wid.y;
+    let D = p.head_dim;
+    let kvh = head / (p.n_heads / p.n_kv_heads);
+    let kv_row = p.n_kv_heads * D;
+    let qbase = (t * p.n_heads + head) * D;
+    for (var d = lid; d < D; d += WG) { qs[d] = q[qbase + d]; }
+    workgroupBarrier();
+
+    let n_pos = p.pos0 + t + 1u;
+    var m = -3.0e38;
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var t0 = 0u; t0 < n_pos; t0 += WG) {
+        let pos = t0 + lid;
+        var s = -3.0e38;
+        if (pos < n_pos) {
+            let kb = pos * kv_row + kvh * D;
+            var dot_ = 0.0;
+            for (var d = 0u; d < D; d++) { dot_ += qs[d] * kc[kb + d]; }
+            s = dot_ * p.scale;
+        }
+        sc[lid] = s;
+        workgroupBarrier();
+        let cnt = min(WG, n_pos - t0);
+        var tmax = m;
+        for (var j = 0u; j < cnt; j++) { tmax = max(tmax, sc[j]); }
+        let corr = exp(m - tmax);
+        l *= corr;
+        for (var c = 0u; c < 4u; c++) { acc[c] *= corr; }
+        for (var j = 0u; j < cnt; j++) {
+            let e = exp(sc[j] - tmax);
+            l += e;
+            let vb = (t0 + j) * kv_row + kvh * D;
+            for (var c = 0u; c < 4u; c++) {
+                let d = lid + c * WG;
+                if (d < D) { acc[c] += e * vc[vb + d]; }
+            }
+        }
+        m = tmax;
+        workgroupBarrier();
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let d = lid + c * WG;
+        if (d < D) { out[qbase + d] = acc[c] / l; }
+    }
+}

@@ -1,0 +1,79 @@
+// Y[m, n] (+)= sum_k W[n, k] * X[m, k] for many tokens at once: the prefill product.
+// Register-tiled: a 64-thread workgroup computes a 32-row x 32-token tile, 4x4 per thread, staging a
+// dequantized 32x32 slice of W (via the type's `dq8` fragment, concatenated in front of this file)
+// and of X in shared memory.
+
+struct Params {
+    K: u32,
+    N: u32,
+    M: u32,
+    row_words: u32,
+    x_stride: u32,
+    y_stride: u32,
+    y_offset: u32,
+    accumulate: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+const TN: u32 = 32u; // weight rows per tile
+const TM: u32 = 32u; // tokens per tile
+const TK: u32 = 32u; // depth per step
+const TKP: u32 = 33u; // padded shared-memory row
+var<workgroup> ws: array<f32, 1056>; // TN * TKP
+var<workgroup> xs: array<f32, 1056>; // TM * TKP
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n0 = wid.x * TN;
+    let m0 = wid.y * TM;
+    let tx = lid % 8u; // rows tx*4 .. tx*4+3
+    let ty = lid / 8u; // tokens ty*4 .. ty*4+3
+    var acc: array<vec4<f32>, 4>; // acc[i][j]: token ty*4+i, row tx*4+j
+    for (var k0 = 0u; k0 < p.K; k0 += TK) {
+        // W slice: TN rows x TK/8 groups of 8
+        for (var i = lid; i < TN * (TK / 8u); i += 64u) {
+            let r = i / (TK / 8u);
+            let g = i % (TK / 8u);
+            let row = n0 + r;
+            let k = k0 + g * 8u;
+            var d = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (row < p.N && k < p.K) {
+                d = dq8(row * p.row_words + (k / QK) * QWORDS, (k % QK) / 8u);
+            }
+            let s = r * TKP + g * 8u;
+            ws[s] = d[0].x; ws[s + 1u] = d[0].y; ws[s + 2u] = d[0].z; ws[s + 3u] = d[0].w;
+            ws[s + 4u] = d[1].x; ws[s + 5u] = d[1].y; ws[s + 6u] = d[1].z; ws[s + 7u] = d[1].w;
+        }
+        // X slice: TM tokens x TK
+        for (var i = lid; i < TM * TK; i += 64u) {
+            let mm = i / TK;
+            let kk = i % TK;
+            var v = 0.0;
+            if (m0 + mm < p.M && k0 + kk < p.K) { v = x[(m0 + mm) * p.x_stride + k0 + kk]; }
+            xs[mm * TKP + kk] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let b = vec4<f32>(ws[(tx * 4u) * TKP + kk], ws[(tx * 4u + 1u) * TKP + kk],
+                              ws[(tx * 4u + 2u) * TKP + kk], ws[(tx * 4u + 3u) * TKP + kk]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += xs[(ty * 4u + i) * TKP + kk] * b;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + ty * 4u + i;
+        if (m >= p.M) { continue; }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tx * 4u + j;
+            if (n >= p.N) { continue; }
+            let yi = m * p.y_stride + p.y_offset + n;
+            if (p.accumulate != 0u) { y[yi] += acc[i][j]; } else { y[yi] = acc[i][j]; }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! A model ready to run: GPU, weights, tokenizer, KV cache, and the token loop around them.
+//!
+//! `prompt text -> tokens -> forward (prefill, in batches) -> logits -> sampler -> token -> forward
+//! (decode, one token) -> ... -> text`. The KV cache is kept between calls: a new prompt that starts
+//! with the tokens already in the cache only computes the rest (multi-turn chat, shared prefixes).
+
+use crate::error::{Error, Result};
+use crate::format::gguf::Gguf;
+use crate::gpu::{Gpu, GpuOptions};
+use crate::model::{KvCache, Logits, Model, Scratch};
+use crate::sampling::{Sampler, SamplingParams, StopMatcher};
+use crate::tokenizer::Tokenizer;
+use std::time::{Duration, Instant};
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub gpu: GpuOptions,
+    /// Context length (positions in the KV cache); `None` = min(model's, [`DEFAULT_CTX`]).
+    pub ctx: Option<usize>,
+    /// Most tokens per forward pass during prefill.
+    pub batch: usize,
+}
+
+/// Context used when none is asked for and the model's is larger (KV memory grows with it).
+pub const DEFAULT_CTX: usize = 4096;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { gpu: GpuOptions::default(), ctx: None, batch: 256 }
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the end of the context.
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+/// The result of [`Engine::generate`].
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (the rest came from the KV cache).
+    pub prefilled_tokens: usize,
+    pub finish: FinishReason,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+impl Generation {
+    /// Prefill tokens per second.
+    pub fn prefill_tps(&self) -> f64 {
+        self.prefilled_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Decode tokens per second (tokens after the first, which prefill produced).
+    pub fn decode_tps(&self) -> f64 {
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Perplexity over a text, llama.cpp's definition (see [`Engine::perplexity`]).
+#[derive(Clone, Debug)]
+pub struct Perplexity {
+    pub ppl: f64,
+    pub chunks: usize,
+    pub tokens_scored: usize,
+    /// Running PPL after each chunk (what llama-perplexity prints as `[i]value`).
+    pub per_chunk: Vec<f64>,
+}
+
+/// A loaded model with its tokenizer and KV cache.
+pub struct Engine {
+    pub gpu: Gpu,
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// The model's own Jinja chat template (`tokenizer.chat_template`), if it has one.
+    pub chat_template: Option<String>,
+    pub ctx: usize,
+    pub batch: usize,
+    state: State,
+    pub load_time: Duration,
+}
+
+/// The KV cache, the activation buffers and the tokens the cache holds.
+struct State {
+    cache: KvCache,
+    scratch: Scratch,
+    /// Tokens whose keys/values are in the cache, in order.
+    history: Vec<u32>,
+}
+
+impl State {
+    fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.history.clear();
+    }
+
+    /// Runs `tokens` after what is in the cache, `batch` at a time; returns the last token's logits.
+    fn feed(&mut self, gpu: &Gpu, model: &Model, batch: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
+        }
+        if self.history.len() + tokens.len() > self.cache.ctx {
+            return Err(Error::ContextOverflow { tokens: self.history.len() + tokens.len(), ctx: self.cache.ctx });
+        }
+        let mut logits = Vec::new();
+        for chunk in tokens.chunks(batch) {
+            logits = model.forward(gpu, &mut self.cache, &mut self.scratch, chunk, Logits::Last)?;
+            self.history.extend_from_slice(chunk);
+        }
+        Ok(logits)
+    }
+}
+
+impl Engine {
+    /// Opens a GGUF file, the GPU, uploads the weights and builds the tokenizer.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(
+        path: impl AsRef<std::path::Path>,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Engine> {
+        let t0 = Instant::now();
+        let path = path.as_ref();
+        let gguf = Gguf::open(path)?;
+        let tokenizer = Tokenizer::load_for_model(path, &gguf)?;
+        let gpu = Gpu::new(&opts.gpu)?;
+        let mut e = Engine::from_parts(gpu, &gguf, tokenizer, opts, progress)?;
+        e.load_time = t0.elapsed();
+        Ok(e)
+    }
+
+    /// Builds an engine from an opened GPU, a parsed GGUF and a tokenizer.
+    pub fn from_parts(
+        gpu: Gpu,
+        gguf: &Gguf,
+        tokenizer: Tokenizer,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Engine> {
+        let t0 = Instant::now();
+        let model = Model::load(&gpu, gguf, progress)?;
+        if tokenizer.vocab_size() > model.vocab() {
+            return Err(Error::Model(format!(
+                "the tokenizer has {} tokens but the model's output head only {}",
+                tokenizer.vocab_size(),
+                model.vocab()
+            )));
+        }
+        let ctx = opts.ctx.unwrap_or(model.ctx_train().min(DEFAULT_CTX)).max(1);
+        let cache = model.new_cache(&gpu, ctx)?;
+        gpu.check("loading the model")?;
+        Ok(Engine {
+            chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
+            gpu,
+            model,
+            tokenizer,
+            ctx,
+            batch: opts.batch.max(1),
+            state: State { cache, scratch: Scratch::default(), history: Vec::new() },
+            load_time: t0.elapsed(),
+        })
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn history(&self) -> &[u32] {
+        &self.state.history
+    }
+
+    /// Empties the KV cache.
+    pub fn reset(&mut self) {
+        self.state.reset();
+    }
+
+    /// Runs `tokens` after what is in the cache, in batches, and returns the last token's logits.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.state.feed(&self.gpu, &self.model, self.batch, tokens)
+    }
+
+    /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
+    /// returns the last token's logits and how many tokens were computed.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        if tokens.len() > self.ctx {
+            return Err(Error::ContextOverflow { tokens: tokens.len(), ctx: self.ctx });
+        }
+        let common = self.state.history.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        // Recompute at least the last token: its logits are not stored.
+        let keep = common.min(tokens.len() - 1);
+        self.state.cache.truncate(keep);
+        self.state.history.truncate(keep);
+        let logits = self.feed(&tokens[keep..])?;
+        Ok((logits, tokens.len() - keep))
+    }
+
+    /// Generates after `prompt` (token ids, BOS included if wanted). `on_text` receives each piece
+    /// of text as it is decoded (stop strings held back) and returns `false` to stop early.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let mut sampler = Sampler::new(opts.sampling.clone())?;
+        let t0 = Instant::now();
+        let (mut logits, prefilled) = self.prefill(prompt)?;
+        let prefill_time = t0.elapsed();
+        let t1 = Instant::now();
+        let mut out = Vec::new();
+        let mut text = String::new();
+        let mut stops = StopMatcher::new(opts.stop.iter().cloned());
+        let tokenizer = &self.tokenizer;
+        let mut decoder = tokenizer.stream_decoder();
+        let mut finish = FinishReason::Length;
+        let mut context: Vec<u32> = prompt.to_vec();
+        while out.len() < opts.max_tokens {
+            let tok = sampler.sample(&mut logits, &context)?;
+            if tokenizer.is_eog(tok) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            out.push(tok);
+            context.push(tok);
+            let piece = decoder.push(tok)?;
+            let (emit, stopped) = stops.push(&piece);
+            text.push_str(&emit);
+            if !emit.is_empty() && !on_text(&emit) {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            if stopped {
+                finish = FinishReason::Stop;
+                break;
+            }
+            if out.len() >= opts.max_tokens || self.state.history.len() >= self.ctx {
+                break;
+            }
+            logits = self.state.feed(&self.gpu, &self.model, self.batch, &[tok])?;
+        }
+        if finish != FinishReason::Stop || !stops.is_stopped() {
+            let mut rest = decoder.finish();
+            if !stops.is_stopped() {
+                let (emit, _) = stops.push(&rest);
+                rest = emit + &stops.finish();
+                text.push_str(&rest);
+                if !rest.is_empty() && finish != FinishReason::Cancelled {
+                    on_text(&rest);
+                }
+            }
+        }
+        Ok(Generation {
+            text,
+            tokens: out,
+            prompt_tokens: prompt.len(),
+            prefilled_tokens: prefilled,
+            finish,
+            prefill_time,
+            decode_time: t1.elapsed(),
+        })
+    }
+
+    /// Perplexity as llama.cpp's `llama-perplexity` defines it: the tokens are cut into chunks of
+    /// `n_ctx`; each chunk is evaluated from an empty cache, with its first token replaced by BOS
+    /// when the vocabulary adds one, and only the second half of each chunk is scored.
+    /// `max_chunks` limits the number of chunks (llama.cpp's `--chunks`).
+    pub fn perplexity(&mut self, tokens: &[u32], n_ctx: usize, max_chunks: Option<usize>) -> Result<Perplexity> {
+        if n_ctx < 2 || n_ctx > self.ctx {
+            return Err(Error::InvalidArgument(format!(
+                "perplexity context {n_ctx} must be between 2 and the loaded context {}",
+                self.ctx
+            )));
+        }
+        let mut n_chunks = tokens.len() / n_ctx;
+        if let Some(m) = max_chunks {
+            n_chunks = n_chunks.min(m);
+        }
+        if n_chunks == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "the text has {} tokens, fewer than one chunk of {n_ctx}",
+                tokens.len()
+            )));
+        }
+        let first = n_ctx / 2;
+        let vocab = self.model.vocab();
+        let mut nll = 0.0f64;
+        let mut count = 0usize;
+        let mut per_chunk = Vec::with_capacity(n_chunks);
+        for c in 0..n_chunks {
+            let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+            if self.tokenizer.adds_bos() {
+                if let Some(bos) = self.tokenizer.bos_id() {
+                    chunk[0] = bos;
+                }
+            }
+            self.reset();
+            // All logits of the chunk, in batches that fit the binding limit.
+            let mut logits = Vec::with_capacity(n_ctx * vocab);
+            let max_rows = ((self.gpu.caps.max_binding / 4) as usize / vocab).max(1);
+            for part in chunk.chunks(self.batch.min(max_rows)) {
+                let st = &mut self.state;
+                let l = self.model.forward(&self.gpu, &mut st.cache, &mut st.scratch, part, Logits::All)?;
+                logits.extend_from_slice(&l);
+                st.history.extend_from_slice(part);
+            }
+            for i in first..n_ctx - 1 {
+                let row = &logits[i * vocab..(i + 1) * vocab];
+                let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = row.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln() + mx;
+                nll += lse - row[chunk[i + 1] as usize] as f64;
+                count += 1;
+            }
+            per_chunk.push((nll / count as f64).exp());
+        }
+        self.reset();
+        Ok(Perplexity { ppl: (nll / count as f64).exp(), chunks: n_chunks, tokens_scored: count, per_chunk })
+    }
+}

@@ -1,0 +1,415 @@
+//! The GPU layer: adapter and device, capabilities, buffers, the pipeline cache and dispatch.
+//!
+//! Everything that talks to wgpu directly lives here; ops (`src/ops/`) only name a kernel, give its
+//! parameters and buffers, and say how many workgroups to run.
+
+mod weight;
+
+pub use weight::Weight;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// How to choose an adapter and which optional capabilities to use.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Restrict to one backend (`vulkan`, `metal`, `dx12`, `gl`); `None` = all that are compiled in.
+    pub backend: Option<String>,
+    /// Pick an adapter by index (as `flint info --adapters` lists them) or by a substring of its name.
+    pub adapter: Option<String>,
+    /// Use a smaller storage-binding limit than the adapter's (tests use it to force tensor splitting).
+    pub max_binding_override: Option<u64>,
+    /// Do not use subgroup operations even where the adapter has them (tests the baseline kernels).
+    pub no_subgroups: bool,
+    /// Do not use `shader-f16` even where the adapter has it.
+    pub no_f16: bool,
+}
+
+/// Features and limits read once from the adapter; kernels are chosen from these.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    /// `shader-f16` is available and enabled.
+    pub f16: bool,
+    /// Subgroup operations are available and enabled.
+    pub subgroups: bool,
+    /// Smallest subgroup size the adapter reports (0 when unknown).
+    pub subgroup_min_size: u32,
+    /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
+    pub max_binding: u64,
+    /// Largest buffer, in bytes.
+    pub max_buffer: u64,
+    /// Workgroup shared memory, in bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    pub max_invocations: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_workgroups_per_dim: u32,
+}
+
+/// A GPU device with its queue, capabilities and compiled pipelines.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: Caps,
+    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// First uncaptured wgpu error since the last check (validation, out of memory).
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// Lists the adapters wgpu can see for the given backend filter.
+pub async fn enumerate_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
+    let backends = parse_backends(backend)?;
+    let instance = make_instance(backends);
+    Ok(instance.enumerate_adapters(backends).await)
+}
+
+fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends> {
+    Ok(match backend.map(|b| b.to_ascii_lowercase()) {
+        None => wgpu::Backends::all(),
+        Some(b) => match b.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown backend `{other}` (expected vulkan, metal, dx12, gl or webgpu)"
+                )))
+            }
+        },
+    })
+}
+
+impl Gpu {
+    /// Opens the GPU chosen by `opts` (blocking; native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(opts: &GpuOptions) -> Result<Gpu> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    /// Opens the GPU chosen by `opts`.
+    pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
+        let backend = opts.backend.clone().or_else(|| std::env::var("FLINT_BACKEND").ok());
+        let wanted = opts.adapter.clone().or_else(|| std::env::var("FLINT_ADAPTER").ok());
+        let backends = parse_backends(backend.as_deref())?;
+        let instance = make_instance(backends);
+        let adapter = match &wanted {
+            Some(sel) => {
+                let all = instance.enumerate_adapters(backends).await;
+                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                let found = match sel.parse::<usize>() {
+                    Ok(i) => all.into_iter().nth(i),
+                    Err(_) => {
+                        let s = sel.to_lowercase();
+                        all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&s))
+                    }
+                };
+                found.ok_or_else(|| {
+                    Error::NoAdapter(format!("no adapter matches `{sel}`; adapters seen: {names:?}"))
+                })?
+            }
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    apply_limit_buckets: false,
+                })
+                .await
+                .map_err(|e| {
+                    Error::NoAdapter(format!(
+                        "{e}. Install a Vulkan driver (on Debian without a GPU: \
+                         `apt-get install mesa-vulkan-drivers libvulkan1`, or run scripts/setup.sh)"
+                    ))
+                })?,
+        };
+        let info = adapter.get_info();
+        let features = adapter.features();
+        let limits = adapter.limits();
+
+        let f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        let subgroups = features.contains(wgpu::Features::SUBGROUP)
+            && !opts.no_subgroups
+            && std::env::var("FLINT_NO_SUBGROUPS").is_err();
+        let mut required_features = wgpu::Features::empty();
+        if f16 {
+            required_features |= wgpu::Features::SHADER_F16;
+        }
+        if subgroups {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
+        // Ask for the adapter's own limits: big models need its full binding and buffer sizes.
+        let required_limits = limits.clone();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("flint"),
+                required_features,
+                required_limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("could not open device on `{}`: {e}", info.name)))?;
+
+        let error = Arc::new(Mutex::new(None));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+
+        let max_binding = (limits.max_storage_buffer_binding_size as u64)
+            .min(opts.max_binding_override.unwrap_or(u64::MAX));
+        let caps = Caps {
+            f16,
+            subgroups,
+            subgroup_min_size: info.subgroup_min_size,
+            max_binding,
+            max_buffer: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        Ok(Gpu { device, queue, info, caps, pipelines: Mutex::new(HashMap::new()), error })
+    }
+
+    /// A one-line description of the adapter: name, backend, device type.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The compute pipeline for a kernel made of `sources` concatenated, entry point `main`,
+    /// compiled once per `key` and cached.
+    pub fn pipeline(&self, key: &str, sources: &[&str]) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.pipelines.lock().map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(key) {
+            return Ok(p.clone());
+        }
+        let code: String = sources.concat();
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(key),
+            source: wgpu::ShaderSource::Wgsl(code.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(key),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        self.check(key)?;
+        let p = Arc::new(pipeline);
+        cache.insert(key.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Names of the kernels compiled so far (for `flint info`).
+    pub fn compiled_kernels(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.pipelines.lock().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Returns the first wgpu error raised since the last check, naming `context`.
+    pub fn check(&self, context: &str) -> Result<()> {
+        let err = self.error.lock().ok().and_then(|mut e| e.take());
+        match err {
+            Some(e) => Err(Error::Gpu(format!("{context}: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
+        // wgpu needs a non-empty, 4-byte-multiple size for storage buffers.
+        if data.is_empty() || data.len() % 4 != 0 {
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4).max(4), 0);
+            return self.upload(label, &padded);
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: data,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// A zero-filled storage buffer of `size` bytes (at least 4).
+    pub fn zeros(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        if size > self.caps.max_buffer {
+            return Err(Error::Gpu(format!(
+                "buffer `{label}` of {size} bytes exceeds the adapter's max_buffer_size {}",
+                self.caps.max_buffer
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A new command encoder.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flint") })
+    }
+
+    /// Records one compute dispatch: binding 0 is a uniform holding `params`, bindings 1.. are
+    /// `buffers` in order (whole buffers), `groups` workgroups (see [`Gpu::grid`]).
+    pub fn dispatch(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) {
+        let mut padded = params.to_vec();
+        padded.resize(params.len().next_multiple_of(16).max(16), 0);
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: &padded,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// Splits `n` workgroups over x and y so no dimension exceeds the adapter's limit; kernels
+    /// recover the linear index as `wid.x + wid.y * num_workgroups.x`.
+    pub fn grid(&self, n: u32) -> [u32; 3] {
+        let max = self.caps.max_workgroups_per_dim.max(1);
+        if n <= max {
+            [n.max(1), 1, 1]
+        } else {
+            [max, n.div_ceil(max), 1]
+        }
+    }
+
+    /// Submits `enc` and returns the submission index.
+    pub fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        self.queue.submit(Some(enc.finish()))
+    }
+
+    /// Reads `size` bytes at `offset` of `buf` back to the CPU, waiting for all work before it.
+    pub async fn read_async(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let size = size.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        self.submit(enc);
+        let (tx, rx) = futures_channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .await
+            .ok_or_else(|| Error::Gpu("readback was dropped".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the readback buffer: {e}")))?;
+        self.check("readback")?;
+        let data = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading the readback buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Blocking readback of `n` f32 values from the start of `buf` (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, buf: &wgpu::Buffer, offset_elems: u64, n: usize) -> Result<Vec<f32>> {
+        let bytes = pollster::block_on(self.read_async(buf, offset_elems * 4, n as u64 * 4))?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]))
+    }
+
+    /// Blocking readback of `n` u32 values (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, buf: &wgpu::Buffer, n: usize) -> Result<Vec<u32>> {
+        let bytes = pollster::block_on(self.read_async(buf, 0, n as u64 * 4))?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..n * 4]))
+    }
+}
+
+/// A one-shot channel good enough for map_async callbacks (single producer, single consumer).
+fn futures_channel<T>() -> (OneShotTx<T>, OneShotRx<T>) {
+    let slot = Arc::new(Mutex::new(None));
+    (OneShotTx(slot.clone()), OneShotRx(slot))
+}
+
+struct OneShotTx<T>(Arc<Mutex<Option<T>>>);
+struct OneShotRx<T>(Arc<Mutex<Option<T>>>);
+
+impl<T> OneShotTx<T> {
+    fn send(self, v: T) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(v);
+        }
+    }
+}
+
+impl<T> OneShotRx<T> {
+    /// Native: the callback has run once poll(wait) returned. Web: yields to the event loop until it has.
+    async fn recv(self) -> Option<T> {
+        loop {
+            if let Some(v) = self.0.lock().ok().and_then(|mut s| s.take()) {
+                return Some(v);
+            }
+            if Arc::strong_count(&self.0) == 1 {
+                return None;
+            }
+            yield_now().await;
+        }
+    }
+}
+
+async fn yield_now() {
+    struct Yield(bool);
+    impl std::future::Future for Yield {
+        type Output = ();
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+            if self.0 {
+                std::task::Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }
+    }
+    Yield(false).await
+}

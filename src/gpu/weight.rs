@@ -1,0 +1,66 @@
+//! A weight matrix on the GPU, kept in its quantized layout, split by rows across buffers so no
+//! binding exceeds the adapter's `max_storage_buffer_binding_size`.
+
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::format::DType;
+use crate::ops::quant;
+
+/// One buffer holding rows `[row0, row0 + rows)` of a weight.
+pub struct WeightPart {
+    pub buffer: wgpu::Buffer,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+/// A `rows` x `cols` matrix (cols = K, the row length) in the GPU layout of [`quant::to_gpu_rows`].
+pub struct Weight {
+    pub name: String,
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    /// u32 words per row in the GPU layout.
+    pub row_words: usize,
+    pub parts: Vec<WeightPart>,
+}
+
+impl Weight {
+    /// Uploads a weight given in GGUF byte layout (`rows * cols` elements of `dtype`).
+    pub fn upload(gpu: &Gpu, name: &str, dtype: DType, raw: &[u8], rows: usize, cols: usize) -> Result<Weight> {
+        let row_words = quant::gpu_row_words(dtype, cols);
+        let row_bytes = (row_words * 4) as u64;
+        let rows_per_part = (gpu.caps.max_binding / row_bytes.max(1)) as usize;
+        if rows_per_part == 0 {
+            return Err(Error::Gpu(format!(
+                "one row of `{name}` ({row_bytes} bytes) exceeds the adapter's max storage binding ({} bytes)",
+                gpu.caps.max_binding
+            )));
+        }
+        let src_row_bytes = dtype
+            .bytes_for(cols as u64)
+            .ok_or_else(|| Error::Model(format!("`{name}`: row length {cols} is not a whole number of {dtype} blocks")))?
+            as usize;
+        if raw.len() != src_row_bytes * rows {
+            return Err(Error::Model(format!(
+                "`{name}`: expected {} bytes for {rows}x{cols} {dtype}, got {}",
+                src_row_bytes * rows,
+                raw.len()
+            )));
+        }
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let words = quant::to_gpu_rows(dtype, &raw[row0 * src_row_bytes..(row0 + n) * src_row_bytes], n, cols)?;
+            let buffer = gpu.upload(name, bytemuck::cast_slice(&words));
+            parts.push(WeightPart { buffer, row0, rows: n });
+            row0 += n;
+        }
+        Ok(Weight { name: name.to_string(), dtype, rows, cols, row_words, parts })
+    }
+
+    /// Bytes this weight occupies on the GPU.
+    pub fn gpu_bytes(&self) -> u64 {
+        (self.rows * self.row_words * 4) as u64
+    }
+}

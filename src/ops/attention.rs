@@ -1,0 +1,106 @@
+//! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`).
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    tokens: u32,
+    pos0: u32,
+    _pad: [u32; 3],
+    scale: f32,
+    _pad2: [f32; 3],
+}
+
+/// Largest head dimension the kernel handles.
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Attention of `tokens` queries at positions `pos0..` over cached keys/values `0..pos0+tokens`.
+pub struct Attention {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub tokens: usize,
+    pub pos0: usize,
+    pub scale: f32,
+}
+
+impl Attention {
+    /// Records `out[t, h, :] = softmax(q[t, h] · K[..=pos0+t] * scale) V`.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "attention: {} heads is not a multiple of {} KV heads",
+                self.n_heads, self.n_kv_heads
+            )));
+        }
+        if self.head_dim == 0 || self.head_dim > MAX_HEAD_DIM {
+            return Err(Error::InvalidArgument(format!(
+                "attention: head_dim {} outside 1..={MAX_HEAD_DIM}",
+                self.head_dim
+            )));
+        }
+        let kv_bytes = ((self.pos0 + self.tokens) * self.n_kv_heads * self.head_dim * 4) as u64;
+        if k_cache.size() < kv_bytes || v_cache.size() < kv_bytes {
+            return Err(Error::InvalidArgument("attention: KV cache smaller than the attended positions".into()));
+        }
+        let p = Params {
+            n_heads: self.n_heads as u32,
+            n_kv_heads: self.n_kv_heads as u32,
+            head_dim: self.head_dim as u32,
+            tokens: self.tokens as u32,
+            pos0: self.pos0 as u32,
+            _pad: [0; 3],
+            scale: self.scale,
+            _pad2: [0.0; 3],
+        };
+        let pipeline = gpu.pipeline("attention", &[include_str!("../../shaders/attention.wgsl")])?;
+        gpu.dispatch(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&p),
+            &[q, k_cache, v_cache, out],
+            [self.n_heads as u32, self.tokens as u32, 1],
+        );
+        Ok(())
+    }
+}
+
+/// CPU reference. `q[t, h, d]`, caches `[pos, kv_h, d]`; returns `out[t, h, d]`.
+pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32> {
+    let (h, kvh, d) = (a.n_heads, a.n_kv_heads, a.head_dim);
+    let group = h / kvh;
+    let mut out = vec![0.0; a.tokens * h * d];
+    for t in 0..a.tokens {
+        let n_pos = a.pos0 + t + 1;
+        for head in 0..h {
+            let kv = head / group;
+            let qr = &q[(t * h + head) * d..][..d];
+            let scores: Vec<f32> = (0..n_pos)
+                .map(|p| qr.iter().zip(&k[(p * kvh + kv) * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * a.scale)
+                .collect();
+            let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let o = &mut out[(t * h + head) * d..][..d];
+            for (p, w) in e.iter().enumerate() {
+                for (oi, vi) in o.iter_mut().zip(&v[(p * kvh + kv) * d..][..d]) {
+                    *oi += w / sum * vi;
+                }
+            }
+        }
+    }
+    out
+}

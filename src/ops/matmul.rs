@@ -1,0 +1,122 @@
+//! Y = X Wᵀ over a weight that stays quantized on the GPU (dequantization fused into the kernel).
+//!
+//! Kernels: `shaders/matvec.wgsl` (few tokens: decode; subgroup twin `matvec_sg.wgsl`) and
+//! `shaders/matmul.wgsl` (many tokens: prefill, register-tiled). Both take the weight type's `dq8`
+//! fragment from `shaders/quant/<type>.wgsl`.
+
+use crate::error::{Error, Result};
+use crate::format::DType;
+use crate::gpu::{Gpu, Weight};
+
+/// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    k: u32,
+    n: u32,
+    m: u32,
+    row_words: u32,
+    x_stride: u32,
+    y_stride: u32,
+    y_offset: u32,
+    accumulate: u32,
+}
+
+/// Up to this many tokens use the matrix-vector kernel; more use the tiled matrix-matrix kernel.
+pub const MATVEC_MAX_TOKENS: usize = 4;
+
+/// The WGSL `dq8` fragment that decodes a weight type (see `src/ops/quant.rs` for the layouts).
+pub fn dq8_fragment(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => include_str!("../../shaders/quant/f32.wgsl"),
+        DType::F16 => include_str!("../../shaders/quant/f16.wgsl"),
+        DType::BF16 => include_str!("../../shaders/quant/bf16.wgsl"),
+        DType::Q4_0 => include_str!("../../shaders/quant/q4_0.wgsl"),
+        DType::Q4_1 => include_str!("../../shaders/quant/q4_1.wgsl"),
+        DType::Q5_0 => include_str!("../../shaders/quant/q5_0.wgsl"),
+        DType::Q5_1 => include_str!("../../shaders/quant/q5_1.wgsl"),
+        DType::Q8_0 => include_str!("../../shaders/quant/q8_0.wgsl"),
+        DType::Q4_K => include_str!("../../shaders/quant/q4_k.wgsl"),
+        DType::Q5_K => include_str!("../../shaders/quant/q5_k.wgsl"),
+        DType::Q6_K => include_str!("../../shaders/quant/q6_k.wgsl"),
+    }
+}
+
+/// Which kernel variant a product of `m` tokens uses on this GPU, as (pipeline key, sources).
+pub fn kernel_for(gpu: &Gpu, dtype: DType, m: usize) -> (String, [&'static str; 2]) {
+    let frag = dq8_fragment(dtype);
+    let t = dtype.name().to_ascii_lowercase();
+    if m <= MATVEC_MAX_TOKENS {
+        if gpu.caps.subgroups {
+            (format!("matvec_sg.{t}"), [frag, include_str!("../../shaders/matvec_sg.wgsl")])
+        } else {
+            (format!("matvec.{t}"), [frag, include_str!("../../shaders/matvec.wgsl")])
+        }
+    } else {
+        (format!("matmul.{t}"), [frag, include_str!("../../shaders/matmul.wgsl")])
+    }
+}
+
+/// `y[m, :] (+)= W x[m, :]` for `m` tokens; x has `w.cols` floats per token, y has `w.rows`.
+pub struct MatMul<'a> {
+    pub w: &'a Weight,
+    pub m: usize,
+    /// Add into y instead of overwriting it (fuses the residual add into output projections).
+    pub accumulate: bool,
+}
+
+impl MatMul<'_> {
+    /// Records the product; `x` and `y` must hold at least `m` tokens.
+    pub fn encode(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<()> {
+        let w = self.w;
+        if self.m == 0 {
+            return Ok(());
+        }
+        let need_x = (self.m * w.cols * 4) as u64;
+        let need_y = (self.m * w.rows * 4) as u64;
+        if x.size() < need_x || y.size() < need_y {
+            return Err(Error::InvalidArgument(format!(
+                "matmul `{}`: buffers too small for {} tokens (x {} < {need_x} or y {} < {need_y})",
+                w.name,
+                self.m,
+                x.size(),
+                y.size()
+            )));
+        }
+        let (key, sources) = kernel_for(gpu, w.dtype, self.m);
+        let pipeline = gpu.pipeline(&key, &sources)?;
+        for part in &w.parts {
+            let params = Params {
+                k: w.cols as u32,
+                n: part.rows as u32,
+                m: self.m as u32,
+                row_words: w.row_words as u32,
+                x_stride: w.cols as u32,
+                y_stride: w.rows as u32,
+                y_offset: part.row0 as u32,
+                accumulate: self.accumulate as u32,
+            };
+            let groups = if self.m <= MATVEC_MAX_TOKENS {
+                let g = gpu.grid(part.rows as u32);
+                [g[0], g[1], self.m as u32]
+            } else {
+                [(part.rows as u32).div_ceil(32), (self.m as u32).div_ceil(32), 1]
+            };
+            gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&params), &[&part.buffer, x, y], groups);
+        }
+        Ok(())
+    }
+}
+
+/// CPU reference: `y[m, n] = sum_k w[n, k] * x[m, k]` with `w` dequantized to f32 (`n x k`).
+pub fn matmul_cpu(w: &[f32], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    for t in 0..m {
+        let xr = &x[t * k..(t + 1) * k];
+        for r in 0..n {
+            let wr = &w[r * k..(r + 1) * k];
+            y[t * n + r] = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+        }
+    }
+    y
+}

@@ -1,0 +1,52 @@
+//! RMSNorm: `y = x / sqrt(mean(x²) + eps) * weight`, row by row (`shaders/rmsnorm.wgsl`).
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    rows: u32,
+    eps: f32,
+    _pad: u32,
+}
+
+/// RMSNorm over `rows` rows of `n` floats.
+pub struct RmsNorm {
+    pub n: usize,
+    pub rows: usize,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    /// Records `y = rmsnorm(x) * weight`.
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        let bytes = (self.n * self.rows * 4) as u64;
+        if self.n == 0 || x.size() < bytes || y.size() < bytes || weight.size() < (self.n * 4) as u64 {
+            return Err(Error::InvalidArgument(format!("rmsnorm: buffers too small for {}x{}", self.rows, self.n)));
+        }
+        let pipeline = gpu.pipeline("rmsnorm", &[include_str!("../../shaders/rmsnorm.wgsl")])?;
+        let p = Params { n: self.n as u32, rows: self.rows as u32, eps: self.eps, _pad: 0 };
+        gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&p), &[x, weight, y], gpu.grid(self.rows as u32));
+        Ok(())
+    }
+}
+
+/// CPU reference.
+pub fn rmsnorm_cpu(x: &[f32], weight: &[f32], n: usize, eps: f32) -> Vec<f32> {
+    x.chunks(n)
+        .flat_map(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / n as f32;
+            let s = 1.0 / (ms + eps).sqrt();
+            row.iter().zip(weight).map(move |(v, w)| v * s * w)
+        })
+        .collect()
+}

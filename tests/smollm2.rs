@@ -1,0 +1,141 @@
+//! End-to-end parity of SmolLM2-135M-Instruct (Q4_1 GGUF) on the GPU (lavapipe in CI) against
+//! transformers' fp32 run of the same file (tests/fixtures/smollm2/reference.json, made by
+//! scripts/make-fixtures.py) and llama.cpp (llamacpp.json, scripts/make-llamacpp-fixtures.sh).
+//!
+//! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/setup.sh fetches it). Set
+//! FLINT_SKIP_MODEL_TESTS=1 to skip these where the model cannot be had.
+
+use flint::engine::{Engine, GenerateOptions, LoadOptions};
+use flint::sampling::SamplingParams;
+use serde_json::Value;
+use std::sync::{Mutex, OnceLock};
+
+const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const FIX: &str = "tests/fixtures/smollm2";
+
+fn engine() -> Option<&'static Mutex<Engine>> {
+    static E: OnceLock<Option<Mutex<Engine>>> = OnceLock::new();
+    E.get_or_init(|| {
+        if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
+            return None;
+        }
+        assert!(std::path::Path::new(MODEL).exists(), "{MODEL} missing: run scripts/setup.sh");
+        let opts = LoadOptions { ctx: Some(512), ..Default::default() };
+        Some(Mutex::new(Engine::load(MODEL, &opts, &mut |_, _| {}).expect("load SmolLM2")))
+    })
+    .as_ref()
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/reference.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn prompt_token_ids_match_transformers() {
+    let Some(e) = engine() else { return };
+    let e = e.lock().unwrap();
+    for p in reference()["prompts"].as_array().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let got = e.tokenizer.encode(text, true).unwrap();
+        assert_eq!(got, ids(&p["prompt_ids"]), "token ids of {text:?}");
+    }
+}
+
+#[test]
+fn last_position_logits_match_transformers() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    for p in reference()["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["prompt_ids"]);
+        let bytes = std::fs::read(format!("{FIX}/{}", p["logits_file"].as_str().unwrap())).unwrap();
+        let want: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        e.reset();
+        let got = e.feed(&prompt).unwrap();
+        assert_eq!(got.len(), want.len());
+        let max_abs = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!("{:?}: max-abs logit difference {max_abs:.5}", p["text"].as_str().unwrap());
+        assert!(max_abs < 2e-2, "logits differ by {max_abs} (> 2e-2) for {:?}", p["text"]);
+        assert_eq!(argmax(&got), argmax(&want));
+    }
+}
+
+/// The first 32 greedy ids equal transformers'; where they part, transformers' own top two logits at
+/// that step must be within 0.05 (a near tie that fp32 rounding may break either way).
+#[test]
+fn greedy_32_tokens_match_transformers() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let r = reference();
+    let mut exact = 0;
+    for p in r["prompts"].as_array().unwrap() {
+        let want = ids(&p["greedy_ids"]);
+        e.reset();
+        let mut logits = e.feed(&ids(&p["prompt_ids"])).unwrap();
+        let mut got = Vec::new();
+        for step in 0..want.len() {
+            let t = argmax(&logits);
+            got.push(t);
+            if t != want[step] {
+                let gap = p["step_top2"][step]["gap"].as_f64().unwrap();
+                eprintln!("{:?}: parts at step {step} ({t} vs {}), transformers' top-2 gap {gap}", p["text"], want[step]);
+                assert!(gap < 0.05, "greedy parts from transformers at step {step} where its top-2 gap is {gap}");
+                break;
+            }
+            logits = e.feed(&[t]).unwrap();
+        }
+        if got == want {
+            exact += 1;
+        }
+    }
+    assert!(exact >= 3, "only {exact} prompts matched all 32 greedy tokens");
+}
+
+#[test]
+fn capital_of_france_is_paris() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let prompt = e.tokenizer.encode("The capital of France is", true).unwrap();
+    let opts = GenerateOptions { max_tokens: 2, sampling: SamplingParams::greedy(), stop: vec![] };
+    let g = e.generate(&prompt, &opts, &mut |_| true).unwrap();
+    assert_eq!(g.text, " Paris.");
+}
+
+#[test]
+fn same_seed_same_text() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let prompt = e.tokenizer.encode("Once upon a time", true).unwrap();
+    let sampling = SamplingParams { temperature: 1.0, seed: Some(7), ..SamplingParams::default() };
+    let opts = GenerateOptions { max_tokens: 12, sampling, stop: vec![] };
+    let a = e.generate(&prompt, &opts, &mut |_| true).unwrap();
+    let b = e.generate(&prompt, &opts, &mut |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let other = GenerateOptions { sampling: SamplingParams { seed: Some(8), ..opts.sampling.clone() }, ..opts };
+    let c = e.generate(&prompt, &other, &mut |_| true).unwrap();
+    assert_ne!(a.tokens, c.tokens, "a different seed should (almost surely) give different text");
+}
+
+#[test]
+fn prompt_longer_than_context_is_an_error() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let long = vec![504u32; e.ctx + 1];
+    let err = e.feed(&long).unwrap_err().to_string();
+    assert!(err.contains("does not fit the context"), "{err}");
+    let bad = e.feed(&[1_000_000]).unwrap_err().to_string();
+    assert!(bad.contains("outside the vocabulary"), "{bad}");
+}
