@@ -27,7 +27,11 @@ pub const DEFAULT_CTX: usize = 4096;
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { gpu: GpuOptions::default(), ctx: None, batch: 256 }
+        LoadOptions {
+            gpu: GpuOptions::default(),
+            ctx: None,
+            batch: 256,
+        }
     }
 }
 
@@ -117,7 +121,10 @@ impl State {
             return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
         }
         if self.history.len() + tokens.len() > self.cache.ctx {
-            return Err(Error::ContextOverflow { tokens: self.history.len() + tokens.len(), ctx: self.cache.ctx });
+            return Err(Error::ContextOverflow {
+                tokens: self.history.len() + tokens.len(),
+                ctx: self.cache.ctx,
+            });
         }
         let mut logits = Vec::new();
         for chunk in tokens.chunks(batch) {
@@ -163,7 +170,10 @@ impl Engine {
                 model.vocab()
             )));
         }
-        let ctx = opts.ctx.unwrap_or(model.ctx_train().min(DEFAULT_CTX)).max(1);
+        let ctx = opts
+            .ctx
+            .unwrap_or(model.ctx_train().min(DEFAULT_CTX))
+            .max(1);
         let cache = model.new_cache(&gpu, ctx)?;
         gpu.check("loading the model")?;
         Ok(Engine {
@@ -173,7 +183,11 @@ impl Engine {
             tokenizer,
             ctx,
             batch: opts.batch.max(1),
-            state: State { cache, scratch: Scratch::default(), history: Vec::new() },
+            state: State {
+                cache,
+                scratch: Scratch::default(),
+                history: Vec::new(),
+            },
             load_time: t0.elapsed(),
         })
     }
@@ -200,9 +214,18 @@ impl Engine {
             return Err(Error::InvalidArgument("empty prompt".into()));
         }
         if tokens.len() > self.ctx {
-            return Err(Error::ContextOverflow { tokens: tokens.len(), ctx: self.ctx });
+            return Err(Error::ContextOverflow {
+                tokens: tokens.len(),
+                ctx: self.ctx,
+            });
         }
-        let common = self.state.history.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self
+            .state
+            .history
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         // Recompute at least the last token: its logits are not stored.
         let keep = common.min(tokens.len() - 1);
         self.state.cache.truncate(keep);
@@ -253,7 +276,9 @@ impl Engine {
             if out.len() >= opts.max_tokens || self.state.history.len() >= self.ctx {
                 break;
             }
-            logits = self.state.feed(&self.gpu, &self.model, self.batch, &[tok])?;
+            logits = self
+                .state
+                .feed(&self.gpu, &self.model, self.batch, &[tok])?;
         }
         if finish != FinishReason::Stop || !stops.is_stopped() {
             let mut rest = decoder.finish();
@@ -281,7 +306,12 @@ impl Engine {
     /// `n_ctx`; each chunk is evaluated from an empty cache, with its first token replaced by BOS
     /// when the vocabulary adds one, and only the second half of each chunk is scored.
     /// `max_chunks` limits the number of chunks (llama.cpp's `--chunks`).
-    pub fn perplexity(&mut self, tokens: &[u32], n_ctx: usize, max_chunks: Option<usize>) -> Result<Perplexity> {
+    pub fn perplexity(
+        &mut self,
+        tokens: &[u32],
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+    ) -> Result<Perplexity> {
         if n_ctx < 2 || n_ctx > self.ctx {
             return Err(Error::InvalidArgument(format!(
                 "perplexity context {n_ctx} must be between 2 and the loaded context {}",
@@ -316,7 +346,13 @@ impl Engine {
             let max_rows = ((self.gpu.caps.max_binding / 4) as usize / vocab).max(1);
             for part in chunk.chunks(self.batch.min(max_rows)) {
                 let st = &mut self.state;
-                let l = self.model.forward(&self.gpu, &mut st.cache, &mut st.scratch, part, Logits::All)?;
+                let l = self.model.forward(
+                    &self.gpu,
+                    &mut st.cache,
+                    &mut st.scratch,
+                    part,
+                    Logits::All,
+                )?;
                 logits.extend_from_slice(&l);
                 st.history.extend_from_slice(part);
             }
@@ -330,6 +366,11 @@ impl Engine {
             per_chunk.push((nll / count as f64).exp());
         }
         self.reset();
-        Ok(Perplexity { ppl: (nll / count as f64).exp(), chunks: n_chunks, tokens_scored: count, per_chunk })
+        Ok(Perplexity {
+            ppl: (nll / count as f64).exp(),
+            chunks: n_chunks,
+            tokens_scored: count,
+            per_chunk,
+        })
     }
 }

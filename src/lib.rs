@@ -3,8 +3,8 @@
 //! The data path: file ([`format`]) -> tensors -> GPU buffers ([`gpu`]) -> layer ops ([`ops`]) ->
 //! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]).
 
-pub mod engine;
 pub mod chat;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod gpu;

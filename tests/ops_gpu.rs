@@ -16,15 +16,33 @@ use std::sync::OnceLock;
 
 fn gpu() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("a GPU adapter (lavapipe: scripts/setup.sh)"))
+    G.get_or_init(|| {
+        Gpu::new(&GpuOptions::default()).expect("a GPU adapter (lavapipe: scripts/setup.sh)")
+    })
+}
+
+/// A device that uses the subgroup matvec twin wherever the adapter has subgroups.
+fn gpu_subgroups() -> &'static Gpu {
+    static G: OnceLock<Gpu> = OnceLock::new();
+    G.get_or_init(|| {
+        Gpu::new(&GpuOptions {
+            subgroup_matvec: Some(true),
+            ..Default::default()
+        })
+        .expect("a GPU adapter")
+    })
 }
 
 /// A second device that must use the baseline (no-subgroup) kernels and splits weights at 64 KiB.
 fn gpu_baseline() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
     G.get_or_init(|| {
-        Gpu::new(&GpuOptions { no_subgroups: true, max_binding_override: Some(64 << 10), ..Default::default() })
-            .expect("a GPU adapter")
+        Gpu::new(&GpuOptions {
+            no_subgroups: true,
+            max_binding_override: Some(64 << 10),
+            ..Default::default()
+        })
+        .expect("a GPU adapter")
     })
 }
 
@@ -35,7 +53,10 @@ fn randv(n: usize, seed: u64) -> Vec<f32> {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn upload(g: &Gpu, v: &[f32]) -> wgpu::Buffer {
@@ -53,7 +74,13 @@ fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate:
     let xb = upload(g, &x);
     let yb = upload(g, &y0);
     let mut enc = g.encoder();
-    MatMul { w: &w, m, accumulate }.encode(g, &mut enc, &xb, &yb).unwrap();
+    MatMul {
+        w: &w,
+        m,
+        accumulate,
+    }
+    .encode(g, &mut enc, &xb, &yb)
+    .unwrap();
     g.submit(enc);
     let got = g.read_f32(&yb, 0, m * n).unwrap();
     let mut want = matmul_cpu(&wf, n, k, &x, m);
@@ -62,18 +89,41 @@ fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate:
     }
     let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
     let err = max_abs(&got, &want) / scale;
-    assert!(err < 1e-4, "{dtype} n={n} k={k} m={m} acc={accumulate} parts={}: rel err {err}", w.parts.len());
+    assert!(
+        err < 1e-4,
+        "{dtype} n={n} k={k} m={m} acc={accumulate} parts={}: rel err {err}",
+        w.parts.len()
+    );
     g.check("matmul").unwrap();
 }
 
 fn shapes(dtype: DType) -> Vec<(usize, usize, usize)> {
     let qk = dtype.block_elems();
     if qk == 256 {
-        vec![(1, 256, 1), (33, 512, 1), (70, 256, 3), (37, 768, 5), (65, 256, 33)]
+        vec![
+            (1, 256, 1),
+            (33, 512, 1),
+            (70, 256, 3),
+            (37, 768, 5),
+            (65, 256, 33),
+        ]
     } else if qk == 32 {
-        vec![(1, 32, 1), (33, 96, 1), (70, 64, 2), (45, 160, 7), (64, 576, 40)]
+        vec![
+            (1, 32, 1),
+            (33, 96, 1),
+            (70, 64, 2),
+            (45, 160, 7),
+            (64, 576, 40),
+        ]
     } else {
-        vec![(1, 1, 1), (1, 5, 1), (33, 37, 1), (70, 13, 4), (41, 77, 5), (64, 96, 33)]
+        vec![
+            (1, 1, 1),
+            (1, 5, 1),
+            (33, 37, 1),
+            (70, 13, 4),
+            (41, 77, 5),
+            (64, 96, 33),
+        ]
     }
 }
 
@@ -87,9 +137,24 @@ fn matmul_every_type_matches_cpu() {
 }
 
 #[test]
+fn matvec_subgroup_twin_matches_cpu() {
+    let g = gpu_subgroups();
+    if !g.caps.subgroups {
+        eprintln!("adapter has no subgroups: the subgroup twin cannot run here");
+        return;
+    }
+    assert!(g.caps.subgroup_matvec);
+    for dtype in DType::ALL {
+        for (n, k, m) in shapes(dtype).into_iter().filter(|s| s.2 <= 4) {
+            check_matmul(g, dtype, n, k, m, m == 1);
+        }
+    }
+}
+
+#[test]
 fn matmul_baseline_kernels_and_split_buffers_match_cpu() {
     let g = gpu_baseline();
-    assert!(!g.caps.subgroups);
+    assert!(!g.caps.subgroups && !g.caps.subgroup_matvec);
     for dtype in DType::ALL {
         let (n, k, m) = *shapes(dtype).last().unwrap();
         check_matmul(g, dtype, n, k, m, false);
@@ -100,7 +165,11 @@ fn matmul_baseline_kernels_and_split_buffers_match_cpu() {
     let n = 300; // 300 rows x 2 KiB (F32) = 600 KiB over a 64 KiB limit
     let raw = quant::random_gguf_bytes(DType::F32, n, k, 5);
     let w = Weight::upload(g, "big", DType::F32, &raw, n, k).unwrap();
-    assert!(w.parts.len() > 1, "expected a split weight, got {} part(s)", w.parts.len());
+    assert!(
+        w.parts.len() > 1,
+        "expected a split weight, got {} part(s)",
+        w.parts.len()
+    );
     check_matmul(g, DType::F32, n, k, 1, false);
     check_matmul(g, DType::Q4_K, 400, 1024, 9, false);
 }
@@ -121,7 +190,9 @@ fn rmsnorm_matches_cpu() {
         let (xb, wb) = (upload(g, &x), upload(g, &w));
         let yb = g.zeros("y", (n * rows * 4) as u64).unwrap();
         let mut enc = g.encoder();
-        RmsNorm { n, rows, eps: 1e-5 }.encode(g, &mut enc, &xb, &wb, &yb).unwrap();
+        RmsNorm { n, rows, eps: 1e-5 }
+            .encode(g, &mut enc, &xb, &wb, &yb)
+            .unwrap();
         g.submit(enc);
         let got = g.read_f32(&yb, 0, n * rows).unwrap();
         let err = max_abs(&got, &rmsnorm_cpu(&x, &w, n, 1e-5));
@@ -139,9 +210,30 @@ fn rope_matches_cpu_in_every_mode() {
     let mut linear = RopeConfig::plain(RopeMode::Normal, 64, 500000.0);
     linear.freq_scale = 0.5;
     let cases = [
-        (RopeConfig::plain(RopeMode::Normal, 64, 10000.0), 3, 64, 1, 0, false),
-        (RopeConfig::plain(RopeMode::Neox, 64, 10000.0), 2, 64, 5, 17, false),
-        (RopeConfig::plain(RopeMode::Neox, 24, 1e6), 3, 40, 3, 1000, false), // partial rotation
+        (
+            RopeConfig::plain(RopeMode::Normal, 64, 10000.0),
+            3,
+            64,
+            1,
+            0,
+            false,
+        ),
+        (
+            RopeConfig::plain(RopeMode::Neox, 64, 10000.0),
+            2,
+            64,
+            5,
+            17,
+            false,
+        ),
+        (
+            RopeConfig::plain(RopeMode::Neox, 24, 1e6),
+            3,
+            40,
+            3,
+            1000,
+            false,
+        ), // partial rotation
         (linear, 1, 64, 4, 9, true),
         (yarn, 5, 48, 7, 3000, false),
     ];
@@ -152,9 +244,15 @@ fn rope_matches_cpu_in_every_mode() {
         let ffb = upload(g, &ff);
         let dummy = g.zeros("d", 16).unwrap();
         let mut enc = g.encoder();
-        Rope { cfg: &cfg, n_heads: heads, head_dim: hd, tokens, pos0 }
-            .encode(g, &mut enc, &xb, with_ff.then_some(&ffb), &dummy)
-            .unwrap();
+        Rope {
+            cfg: &cfg,
+            n_heads: heads,
+            head_dim: hd,
+            tokens,
+            pos0,
+        }
+        .encode(g, &mut enc, &xb, with_ff.then_some(&ffb), &dummy)
+        .unwrap();
         g.submit(enc);
         let got = g.read_f32(&xb, 0, x.len()).unwrap();
         let mut want = x.clone();
@@ -168,12 +266,25 @@ fn rope_matches_cpu_in_every_mode() {
 fn attention_matches_cpu_with_gqa_and_cache() {
     let g = gpu();
     // (heads, kv_heads, head_dim, tokens, pos0)
-    for (h, kvh, d, tokens, pos0) in [(1, 1, 8, 1, 0), (9, 3, 64, 1, 70), (4, 2, 80, 5, 3), (6, 6, 128, 3, 130), (2, 1, 256, 2, 0)] {
+    for (h, kvh, d, tokens, pos0) in [
+        (1, 1, 8, 1, 0),
+        (9, 3, 64, 1, 70),
+        (4, 2, 80, 5, 3),
+        (6, 6, 128, 3, 130),
+        (2, 1, 256, 2, 0),
+    ] {
         let n_pos = pos0 + tokens;
         let q = randv(tokens * h * d, 1 + d as u64);
         let k = randv(n_pos * kvh * d, 2 + d as u64);
         let v = randv(n_pos * kvh * d, 3 + d as u64);
-        let a = Attention { n_heads: h, n_kv_heads: kvh, head_dim: d, tokens, pos0, scale: 1.0 / (d as f32).sqrt() };
+        let a = Attention {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            tokens,
+            pos0,
+            scale: 1.0 / (d as f32).sqrt(),
+        };
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
         let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
         let mut enc = g.encoder();
@@ -181,11 +292,24 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         g.submit(enc);
         let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
         let err = max_abs(&got, &attention_cpu(&q, &k, &v, &a));
-        assert!(err < 1e-4, "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0}: {err}");
+        assert!(
+            err < 1e-4,
+            "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0}: {err}"
+        );
     }
-    let bad = Attention { n_heads: 9, n_kv_heads: 2, head_dim: 64, tokens: 1, pos0: 0, scale: 1.0 };
+    let bad = Attention {
+        n_heads: 9,
+        n_kv_heads: 2,
+        head_dim: 64,
+        tokens: 1,
+        pos0: 0,
+        scale: 1.0,
+    };
     let b = g.zeros("b", 4096).unwrap();
-    let err = bad.encode(g, &mut g.encoder(), &b, &b, &b, &b).unwrap_err().to_string();
+    let err = bad
+        .encode(g, &mut g.encoder(), &b, &b, &b, &b)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a multiple"), "{err}");
 }
 
@@ -198,14 +322,20 @@ fn swiglu_add_softmax_match_cpu() {
         let mut enc = g.encoder();
         swiglu(g, &mut enc, n, &ab, &bb).unwrap();
         g.submit(enc);
-        assert!(max_abs(&g.read_f32(&ab, 0, n).unwrap(), &swiglu_cpu(&a, &b)) < 1e-5, "swiglu n={n}");
+        assert!(
+            max_abs(&g.read_f32(&ab, 0, n).unwrap(), &swiglu_cpu(&a, &b)) < 1e-5,
+            "swiglu n={n}"
+        );
 
         let ab = upload(g, &a);
         let mut enc = g.encoder();
         add(g, &mut enc, n, &ab, &bb).unwrap();
         g.submit(enc);
         let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert!(max_abs(&g.read_f32(&ab, 0, n).unwrap(), &want) < 1e-6, "add n={n}");
+        assert!(
+            max_abs(&g.read_f32(&ab, 0, n).unwrap(), &want) < 1e-6,
+            "add n={n}"
+        );
 
         let rows = 3;
         let x: Vec<f32> = randv(n * rows, 5).iter().map(|v| v * 30.0).collect();
@@ -213,6 +343,9 @@ fn swiglu_add_softmax_match_cpu() {
         let mut enc = g.encoder();
         softmax(g, &mut enc, &xb, n, rows).unwrap();
         g.submit(enc);
-        assert!(max_abs(&g.read_f32(&xb, 0, n * rows).unwrap(), &softmax_cpu(&x, n)) < 1e-6, "softmax n={n}");
+        assert!(
+            max_abs(&g.read_f32(&xb, 0, n * rows).unwrap(), &softmax_cpu(&x, n)) < 1e-6,
+            "softmax n={n}"
+        );
     }
 }

@@ -19,19 +19,32 @@ fn engine() -> Option<&'static Mutex<Engine>> {
         if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
             return None;
         }
-        assert!(std::path::Path::new(MODEL).exists(), "{MODEL} missing: run scripts/setup.sh");
-        let opts = LoadOptions { ctx: Some(512), ..Default::default() };
-        Some(Mutex::new(Engine::load(MODEL, &opts, &mut |_, _| {}).expect("load SmolLM2")))
+        assert!(
+            std::path::Path::new(MODEL).exists(),
+            "{MODEL} missing: run scripts/setup.sh"
+        );
+        let opts = LoadOptions {
+            ctx: Some(512),
+            ..Default::default()
+        };
+        Some(Mutex::new(
+            Engine::load(MODEL, &opts, &mut |_, _| {}).expect("load SmolLM2"),
+        ))
     })
     .as_ref()
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/reference.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/reference.json")).unwrap())
+        .unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -66,9 +79,20 @@ fn last_position_logits_match_transformers() {
         e.reset();
         let got = e.feed(&prompt).unwrap();
         assert_eq!(got.len(), want.len());
-        let max_abs = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        eprintln!("{:?}: max-abs logit difference {max_abs:.5}", p["text"].as_str().unwrap());
-        assert!(max_abs < 2e-2, "logits differ by {max_abs} (> 2e-2) for {:?}", p["text"]);
+        let max_abs = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "{:?}: max-abs logit difference {max_abs:.5}",
+            p["text"].as_str().unwrap()
+        );
+        assert!(
+            max_abs < 2e-2,
+            "logits differ by {max_abs} (> 2e-2) for {:?}",
+            p["text"]
+        );
         assert_eq!(argmax(&got), argmax(&want));
     }
 }
@@ -91,8 +115,14 @@ fn greedy_32_tokens_match_transformers() {
             got.push(t);
             if t != want[step] {
                 let gap = p["step_top2"][step]["gap"].as_f64().unwrap();
-                eprintln!("{:?}: parts at step {step} ({t} vs {}), transformers' top-2 gap {gap}", p["text"], want[step]);
-                assert!(gap < 0.05, "greedy parts from transformers at step {step} where its top-2 gap is {gap}");
+                eprintln!(
+                    "{:?}: parts at step {step} ({t} vs {}), transformers' top-2 gap {gap}",
+                    p["text"], want[step]
+                );
+                assert!(
+                    gap < 0.05,
+                    "greedy parts from transformers at step {step} where its top-2 gap is {gap}"
+                );
                 break;
             }
             logits = e.feed(&[t]).unwrap();
@@ -101,15 +131,25 @@ fn greedy_32_tokens_match_transformers() {
             exact += 1;
         }
     }
-    assert!(exact >= 3, "only {exact} prompts matched all 32 greedy tokens");
+    assert!(
+        exact >= 3,
+        "only {exact} prompts matched all 32 greedy tokens"
+    );
 }
 
 #[test]
 fn capital_of_france_is_paris() {
     let Some(e) = engine() else { return };
     let mut e = e.lock().unwrap();
-    let prompt = e.tokenizer.encode("The capital of France is", true).unwrap();
-    let opts = GenerateOptions { max_tokens: 2, sampling: SamplingParams::greedy(), stop: vec![] };
+    let prompt = e
+        .tokenizer
+        .encode("The capital of France is", true)
+        .unwrap();
+    let opts = GenerateOptions {
+        max_tokens: 2,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+    };
     let g = e.generate(&prompt, &opts, &mut |_| true).unwrap();
     assert_eq!(g.text, " Paris.");
 }
@@ -119,14 +159,31 @@ fn same_seed_same_text() {
     let Some(e) = engine() else { return };
     let mut e = e.lock().unwrap();
     let prompt = e.tokenizer.encode("Once upon a time", true).unwrap();
-    let sampling = SamplingParams { temperature: 1.0, seed: Some(7), ..SamplingParams::default() };
-    let opts = GenerateOptions { max_tokens: 12, sampling, stop: vec![] };
+    let sampling = SamplingParams {
+        temperature: 1.0,
+        seed: Some(7),
+        ..SamplingParams::default()
+    };
+    let opts = GenerateOptions {
+        max_tokens: 12,
+        sampling,
+        stop: vec![],
+    };
     let a = e.generate(&prompt, &opts, &mut |_| true).unwrap();
     let b = e.generate(&prompt, &opts, &mut |_| true).unwrap();
     assert_eq!(a.tokens, b.tokens);
-    let other = GenerateOptions { sampling: SamplingParams { seed: Some(8), ..opts.sampling.clone() }, ..opts };
+    let other = GenerateOptions {
+        sampling: SamplingParams {
+            seed: Some(8),
+            ..opts.sampling.clone()
+        },
+        ..opts
+    };
     let c = e.generate(&prompt, &other, &mut |_| true).unwrap();
-    assert_ne!(a.tokens, c.tokens, "a different seed should (almost surely) give different text");
+    assert_ne!(
+        a.tokens, c.tokens,
+        "a different seed should (almost surely) give different text"
+    );
 }
 
 #[test]
@@ -138,4 +195,36 @@ fn prompt_longer_than_context_is_an_error() {
     assert!(err.contains("does not fit the context"), "{err}");
     let bad = e.feed(&[1_000_000]).unwrap_err().to_string();
     assert!(bad.contains("outside the vocabulary"), "{bad}");
+}
+
+/// llama.cpp's perplexity definition on the same text and token ids, within 1% of llama-perplexity
+/// (`-c 128 --chunks 4`, CPU backend; llamacpp.json). flint's token ids for the text equal
+/// llama-tokenize's (checked exactly here too, since PPL depends on them).
+#[test]
+fn perplexity_matches_llama_cpp() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/llamacpp.json")).unwrap())
+            .unwrap();
+    let text = std::fs::read_to_string(format!("{FIX}/apache-2.0.txt")).unwrap();
+    let tokens = e.tokenizer.encode(&text, true).unwrap();
+    assert_eq!(
+        tokens,
+        ids(&r["tokens"]),
+        "token ids of the text differ from llama-tokenize's"
+    );
+    let want = &r["perplexity"]["c128_chunks4"];
+    let p = e.perplexity(&tokens, 128, Some(4)).unwrap();
+    let ppl_ref = want["ppl"].as_f64().unwrap();
+    eprintln!(
+        "flint PPL {:.4} vs llama.cpp {ppl_ref} (chunks {:?})",
+        p.ppl, p.per_chunk
+    );
+    assert_eq!(p.chunks, 4);
+    assert!(
+        (p.ppl / ppl_ref - 1.0).abs() < 0.01,
+        "PPL {} vs llama.cpp {ppl_ref}",
+        p.ppl
+    );
 }

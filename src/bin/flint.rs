@@ -14,7 +14,11 @@ use std::path::PathBuf;
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Parser)]
-#[command(name = "flint", version, about = "Portable LLM inference on WGSL compute shaders (wgpu)")]
+#[command(
+    name = "flint",
+    version,
+    about = "Portable LLM inference on WGSL compute shaders (wgpu)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -146,10 +150,20 @@ fn main() {
 
 impl ModelArgs {
     fn path(&self) -> Result<PathBuf> {
-        let p = self.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+        let p = self
+            .model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
         if !p.exists() {
-            let hint = if self.model.is_none() { " (run scripts/setup.sh to fetch the default model)" } else { "" };
-            return Err(Error::InvalidArgument(format!("model file {} not found{hint}", p.display())));
+            let hint = if self.model.is_none() {
+                " (run scripts/setup.sh to fetch the default model)"
+            } else {
+                ""
+            };
+            return Err(Error::InvalidArgument(format!(
+                "model file {} not found{hint}",
+                p.display()
+            )));
         }
         Ok(p)
     }
@@ -165,14 +179,20 @@ impl ModelArgs {
 
     fn load(&self, ctx: Option<usize>) -> Result<Engine> {
         let path = self.path()?;
-        let opts = LoadOptions { gpu: self.gpu_options(), ctx: ctx.or(self.ctx), batch: self.batch };
+        let opts = LoadOptions {
+            gpu: self.gpu_options(),
+            ctx: ctx.or(self.ctx),
+            batch: self.batch,
+        };
         let bar = if self.quiet {
             indicatif::ProgressBar::hidden()
         } else {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
-                indicatif::ProgressStyle::with_template("loading {bar:30} {binary_bytes}/{binary_total_bytes} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "loading {bar:30} {binary_bytes}/{binary_total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b
         };
@@ -256,7 +276,10 @@ fn chat(a: ChatArgs) -> Result<()> {
     let template = ChatTemplate::new(&template, &piece(tok.bos_id()), &piece(tok.eos_id()))?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
-        messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        });
     }
     let opts = a.sample.options();
     let stdin = std::io::stdin();
@@ -267,14 +290,22 @@ fn chat(a: ChatArgs) -> Result<()> {
             eprint!("> ");
         }
         let mut line = String::new();
-        if stdin.lock().read_line(&mut line).map_err(|e| Error::io("stdin", e))? == 0 {
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::io("stdin", e))?
+            == 0
+        {
             break;
         }
         let line = line.trim_end_matches(['\n', '\r']);
         if line.is_empty() {
             continue;
         }
-        messages.push(ChatMessage { role: "user".into(), content: line.to_string() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: line.to_string(),
+        });
         let rendered = template.render(&messages, true)?;
         let prompt = engine.tokenizer.encode(&rendered, false)?;
         let g = engine.generate(&prompt, &opts, &mut |p| {
@@ -286,21 +317,30 @@ fn chat(a: ChatArgs) -> Result<()> {
         if !a.model.quiet {
             print_stats(&g);
         }
-        messages.push(ChatMessage { role: "assistant".into(), content: g.text.trim().to_string() });
+        messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: g.text.trim().to_string(),
+        });
     }
     Ok(())
 }
 
 fn info(a: InfoArgs) -> Result<()> {
     if a.adapters {
-        let adapters = pollster::block_on(flint::gpu::enumerate_adapters(a.model.backend.as_deref()))?;
+        let adapters =
+            pollster::block_on(flint::gpu::enumerate_adapters(a.model.backend.as_deref()))?;
         if adapters.is_empty() {
-            return Err(Error::NoAdapter("wgpu sees no adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers)".into()));
+            return Err(Error::NoAdapter(
+                "wgpu sees no adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers)".into(),
+            ));
         }
         for (i, ad) in adapters.iter().enumerate() {
             let info = ad.get_info();
             let l = ad.limits();
-            println!("[{i}] {} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+            println!(
+                "[{i}] {} ({:?}, {:?}, driver {} {})",
+                info.name, info.backend, info.device_type, info.driver, info.driver_info
+            );
             println!("    features: {:?}", ad.features());
             println!(
                 "    limits: max_storage_buffer_binding_size={} max_buffer_size={} workgroup_storage={} invocations={} workgroups_per_dim={}",
@@ -315,22 +355,38 @@ fn info(a: InfoArgs) -> Result<()> {
     }
     let path = a.model.path()?;
     let g = Gguf::open(&path)?;
-    println!("file: {} (GGUF v{}, {} tensors, {} metadata keys)", path.display(), g.version, g.tensors.len(), g.metadata.len());
-    for key in ["general.name", "general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre"] {
+    println!(
+        "file: {} (GGUF v{}, {} tensors, {} metadata keys)",
+        path.display(),
+        g.version,
+        g.tensors.len(),
+        g.metadata.len()
+    );
+    for key in [
+        "general.name",
+        "general.architecture",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+    ] {
         if let Some(v) = g.get_str(key) {
             println!("{key}: {v}");
         }
     }
     let mut by_type: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
     for t in &g.tensors {
-        let name = flint::format::dtype::ggml_type_layout(t.ggml_type).map(|l| l.name).unwrap_or("?");
+        let name = flint::format::dtype::ggml_type_layout(t.ggml_type)
+            .map(|l| l.name)
+            .unwrap_or("?");
         let e = by_type.entry(name.to_string()).or_default();
         e.0 += 1;
         e.1 += t.n_bytes;
     }
     println!("tensor types:");
     for (t, (n, bytes)) in &by_type {
-        println!("  {t:6} {n:4} tensors {:10.2} MiB", *bytes as f64 / (1 << 20) as f64);
+        println!(
+            "  {t:6} {n:4} tensors {:10.2} MiB",
+            *bytes as f64 / (1 << 20) as f64
+        );
     }
     let engine = a.model.load(None)?;
     let mi = engine.model.info();
@@ -338,8 +394,20 @@ fn info(a: InfoArgs) -> Result<()> {
     for (k, v) in &mi.params {
         println!("  {k}: {v}");
     }
-    println!("tokenizer: {} tokens, bos {:?}, eos {:?}", engine.tokenizer.vocab_size(), engine.tokenizer.bos_id(), engine.tokenizer.eos_id());
-    println!("chat template: {}", if engine.chat_template.is_some() { "yes (from the model)" } else { "none" });
+    println!(
+        "tokenizer: {} tokens, bos {:?}, eos {:?}",
+        engine.tokenizer.vocab_size(),
+        engine.tokenizer.bos_id(),
+        engine.tokenizer.eos_id()
+    );
+    println!(
+        "chat template: {}",
+        if engine.chat_template.is_some() {
+            "yes (from the model)"
+        } else {
+            "none"
+        }
+    );
     let gpu: &Gpu = &engine.gpu;
     println!("adapter: {}", gpu.describe());
     println!("capabilities: {:?}", gpu.caps);
@@ -356,10 +424,19 @@ fn perplexity(a: PplArgs) -> Result<()> {
     let n_ctx = a.model.ctx.unwrap_or(512);
     let mut engine = a.model.load(Some(n_ctx))?;
     let tokens = engine.tokenizer.encode(&text, true)?;
-    eprintln!("flint: {} tokens, {} chunks of {n_ctx}", tokens.len(), tokens.len() / n_ctx);
+    eprintln!(
+        "flint: {} tokens, {} chunks of {n_ctx}",
+        tokens.len(),
+        tokens.len() / n_ctx
+    );
     let t0 = std::time::Instant::now();
     let p = engine.perplexity(&tokens, n_ctx, a.chunks)?;
-    let line: Vec<String> = p.per_chunk.iter().enumerate().map(|(i, v)| format!("[{}]{v:.4}", i + 1)).collect();
+    let line: Vec<String> = p
+        .per_chunk
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("[{}]{v:.4}", i + 1))
+        .collect();
     eprintln!("{}", line.join(","));
     eprintln!(
         "flint: scored {} tokens in {:.1} s ({:.1} tok/s)",

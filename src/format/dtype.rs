@@ -61,17 +61,23 @@ impl DType {
 
     /// Elements per block (1 for plain floats).
     pub fn block_elems(self) -> usize {
-        ggml_type_layout(self.ggml_id()).map(|l| l.block_elems).unwrap_or(1)
+        ggml_type_layout(self.ggml_id())
+            .map(|l| l.block_elems)
+            .unwrap_or(1)
     }
 
     /// Bytes per block in the file.
     pub fn block_bytes(self) -> usize {
-        ggml_type_layout(self.ggml_id()).map(|l| l.block_bytes).unwrap_or(4)
+        ggml_type_layout(self.ggml_id())
+            .map(|l| l.block_bytes)
+            .unwrap_or(4)
     }
 
     /// The ggml name ("Q4_K", "F16", ...).
     pub fn name(self) -> &'static str {
-        ggml_type_layout(self.ggml_id()).map(|l| l.name).unwrap_or("?")
+        ggml_type_layout(self.ggml_id())
+            .map(|l| l.name)
+            .unwrap_or("?")
     }
 
     /// Bytes that `n` elements take in this type; `None` if `n` is not a whole number of blocks or overflows.
@@ -140,7 +146,11 @@ pub fn ggml_type_layout(id: u32) -> Option<TypeLayout> {
         39 => ("MXFP4", 32, 17),
         _ => return None,
     };
-    Some(TypeLayout { name, block_elems, block_bytes })
+    Some(TypeLayout {
+        name,
+        block_elems,
+        block_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -153,7 +163,11 @@ mod tests {
             assert_eq!(DType::from_ggml_id(t.ggml_id()), Some(t));
             assert!(t.block_bytes() > 0 && t.block_elems() > 0);
         }
-        assert_eq!(DType::from_ggml_id(10), None, "Q2_K is known but not supported");
+        assert_eq!(
+            DType::from_ggml_id(10),
+            None,
+            "Q2_K is known but not supported"
+        );
         assert_eq!(DType::Q4_K.bytes_for(512), Some(288));
         assert_eq!(DType::Q4_0.bytes_for(33), None);
     }

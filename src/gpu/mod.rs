@@ -25,6 +25,9 @@ pub struct GpuOptions {
     pub no_subgroups: bool,
     /// Do not use `shader-f16` even where the adapter has it.
     pub no_f16: bool,
+    /// Use the subgroup matrix-vector kernel: `None` = where subgroups exist and the adapter is a
+    /// real GPU (CPU-type adapters such as lavapipe run the multi-row kernel faster).
+    pub subgroup_matvec: Option<bool>,
 }
 
 /// Features and limits read once from the adapter; kernels are chosen from these.
@@ -34,6 +37,8 @@ pub struct Caps {
     pub f16: bool,
     /// Subgroup operations are available and enabled.
     pub subgroups: bool,
+    /// The matrix-vector product uses the subgroup kernel (`matvec_sg.wgsl`).
+    pub subgroup_matvec: bool,
     /// Smallest subgroup size the adapter reports (0 when unknown).
     pub subgroup_min_size: u32,
     /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
@@ -99,8 +104,14 @@ impl Gpu {
 
     /// Opens the GPU chosen by `opts`.
     pub async fn new_async(opts: &GpuOptions) -> Result<Gpu> {
-        let backend = opts.backend.clone().or_else(|| std::env::var("FLINT_BACKEND").ok());
-        let wanted = opts.adapter.clone().or_else(|| std::env::var("FLINT_ADAPTER").ok());
+        let backend = opts
+            .backend
+            .clone()
+            .or_else(|| std::env::var("FLINT_BACKEND").ok());
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("FLINT_ADAPTER").ok());
         let backends = parse_backends(backend.as_deref())?;
         let instance = make_instance(backends);
         let adapter = match &wanted {
@@ -111,11 +122,14 @@ impl Gpu {
                     Ok(i) => all.into_iter().nth(i),
                     Err(_) => {
                         let s = sel.to_lowercase();
-                        all.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&s))
+                        all.into_iter()
+                            .find(|a| a.get_info().name.to_lowercase().contains(&s))
                     }
                 };
                 found.ok_or_else(|| {
-                    Error::NoAdapter(format!("no adapter matches `{sel}`; adapters seen: {names:?}"))
+                    Error::NoAdapter(format!(
+                        "no adapter matches `{sel}`; adapters seen: {names:?}"
+                    ))
                 })?
             }
             None => instance
@@ -172,9 +186,11 @@ impl Gpu {
 
         let max_binding = (limits.max_storage_buffer_binding_size as u64)
             .min(opts.max_binding_override.unwrap_or(u64::MAX));
+        let cpu_adapter = info.device_type == wgpu::DeviceType::Cpu;
         let caps = Caps {
             f16,
             subgroups,
+            subgroup_matvec: subgroups && opts.subgroup_matvec.unwrap_or(!cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,
             max_buffer: limits.max_buffer_size,
@@ -182,34 +198,51 @@ impl Gpu {
             max_invocations: limits.max_compute_invocations_per_workgroup,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
-        Ok(Gpu { device, queue, info, caps, pipelines: Mutex::new(HashMap::new()), error })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            caps,
+            pipelines: Mutex::new(HashMap::new()),
+            error,
+        })
     }
 
     /// A one-line description of the adapter: name, backend, device type.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     /// The compute pipeline for a kernel made of `sources` concatenated, entry point `main`,
     /// compiled once per `key` and cached.
     pub fn pipeline(&self, key: &str, sources: &[&str]) -> Result<Arc<wgpu::ComputePipeline>> {
-        let mut cache = self.pipelines.lock().map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
         if let Some(p) = cache.get(key) {
             return Ok(p.clone());
         }
         let code: String = sources.concat();
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(key),
-            source: wgpu::ShaderSource::Wgsl(code.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(key),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(key),
+                source: wgpu::ShaderSource::Wgsl(code.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         self.check(key)?;
         let p = Arc::new(pipeline);
         cache.insert(key.to_string(), p.clone());
@@ -218,8 +251,11 @@ impl Gpu {
 
     /// Names of the kernels compiled so far (for `flint info`).
     pub fn compiled_kernels(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.pipelines.lock().map(|c| c.keys().cloned().collect()).unwrap_or_default();
+        let mut v: Vec<String> = self
+            .pipelines
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -235,22 +271,25 @@ impl Gpu {
 
     /// A storage buffer holding `data`.
     pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        // wgpu needs a non-empty, 4-byte-multiple size for storage buffers.
-        if data.is_empty() || data.len() % 4 != 0 {
+        // Sizes are padded to 16 bytes so kernels may bind any buffer as an array of vec4.
+        if data.is_empty() || data.len() % 16 != 0 {
             let mut padded = data.to_vec();
-            padded.resize(data.len().next_multiple_of(4).max(4), 0);
+            padded.resize(data.len().next_multiple_of(16).max(16), 0);
             return self.upload(label, &padded);
         }
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: data,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
-    /// A zero-filled storage buffer of `size` bytes (at least 4).
+    /// A zero-filled storage buffer of at least `size` bytes (rounded up to 16).
     pub fn zeros(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        let size = size.max(4).next_multiple_of(4);
+        let size = size.max(16).next_multiple_of(16);
         if size > self.caps.max_buffer {
             return Err(Error::Gpu(format!(
                 "buffer `{label}` of {size} bytes exceeds the adapter's max_buffer_size {}",
@@ -260,14 +299,19 @@ impl Gpu {
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
     }
 
     /// A new command encoder.
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flint") })
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("flint"),
+            })
     }
 
     /// Records one compute dispatch: binding 0 is a uniform holding `params`, bindings 1.. are
@@ -282,21 +326,32 @@ impl Gpu {
     ) {
         let mut padded = params.to_vec();
         padded.resize(params.len().next_multiple_of(16).max(16), 0);
-        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: &padded,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let uniform = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &padded,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
         for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: None,
+        });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -331,7 +386,9 @@ impl Gpu {
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
         self.submit(enc);
         let (tx, rx) = futures_channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
@@ -401,7 +458,10 @@ async fn yield_now() {
     struct Yield(bool);
     impl std::future::Future for Yield {
         type Output = ();
-        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<()> {
             if self.0 {
                 std::task::Poll::Ready(())
             } else {

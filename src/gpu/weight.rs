@@ -26,7 +26,14 @@ pub struct Weight {
 
 impl Weight {
     /// Uploads a weight given in GGUF byte layout (`rows * cols` elements of `dtype`).
-    pub fn upload(gpu: &Gpu, name: &str, dtype: DType, raw: &[u8], rows: usize, cols: usize) -> Result<Weight> {
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        dtype: DType,
+        raw: &[u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Weight> {
         let row_words = quant::gpu_row_words(dtype, cols);
         let row_bytes = (row_words * 4) as u64;
         let rows_per_part = (gpu.caps.max_binding / row_bytes.max(1)) as usize;
@@ -36,10 +43,11 @@ impl Weight {
                 gpu.caps.max_binding
             )));
         }
-        let src_row_bytes = dtype
-            .bytes_for(cols as u64)
-            .ok_or_else(|| Error::Model(format!("`{name}`: row length {cols} is not a whole number of {dtype} blocks")))?
-            as usize;
+        let src_row_bytes = dtype.bytes_for(cols as u64).ok_or_else(|| {
+            Error::Model(format!(
+                "`{name}`: row length {cols} is not a whole number of {dtype} blocks"
+            ))
+        })? as usize;
         if raw.len() != src_row_bytes * rows {
             return Err(Error::Model(format!(
                 "`{name}`: expected {} bytes for {rows}x{cols} {dtype}, got {}",
@@ -51,12 +59,28 @@ impl Weight {
         let mut row0 = 0;
         while row0 < rows {
             let n = rows_per_part.min(rows - row0);
-            let words = quant::to_gpu_rows(dtype, &raw[row0 * src_row_bytes..(row0 + n) * src_row_bytes], n, cols)?;
+            let words = quant::to_gpu_rows(
+                dtype,
+                &raw[row0 * src_row_bytes..(row0 + n) * src_row_bytes],
+                n,
+                cols,
+            )?;
             let buffer = gpu.upload(name, bytemuck::cast_slice(&words));
-            parts.push(WeightPart { buffer, row0, rows: n });
+            parts.push(WeightPart {
+                buffer,
+                row0,
+                rows: n,
+            });
             row0 += n;
         }
-        Ok(Weight { name: name.to_string(), dtype, rows, cols, row_words, parts })
+        Ok(Weight {
+            name: name.to_string(),
+            dtype,
+            rows,
+            cols,
+            row_words,
+            parts,
+        })
     }
 
     /// Bytes this weight occupies on the GPU.

@@ -60,12 +60,15 @@ impl LlamaConfig {
             None => g
                 .tensor("token_embd.weight")
                 .and_then(|t| t.dims.get(1).copied())
-                .ok_or_else(|| Error::Model("missing `token_embd.weight`".into()))? as usize,
+                .ok_or_else(|| Error::Model("missing `token_embd.weight`".into()))?
+                as usize,
         };
         let freq_base = optf("rope.freq_base").unwrap_or(10000.0);
         let n_rot = opt("rope.dimension_count").unwrap_or(head_dim);
         let mut rope = RopeConfig::plain(RopeMode::Normal, n_rot, freq_base);
-        let scaling = g.get_str(&format!("{arch}.rope.scaling.type")).unwrap_or("none");
+        let scaling = g
+            .get_str(&format!("{arch}.rope.scaling.type"))
+            .unwrap_or("none");
         let factor = optf("rope.scaling.factor").filter(|f| *f > 0.0);
         match (scaling, factor) {
             ("none", _) | (_, None) => {}
@@ -76,9 +79,14 @@ impl LlamaConfig {
                 rope.attn_factor = optf("rope.scaling.attn_factor").unwrap_or(1.0);
                 rope.beta_fast = optf("rope.scaling.yarn_beta_fast").unwrap_or(32.0);
                 rope.beta_slow = optf("rope.scaling.yarn_beta_slow").unwrap_or(1.0);
-                rope.n_ctx_orig = opt("rope.scaling.original_context_length").unwrap_or(req("context_length")?);
+                rope.n_ctx_orig =
+                    opt("rope.scaling.original_context_length").unwrap_or(req("context_length")?);
             }
-            (other, _) => return Err(Error::Model(format!("unsupported rope scaling type `{other}`"))),
+            (other, _) => {
+                return Err(Error::Model(format!(
+                    "unsupported rope scaling type `{other}`"
+                )))
+            }
         }
         Ok(LlamaConfig {
             n_layers: req("block_count")?,
@@ -143,11 +151,26 @@ impl Llama {
             });
         }
         let out_norm = src.vector(gpu, "output_norm.weight", h)?;
-        let output = if cfg.tied_output { None } else { Some(src.weight(gpu, "output.weight", cfg.vocab, h)?) };
-        let rope_freqs =
-            if src.has("rope_freqs.weight") { Some(src.vector(gpu, "rope_freqs.weight", cfg.rope.n_rot / 2)?) } else { None };
+        let output = if cfg.tied_output {
+            None
+        } else {
+            Some(src.weight(gpu, "output.weight", cfg.vocab, h)?)
+        };
+        let rope_freqs = if src.has("rope_freqs.weight") {
+            Some(src.vector(gpu, "rope_freqs.weight", cfg.rope.n_rot / 2)?)
+        } else {
+            None
+        };
         let dummy = gpu.zeros("dummy", 16)?;
-        Ok(Llama { cfg, tok_embd, layers, out_norm, output, rope_freqs, dummy })
+        Ok(Llama {
+            cfg,
+            tok_embd,
+            layers,
+            out_norm,
+            output,
+            rope_freqs,
+            dummy,
+        })
     }
 
     /// Summary for `flint info`.
@@ -173,7 +196,12 @@ impl Llama {
 
     /// A KV cache for `ctx` positions.
     pub fn new_cache(&self, gpu: &Gpu, ctx: usize) -> Result<KvCache> {
-        KvCache::new(gpu, self.cfg.n_layers, ctx, self.cfg.n_kv_heads * self.cfg.head_dim)
+        KvCache::new(
+            gpu,
+            self.cfg.n_layers,
+            ctx,
+            self.cfg.n_kv_heads * self.cfg.head_dim,
+        )
     }
 
     /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
@@ -193,10 +221,16 @@ impl Llama {
             return Err(Error::InvalidArgument("forward: no tokens".into()));
         }
         if pos0 + m > cache.ctx {
-            return Err(Error::ContextOverflow { tokens: pos0 + m, ctx: cache.ctx });
+            return Err(Error::ContextOverflow {
+                tokens: pos0 + m,
+                ctx: cache.ctx,
+            });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary of {}", c.vocab)));
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
         }
         let (h, hd) = (c.hidden, c.head_dim);
         let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
@@ -208,10 +242,20 @@ impl Llama {
         Embed { w: &self.tok_embd }.encode(gpu, &mut enc, tokens, &s.x)?;
 
         let rope = |enc: &mut wgpu::CommandEncoder, buf: &wgpu::Buffer, heads: usize| {
-            Rope { cfg: &c.rope, n_heads: heads, head_dim: hd, tokens: m, pos0 }
-                .encode(gpu, enc, buf, self.rope_freqs.as_ref(), &self.dummy)
+            Rope {
+                cfg: &c.rope,
+                n_heads: heads,
+                head_dim: hd,
+                tokens: m,
+                pos0,
+            }
+            .encode(gpu, enc, buf, self.rope_freqs.as_ref(), &self.dummy)
         };
-        let norm = RmsNorm { n: h, rows: m, eps: c.eps };
+        let norm = RmsNorm {
+            n: h,
+            rows: m,
+            eps: c.eps,
+        };
         let mm = |w, accumulate| MatMul { w, m, accumulate };
         for (l, layer) in self.layers.iter().enumerate() {
             // attention block
@@ -253,7 +297,12 @@ impl Llama {
             enc.copy_buffer_to_buffer(&s.xn, ((m - 1) * h * 4) as u64, &s.last, 0, (h * 4) as u64);
             &s.last
         };
-        MatMul { w: head, m: n_logit_rows, accumulate: false }.encode(gpu, &mut enc, rows_in, &s.logits)?;
+        MatMul {
+            w: head,
+            m: n_logit_rows,
+            accumulate: false,
+        }
+        .encode(gpu, &mut enc, rows_in, &s.logits)?;
         gpu.submit(enc);
         let logits = gpu_read(gpu, &s.logits, n_logit_rows * c.vocab)?;
         cache.len = pos0 + m;

@@ -32,9 +32,9 @@ impl Model {
     /// Reads the architecture from `general.architecture` and uploads the weights.
     /// `progress(done_bytes, total_bytes)` is called as tensors are uploaded.
     pub fn load(gpu: &Gpu, g: &Gguf, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
-        let arch = g
-            .get_str("general.architecture")
-            .ok_or_else(|| Error::Model("missing required metadata key `general.architecture`".into()))?;
+        let arch = g.get_str("general.architecture").ok_or_else(|| {
+            Error::Model("missing required metadata key `general.architecture`".into())
+        })?;
         let mut src = TensorSource::new(g, progress);
         match arch {
             "llama" | "mistral" => {
@@ -102,7 +102,12 @@ impl<'a> TensorSource<'a> {
     /// A source over every tensor of `g`.
     pub fn new(g: &'a Gguf, progress: &'a mut dyn FnMut(u64, u64)) -> Self {
         let total = g.tensors.iter().map(|t| t.n_bytes).sum();
-        TensorSource { g, done: 0, total, progress }
+        TensorSource {
+            g,
+            done: 0,
+            total,
+            progress,
+        }
     }
 
     /// Whether the file has a tensor of this name.
@@ -111,7 +116,10 @@ impl<'a> TensorSource<'a> {
     }
 
     fn find(&self, name: &str, dims: &[u64]) -> Result<&'a crate::format::gguf::TensorInfo> {
-        let t = self.g.tensor(name).ok_or_else(|| Error::Model(format!("missing tensor `{name}`")))?;
+        let t = self
+            .g
+            .tensor(name)
+            .ok_or_else(|| Error::Model(format!("missing tensor `{name}`")))?;
         if t.dims != dims {
             return Err(Error::Model(format!(
                 "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
@@ -205,14 +213,22 @@ pub struct ScratchBufs {
 
 impl Scratch {
     /// Buffers for `m` tokens with widths `[hidden, q_dim, kv_dim, ffn]` and `logits` floats.
-    pub fn ensure(&mut self, gpu: &Gpu, m: usize, dims: &[usize; 4], logits: usize) -> Result<&ScratchBufs> {
+    pub fn ensure(
+        &mut self,
+        gpu: &Gpu,
+        m: usize,
+        dims: &[usize; 4],
+        logits: usize,
+    ) -> Result<&ScratchBufs> {
         if self.bufs.is_none() || m > self.cap_tokens || logits > self.cap_logits {
             let m = m.max(self.cap_tokens);
             let logits = logits.max(self.cap_logits);
             let [h, q, kv, ffn] = *dims;
             let f = |name: &str, n: usize| gpu.zeros(name, (n * 4) as u64);
             let max_width = h.max(q).max(ffn);
-            if (m * max_width * 4) as u64 > gpu.caps.max_binding || (logits * 4) as u64 > gpu.caps.max_binding {
+            if (m * max_width * 4) as u64 > gpu.caps.max_binding
+                || (logits * 4) as u64 > gpu.caps.max_binding
+            {
                 return Err(Error::InvalidArgument(format!(
                     "a batch of {m} tokens needs activations over the adapter's binding limit; use a smaller batch"
                 )));
@@ -232,6 +248,8 @@ impl Scratch {
             self.cap_tokens = m;
             self.cap_logits = logits;
         }
-        self.bufs.as_ref().ok_or_else(|| Error::Gpu("scratch buffers missing".into()))
+        self.bufs
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("scratch buffers missing".into()))
     }
 }

@@ -54,7 +54,9 @@ impl Attention {
         }
         let kv_bytes = ((self.pos0 + self.tokens) * self.n_kv_heads * self.head_dim * 4) as u64;
         if k_cache.size() < kv_bytes || v_cache.size() < kv_bytes {
-            return Err(Error::InvalidArgument("attention: KV cache smaller than the attended positions".into()));
+            return Err(Error::InvalidArgument(
+                "attention: KV cache smaller than the attended positions".into(),
+            ));
         }
         let p = Params {
             n_heads: self.n_heads as u32,
@@ -66,7 +68,8 @@ impl Attention {
             scale: self.scale,
             _pad2: [0.0; 3],
         };
-        let pipeline = gpu.pipeline("attention", &[include_str!("../../shaders/attention.wgsl")])?;
+        let pipeline =
+            gpu.pipeline("attention", &[include_str!("../../shaders/attention.wgsl")])?;
         gpu.dispatch(
             enc,
             &pipeline,
@@ -89,7 +92,13 @@ pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32>
             let kv = head / group;
             let qr = &q[(t * h + head) * d..][..d];
             let scores: Vec<f32> = (0..n_pos)
-                .map(|p| qr.iter().zip(&k[(p * kvh + kv) * d..][..d]).map(|(a, b)| a * b).sum::<f32>() * a.scale)
+                .map(|p| {
+                    qr.iter()
+                        .zip(&k[(p * kvh + kv) * d..][..d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        * a.scale
+                })
                 .collect();
             let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();

@@ -21,25 +21,67 @@ fn encode_binary(
 ) -> Result<()> {
     let bytes = (n * 4) as u64;
     if a.size() < bytes || b.size() < bytes {
-        return Err(Error::InvalidArgument(format!("{name}: buffers smaller than {n} floats")));
+        return Err(Error::InvalidArgument(format!(
+            "{name}: buffers smaller than {n} floats"
+        )));
     }
     let pipeline = gpu.pipeline(name, &[source])?;
-    let p = Params { n: n as u32, _pad: [0; 3] };
-    gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&p), &[a, b], gpu.grid((n as u32).div_ceil(64)));
+    let p = Params {
+        n: n as u32,
+        _pad: [0; 3],
+    };
+    gpu.dispatch(
+        enc,
+        &pipeline,
+        bytemuck::bytes_of(&p),
+        &[a, b],
+        gpu.grid((n as u32).div_ceil(64)),
+    );
     Ok(())
 }
 
 /// `gate = silu(gate) * up` over `n` floats, in place.
-pub fn swiglu(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<()> {
-    encode_binary(gpu, enc, "swiglu", include_str!("../../shaders/swiglu.wgsl"), n, gate, up)
+pub fn swiglu(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    n: usize,
+    gate: &wgpu::Buffer,
+    up: &wgpu::Buffer,
+) -> Result<()> {
+    encode_binary(
+        gpu,
+        enc,
+        "swiglu",
+        include_str!("../../shaders/swiglu.wgsl"),
+        n,
+        gate,
+        up,
+    )
 }
 
 /// `x += y` over `n` floats.
-pub fn add(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, n: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<()> {
-    encode_binary(gpu, enc, "add", include_str!("../../shaders/add.wgsl"), n, x, y)
+pub fn add(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    n: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<()> {
+    encode_binary(
+        gpu,
+        enc,
+        "add",
+        include_str!("../../shaders/add.wgsl"),
+        n,
+        x,
+        y,
+    )
 }
 
 /// CPU reference of [`swiglu`].
 pub fn swiglu_cpu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()
+    gate.iter()
+        .zip(up)
+        .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+        .collect()
 }

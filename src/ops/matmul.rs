@@ -25,6 +25,9 @@ struct Params {
 /// Up to this many tokens use the matrix-vector kernel; more use the tiled matrix-matrix kernel.
 pub const MATVEC_MAX_TOKENS: usize = 4;
 
+/// Rows per workgroup of the baseline `matvec.wgsl` (its `ROWS`).
+const MATVEC_ROWS: u32 = 8;
+
 /// The WGSL `dq8` fragment that decodes a weight type (see `src/ops/quant.rs` for the layouts).
 pub fn dq8_fragment(dtype: DType) -> &'static str {
     match dtype {
@@ -47,13 +50,22 @@ pub fn kernel_for(gpu: &Gpu, dtype: DType, m: usize) -> (String, [&'static str; 
     let frag = dq8_fragment(dtype);
     let t = dtype.name().to_ascii_lowercase();
     if m <= MATVEC_MAX_TOKENS {
-        if gpu.caps.subgroups {
-            (format!("matvec_sg.{t}"), [frag, include_str!("../../shaders/matvec_sg.wgsl")])
+        if gpu.caps.subgroup_matvec {
+            (
+                format!("matvec_sg.{t}"),
+                [frag, include_str!("../../shaders/matvec_sg.wgsl")],
+            )
         } else {
-            (format!("matvec.{t}"), [frag, include_str!("../../shaders/matvec.wgsl")])
+            (
+                format!("matvec.{t}"),
+                [frag, include_str!("../../shaders/matvec.wgsl")],
+            )
         }
     } else {
-        (format!("matmul.{t}"), [frag, include_str!("../../shaders/matmul.wgsl")])
+        (
+            format!("matmul.{t}"),
+            [frag, include_str!("../../shaders/matmul.wgsl")],
+        )
     }
 }
 
@@ -67,7 +79,13 @@ pub struct MatMul<'a> {
 
 impl MatMul<'_> {
     /// Records the product; `x` and `y` must hold at least `m` tokens.
-    pub fn encode(&self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<()> {
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
         let w = self.w;
         if self.m == 0 {
             return Ok(());
@@ -97,12 +115,27 @@ impl MatMul<'_> {
                 accumulate: self.accumulate as u32,
             };
             let groups = if self.m <= MATVEC_MAX_TOKENS {
-                let g = gpu.grid(part.rows as u32);
+                let rows_per_group = if gpu.caps.subgroup_matvec {
+                    1
+                } else {
+                    MATVEC_ROWS
+                };
+                let g = gpu.grid((part.rows as u32).div_ceil(rows_per_group));
                 [g[0], g[1], self.m as u32]
             } else {
-                [(part.rows as u32).div_ceil(32), (self.m as u32).div_ceil(32), 1]
+                [
+                    (part.rows as u32).div_ceil(32),
+                    (self.m as u32).div_ceil(32),
+                    1,
+                ]
             };
-            gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&params), &[&part.buffer, x, y], groups);
+            gpu.dispatch(
+                enc,
+                &pipeline,
+                bytemuck::bytes_of(&params),
+                &[&part.buffer, x, y],
+                groups,
+            );
         }
         Ok(())
     }

@@ -30,12 +30,30 @@ impl RmsNorm {
         y: &wgpu::Buffer,
     ) -> Result<()> {
         let bytes = (self.n * self.rows * 4) as u64;
-        if self.n == 0 || x.size() < bytes || y.size() < bytes || weight.size() < (self.n * 4) as u64 {
-            return Err(Error::InvalidArgument(format!("rmsnorm: buffers too small for {}x{}", self.rows, self.n)));
+        if self.n == 0
+            || x.size() < bytes
+            || y.size() < bytes
+            || weight.size() < (self.n * 4) as u64
+        {
+            return Err(Error::InvalidArgument(format!(
+                "rmsnorm: buffers too small for {}x{}",
+                self.rows, self.n
+            )));
         }
         let pipeline = gpu.pipeline("rmsnorm", &[include_str!("../../shaders/rmsnorm.wgsl")])?;
-        let p = Params { n: self.n as u32, rows: self.rows as u32, eps: self.eps, _pad: 0 };
-        gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&p), &[x, weight, y], gpu.grid(self.rows as u32));
+        let p = Params {
+            n: self.n as u32,
+            rows: self.rows as u32,
+            eps: self.eps,
+            _pad: 0,
+        };
+        gpu.dispatch(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&p),
+            &[x, weight, y],
+            gpu.grid(self.rows as u32),
+        );
         Ok(())
     }
 }

@@ -56,9 +56,13 @@ impl RopeConfig {
         }
         let n = self.n_rot as f32;
         let dim = |beta: f32| {
-            n * (self.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln() / (2.0 * self.freq_base.ln())
+            n * (self.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * self.freq_base.ln())
         };
-        [dim(self.beta_fast).floor().max(0.0), dim(self.beta_slow).ceil().min(n - 1.0)]
+        [
+            dim(self.beta_fast).floor().max(0.0),
+            dim(self.beta_slow).ceil().min(n - 1.0),
+        ]
     }
 }
 
@@ -133,7 +137,13 @@ impl Rope<'_> {
         };
         let pipeline = gpu.pipeline("rope", &[include_str!("../../shaders/rope.wgsl")])?;
         let n = (self.tokens * self.n_heads * c.n_rot / 2) as u32;
-        gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&p), &[x, freq_factors.unwrap_or(dummy)], gpu.grid(n.div_ceil(64)));
+        gpu.dispatch(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&p),
+            &[x, freq_factors.unwrap_or(dummy)],
+            gpu.grid(n.div_ceil(64)),
+        );
         Ok(())
     }
 }

@@ -12,13 +12,31 @@ struct Params {
 }
 
 /// Softmax in place over `rows` rows of `n` floats.
-pub fn softmax(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, n: usize, rows: usize) -> Result<()> {
+pub fn softmax(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    x: &wgpu::Buffer,
+    n: usize,
+    rows: usize,
+) -> Result<()> {
     if n == 0 || x.size() < (n * rows * 4) as u64 {
-        return Err(Error::InvalidArgument(format!("softmax: buffer smaller than {rows}x{n}")));
+        return Err(Error::InvalidArgument(format!(
+            "softmax: buffer smaller than {rows}x{n}"
+        )));
     }
     let pipeline = gpu.pipeline("softmax", &[include_str!("../../shaders/softmax.wgsl")])?;
-    let p = Params { n: n as u32, rows: rows as u32, _pad: [0; 2] };
-    gpu.dispatch(enc, &pipeline, bytemuck::bytes_of(&p), &[x], gpu.grid(rows as u32));
+    let p = Params {
+        n: n as u32,
+        rows: rows as u32,
+        _pad: [0; 2],
+    };
+    gpu.dispatch(
+        enc,
+        &pipeline,
+        bytemuck::bytes_of(&p),
+        &[x],
+        gpu.grid(rows as u32),
+    );
     Ok(())
 }
 
