@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+cargo fmt --check
 # Build once, then run: the model tests share one loaded model per test binary.
 cargo build --release --locked
 cargo test --release --locked -- --test-threads 2

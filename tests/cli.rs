@@ -123,15 +123,15 @@ fn perplexity_prints_ppl_last() {
         "-f",
         "tests/fixtures/smollm2/apache-2.0.txt",
         "-c",
-        "64",
+        "16",
         "--chunks",
-        "1",
+        "2",
         "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     let last = out.trim_end().lines().last().unwrap_or("");
     let v: f64 = last.strip_prefix("PPL = ").expect(last).parse().unwrap();
-    assert!(v > 1.0 && v < 100.0, "{last}");
+    assert!(v > 1.0 && v < 1000.0, "{last}");
 }
 
 #[test]

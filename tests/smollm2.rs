@@ -105,7 +105,13 @@ fn greedy_32_tokens_match_transformers() {
     let mut e = e.lock().unwrap();
     let r = reference();
     let mut exact = 0;
-    for p in r["prompts"].as_array().unwrap() {
+    // the three plain prompts (the chat one is covered by the logits test; decode is slow on lavapipe)
+    for p in r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "plain")
+    {
         let want = ids(&p["greedy_ids"]);
         e.reset();
         let mut logits = e.feed(&ids(&p["prompt_ids"])).unwrap();

@@ -272,7 +272,7 @@ impl Gpu {
     /// A storage buffer holding `data`.
     pub fn upload(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
         // Sizes are padded to 16 bytes so kernels may bind any buffer as an array of vec4.
-        if data.is_empty() || data.len() % 16 != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(16) {
             let mut padded = data.to_vec();
             padded.resize(data.len().next_multiple_of(16).max(16), 0);
             return self.upload(label, &padded);

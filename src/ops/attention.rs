@@ -40,7 +40,7 @@ impl Attention {
         v_cache: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<()> {
-        if self.n_kv_heads == 0 || self.n_heads % self.n_kv_heads != 0 {
+        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::InvalidArgument(format!(
                 "attention: {} heads is not a multiple of {} KV heads",
                 self.n_heads, self.n_kv_heads

@@ -25,6 +25,9 @@ struct Params {
 /// Up to this many tokens use the matrix-vector kernel; more use the tiled matrix-matrix kernel.
 pub const MATVEC_MAX_TOKENS: usize = 4;
 
+/// Rows and tokens per workgroup tile of `matmul.wgsl` (its `TN`, `TM`).
+const MATMUL_TILE: u32 = 32;
+
 /// Rows per workgroup of the baseline `matvec.wgsl` (its `ROWS`).
 const MATVEC_ROWS: u32 = 8;
 

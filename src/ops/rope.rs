@@ -107,7 +107,7 @@ impl Rope<'_> {
         dummy: &wgpu::Buffer,
     ) -> Result<()> {
         let c = self.cfg;
-        if c.n_rot == 0 || c.n_rot % 2 != 0 || c.n_rot > self.head_dim {
+        if c.n_rot == 0 || !c.n_rot.is_multiple_of(2) || c.n_rot > self.head_dim {
             return Err(Error::InvalidArgument(format!(
                 "rope: rotary dims {} must be even and at most head_dim {}",
                 c.n_rot, self.head_dim
