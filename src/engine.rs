@@ -280,15 +280,17 @@ impl Engine {
                 .state
                 .feed(&self.gpu, &self.model, self.batch, &[tok])?;
         }
-        if finish != FinishReason::Stop || !stops.is_stopped() {
-            let mut rest = decoder.finish();
-            if !stops.is_stopped() {
-                let (emit, _) = stops.push(&rest);
-                rest = emit + &stops.finish();
-                text.push_str(&rest);
-                if !rest.is_empty() && finish != FinishReason::Cancelled {
-                    on_text(&rest);
-                }
+        // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
+        if !stops.is_stopped() {
+            let (mut rest, stopped) = stops.push(&decoder.finish());
+            if stopped {
+                finish = FinishReason::Stop;
+            } else {
+                rest += &stops.finish();
+            }
+            text.push_str(&rest);
+            if !rest.is_empty() && finish != FinishReason::Cancelled {
+                on_text(&rest);
             }
         }
         Ok(Generation {

@@ -88,9 +88,10 @@ fn last_position_logits_match_transformers() {
             "{:?}: max-abs logit difference {max_abs:.5}",
             p["text"].as_str().unwrap()
         );
+        // the bar is 2e-2; flint measures ~1e-4, so it is held to 1e-3 to catch regressions
         assert!(
-            max_abs < 2e-2,
-            "logits differ by {max_abs} (> 2e-2) for {:?}",
+            max_abs < 1e-3,
+            "logits differ by {max_abs} (> 1e-3) for {:?}",
             p["text"]
         );
         assert_eq!(argmax(&got), argmax(&want));

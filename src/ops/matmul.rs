@@ -127,8 +127,8 @@ impl MatMul<'_> {
                 [g[0], g[1], self.m as u32]
             } else {
                 [
-                    (part.rows as u32).div_ceil(32),
-                    (self.m as u32).div_ceil(32),
+                    (part.rows as u32).div_ceil(MATMUL_TILE),
+                    (self.m as u32).div_ceil(MATMUL_TILE),
                     1,
                 ]
             };
