@@ -1,23 +1,7 @@
 // Y[m, n] (+)= sum_k W[n, k] * X[m, k] for many tokens at once: the prefill product.
 // Register-tiled: a 64-thread workgroup computes a 32-row x 32-token tile, 4x4 per thread, staging a
-// dequantized 32x32 slice of W (via the type's `dq8` fragment, concatenated in front of this file)
-// and of X in shared memory.
-
-struct Params {
-    K: u32,
-    N: u32,
-    M: u32,
-    row_words: u32,
-    x_stride: u32,
-    y_stride: u32,
-    y_offset: u32,
-    accumulate: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// dequantized 32x32 slice of W (via the type's `dq8` fragment) and of X in shared memory. The fragment
+// and shaders/common/matmul_io.wgsl (parameters, bindings, x8) are concatenated in front.
 
 const TN: u32 = 32u; // weight rows per tile
 const TM: u32 = 32u; // tokens per tile

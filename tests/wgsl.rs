@@ -1,6 +1,7 @@
-//! Every WGSL kernel in `shaders/` is parsed and validated with naga, composed exactly as the
-//! runtime composes it (weight kernels after each quant type's `dq8` fragment). Baseline kernels
-//! must validate WITHOUT subgroup or f16 capabilities; `*_sg.wgsl` twins need subgroups.
+//! Every WGSL kernel the runtime can build is parsed and validated with naga, composed exactly as the
+//! runtime composes it (`flint::ops::all_kernels`), and every `.wgsl` file under `shaders/` takes part
+//! in at least one of them. Baseline kernels must validate WITHOUT subgroup capabilities; only
+//! `*_sg` twins may use subgroups, and each has a baseline twin.
 
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use std::path::Path;
@@ -14,72 +15,60 @@ fn validate(name: &str, src: &str, caps: Capabilities) -> Result<(), String> {
     Ok(())
 }
 
-fn wgsl_files(dir: &Path) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
+fn wgsl_files(dir: &Path, out: &mut Vec<(String, String)>) {
+    for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            wgsl_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "wgsl") {
+            out.push((
+                p.display().to_string(),
                 std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
+            ));
+        }
+    }
 }
 
 #[test]
 fn every_kernel_validates_with_naga() {
     // unpack2x16float needs only this capability, which every WebGPU implementation has
     let baseline = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-    let with_subgroups = baseline | Capabilities::SUBGROUP;
-    let kernels = wgsl_files(Path::new("shaders"));
-    let fragments = wgsl_files(Path::new("shaders/quant"));
-    assert!(
-        kernels.len() >= 9 && fragments.len() == 11,
-        "{} kernels, {} fragments",
-        kernels.len(),
-        fragments.len()
-    );
-    let mut checked = 0;
-    for (name, src) in &kernels {
+    let kernels = flint::ops::all_kernels();
+    for (key, srcs) in &kernels {
+        let src = srcs.concat();
         let uses_subgroups = src.contains("@builtin(subgroup") || src.contains("subgroupAdd(");
+        let base = key.split('.').next().unwrap_or(key);
         assert_eq!(
             uses_subgroups,
-            name.ends_with("_sg.wgsl"),
-            "{name}: only *_sg.wgsl twins may use subgroups"
+            base.ends_with("_sg"),
+            "{key}: only *_sg twins may use subgroups"
         );
-        let caps = if uses_subgroups {
-            with_subgroups
-        } else {
-            baseline
-        };
-        if src.contains("dq8(") {
-            for (frag_name, frag) in &fragments {
-                validate(
-                    &format!("{frag_name} + {name}"),
-                    &format!("{frag}{src}"),
-                    caps,
-                )
-                .unwrap();
-                checked += 1;
-            }
-        } else {
-            validate(name, src, caps).unwrap();
-            checked += 1;
-        }
         if uses_subgroups {
-            let twin = name.replace("_sg.wgsl", ".wgsl");
+            let twin = key.replacen("_sg", "", 1);
             assert!(
-                kernels.iter().any(|(n, _)| *n == twin),
-                "{name} has no baseline twin {twin}"
+                kernels.iter().any(|(k, _)| *k == twin),
+                "{key} has no baseline twin {twin}"
             );
+            validate(key, &src, baseline | Capabilities::SUBGROUP).unwrap();
+        } else {
+            validate(key, &src, baseline).unwrap();
         }
     }
-    eprintln!("validated {checked} composed kernels");
+    let mut files = Vec::new();
+    wgsl_files(Path::new("shaders"), &mut files);
+    for (path, text) in &files {
+        assert!(
+            kernels
+                .iter()
+                .any(|(_, srcs)| srcs.contains(&text.as_str())),
+            "{path} is not part of any kernel the runtime builds"
+        );
+    }
+    eprintln!(
+        "validated {} kernels from {} files",
+        kernels.len(),
+        files.len()
+    );
 }
 
 #[test]

@@ -3,6 +3,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// The kernel (`shaders/attention.wgsl`).
+pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -68,8 +71,7 @@ impl Attention {
             scale: self.scale,
             _pad2: [0.0; 3],
         };
-        let pipeline =
-            gpu.pipeline("attention", &[include_str!("../../shaders/attention.wgsl")])?;
+        let pipeline = gpu.pipeline("attention", &[WGSL])?;
         gpu.dispatch(
             enc,
             &pipeline,

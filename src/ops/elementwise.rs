@@ -3,6 +3,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// The SwiGLU kernel (`shaders/swiglu.wgsl`).
+pub const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
+/// The residual-add kernel (`shaders/add.wgsl`).
+pub const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -48,15 +53,7 @@ pub fn swiglu(
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
 ) -> Result<()> {
-    encode_binary(
-        gpu,
-        enc,
-        "swiglu",
-        include_str!("../../shaders/swiglu.wgsl"),
-        n,
-        gate,
-        up,
-    )
+    encode_binary(gpu, enc, "swiglu", SWIGLU_WGSL, n, gate, up)
 }
 
 /// `x += y` over `n` floats.
@@ -67,15 +64,7 @@ pub fn add(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<()> {
-    encode_binary(
-        gpu,
-        enc,
-        "add",
-        include_str!("../../shaders/add.wgsl"),
-        n,
-        x,
-        y,
-    )
+    encode_binary(gpu, enc, "add", ADD_WGSL, n, x, y)
 }
 
 /// CPU reference of [`swiglu`].

@@ -7,6 +7,18 @@ use crate::gpu::{Gpu, Weight};
 use crate::ops::matmul::dq8_fragment;
 use crate::ops::quant;
 
+/// The pipeline key and WGSL sources (concatenated in this order) of the lookup for a table type.
+pub fn sources(dtype: DType) -> (String, [&'static str; 2]) {
+    let key = format!("embed.{}", dtype.name().to_ascii_lowercase());
+    (
+        key,
+        [
+            dq8_fragment(dtype),
+            include_str!("../../shaders/embed.wgsl"),
+        ],
+    )
+}
+
 /// Uniform parameters (`struct Params` in `shaders/embed.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -69,14 +81,8 @@ impl Embed<'_> {
                 w.cols
             ))
         })?;
-        let key = format!("embed.{}", w.dtype.name().to_ascii_lowercase());
-        let pipeline = gpu.pipeline(
-            &key,
-            &[
-                dq8_fragment(w.dtype),
-                include_str!("../../shaders/embed.wgsl"),
-            ],
-        )?;
+        let (key, srcs) = sources(w.dtype);
+        let pipeline = gpu.pipeline(&key, &srcs)?;
         let ids_buf = gpu.upload("embed ids", bytemuck::cast_slice(ids));
         for part in &w.parts {
             let p = Params {

@@ -48,28 +48,47 @@ pub fn dq8_fragment(dtype: DType) -> &'static str {
     }
 }
 
-/// Which kernel variant a product of `m` tokens uses on this GPU, as (pipeline key, sources).
-pub fn kernel_for(gpu: &Gpu, dtype: DType, m: usize) -> (String, [&'static str; 2]) {
-    let frag = dq8_fragment(dtype);
-    let t = dtype.name().to_ascii_lowercase();
-    if m <= MATVEC_MAX_TOKENS {
-        if gpu.caps.subgroup_matvec {
-            (
-                format!("matvec_sg.{t}"),
-                [frag, include_str!("../../shaders/matvec_sg.wgsl")],
-            )
-        } else {
-            (
-                format!("matvec.{t}"),
-                [frag, include_str!("../../shaders/matvec.wgsl")],
-            )
+/// The three weight-product kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// `matvec.wgsl`: few tokens, shared-memory reduction (every adapter).
+    Matvec,
+    /// `matvec_sg.wgsl`: few tokens, subgroup reduction.
+    MatvecSubgroup,
+    /// `matmul.wgsl`: many tokens, register-tiled.
+    Matmul,
+}
+
+impl Variant {
+    /// Every variant, for validation and listings.
+    pub const ALL: [Variant; 3] = [Variant::Matvec, Variant::MatvecSubgroup, Variant::Matmul];
+
+    /// The variant for a product of `m` tokens on this GPU.
+    pub fn choose(gpu: &Gpu, m: usize) -> Variant {
+        match (m <= MATVEC_MAX_TOKENS, gpu.caps.subgroup_matvec) {
+            (true, true) => Variant::MatvecSubgroup,
+            (true, false) => Variant::Matvec,
+            (false, _) => Variant::Matmul,
         }
-    } else {
-        (
-            format!("matmul.{t}"),
-            [frag, include_str!("../../shaders/matmul.wgsl")],
-        )
     }
+}
+
+/// The pipeline key and the WGSL sources (concatenated in this order) of a weight product.
+pub fn sources(dtype: DType, variant: Variant) -> (String, [&'static str; 3]) {
+    let (name, kernel) = match variant {
+        Variant::Matvec => ("matvec", include_str!("../../shaders/matvec.wgsl")),
+        Variant::MatvecSubgroup => ("matvec_sg", include_str!("../../shaders/matvec_sg.wgsl")),
+        Variant::Matmul => ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    };
+    let key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
+    (
+        key,
+        [
+            dq8_fragment(dtype),
+            include_str!("../../shaders/common/matmul_io.wgsl"),
+            kernel,
+        ],
+    )
 }
 
 /// `y[m, :] (+)= W x[m, :]` for `m` tokens; x has `w.cols` floats per token, y has `w.rows`.
@@ -104,8 +123,9 @@ impl MatMul<'_> {
                 y.size()
             )));
         }
-        let (key, sources) = kernel_for(gpu, w.dtype, self.m);
-        let pipeline = gpu.pipeline(&key, &sources)?;
+        let variant = Variant::choose(gpu, self.m);
+        let (key, srcs) = sources(w.dtype, variant);
+        let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
             let params = Params {
                 k: w.cols as u32,

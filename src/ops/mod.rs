@@ -8,3 +8,27 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod softmax;
+
+use crate::format::DType;
+
+/// Every kernel the runtime can build, as (pipeline key, WGSL sources concatenated in order): the
+/// one list that naga validation (tests/wgsl.rs) and `flint info` draw on.
+pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
+    let mut v: Vec<(String, Vec<&'static str>)> = vec![
+        ("rmsnorm".into(), vec![norm::WGSL]),
+        ("rope".into(), vec![rope::WGSL]),
+        ("attention".into(), vec![attention::WGSL]),
+        ("softmax".into(), vec![softmax::WGSL]),
+        ("swiglu".into(), vec![elementwise::SWIGLU_WGSL]),
+        ("add".into(), vec![elementwise::ADD_WGSL]),
+    ];
+    for dtype in DType::ALL {
+        for variant in matmul::Variant::ALL {
+            let (key, srcs) = matmul::sources(dtype, variant);
+            v.push((key, srcs.to_vec()));
+        }
+        let (key, srcs) = embed::sources(dtype);
+        v.push((key, srcs.to_vec()));
+    }
+    v
+}

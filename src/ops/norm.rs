@@ -3,6 +3,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// The kernel (`shaders/rmsnorm.wgsl`).
+pub const WGSL: &str = include_str!("../../shaders/rmsnorm.wgsl");
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -40,7 +43,7 @@ impl RmsNorm {
                 self.rows, self.n
             )));
         }
-        let pipeline = gpu.pipeline("rmsnorm", &[include_str!("../../shaders/rmsnorm.wgsl")])?;
+        let pipeline = gpu.pipeline("rmsnorm", &[WGSL])?;
         let p = Params {
             n: self.n as u32,
             rows: self.rows as u32,

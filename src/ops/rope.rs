@@ -6,6 +6,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// The kernel (`shaders/rope.wgsl`).
+pub const WGSL: &str = include_str!("../../shaders/rope.wgsl");
+
 /// Which dimensions form the rotated pairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeMode {
@@ -135,7 +138,7 @@ impl Rope<'_> {
             _pad2: 0.0,
             _pad3: 0.0,
         };
-        let pipeline = gpu.pipeline("rope", &[include_str!("../../shaders/rope.wgsl")])?;
+        let pipeline = gpu.pipeline("rope", &[WGSL])?;
         let n = (self.tokens * self.n_heads * c.n_rot / 2) as u32;
         gpu.dispatch(
             enc,

@@ -3,6 +3,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
+/// The kernel (`shaders/softmax.wgsl`).
+pub const WGSL: &str = include_str!("../../shaders/softmax.wgsl");
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -24,7 +27,7 @@ pub fn softmax(
             "softmax: buffer smaller than {rows}x{n}"
         )));
     }
-    let pipeline = gpu.pipeline("softmax", &[include_str!("../../shaders/softmax.wgsl")])?;
+    let pipeline = gpu.pipeline("softmax", &[WGSL])?;
     let p = Params {
         n: n as u32,
         rows: rows as u32,
