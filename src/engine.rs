@@ -6,6 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
+use crate::format::hf::HfModel;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::format::ModelFile;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{KvCache, Logits, Model, Scratch};
 use crate::sampling::{Sampler, SamplingParams, StopMatcher};
@@ -136,7 +139,9 @@ impl State {
 }
 
 impl Engine {
-    /// Opens a GGUF file, the GPU, uploads the weights and builds the tokenizer.
+    /// Opens a GGUF file or a Hugging Face folder (`config.json`, safetensors, `tokenizer.json`,
+    /// `tokenizer_config.json`; see [`ModelFile::open`]), the GPU, uploads the weights and builds
+    /// the tokenizer.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(
         path: impl AsRef<std::path::Path>,
@@ -145,10 +150,31 @@ impl Engine {
     ) -> Result<Engine> {
         let t0 = Instant::now();
         let path = path.as_ref();
-        let gguf = Gguf::open(path)?;
-        let tokenizer = Tokenizer::load_for_model(path, &gguf)?;
+        let mut e = match ModelFile::open(path)? {
+            ModelFile::Gguf(gguf) => {
+                let tokenizer = Tokenizer::load_for_model(path, &gguf)?;
+                let gpu = Gpu::new(&opts.gpu)?;
+                Engine::from_parts(gpu, &gguf, tokenizer, opts, progress)?
+            }
+            ModelFile::Hf(hf) => Engine::from_hf(&hf, opts, progress)?,
+        };
+        e.load_time = t0.elapsed();
+        Ok(e)
+    }
+
+    /// Builds an engine from an opened Hugging Face folder: tokenizer from `tokenizer.json`, chat
+    /// template from `tokenizer_config.json`, weights uploaded from the mapped safetensors.
+    pub fn from_hf(
+        hf: &HfModel,
+        opts: &LoadOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Engine> {
+        let t0 = Instant::now();
+        let tokenizer = hf.tokenizer()?;
         let gpu = Gpu::new(&opts.gpu)?;
-        let mut e = Engine::from_parts(gpu, &gguf, tokenizer, opts, progress)?;
+        let model = Model::load_hf(&gpu, hf, progress)?;
+        let chat_template = hf.chat_template().map(str::to_string);
+        let mut e = Engine::assemble(gpu, model, tokenizer, chat_template, opts)?;
         e.load_time = t0.elapsed();
         Ok(e)
     }
@@ -163,6 +189,20 @@ impl Engine {
     ) -> Result<Engine> {
         let t0 = Instant::now();
         let model = Model::load(&gpu, gguf, progress)?;
+        let chat_template = gguf.get_str("tokenizer.chat_template").map(str::to_string);
+        let mut e = Engine::assemble(gpu, model, tokenizer, chat_template, opts)?;
+        e.load_time = t0.elapsed();
+        Ok(e)
+    }
+
+    /// Checks the tokenizer against the model, allocates the KV cache, and puts the parts together.
+    fn assemble(
+        gpu: Gpu,
+        model: Model,
+        tokenizer: Tokenizer,
+        chat_template: Option<String>,
+        opts: &LoadOptions,
+    ) -> Result<Engine> {
         if tokenizer.vocab_size() > model.vocab() {
             return Err(Error::Model(format!(
                 "the tokenizer has {} tokens but the model's output head only {}",
@@ -177,7 +217,7 @@ impl Engine {
         let cache = model.new_cache(&gpu, ctx)?;
         gpu.check("loading the model")?;
         Ok(Engine {
-            chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
+            chat_template,
             gpu,
             model,
             tokenizer,
@@ -188,7 +228,7 @@ impl Engine {
                 scratch: Scratch::default(),
                 history: Vec::new(),
             },
-            load_time: t0.elapsed(),
+            load_time: Duration::ZERO,
         })
     }
 

@@ -1,4 +1,5 @@
-//! The llama architecture (Llama 2/3, TinyLlama, SmolLM, Mistral), configured from GGUF metadata.
+//! The llama architecture (Llama 2/3, TinyLlama, SmolLM, Mistral), configured from GGUF metadata or
+//! a Hugging Face `config.json`.
 //!
 //! Tensor names and metadata keys follow llama.cpp's GGUF conventions (gguf-py/gguf/constants.py).
 //! One decoder layer, as `forward` encodes it:
@@ -11,6 +12,7 @@
 use super::{KvCache, Logits, ModelInfo, Scratch, TensorSource};
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
+use crate::format::hf::HfConfig;
 use crate::gpu::{Gpu, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::swiglu;
@@ -33,6 +35,9 @@ pub struct LlamaConfig {
     pub eps: f32,
     pub rope: RopeConfig,
     pub tied_output: bool,
+    /// Per-frequency divisors computed from the configuration (Llama 3.1 `llama3` RoPE scaling in a
+    /// Hugging Face config); a GGUF carries them as the tensor `rope_freqs.weight` instead.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 impl LlamaConfig {
@@ -100,7 +105,200 @@ impl LlamaConfig {
             eps: optf("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             rope,
             tied_output: g.tensor("output.weight").is_none(),
+            rope_freq_factors: None,
         })
+    }
+
+    /// Reads the configuration of a Hugging Face `LlamaForCausalLM` / `MistralForCausalLM`
+    /// `config.json` (transformers' configuration_llama.py and configuration_mistral.py, with
+    /// their defaults for absent optional keys).
+    ///
+    /// HF checkpoints keep Q/K in the layout of `rotate_half` (pairs `i, i + head_dim/2`), which is
+    /// [`RopeMode::Neox`]; llama.cpp's converter permutes the Q/K rows of a GGUF for
+    /// [`RopeMode::Normal`] instead, so the same model needs a different mode in each format.
+    pub fn from_hf(c: &HfConfig) -> Result<LlamaConfig> {
+        let arch = c.architecture()?;
+        let mistral = arch == "MistralForCausalLM";
+        let hidden = c.req_usize("hidden_size")?;
+        let n_heads = c.req_usize("num_attention_heads")?;
+        let n_kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(n_heads);
+        if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+            return Err(c.key_error(
+                "num_key_value_heads",
+                format!("{n_heads} attention heads is not a multiple of {n_kv_heads} KV heads"),
+            ));
+        }
+        let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden / n_heads);
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(c.key_error(
+                "head_dim",
+                format!("{head_dim} is not a positive even number"),
+            ));
+        }
+        if let Some(act) = c.opt_str("hidden_act")? {
+            if act != "silu" {
+                return Err(c.key_error(
+                    "hidden_act",
+                    format!("`{act}` is not supported (only silu)"),
+                ));
+            }
+        }
+        for key in ["attention_bias", "mlp_bias"] {
+            if c.opt_bool(key)? == Some(true) {
+                return Err(c.key_error(key, "biases are not supported for this architecture yet"));
+            }
+        }
+        let mut ctx_train = c
+            .opt_usize("max_position_embeddings")?
+            .unwrap_or(if mistral { 4096 * 32 } else { 2048 });
+        if mistral {
+            // flint has no sliding-window attention yet: keep the default context inside the window.
+            if let Some(w) = c.opt_usize("sliding_window")? {
+                ctx_train = ctx_train.min(w.max(1));
+            }
+        }
+        // transformers >= 4.5x also nests these under `rope_parameters`.
+        let params = c.get("rope_parameters").and_then(|v| v.as_object());
+        let freq_base = match c.opt_f32("rope_theta")? {
+            Some(t) => t,
+            None => params
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(|v| v.as_f64())
+                .map(|v| v as f32)
+                .unwrap_or(10000.0),
+        };
+        let mut rope = RopeConfig::plain(RopeMode::Neox, head_dim, freq_base);
+        let scaling = c
+            .get("rope_scaling")
+            .or_else(|| c.get("rope_parameters"))
+            .cloned();
+        let rope_freq_factors =
+            apply_hf_rope_scaling(c, scaling.as_ref(), &mut rope, head_dim, ctx_train)?;
+        Ok(LlamaConfig {
+            n_layers: c.req_usize("num_hidden_layers")?,
+            hidden,
+            ffn: c.req_usize("intermediate_size")?,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab: c.req_usize("vocab_size")?,
+            ctx_train,
+            eps: c.opt_f32("rms_norm_eps")?.unwrap_or(1e-6),
+            rope,
+            tied_output: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+            rope_freq_factors,
+        })
+    }
+}
+
+/// Applies a Hugging Face `rope_scaling` object (transformers' modeling_rope_utils.py) to `rope`;
+/// returns per-frequency divisors for `llama3` scaling. Supported: `default`, `linear`, `yarn`,
+/// `llama3`; anything else is an error naming it.
+fn apply_hf_rope_scaling(
+    c: &HfConfig,
+    scaling: Option<&serde_json::Value>,
+    rope: &mut RopeConfig,
+    head_dim: usize,
+    ctx_train: usize,
+) -> Result<Option<Vec<f32>>> {
+    let Some(s) = scaling.filter(|s| !s.is_null()) else {
+        return Ok(None);
+    };
+    let key = "rope_scaling";
+    let obj = s
+        .as_object()
+        .ok_or_else(|| c.key_error(key, "is not an object"))?;
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let num = |k: &str| obj.get(k).filter(|v| !v.is_null()).and_then(|v| v.as_f64());
+    let factor = || {
+        num("factor")
+            .filter(|f| *f > 0.0)
+            .ok_or_else(|| c.key_error(key, format!("`{kind}` scaling needs a positive `factor`")))
+    };
+    let orig_ctx = || {
+        num("original_max_position_embeddings")
+            .map(|v| v as usize)
+            .unwrap_or(ctx_train)
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => {
+            rope.freq_scale = 1.0 / factor()? as f32;
+            Ok(None)
+        }
+        "yarn" => {
+            let f = factor()?;
+            if obj.get("truncate").and_then(|v| v.as_bool()) == Some(false) {
+                return Err(c.key_error(key, "yarn with `truncate: false` is not supported"));
+            }
+            // transformers' get_mscale; flint's kernel (like ggml's) multiplies by
+            // get_mscale(factor) itself, so attn_factor carries only the ratio to it.
+            let mscale = |scale: f64, m: f64| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * m * scale.ln() + 1.0
+                }
+            };
+            let attention = match (
+                num("attention_factor"),
+                num("mscale"),
+                num("mscale_all_dim"),
+            ) {
+                (Some(a), _, _) => a,
+                (None, Some(m), Some(all)) => mscale(f, m) / mscale(f, all),
+                _ => mscale(f, 1.0),
+            };
+            rope.freq_scale = 1.0 / f as f32;
+            rope.ext_factor = 1.0;
+            rope.attn_factor = (attention / mscale(f, 1.0)) as f32;
+            rope.beta_fast = num("beta_fast").unwrap_or(32.0) as f32;
+            rope.beta_slow = num("beta_slow").unwrap_or(1.0) as f32;
+            rope.n_ctx_orig = orig_ctx();
+            Ok(None)
+        }
+        "llama3" => {
+            // As llama.cpp's converter computes `rope_freqs` (convert_hf_to_gguf.py, LlamaModel):
+            // the divisor of each frequency, from transformers' _compute_llama3_parameters.
+            let f = factor()?;
+            let low = num("low_freq_factor").unwrap_or(1.0);
+            let high = num("high_freq_factor").unwrap_or(4.0);
+            let old = num("original_max_position_embeddings").unwrap_or(8192.0);
+            if high <= low {
+                return Err(c.key_error(
+                    key,
+                    "llama3 scaling needs high_freq_factor > low_freq_factor",
+                ));
+            }
+            let (low_wl, high_wl) = (old / low, old / high);
+            let base = rope.freq_base as f64;
+            let factors = (0..head_dim / 2)
+                .map(|i| {
+                    let freq = 1.0 / base.powf(2.0 * i as f64 / head_dim as f64);
+                    let wavelen = 2.0 * std::f64::consts::PI / freq;
+                    let d = if wavelen < high_wl {
+                        1.0
+                    } else if wavelen > low_wl {
+                        f
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        1.0 / ((1.0 - smooth) / f + smooth)
+                    };
+                    d as f32
+                })
+                .collect();
+            Ok(Some(factors))
+        }
+        other => Err(c.key_error(
+            key,
+            format!(
+                "rope type `{other}` is not supported (supported: default, linear, yarn, llama3)"
+            ),
+        )),
     }
 }
 
@@ -159,7 +357,9 @@ impl Llama {
         let rope_freqs = if src.has("rope_freqs.weight") {
             Some(src.vector(gpu, "rope_freqs.weight", cfg.rope.n_rot / 2)?)
         } else {
-            None
+            cfg.rope_freq_factors
+                .as_ref()
+                .map(|f| gpu.upload("rope_freqs", bytemuck::cast_slice(f)))
         };
         let dummy = gpu.zeros("dummy", 16)?;
         Ok(Llama {

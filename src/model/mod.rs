@@ -4,6 +4,8 @@ pub mod llama;
 
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
+use crate::format::hf::HfModel;
+use crate::format::{DType, ModelFile};
 use crate::gpu::{Gpu, Weight};
 use crate::ops::quant;
 
@@ -44,6 +46,36 @@ impl Model {
             other => Err(Error::Model(format!(
                 "unknown architecture `{other}` (flint supports: llama, mistral)"
             ))),
+        }
+    }
+
+    /// Reads the architecture from `config.json`'s `architectures` and uploads the weights of a
+    /// Hugging Face folder.
+    pub fn load_hf(gpu: &Gpu, hf: &HfModel, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
+        let arch = hf.config.architecture()?;
+        match arch {
+            "LlamaForCausalLM" | "MistralForCausalLM" => {
+                let cfg = llama::LlamaConfig::from_hf(&hf.config)?;
+                let mut src = TensorSource::hf(hf, crate::format::hf::llama_tensor_name, progress);
+                Ok(Model::Llama(llama::Llama::load(gpu, &mut src, cfg)?))
+            }
+            other => Err(Error::Model(format!(
+                "{}: unknown architecture `{other}` (flint reads these from Hugging Face folders: \
+                 LlamaForCausalLM, MistralForCausalLM)",
+                hf.config.path.display()
+            ))),
+        }
+    }
+
+    /// Loads a GGUF file or a Hugging Face folder (see [`ModelFile::open`]).
+    pub fn load_file(
+        gpu: &Gpu,
+        file: &ModelFile,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Model> {
+        match file {
+            ModelFile::Gguf(g) => Model::load(gpu, g, progress),
+            ModelFile::Hf(hf) => Model::load_hf(gpu, hf, progress),
         }
     }
 
@@ -90,9 +122,30 @@ impl Model {
     }
 }
 
-/// Pulls tensors out of a GGUF by name, checks their shapes, uploads them, reports progress.
+/// Where a [`TensorSource`] takes its tensors from.
+enum Backing<'a> {
+    Gguf(&'a Gguf),
+    /// A Hugging Face folder; `map` turns flint's (GGUF) tensor names into the checkpoint's.
+    Hf {
+        hf: &'a HfModel,
+        map: fn(&str) -> Option<String>,
+    },
+}
+
+/// One tensor found by name: its type, ggml-order dims and bytes (a slice of the mapped file).
+struct Found<'a> {
+    dtype: DType,
+    data: &'a [u8],
+    n_bytes: u64,
+}
+
+/// Pulls tensors out of a GGUF file or a Hugging Face folder by their GGUF names, checks their
+/// shapes, uploads them from the mapped file and reports progress.
+///
+/// Shapes are compared in ggml order (`[cols, rows]`); a safetensors shape is row-major
+/// `[rows, cols]`, the same bytes, so it is reversed before the comparison and no data is moved.
 pub struct TensorSource<'a> {
-    g: &'a Gguf,
+    backing: Backing<'a>,
     done: u64,
     total: u64,
     progress: &'a mut dyn FnMut(u64, u64),
@@ -103,30 +156,84 @@ impl<'a> TensorSource<'a> {
     pub fn new(g: &'a Gguf, progress: &'a mut dyn FnMut(u64, u64)) -> Self {
         let total = g.tensors.iter().map(|t| t.n_bytes).sum();
         TensorSource {
-            g,
+            backing: Backing::Gguf(g),
             done: 0,
             total,
             progress,
         }
     }
 
-    /// Whether the file has a tensor of this name.
-    pub fn has(&self, name: &str) -> bool {
-        self.g.tensor(name).is_some()
+    /// A source over the safetensors of a Hugging Face folder; `map` gives the checkpoint name of
+    /// a GGUF tensor name (e.g. [`crate::format::hf::llama_tensor_name`]).
+    pub fn hf(
+        hf: &'a HfModel,
+        map: fn(&str) -> Option<String>,
+        progress: &'a mut dyn FnMut(u64, u64),
+    ) -> Self {
+        TensorSource {
+            backing: Backing::Hf { hf, map },
+            done: 0,
+            total: hf.tensors.total_bytes(),
+            progress,
+        }
     }
 
-    fn find(&self, name: &str, dims: &[u64]) -> Result<&'a crate::format::gguf::TensorInfo> {
-        let t = self
-            .g
-            .tensor(name)
-            .ok_or_else(|| Error::Model(format!("missing tensor `{name}`")))?;
-        if t.dims != dims {
-            return Err(Error::Model(format!(
-                "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
-                t.dims, dims
-            )));
+    /// Whether the model has a tensor of this (GGUF) name.
+    pub fn has(&self, name: &str) -> bool {
+        match &self.backing {
+            Backing::Gguf(g) => g.tensor(name).is_some(),
+            Backing::Hf { hf, map } => map(name).is_some_and(|n| hf.tensors.get(&n).is_some()),
         }
-        Ok(t)
+    }
+
+    fn find(&self, name: &str, dims: &[u64]) -> Result<Found<'a>> {
+        match self.backing {
+            Backing::Gguf(g) => {
+                let t = g
+                    .tensor(name)
+                    .ok_or_else(|| Error::Model(format!("missing tensor `{name}`")))?;
+                if t.dims != dims {
+                    return Err(Error::Model(format!(
+                        "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
+                        t.dims, dims
+                    )));
+                }
+                Ok(Found {
+                    dtype: t.dtype()?,
+                    data: g.tensor_data(t),
+                    n_bytes: t.n_bytes,
+                })
+            }
+            Backing::Hf { hf, map } => {
+                let hf_name = map(name).ok_or_else(|| {
+                    Error::Model(format!(
+                        "tensor `{name}` has no Hugging Face counterpart for this architecture"
+                    ))
+                })?;
+                let (file, t) = hf.tensors.get(&hf_name).ok_or_else(|| {
+                    Error::Model(format!("{}: missing tensor `{hf_name}`", hf.dir.display()))
+                })?;
+                if t.ggml_dims() != dims {
+                    let want: Vec<u64> = dims.iter().rev().copied().collect();
+                    return Err(Error::Model(format!(
+                        "{}: tensor `{hf_name}` has shape {:?}, expected {:?} from config.json",
+                        file.path, t.shape, want
+                    )));
+                }
+                let data = file.tensor_data(t);
+                if data.len() as u64 != t.n_bytes {
+                    return Err(Error::Model(format!(
+                        "{}: tensor `{hf_name}` lies outside the file",
+                        file.path
+                    )));
+                }
+                Ok(Found {
+                    dtype: t.flint_dtype()?,
+                    data,
+                    n_bytes: t.n_bytes,
+                })
+            }
+        }
     }
 
     fn advance(&mut self, n: u64) {
@@ -137,7 +244,7 @@ impl<'a> TensorSource<'a> {
     /// A `rows x cols` weight matrix, kept in its file type (ggml dims `[cols, rows]`).
     pub fn weight(&mut self, gpu: &Gpu, name: &str, rows: usize, cols: usize) -> Result<Weight> {
         let t = self.find(name, &[cols as u64, rows as u64])?;
-        let w = Weight::upload(gpu, name, t.dtype()?, self.g.tensor_data(t), rows, cols)?;
+        let w = Weight::upload(gpu, name, t.dtype, t.data, rows, cols)?;
         self.advance(t.n_bytes);
         Ok(w)
     }
@@ -145,9 +252,8 @@ impl<'a> TensorSource<'a> {
     /// A vector of `n` floats (norm weights), converted to f32.
     pub fn vector(&mut self, gpu: &Gpu, name: &str, n: usize) -> Result<wgpu::Buffer> {
         let t = self.find(name, &[n as u64])?;
-        let dtype = t.dtype()?;
         let mut v = vec![0.0f32; n];
-        quant::dequantize(dtype, self.g.tensor_data(t), &mut v)?;
+        quant::dequantize(t.dtype, t.data, &mut v)?;
         self.advance(t.n_bytes);
         Ok(gpu.upload(name, bytemuck::cast_slice(&v)))
     }
