@@ -11,6 +11,8 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod sampling;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

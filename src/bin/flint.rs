@@ -34,6 +34,8 @@ enum Cmd {
     Info(InfoArgs),
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity(PplArgs),
+    /// OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health).
+    Serve(ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -134,6 +136,29 @@ struct PplArgs {
     chunks: Option<usize>,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (loopback by default; 0.0.0.0 exposes it to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every request (env FLINT_API_KEY).
+    #[arg(long, env = "FLINT_API_KEY")]
+    api_key: Option<String>,
+    /// Most requests queued or running at once; more get 429 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    max_concurrency: usize,
+    /// Model id clients name in `model` (default: the file name without .gguf).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = flint::serve::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -141,6 +166,7 @@ fn main() {
         Cmd::Chat(a) => chat(a),
         Cmd::Info(a) => info(a),
         Cmd::Perplexity(a) => perplexity(a),
+        Cmd::Serve(a) => serve(a),
     };
     if let Err(e) = result {
         eprintln!("flint: error: {e}");
@@ -446,4 +472,23 @@ fn perplexity(a: PplArgs) -> Result<()> {
     );
     println!("PPL = {:.4}", p.ppl);
     Ok(())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let path = a.model.path()?;
+    let model_id = a.model_id.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "flint".into())
+    });
+    let engine = a.model.load(None)?;
+    let config = flint::serve::ServeConfig {
+        host: a.host,
+        port: a.port,
+        api_key: a.api_key,
+        max_concurrency: a.max_concurrency,
+        model_id,
+        max_body_bytes: a.max_body_bytes,
+    };
+    flint::serve::run(engine, config)
 }

@@ -1,0 +1,525 @@
+//! OpenAI request parsing and error shapes.
+//!
+//! Requests are parsed from a [`serde_json::Value`] by hand rather than derived, so that every
+//! wrong field type gets an error naming the field (`param`), as OpenAI's API does.
+
+use crate::chat::ChatMessage;
+use crate::engine::GenerateOptions;
+use crate::sampling::SamplingParams;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+/// An error in OpenAI's shape: `{"error":{"message","type","param","code"}}` with a status.
+#[derive(Clone, Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 `invalid_request_error`, optionally naming the parameter at fault.
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    /// A 500 `server_error`.
+    pub fn server(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    /// Any status and type.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
+    }
+
+    /// Sets the machine-readable `code`.
+    pub fn with_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_string());
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// A parsed `/v1/chat/completions` or `/v1/completions` request.
+#[derive(Debug)]
+pub struct GenRequest {
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub max_tokens: Option<usize>,
+    pub opts: GenerateOptions,
+}
+
+/// Parses a body into a JSON object, or the error OpenAI gives for malformed JSON.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+        .with_code("invalid_json")
+    })?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(
+            ApiError::invalid("the request body must be a JSON object", None)
+                .with_code("invalid_json"),
+        ),
+    }
+}
+
+fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    ApiError::invalid(
+        format!("Invalid type for '{field}': expected {want}, but got {got}."),
+        Some(field),
+    )
+    .with_code("invalid_type")
+}
+
+/// A field that is absent or `null`.
+fn get<'a>(m: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    m.get(field).filter(|v| !v.is_null())
+}
+
+fn opt_bool(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
+    match get(m, field) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(wrong_type(field, "a boolean", v)),
+    }
+}
+
+/// A number within `[lo, hi]`.
+fn opt_num(m: &Map<String, Value>, field: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+    match get(m, field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if !(lo..=hi).contains(&x) {
+                return Err(ApiError::invalid(
+                    format!("'{field}' = {n} is out of range: it must be between {lo} and {hi}."),
+                    Some(field),
+                )
+                .with_code("invalid_value"));
+            }
+            Ok(Some(x as f32))
+        }
+        Some(v) => Err(wrong_type(field, "a number", v)),
+    }
+}
+
+/// An integer (a JSON number with no fraction).
+fn opt_int(m: &Map<String, Value>, field: &str) -> Result<Option<i64>, ApiError> {
+    match get(m, field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(u)) => Ok(Some(u as i64)), // seeds above i64::MAX wrap, as u64 bits
+            _ => Err(wrong_type(field, "an integer", &Value::Number(n.clone()))),
+        },
+        Some(v) => Err(wrong_type(field, "an integer", v)),
+    }
+}
+
+fn opt_str<'a>(m: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match get(m, field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(wrong_type(field, "a string", v)),
+    }
+}
+
+/// The fields both endpoints share: model, sampling, stop, limits, streaming.
+pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, ApiError> {
+    let model = match get(m, "model") {
+        None => {
+            return Err(ApiError::invalid(
+                "you must provide a model parameter",
+                Some("model"),
+            ))
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(wrong_type("model", "a string", v)),
+    };
+    let stream = opt_bool(m, "stream")?.unwrap_or(false);
+    let include_usage = match get(m, "stream_options") {
+        None => false,
+        Some(Value::Object(o)) => opt_bool(o, "include_usage")
+            .map_err(|_| {
+                wrong_type(
+                    "stream_options.include_usage",
+                    "a boolean",
+                    o.get("include_usage").unwrap_or(&Value::Null),
+                )
+            })?
+            .unwrap_or(false),
+        Some(v) => return Err(wrong_type("stream_options", "an object", v)),
+    };
+    if get(m, "stream_options").is_some() && !stream {
+        return Err(ApiError::invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            Some("stream_options"),
+        ));
+    }
+    let mut max_tokens = None;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        if let Some(n) = opt_int(m, field)? {
+            if n < 1 {
+                return Err(ApiError::invalid(
+                    format!("'{field}' = {n}: it must be at least 1."),
+                    Some(field),
+                )
+                .with_code("invalid_value"));
+            }
+            max_tokens = Some(n as usize);
+        }
+    }
+    if !chat && max_tokens.is_none() {
+        max_tokens = Some(16); // OpenAI's default for legacy completions
+    }
+    if let Some(n) = opt_int(m, "n")? {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                format!("'n' = {n}: flint serve generates one choice per request; use n = 1."),
+                Some("n"),
+            )
+            .with_code("unsupported_value"));
+        }
+    }
+    if chat {
+        if opt_bool(m, "logprobs")?.unwrap_or(false) {
+            return Err(unsupported("logprobs", "logprobs are not supported yet"));
+        }
+        if opt_int(m, "top_logprobs")?.unwrap_or(0) != 0 {
+            return Err(unsupported(
+                "top_logprobs",
+                "logprobs are not supported yet",
+            ));
+        }
+        match get(m, "tools") {
+            Some(Value::Array(a)) if !a.is_empty() => {
+                return Err(unsupported("tools", "tool calls are not supported yet"))
+            }
+            Some(Value::Array(_)) | None => {}
+            Some(v) => return Err(wrong_type("tools", "an array", v)),
+        }
+        match get(m, "response_format") {
+            None => {}
+            Some(Value::Object(o)) => match get(o, "type") {
+                Some(Value::String(t)) if t == "text" => {}
+                Some(Value::String(t)) => {
+                    return Err(unsupported(
+                        "response_format",
+                        &format!("response_format type '{t}' is not supported yet (only 'text')"),
+                    ))
+                }
+                Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
+                None => {
+                    return Err(ApiError::invalid(
+                        "Missing required parameter: 'response_format.type'.",
+                        Some("response_format.type"),
+                    ))
+                }
+            },
+            Some(v) => return Err(wrong_type("response_format", "an object", v)),
+        }
+    } else {
+        if get(m, "logprobs").is_some_and(|v| v != &json!(0)) {
+            return Err(unsupported("logprobs", "logprobs are not supported yet"));
+        }
+        if opt_bool(m, "echo")?.unwrap_or(false) {
+            return Err(unsupported("echo", "echo is not supported yet"));
+        }
+        if opt_str(m, "suffix")?.is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported("suffix", "suffix is not supported"));
+        }
+        if opt_int(m, "best_of")?.is_some_and(|n| n != 1) {
+            return Err(unsupported("best_of", "best_of must be 1"));
+        }
+    }
+    let temperature = opt_num(m, "temperature", 0.0, 2.0)?.unwrap_or(1.0);
+    let top_p = opt_num(m, "top_p", 0.0, 1.0)?.unwrap_or(1.0);
+    let presence_penalty = opt_num(m, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let frequency_penalty = opt_num(m, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    let seed = opt_int(m, "seed")?.map(|s| s as u64);
+    let stop = match get(m, "stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => {
+            if a.len() > 4 {
+                return Err(ApiError::invalid(
+                    "'stop' may hold at most 4 sequences.",
+                    Some("stop"),
+                ));
+            }
+            a.iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(wrong_type("stop", "a string or an array of strings", v)),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        Some(v) => return Err(wrong_type("stop", "a string or an array of strings", v)),
+    };
+    let stop = stop.into_iter().filter(|s| !s.is_empty()).collect();
+    let logit_bias = match get(m, "logit_bias") {
+        None => Vec::new(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| {
+                let id: u32 = k.parse().map_err(|_| {
+                    ApiError::invalid(
+                        format!("'logit_bias' key '{k}' is not a token id."),
+                        Some("logit_bias"),
+                    )
+                })?;
+                match v.as_f64() {
+                    Some(b) if (-100.0..=100.0).contains(&b) => Ok((id, b as f32)),
+                    _ => Err(ApiError::invalid(
+                        format!(
+                            "'logit_bias' value for token {k} must be a number in [-100, 100]."
+                        ),
+                        Some("logit_bias"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v) => return Err(wrong_type("logit_bias", "an object", v)),
+    };
+    // top_p = 0 keeps only the most likely token: greedy.
+    let (temperature, top_p) = if top_p <= 0.0 {
+        (0.0, 1.0)
+    } else {
+        (temperature, top_p)
+    };
+    Ok(GenRequest {
+        model,
+        stream,
+        include_usage,
+        max_tokens,
+        opts: GenerateOptions {
+            max_tokens: 0,
+            sampling: SamplingParams {
+                temperature,
+                top_k: 0,
+                top_p,
+                min_p: 0.0,
+                repeat_penalty: 1.0,
+                repeat_last_n: 64,
+                presence_penalty,
+                frequency_penalty,
+                logit_bias,
+                seed,
+            },
+            stop,
+        },
+    })
+}
+
+fn unsupported(param: &str, what: &str) -> ApiError {
+    ApiError::invalid(format!("{what} in flint serve."), Some(param)).with_code("unsupported_value")
+}
+
+/// `messages`: roles and string or text-part content.
+pub fn parse_messages(m: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError> {
+    let list = match get(m, "messages") {
+        None => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'messages'.",
+                Some("messages"),
+            ))
+        }
+        Some(Value::Array(a)) => a,
+        Some(v) => return Err(wrong_type("messages", "an array", v)),
+    };
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "'messages' must contain at least one message.",
+            Some("messages"),
+        )
+        .with_code("empty_array"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, msg) in list.iter().enumerate() {
+        let at = |f: &str| format!("messages[{i}].{f}");
+        let o = match msg {
+            Value::Object(o) => o,
+            v => return Err(wrong_type(&format!("messages[{i}]"), "an object", v)),
+        };
+        let role = match get(o, "role") {
+            Some(Value::String(r)) => r.as_str(),
+            Some(v) => return Err(wrong_type(&at("role"), "a string", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at("role")),
+                    Some(&at("role")),
+                ))
+            }
+        };
+        let role = match role {
+            "system" | "user" | "assistant" | "tool" => role,
+            "developer" => "system",
+            r => {
+                return Err(ApiError::invalid(
+                    format!(
+                        "Invalid value '{r}' for '{}': expected one of system, developer, user, assistant, tool.",
+                        at("role")
+                    ),
+                    Some(&at("role")),
+                ))
+            }
+        };
+        let content = match get(o, "content") {
+            None if role == "assistant" => String::new(),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at("content")),
+                    Some(&at("content")),
+                ))
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                let mut text = String::new();
+                for (j, part) in parts.iter().enumerate() {
+                    let pat = format!("messages[{i}].content[{j}]");
+                    let p = match part {
+                        Value::Object(p) => p,
+                        v => return Err(wrong_type(&pat, "an object", v)),
+                    };
+                    match get(p, "type") {
+                        Some(Value::String(t)) if t == "text" => {}
+                        Some(Value::String(t)) => {
+                            return Err(unsupported(
+                                &format!("{pat}.type"),
+                                &format!(
+                                    "content parts of type '{t}' are not supported (only 'text')"
+                                ),
+                            ))
+                        }
+                        Some(v) => return Err(wrong_type(&format!("{pat}.type"), "a string", v)),
+                        None => {
+                            return Err(ApiError::invalid(
+                                format!("Missing required parameter: '{pat}.type'."),
+                                Some(&format!("{pat}.type")),
+                            ))
+                        }
+                    }
+                    match get(p, "text") {
+                        Some(Value::String(s)) => text.push_str(s),
+                        Some(v) => return Err(wrong_type(&format!("{pat}.text"), "a string", v)),
+                        None => {
+                            return Err(ApiError::invalid(
+                                format!("Missing required parameter: '{pat}.text'."),
+                                Some(&format!("{pat}.text")),
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+            Some(v) => {
+                return Err(wrong_type(
+                    &at("content"),
+                    "a string or an array of content parts",
+                    v,
+                ))
+            }
+        };
+        out.push(ChatMessage::new(role, content));
+    }
+    Ok(out)
+}
+
+/// `prompt` of `/v1/completions`: a string, a list of one string, or a list of token ids.
+pub fn parse_prompt(m: &Map<String, Value>) -> Result<super::worker::Prompt, ApiError> {
+    use super::worker::Prompt;
+    let one = || {
+        ApiError::invalid(
+            "flint serve takes one prompt per request: a string, a list of one string, or a list of token ids.",
+            Some("prompt"),
+        )
+        .with_code("unsupported_value")
+    };
+    match get(m, "prompt") {
+        None => Err(ApiError::invalid(
+            "Missing required parameter: 'prompt'.",
+            Some("prompt"),
+        )),
+        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
+        Some(Value::Array(a)) => match a.as_slice() {
+            [] => Err(ApiError::invalid(
+                "'prompt' must not be empty.",
+                Some("prompt"),
+            )),
+            [Value::String(s)] => Ok(Prompt::Text(s.clone())),
+            [Value::Array(ids)] => token_ids(ids).map(Prompt::Tokens),
+            [Value::Number(_), ..] => token_ids(a).map(Prompt::Tokens),
+            [_] => Err(wrong_type(
+                "prompt",
+                "a string, an array of strings or an array of token ids",
+                &a[0],
+            )),
+            _ => Err(one()),
+        },
+        Some(v) => Err(wrong_type(
+            "prompt",
+            "a string, an array of strings or an array of token ids",
+            v,
+        )),
+    }
+}
+
+fn token_ids(a: &[Value]) -> Result<Vec<u32>, ApiError> {
+    a.iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| wrong_type("prompt", "an array of token ids", v))
+        })
+        .collect()
+}

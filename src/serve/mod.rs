@@ -1,0 +1,666 @@
+//! `flint serve`: an OpenAI-compatible HTTP server (axum + tokio, native only).
+//!
+//! Endpoints: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
+//! `POST /v1/completions`. Responses and errors have OpenAI's shapes, so an OpenAI client pointed
+//! at `http://HOST:PORT/v1` works.
+//!
+//! One [`Engine`] runs on a dedicated worker thread ([`worker`]) fed by a bounded channel;
+//! requests are served one at a time in arrival order. At most `max_concurrency` requests may be
+//! queued or running; more get 429 with `Retry-After`. A streaming client that disconnects stops
+//! its generation at the next token; a queued one that disconnects is skipped.
+//!
+//! Not yet: continuous batching, `response_format` other than `text`, logprobs, `n` > 1.
+
+pub mod api;
+pub mod worker;
+
+use crate::engine::{Engine, FinishReason};
+use crate::{Error, Result};
+use api::{ApiError, GenRequest};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use worker::{Counters, Event, Job, Prompt, Slot};
+
+/// Request bodies larger than this get 413 unless [`ServeConfig::max_body_bytes`] says otherwise.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Address to bind (loopback by default).
+    pub host: String,
+    /// Port; 0 picks a free one (see [`ServerHandle::addr`]).
+    pub port: u16,
+    /// When set, every request must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Most requests queued or running at once; more get 429.
+    pub max_concurrency: usize,
+    /// The model id clients name (`model` field) and `/v1/models` lists.
+    pub model_id: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_key: None,
+            max_concurrency: 16,
+            model_id: "flint".into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// What the handlers share.
+struct AppState {
+    config: ServeConfig,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    counters: Arc<Counters>,
+    created: u64,
+    ctx: usize,
+}
+
+type Shared = Arc<AppState>;
+
+/// A server running on background threads (see [`spawn`]).
+pub struct ServerHandle {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting connections, lets open ones finish, and waits for the server thread.
+    pub fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Starts the generation worker and builds the router; returns it with the worker's sender.
+fn build(engine: Engine, config: ServeConfig) -> Result<Router> {
+    if config.max_concurrency == 0 {
+        return Err(Error::InvalidArgument(
+            "--max-concurrency must be at least 1".into(),
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
+    let counters = Arc::new(Counters::default());
+    let state = Arc::new(AppState {
+        ctx: engine.ctx,
+        config,
+        jobs: tx,
+        counters: counters.clone(),
+        created: now(),
+    });
+    std::thread::Builder::new()
+        .name("flint-generate".into())
+        .spawn(move || worker::run(engine, rx, counters))
+        .map_err(|e| Error::io("generation thread", e))?;
+    Ok(router(state))
+}
+
+fn router(state: Shared) -> Router {
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+        .max_age(std::time::Duration::from_secs(3600));
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(cors)
+        .with_state(state)
+}
+
+/// Binds and serves until `shutdown` resolves.
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("HTTP server", e))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flint-http")
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))
+}
+
+async fn bind(config: &ServeConfig) -> Result<tokio::net::TcpListener> {
+    let addr = format!("{}:{}", config.host, config.port);
+    tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Error::io(&addr, e))
+}
+
+/// Serves `engine` on the calling thread until Ctrl-C (what `flint serve` runs).
+pub fn run(engine: Engine, config: ServeConfig) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = bind(&config).await?;
+        let addr = listener.local_addr().map_err(|e| Error::io("socket", e))?;
+        let model = config.model_id.clone();
+        let keyed = config.api_key.is_some();
+        let app = build(engine, config)?;
+        eprintln!(
+            "flint: serving {model} at http://{addr}/v1{}",
+            if keyed { " (API key required)" } else { "" }
+        );
+        serve_on(listener, app, async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("flint: shutting down");
+        })
+        .await
+    })
+}
+
+/// Starts a server on background threads and returns once it listens (tests, embedding).
+pub fn spawn(engine: Engine, config: ServeConfig) -> Result<ServerHandle> {
+    let rt = runtime()?;
+    let listener = rt.block_on(bind(&config))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("socket", e))?;
+    let app = build(engine, config)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("flint-serve".into())
+        .spawn(move || {
+            let r = rt.block_on(serve_on(listener, app, async {
+                let _ = rx.await;
+            }));
+            if let Err(e) = r {
+                eprintln!("flint serve: {e}");
+            }
+        })
+        .map_err(|e| Error::io("server thread", e))?;
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// Checks the API key and the declared body size before any handler runs.
+async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &state.config.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| {
+            // Length-independent comparison of the bytes.
+            g.len() == key.len()
+                && g.bytes()
+                    .zip(key.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        });
+        if !ok {
+            let msg = if given.is_none() {
+                "You didn't provide an API key. Provide it in an Authorization header: `Authorization: Bearer YOUR_KEY`."
+            } else {
+                "Incorrect API key provided."
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", msg)
+                .with_code("invalid_api_key")
+                .into_response();
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
+        return too_large(state.config.max_body_bytes).into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        format!("The request body is larger than the limit of {limit} bytes."),
+    )
+    .with_code("request_too_large")
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!(
+            "Unknown request URL: {} {}.",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .with_code("unknown_url")
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!(
+            "Method {} is not allowed on {}.",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .with_code("method_not_allowed")
+}
+
+async fn health(State(s): State<Shared>) -> Json<Value> {
+    let in_flight = s.counters.in_flight.load(Ordering::SeqCst);
+    let active = s.counters.active.load(Ordering::SeqCst);
+    Json(json!({
+        "status": "ok",
+        "model": s.config.model_id,
+        "context": s.ctx,
+        "active": active,
+        "queued": in_flight.saturating_sub(active),
+        "max_concurrency": s.config.max_concurrency,
+    }))
+}
+
+fn model_object(s: &AppState) -> Value {
+    json!({
+        "id": s.config.model_id,
+        "object": "model",
+        "created": s.created,
+        "owned_by": "flint",
+    })
+}
+
+async fn models(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_object(&s)]}))
+}
+
+async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    if id == s.config.model_id {
+        Json(model_object(&s)).into_response()
+    } else {
+        unknown_model(&id).into_response()
+    }
+}
+
+fn unknown_model(id: &str) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("The model `{id}` does not exist or you do not have access to it."),
+    )
+    .with_code("model_not_found");
+    e.param = Some("model".into());
+    e
+}
+
+/// The body as bytes, or the OpenAI-shaped error for a body that is too large or unreadable.
+fn body_bytes(
+    body: std::result::Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> std::result::Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(limit)
+        } else {
+            ApiError::new(r.status(), "invalid_request_error", r.body_text())
+        }
+    })
+}
+
+/// Which endpoint a generation answers, for the response shapes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+async fn chat_completions(
+    State(s): State<Shared>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = (|| {
+        let body = body_bytes(body, s.config.max_body_bytes)?;
+        let m = api::parse_object(&body)?;
+        let req = api::parse_common(&m, true)?;
+        let messages = api::parse_messages(&m)?;
+        Ok::<_, ApiError>((req, Prompt::Chat(messages)))
+    })();
+    match r {
+        Ok((req, prompt)) => generate(s, Kind::Chat, req, prompt).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(
+    State(s): State<Shared>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = (|| {
+        let body = body_bytes(body, s.config.max_body_bytes)?;
+        let m = api::parse_object(&body)?;
+        let req = api::parse_common(&m, false)?;
+        let prompt = api::parse_prompt(&m)?;
+        Ok::<_, ApiError>((req, prompt))
+    })();
+    match r {
+        Ok((req, prompt)) => generate(s, Kind::Text, req, prompt).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn finish_str(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop | FinishReason::Cancelled => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+/// A unique-enough response id.
+fn response_id(kind: Kind) -> String {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    };
+    format!("{prefix}-{t:x}{n:04x}")
+}
+
+/// Admits a request, queues it for the worker and answers it, whole or streamed.
+async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Response {
+    if req.model != s.config.model_id {
+        return unknown_model(&req.model).into_response();
+    }
+    let Some(slot) = Slot::try_take(&s.counters, s.config.max_concurrency) else {
+        return busy();
+    };
+    let (tx, mut rx) = unbounded_channel();
+    let job = Job {
+        prompt,
+        max_tokens: req.max_tokens,
+        opts: req.opts,
+        events: tx,
+        _slot: slot,
+    };
+    match s.jobs.try_send(job) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::TrySendError::Full(_)) => return busy(),
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+            return ApiError::server("the generation worker has stopped").into_response()
+        }
+    }
+    // The first event says whether the prompt was accepted: errors before it are the client's.
+    let prompt_tokens = match rx.recv().await {
+        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+        Some(Event::Error(e)) => return e.into_response(),
+        _ => return ApiError::server("the generation worker dropped the request").into_response(),
+    };
+    let meta = Meta {
+        id: response_id(kind),
+        created: now(),
+        model: s.config.model_id.clone(),
+        kind,
+        prompt_tokens,
+    };
+    if req.stream {
+        stream_response(meta, req.include_usage, rx)
+    } else {
+        whole_response(meta, rx).await
+    }
+}
+
+fn busy() -> Response {
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "The server is at its --max-concurrency limit; retry shortly.",
+    )
+    .with_code("rate_limit_exceeded")
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// What every response object of one request repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+    prompt_tokens: usize,
+}
+
+impl Meta {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    /// One choice of a whole response.
+    fn choice(&self, text: String, finish: &str) -> Value {
+        match self.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            Kind::Text => json!({
+                "index": 0,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        }
+    }
+
+    /// One streamed chunk with `text` (or the role, for the first chat chunk) and `finish`.
+    fn chunk(&self, delta: Value, finish: Option<&str>, with_usage: bool) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish,
+            }),
+            Kind::Text => json!({
+                "index": 0,
+                "text": delta.get("content").cloned().unwrap_or(json!("")),
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        };
+        let mut v = json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [choice],
+        });
+        if with_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+}
+
+async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done {
+                completion_tokens,
+                finish,
+            } => {
+                return Json(json!({
+                    "id": meta.id,
+                    "object": meta.object(false),
+                    "created": meta.created,
+                    "model": meta.model,
+                    "system_fingerprint": null,
+                    "choices": [meta.choice(text, finish_str(finish))],
+                    "usage": usage(meta.prompt_tokens, completion_tokens),
+                }))
+                .into_response()
+            }
+            Event::Error(e) => return e.into_response(),
+            Event::Started { .. } => {}
+        }
+    }
+    ApiError::server("the generation worker dropped the request").into_response()
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+/// Server-sent events: a role chunk (chat), content chunks, a finish chunk, an optional usage
+/// chunk, `data: [DONE]`. Dropping the body (client gone) drops `rx`, which stops the worker.
+fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>) -> Response {
+    struct St {
+        meta: Meta,
+        rx: UnboundedReceiver<Event>,
+        include_usage: bool,
+        started: bool,
+        done: bool,
+    }
+    let st = St {
+        meta,
+        rx,
+        include_usage,
+        started: false,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if !st.started {
+            st.started = true;
+            if st.meta.kind == Kind::Chat {
+                let c = st.meta.chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    None,
+                    st.include_usage,
+                );
+                return Some((Ok::<_, std::convert::Infallible>(sse(&c)), st));
+            }
+        }
+        let out = match st.rx.recv().await {
+            Some(Event::Text(t)) => {
+                sse(&st.meta.chunk(json!({"content": t}), None, st.include_usage))
+            }
+            Some(Event::Done {
+                completion_tokens,
+                finish,
+            }) => {
+                st.done = true;
+                let mut out =
+                    sse(&st
+                        .meta
+                        .chunk(json!({}), Some(finish_str(finish)), st.include_usage))
+                    .to_vec();
+                if st.include_usage {
+                    let u = json!({
+                        "id": st.meta.id,
+                        "object": st.meta.object(true),
+                        "created": st.meta.created,
+                        "model": st.meta.model,
+                        "system_fingerprint": null,
+                        "choices": [],
+                        "usage": usage(st.meta.prompt_tokens, completion_tokens),
+                    });
+                    out.extend_from_slice(&sse(&u));
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(out)
+            }
+            Some(Event::Error(e)) => {
+                st.done = true;
+                let mut out = sse(&e.body()).to_vec();
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(out)
+            }
+            Some(Event::Started { .. }) => Bytes::new(),
+            None => {
+                st.done = true;
+                let e = ApiError::server("the generation worker dropped the request");
+                let mut out = sse(&e.body()).to_vec();
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(out)
+            }
+        };
+        Some((Ok(out), st))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
