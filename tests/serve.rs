@@ -327,46 +327,73 @@ fn completion_of_the_capital_of_france() {
     eprintln!("completions: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-#[test]
-fn a_client_that_disconnects_frees_the_worker() {
-    let Some(f) = fixture() else { return };
-    let _g = gen_lock();
+/// Opens a streaming chat request and returns the socket without reading.
+fn open_stream(addr: SocketAddr, max_tokens: u32) -> TcpStream {
     let mut b = chat_body(true);
-    b["max_tokens"] = json!(200);
+    b["max_tokens"] = json!(max_tokens);
     let body = b.to_string();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    let mut s = TcpStream::connect(f.addr).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body.as_bytes()).unwrap();
-    // Read until the first generated content arrives, then hang up.
+    s
+}
+
+fn health_counts() -> (u64, u64) {
+    let h = get("/health").json();
+    (
+        h["active"].as_u64().unwrap_or(99),
+        h["queued"].as_u64().unwrap_or(99),
+    )
+}
+
+/// Waits until `/health` shows `want` (active, queued); returns how long it took.
+fn wait_for(want: (u64, u64), limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let got = health_counts();
+        if got == want {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "/health (active, queued) = {got:?}, still not {want:?} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The fixture's server admits 4 requests (queued + running): a 5th gets 429 with Retry-After;
+/// clients that hang up, running or queued, free their slots.
+#[test]
+fn queue_limit_and_disconnects() {
+    let Some(f) = fixture() else { return };
+    let _g = gen_lock();
+    let mut running = open_stream(f.addr, 200);
+    // Read until the first generated content arrives (the role chunk, then a content chunk).
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    // The role chunk, then the first content chunk.
     while String::from_utf8_lossy(&seen).matches("data: ").count() < 2 {
-        let n = s.read(&mut buf).unwrap();
+        let n = running.read(&mut buf).unwrap();
         assert!(n > 0, "stream ended early");
         seen.extend_from_slice(&buf[..n]);
     }
-    drop(s);
-    let t0 = Instant::now();
-    loop {
-        let h = get("/health").json();
-        if h["active"] == 0 && h["queued"] == 0 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "generation still running 30 s after the client left: {h}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let queued: Vec<TcpStream> = (0..3).map(|_| open_stream(f.addr, 2)).collect();
+    wait_for((1, 3), Duration::from_secs(10));
+    let r = post("/v1/chat/completions", &chat_body(false));
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(assert_error(&r, "429")["error"]["type"], "rate_limit_error");
+    drop(queued);
+    drop(running);
+    let took = wait_for((0, 0), Duration::from_secs(40));
     eprintln!(
-        "worker free {:.1} s after the disconnect",
-        t0.elapsed().as_secs_f64()
+        "worker free {:.1} s after the clients left",
+        took.as_secs_f64()
     );
 }
 
