@@ -143,6 +143,7 @@ struct ServeArgs {
     /// Address to listen on (loopback by default; 0.0.0.0 exposes it to the network).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Require `Authorization: Bearer KEY` on every request (env FLINT_API_KEY).
