@@ -182,3 +182,19 @@ fn bad_inputs_are_clear_errors_not_panics() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn info_reads_a_hugging_face_folder() {
+    let (code, out, err) = flint(&["info", "-m", "tests/fixtures/hf/tiny-llama", "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "Hugging Face",
+        "LlamaForCausalLM",
+        "F32",
+        "architecture: llama",
+        "heads: 6",
+        "kv_heads: 2",
+    ] {
+        assert!(out.contains(want), "`{want}` missing from:\n{out}");
+    }
+}

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use flint::chat::{ChatMessage, ChatTemplate};
 use flint::engine::{Engine, GenerateOptions, LoadOptions};
-use flint::format::gguf::Gguf;
+use flint::format::ModelFile;
 use flint::gpu::{Gpu, GpuOptions};
 use flint::sampling::SamplingParams;
 use flint::{Error, Result};
@@ -381,32 +381,51 @@ fn info(a: InfoArgs) -> Result<()> {
         return Ok(());
     }
     let path = a.model.path()?;
-    let g = Gguf::open(&path)?;
-    println!(
-        "file: {} (GGUF v{}, {} tensors, {} metadata keys)",
-        path.display(),
-        g.version,
-        g.tensors.len(),
-        g.metadata.len()
-    );
-    for key in [
-        "general.name",
-        "general.architecture",
-        "tokenizer.ggml.model",
-        "tokenizer.ggml.pre",
-    ] {
-        if let Some(v) = g.get_str(key) {
-            println!("{key}: {v}");
-        }
-    }
+    // (tensor type name -> count, bytes), from either format's directory
     let mut by_type: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
-    for t in &g.tensors {
-        let name = flint::format::dtype::ggml_type_layout(t.ggml_type)
-            .map(|l| l.name)
-            .unwrap_or("?");
+    let mut count = |name: &str, bytes: u64| {
         let e = by_type.entry(name.to_string()).or_default();
         e.0 += 1;
-        e.1 += t.n_bytes;
+        e.1 += bytes;
+    };
+    match ModelFile::open(&path)? {
+        ModelFile::Gguf(g) => {
+            println!(
+                "file: {} (GGUF v{}, {} tensors, {} metadata keys)",
+                path.display(),
+                g.version,
+                g.tensors.len(),
+                g.metadata.len()
+            );
+            for key in [
+                "general.name",
+                "general.architecture",
+                "tokenizer.ggml.model",
+                "tokenizer.ggml.pre",
+            ] {
+                if let Some(v) = g.get_str(key) {
+                    println!("{key}: {v}");
+                }
+            }
+            for t in &g.tensors {
+                let name = flint::format::dtype::ggml_type_layout(t.ggml_type)
+                    .map(|l| l.name)
+                    .unwrap_or("?");
+                count(name, t.n_bytes);
+            }
+        }
+        ModelFile::Hf(h) => {
+            println!(
+                "folder: {} (Hugging Face: config.json + safetensors, architecture {})",
+                path.display(),
+                h.config.architecture().unwrap_or("?")
+            );
+            for name in h.tensors.names() {
+                if let Some((_, t)) = h.tensors.get(name) {
+                    count(&t.dtype, t.n_bytes);
+                }
+            }
+        }
     }
     println!("tensor types:");
     for (t, (n, bytes)) in &by_type {
