@@ -163,10 +163,8 @@ fn incremental_rendering_over_two_turns_keeps_the_prefix() {
     }
 }
 
-/// `{% break %}` / `{% continue %}` need minijinja's `loop_controls` Cargo feature, which the
-/// crate does not enable yet; run with `cargo test -- --ignored` once it does.
+/// `{% break %}` / `{% continue %}` (minijinja's `loop_controls` feature, enabled in Cargo.toml).
 #[test]
-#[ignore = "needs minijinja feature `loop_controls` in Cargo.toml"]
 fn loop_controls_like_python_jinja2() {
     let cases = fixtures();
     let mut n = 0;

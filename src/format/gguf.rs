@@ -20,6 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::dtype::ggml_type_layout;
+use crate::format::storage::Storage;
 use crate::format::DType;
 use std::collections::HashMap;
 use std::path::Path;
@@ -251,23 +252,6 @@ impl TensorInfo {
     }
 }
 
-/// The bytes behind a [`Gguf`]: a read-only memory map or an owned buffer.
-enum Storage {
-    #[cfg(not(target_arch = "wasm32"))]
-    Mmap(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Storage {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            #[cfg(not(target_arch = "wasm32"))]
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
-        }
-    }
-}
-
 /// A parsed GGUF file: metadata, tensor directory and the (mapped) bytes.
 pub struct Gguf {
     pub version: u32,
@@ -298,31 +282,9 @@ impl Gguf {
     /// Memory-maps and parses the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf> {
         let path = path.as_ref();
-        let storage = Self::load(path)?;
+        let storage = Storage::open(path)?;
         let file_len = storage.as_slice().len() as u64;
         Self::parse(storage, file_len)
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    fn load(path: &Path) -> Result<Storage> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len == 0 {
-            // Some platforms refuse to map an empty file; the parser reports it as truncated.
-            return Ok(Storage::Owned(Vec::new()));
-        }
-        // SAFETY: the map is read-only and private to this `Gguf`. As with any mmap, another
-        // process truncating or rewriting the file while it is mapped is undefined behaviour;
-        // model files are treated as immutable while loaded (as llama.cpp does).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Ok(Storage::Mmap(map))
-    }
-
-    #[cfg(target_arch = "wasm32")]
-    fn load(path: &Path) -> Result<Storage> {
-        std::fs::read(path)
-            .map(Storage::Owned)
-            .map_err(|e| Error::io(path, e))
     }
 
     /// Parses a GGUF image held in memory (tests, fuzzing, the web loader's header bytes).

@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod gguf_write;
 pub mod hf;
 pub mod safetensors;
+mod storage;
 
 pub use dtype::DType;
 

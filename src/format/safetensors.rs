@@ -24,6 +24,7 @@
 //! its shard file) are opened by [`SafeTensorsSet::open_dir`].
 
 use crate::error::{Error, Result};
+use crate::format::storage::Storage;
 use crate::format::DType;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use std::collections::{HashMap, HashSet};
@@ -86,23 +87,6 @@ impl TensorInfo {
     }
 }
 
-/// The bytes behind a [`SafeTensors`]: a read-only memory map or an owned buffer.
-enum Storage {
-    #[cfg(not(target_arch = "wasm32"))]
-    Mmap(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Storage {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            #[cfg(not(target_arch = "wasm32"))]
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
-        }
-    }
-}
-
 /// A parsed safetensors file: metadata, tensor directory and the (mapped) bytes.
 pub struct SafeTensors {
     /// The file's path (or the name given to [`SafeTensors::from_bytes`]), for messages.
@@ -132,7 +116,7 @@ impl SafeTensors {
     /// Memory-maps and parses the file at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<SafeTensors> {
         let path = path.as_ref();
-        let storage = load(path)?;
+        let storage = Storage::open(path)?;
         Self::parse(path.display().to_string(), storage)
     }
 
@@ -177,28 +161,6 @@ impl SafeTensors {
             .and_then(|r| self.storage.as_slice().get(r))
             .unwrap_or(&[])
     }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn load(path: &Path) -> Result<Storage> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len == 0 {
-        // Some platforms refuse to map an empty file; the parser reports it as truncated.
-        return Ok(Storage::Owned(Vec::new()));
-    }
-    // SAFETY: the map is read-only and private to this `SafeTensors`. As with any mmap, another
-    // process truncating or rewriting the file while it is mapped is undefined behaviour; model
-    // files are treated as immutable while loaded (as the GGUF reader does).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    Ok(Storage::Mmap(map))
-}
-
-#[cfg(target_arch = "wasm32")]
-fn load(path: &Path) -> Result<Storage> {
-    std::fs::read(path)
-        .map(Storage::Owned)
-        .map_err(|e| Error::io(path, e))
 }
 
 /// A safetensors error naming the file.
