@@ -389,10 +389,18 @@ impl Gpu {
         staging
             .slice(..)
             .map_async(wgpu::MapMode::Read, move |r| tx.send(r));
+        // Native: drive the device until the map callback has run. One wait normally suffices; if the
+        // callback lands on a later poll, poll again rather than spin on the channel.
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        for _ in 0..10_000 {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            if rx.is_ready() {
+                break;
+            }
+            std::thread::yield_now();
+        }
         rx.recv()
             .await
             .ok_or_else(|| Error::Gpu("readback was dropped".into()))?
@@ -440,7 +448,14 @@ impl<T> OneShotTx<T> {
 }
 
 impl<T> OneShotRx<T> {
-    /// Native: the callback has run once poll(wait) returned. Web: yields to the event loop until it has.
+    /// Whether the value has been sent (or the sender dropped).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn is_ready(&self) -> bool {
+        self.0.lock().map(|s| s.is_some()).unwrap_or(true) || Arc::strong_count(&self.0) == 1
+    }
+
+    /// Native: called once the callback has run (see `read_async`). Web: yields to the event loop
+    /// until it has.
     async fn recv(self) -> Option<T> {
         loop {
             if let Some(v) = self.0.lock().ok().and_then(|mut s| s.take()) {
