@@ -119,7 +119,16 @@ impl State {
     }
 
     /// Runs `tokens` after what is in the cache, `batch` at a time; returns the last token's logits.
-    fn feed(&mut self, gpu: &Gpu, model: &Model, batch: usize, tokens: &[u32]) -> Result<Vec<f32>> {
+    /// With [`Logits::All`], every token's logits, concatenated (batches are then also capped so
+    /// one batch's logits fit the binding limit).
+    fn feed(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        batch: usize,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
         }
@@ -129,9 +138,17 @@ impl State {
                 ctx: self.cache.ctx,
             });
         }
+        let batch = match want {
+            Logits::Last => batch,
+            Logits::All => batch.min(((gpu.caps.max_binding / 4) as usize / model.vocab()).max(1)),
+        };
         let mut logits = Vec::new();
         for chunk in tokens.chunks(batch) {
-            logits = model.forward(gpu, &mut self.cache, &mut self.scratch, chunk, Logits::Last)?;
+            let l = model.forward(gpu, &mut self.cache, &mut self.scratch, chunk, want)?;
+            match want {
+                Logits::Last => logits = l,
+                Logits::All => logits.extend_from_slice(&l),
+            }
             self.history.extend_from_slice(chunk);
         }
         Ok(logits)
@@ -244,7 +261,8 @@ impl Engine {
 
     /// Runs `tokens` after what is in the cache, in batches, and returns the last token's logits.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.state.feed(&self.gpu, &self.model, self.batch, tokens)
+        self.state
+            .feed(&self.gpu, &self.model, self.batch, tokens, Logits::Last)
     }
 
     /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
@@ -318,7 +336,7 @@ impl Engine {
             }
             logits = self
                 .state
-                .feed(&self.gpu, &self.model, self.batch, &[tok])?;
+                .feed(&self.gpu, &self.model, self.batch, &[tok], Logits::Last)?;
         }
         // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
         if !stops.is_stopped() {
@@ -383,21 +401,9 @@ impl Engine {
                 }
             }
             self.reset();
-            // All logits of the chunk, in batches that fit the binding limit.
-            let mut logits = Vec::with_capacity(n_ctx * vocab);
-            let max_rows = ((self.gpu.caps.max_binding / 4) as usize / vocab).max(1);
-            for part in chunk.chunks(self.batch.min(max_rows)) {
-                let st = &mut self.state;
-                let l = self.model.forward(
-                    &self.gpu,
-                    &mut st.cache,
-                    &mut st.scratch,
-                    part,
-                    Logits::All,
-                )?;
-                logits.extend_from_slice(&l);
-                st.history.extend_from_slice(part);
-            }
+            let logits =
+                self.state
+                    .feed(&self.gpu, &self.model, self.batch, &chunk, Logits::All)?;
             for i in first..n_ctx - 1 {
                 let row = &logits[i * vocab..(i + 1) * vocab];
                 let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
