@@ -1,7 +1,10 @@
 // Causal attention with grouped-query heads over the KV cache, one workgroup per (head, query).
 // Online softmax over tiles of 64 cached positions (the score matrix is never stored):
 //   m = running max, l = running sum of exp(score - m), acc = running sum of exp(score - m) * V.
-// q[t, head, d]; k/v cache[pos, kv_head, d]; query t sits at position pos0 + t and sees 0..=pos0+t.
+// q[t, head, d]; k/v cache[pos, kv_head, d]; query t sits at position pos0 + t and sees 0..=pos0+t,
+// or with a sliding window of W > 0 only the last W of those (transformers' sliding_window mask:
+// key k is visible to query q when q - W < k <= q). softcap > 0 applies Gemma 2's logit soft-capping
+// to every score: s = softcap * tanh(s / softcap), after the scale.
 
 struct Params {
     n_heads: u32,
@@ -9,11 +12,11 @@ struct Params {
     head_dim: u32,
     tokens: u32,
     pos0: u32,
-    _pad0: u32,
+    window: u32,
     _pad1: u32,
     _pad2: u32,
     scale: f32,
-    _pad3: f32,
+    softcap: f32,
     _pad4: f32,
     _pad5: f32,
 }
@@ -41,10 +44,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     workgroupBarrier();
 
     let n_pos = p.pos0 + t + 1u;
+    var first = 0u;
+    if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
     var m = -3.0e38;
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var t0 = 0u; t0 < n_pos; t0 += WG) {
+    for (var t0 = first; t0 < n_pos; t0 += WG) {
         let pos = t0 + lid;
         var s = -3.0e38;
         if (pos < n_pos) {
@@ -52,6 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * kc[kb + d]; }
             s = dot_ * p.scale;
+            if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         }
         sc[lid] = s;
         workgroupBarrier();

@@ -309,7 +309,6 @@ fn unsupported_weight_type_is_named() {
 #[test]
 fn rope_scaling_from_config() {
     use flint::format::hf::HfConfig;
-    use flint::model::llama::LlamaConfig;
     let cfg = |scaling: &str| {
         let text = format!(
             r#"{{"architectures":["LlamaForCausalLM"],"hidden_size":4096,"intermediate_size":14336,
@@ -317,7 +316,7 @@ fn rope_scaling_from_config() {
             "vocab_size":128256,"rope_theta":500000.0,"max_position_embeddings":131072,
             "rope_scaling":{scaling}}}"#
         );
-        LlamaConfig::from_hf(&HfConfig::from_str("config.json", &text).unwrap())
+        flint::model::llama::from_hf(&HfConfig::from_str("config.json", &text).unwrap())
     };
     let c = cfg(r#"{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}"#).unwrap();
     let f = c.rope_freq_factors.unwrap();
@@ -326,18 +325,18 @@ fn rope_scaling_from_config() {
     assert_eq!(f[63], 8.0);
     assert!(f.windows(2).all(|w| w[0] <= w[1]), "{f:?}");
     assert!(f.iter().any(|&x| x > 1.0 && x < 8.0));
-    assert_eq!(c.rope.freq_scale, 1.0);
+    assert_eq!(c.rope.as_ref().unwrap().freq_scale, 1.0);
 
     let c = cfg(r#"{"type":"linear","factor":2.0}"#).unwrap();
-    assert_eq!(c.rope.freq_scale, 0.5);
+    assert_eq!(c.rope.as_ref().unwrap().freq_scale, 0.5);
     assert!(c.rope_freq_factors.is_none());
 
     let c = cfg(r#"{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":32768}"#)
         .unwrap();
-    assert_eq!(c.rope.freq_scale, 0.25);
-    assert_eq!(c.rope.ext_factor, 1.0);
-    assert!((c.rope.attn_factor - 1.0).abs() < 1e-6);
-    assert_eq!(c.rope.n_ctx_orig, 32768);
+    assert_eq!(c.rope.as_ref().unwrap().freq_scale, 0.25);
+    assert_eq!(c.rope.as_ref().unwrap().ext_factor, 1.0);
+    assert!((c.rope.as_ref().unwrap().attn_factor - 1.0).abs() < 1e-6);
+    assert_eq!(c.rope.as_ref().unwrap().n_ctx_orig, 32768);
 
     let msg = cfg(r#"{"rope_type":"longrope","factor":4.0}"#)
         .unwrap_err()

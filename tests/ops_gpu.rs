@@ -5,9 +5,9 @@
 use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
-use flint::ops::elementwise::{add, swiglu, swiglu_cpu};
+use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
 use flint::ops::matmul::{matmul_cpu, MatMul};
-use flint::ops::norm::{rmsnorm_cpu, RmsNorm};
+use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
 use flint::ops::rope::{rope_cpu, Rope, RopeConfig, RopeMode};
 use flint::ops::softmax::{softmax, softmax_cpu};
@@ -265,13 +265,19 @@ fn rope_matches_cpu_in_every_mode() {
 #[test]
 fn attention_matches_cpu_with_gqa_and_cache() {
     let g = gpu();
-    // (heads, kv_heads, head_dim, tokens, pos0)
-    for (h, kvh, d, tokens, pos0) in [
-        (1, 1, 8, 1, 0),
-        (9, 3, 64, 1, 70),
-        (4, 2, 80, 5, 3),
-        (6, 6, 128, 3, 130),
-        (2, 1, 256, 2, 0),
+    // (heads, kv_heads, head_dim, tokens, pos0, sliding window, soft-cap)
+    for (h, kvh, d, tokens, pos0, window, softcap) in [
+        (1, 1, 8, 1, 0, 0, 0.0),
+        (9, 3, 64, 1, 70, 0, 0.0),
+        (4, 2, 80, 5, 3, 0, 0.0),
+        (6, 6, 128, 3, 130, 0, 0.0),
+        (2, 1, 256, 2, 0, 0, 0.0),
+        // windows shorter than the context, across a 64-position tile boundary, and of 1
+        (4, 2, 32, 7, 3, 4, 0.0),
+        (3, 1, 48, 2, 150, 100, 0.0),
+        (2, 2, 16, 5, 0, 1, 0.0),
+        (2, 1, 64, 3, 20, 0, 0.5),
+        (6, 3, 24, 6, 9, 5, 1.5),
     ] {
         let n_pos = pos0 + tokens;
         let q = randv(tokens * h * d, 1 + d as u64);
@@ -283,7 +289,14 @@ fn attention_matches_cpu_with_gqa_and_cache() {
             head_dim: d,
             tokens,
             pos0,
-            scale: 1.0 / (d as f32).sqrt(),
+            // large scores so the soft-cap's tanh saturates for some of them
+            scale: if softcap > 0.0 {
+                3.0
+            } else {
+                1.0 / (d as f32).sqrt()
+            },
+            window,
+            softcap,
         };
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
         let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
@@ -294,7 +307,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         let err = max_abs(&got, &attention_cpu(&q, &k, &v, &a));
         assert!(
             err < 1e-4,
-            "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0}: {err}"
+            "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} cap={softcap}: {err}"
         );
     }
     let bad = Attention {
@@ -304,6 +317,8 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         tokens: 1,
         pos0: 0,
         scale: 1.0,
+        window: 0,
+        softcap: 0.0,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -347,5 +362,59 @@ fn swiglu_add_softmax_match_cpu() {
             max_abs(&g.read_f32(&xb, 0, n * rows).unwrap(), &softmax_cpu(&x, n)) < 1e-6,
             "softmax n={n}"
         );
+    }
+}
+
+/// The ops the non-llama families add: GeGLU, the unary ops (scale, soft-cap, GELU), bias add and
+/// LayerNorm, each against its CPU reference.
+#[test]
+fn family_ops_match_cpu() {
+    let g = gpu();
+    for n in [1usize, 63, 64, 65, 10_000] {
+        // inputs up to +-8 so GELU's and the soft-cap's tanh run into saturation
+        let a: Vec<f32> = randv(n, 40 + n as u64).iter().map(|v| v * 8.0).collect();
+        let b = randv(n, 41 + n as u64);
+        let (ab, bb) = (upload(g, &a), upload(g, &b));
+        let mut enc = g.encoder();
+        geglu(g, &mut enc, n, &ab, &bb).unwrap();
+        g.submit(enc);
+        let err = max_abs(&g.read_f32(&ab, 0, n).unwrap(), &geglu_cpu(&a, &b));
+        assert!(err < 1e-5, "geglu n={n}: {err}");
+
+        for op in [Unary::Scale(-2.5), Unary::SoftCap(3.0), Unary::Gelu] {
+            let ab = upload(g, &a);
+            let mut enc = g.encoder();
+            op.encode(g, &mut enc, n, &ab).unwrap();
+            g.submit(enc);
+            let want: Vec<f32> = a.iter().map(|&x| op.cpu(x)).collect();
+            let err = max_abs(&g.read_f32(&ab, 0, n).unwrap(), &want);
+            assert!(err < 1e-5, "{op:?} n={n}: {err}");
+        }
+    }
+    let bad = Unary::SoftCap(0.0)
+        .encode(g, &mut g.encoder(), 4, &upload(g, &[0.0; 4]))
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("soft-cap"), "{bad}");
+
+    for (rows, n) in [(1usize, 1usize), (3, 65), (7, 768), (2, 5000)] {
+        let x: Vec<f32> = randv(rows * n, 50).iter().map(|v| v * 4.0 + 1.5).collect();
+        let (w, bias) = (randv(n, 51), randv(n, 52));
+        let (xb, wb, bb) = (upload(g, &x), upload(g, &w), upload(g, &bias));
+        let yb = g.zeros("y", (rows * n * 4) as u64).unwrap();
+        let mut enc = g.encoder();
+        LayerNorm { n, rows, eps: 1e-5 }
+            .encode(g, &mut enc, &xb, &wb, &bb, &yb)
+            .unwrap();
+        add_bias(g, &mut enc, rows, n, &xb, &bb).unwrap();
+        g.submit(enc);
+        let err = max_abs(
+            &g.read_f32(&yb, 0, rows * n).unwrap(),
+            &layernorm_cpu(&x, &w, &bias, n, 1e-5),
+        );
+        assert!(err < 1e-4, "layernorm {rows}x{n}: {err}");
+        let want: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect();
+        let err = max_abs(&g.read_f32(&xb, 0, rows * n).unwrap(), &want);
+        assert!(err < 1e-6, "bias {rows}x{n}: {err}");
     }
 }

@@ -1,13 +1,22 @@
-//! Models: one file per architecture, sharing the ops, the KV cache and the scratch buffers here.
+//! Models: one file per architecture family, each turning its metadata into the options of the
+//! shared decoder in `transformer.rs`; the KV cache, the scratch buffers and the tensor source
+//! live here.
 
+pub mod gemma;
+pub mod gpt2;
 pub mod llama;
+pub mod phi3;
+pub mod qwen;
+pub mod transformer;
 
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
-use crate::format::hf::HfModel;
+use crate::format::hf::{HfConfig, HfModel};
 use crate::format::{DType, ModelFile};
 use crate::gpu::{Gpu, Weight};
 use crate::ops::quant;
+use std::borrow::Cow;
+use transformer::{Config, Transformer};
 
 /// Which logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,46 +34,96 @@ pub struct ModelInfo {
     pub params: Vec<(String, String)>,
 }
 
-/// A loaded model of any supported architecture.
-pub enum Model {
-    Llama(llama::Llama),
+/// GGUF architectures flint runs (`general.architecture`).
+pub const GGUF_ARCHITECTURES: &[&str] = &[
+    "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2",
+];
+
+/// Hugging Face architectures flint runs (`architectures` in `config.json`).
+pub const HF_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
+    "GPT2LMHeadModel",
+];
+
+/// The configuration of a GGUF model, from its metadata.
+pub fn gguf_config(g: &Gguf) -> Result<Config> {
+    let arch = g.get_str("general.architecture").ok_or_else(|| {
+        Error::Model("missing required metadata key `general.architecture`".into())
+    })?;
+    let cfg = match arch {
+        "llama" | "mistral" => llama::from_gguf(g, arch)?,
+        "qwen2" | "qwen3" => qwen::from_gguf(g, arch)?,
+        "gemma2" | "gemma3" => gemma::from_gguf(g, arch)?,
+        "phi3" => phi3::from_gguf(g)?,
+        "gpt2" => gpt2::from_gguf(g)?,
+        other => {
+            return Err(Error::Model(format!(
+                "unknown architecture `{other}` (flint supports: {})",
+                GGUF_ARCHITECTURES.join(", ")
+            )))
+        }
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
+
+/// The configuration of a Hugging Face folder, from `config.json`, and its tensor-name map.
+pub fn hf_config(c: &HfConfig) -> Result<(Config, HfNames)> {
+    let arch = c.architecture()?;
+    let r = match arch {
+        "LlamaForCausalLM" | "MistralForCausalLM" => (llama::from_hf(c)?, llama::HF_NAMES),
+        "Qwen2ForCausalLM" | "Qwen3ForCausalLM" => (qwen::from_hf(c)?, llama::HF_NAMES),
+        "Gemma2ForCausalLM" | "Gemma3ForCausalLM" => (gemma::from_hf(c)?, gemma::HF_NAMES),
+        "Phi3ForCausalLM" => (phi3::from_hf(c)?, phi3::HF_NAMES),
+        "GPT2LMHeadModel" => (gpt2::from_hf(c)?, gpt2::HF_NAMES),
+        other => {
+            return Err(Error::Model(format!(
+                "{}: unknown architecture `{other}` (flint reads these from Hugging Face \
+                 folders: {})",
+                c.path.display(),
+                HF_ARCHITECTURES.join(", ")
+            )))
+        }
+    };
+    r.0.validate()
+        .map_err(|e| Error::Model(format!("{}: {e}", c.path.display())))?;
+    Ok(r)
+}
+
+/// How an architecture's Hugging Face checkpoint names flint's (GGUF-named) tensors.
+#[derive(Clone, Copy)]
+pub struct HfNames {
+    /// The checkpoint names to try for a GGUF name, in order; `None`: no counterpart.
+    pub name: fn(&str) -> Option<Vec<String>>,
+    /// Whether the checkpoint stores this 2-D tensor as `[in, out]` (GPT-2's Conv1D), so it is
+    /// transposed on load.
+    pub transposed: fn(&str) -> bool,
+}
+
+/// A loaded model of any supported architecture.
+pub struct Model(Transformer);
 
 impl Model {
     /// Reads the architecture from `general.architecture` and uploads the weights.
     /// `progress(done_bytes, total_bytes)` is called as tensors are uploaded.
     pub fn load(gpu: &Gpu, g: &Gguf, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
-        let arch = g.get_str("general.architecture").ok_or_else(|| {
-            Error::Model("missing required metadata key `general.architecture`".into())
-        })?;
+        let cfg = gguf_config(g)?;
         let mut src = TensorSource::new(g, progress);
-        match arch {
-            "llama" | "mistral" => {
-                let cfg = llama::LlamaConfig::from_gguf(g, arch)?;
-                Ok(Model::Llama(llama::Llama::load(gpu, &mut src, cfg)?))
-            }
-            other => Err(Error::Model(format!(
-                "unknown architecture `{other}` (flint supports: llama, mistral)"
-            ))),
-        }
+        Ok(Model(Transformer::load(gpu, &mut src, cfg)?))
     }
 
     /// Reads the architecture from `config.json`'s `architectures` and uploads the weights of a
     /// Hugging Face folder.
     pub fn load_hf(gpu: &Gpu, hf: &HfModel, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
-        let arch = hf.config.architecture()?;
-        match arch {
-            "LlamaForCausalLM" | "MistralForCausalLM" => {
-                let cfg = llama::LlamaConfig::from_hf(&hf.config)?;
-                let mut src = TensorSource::hf(hf, crate::format::hf::llama_tensor_name, progress);
-                Ok(Model::Llama(llama::Llama::load(gpu, &mut src, cfg)?))
-            }
-            other => Err(Error::Model(format!(
-                "{}: unknown architecture `{other}` (flint reads these from Hugging Face folders: \
-                 LlamaForCausalLM, MistralForCausalLM)",
-                hf.config.path.display()
-            ))),
-        }
+        let (cfg, names) = hf_config(&hf.config)?;
+        let mut src = TensorSource::hf(hf, names, progress);
+        Ok(Model(Transformer::load(gpu, &mut src, cfg)?))
     }
 
     /// Loads a GGUF file or a Hugging Face folder (see [`ModelFile::open`]).
@@ -79,35 +138,32 @@ impl Model {
         }
     }
 
+    /// The configuration read from the model's metadata.
+    pub fn config(&self) -> &Config {
+        &self.0.cfg
+    }
+
     /// Architecture and hyper-parameters.
     pub fn info(&self) -> ModelInfo {
-        match self {
-            Model::Llama(m) => m.info(),
-        }
+        self.0.info()
     }
 
     /// Vocabulary size (rows of the output head).
     pub fn vocab(&self) -> usize {
-        match self {
-            Model::Llama(m) => m.cfg.vocab,
-        }
+        self.0.cfg.vocab
     }
 
     /// Context length the model was trained with.
     pub fn ctx_train(&self) -> usize {
-        match self {
-            Model::Llama(m) => m.cfg.ctx_train,
-        }
+        self.0.cfg.ctx_train
     }
 
     /// A KV cache for `ctx` positions.
     pub fn new_cache(&self, gpu: &Gpu, ctx: usize) -> Result<KvCache> {
-        match self {
-            Model::Llama(m) => m.new_cache(gpu, ctx),
-        }
+        self.0.new_cache(gpu, ctx)
     }
 
-    /// One forward pass over `tokens` at positions `cache.len..` (see [`llama::Llama::forward`]).
+    /// One forward pass over `tokens` at positions `cache.len..` (see [`Transformer::forward`]).
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -116,26 +172,24 @@ impl Model {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
-        match self {
-            Model::Llama(m) => m.forward(gpu, cache, scratch, tokens, want),
-        }
+        self.0.forward(gpu, cache, scratch, tokens, want)
     }
 }
 
 /// Where a [`TensorSource`] takes its tensors from.
 enum Backing<'a> {
     Gguf(&'a Gguf),
-    /// A Hugging Face folder; `map` turns flint's (GGUF) tensor names into the checkpoint's.
+    /// A Hugging Face folder; `names` turns flint's (GGUF) tensor names into the checkpoint's.
     Hf {
         hf: &'a HfModel,
-        map: fn(&str) -> Option<String>,
+        names: HfNames,
     },
 }
 
-/// One tensor found by name: its type, ggml-order dims and bytes (a slice of the mapped file).
+/// One tensor found by name: its type and bytes (a slice of the mapped file, or a transposed copy).
 struct Found<'a> {
     dtype: DType,
-    data: &'a [u8],
+    data: Cow<'a, [u8]>,
     n_bytes: u64,
 }
 
@@ -163,15 +217,11 @@ impl<'a> TensorSource<'a> {
         }
     }
 
-    /// A source over the safetensors of a Hugging Face folder; `map` gives the checkpoint name of
-    /// a GGUF tensor name (e.g. [`crate::format::hf::llama_tensor_name`]).
-    pub fn hf(
-        hf: &'a HfModel,
-        map: fn(&str) -> Option<String>,
-        progress: &'a mut dyn FnMut(u64, u64),
-    ) -> Self {
+    /// A source over the safetensors of a Hugging Face folder; `names` gives the checkpoint names
+    /// of a GGUF tensor name.
+    pub fn hf(hf: &'a HfModel, names: HfNames, progress: &'a mut dyn FnMut(u64, u64)) -> Self {
         TensorSource {
-            backing: Backing::Hf { hf, map },
+            backing: Backing::Hf { hf, names },
             done: 0,
             total: hf.tensors.total_bytes(),
             progress,
@@ -182,8 +232,15 @@ impl<'a> TensorSource<'a> {
     pub fn has(&self, name: &str) -> bool {
         match &self.backing {
             Backing::Gguf(g) => g.tensor(name).is_some(),
-            Backing::Hf { hf, map } => map(name).is_some_and(|n| hf.tensors.get(&n).is_some()),
+            Backing::Hf { hf, names } => {
+                (names.name)(name).is_some_and(|ns| ns.iter().any(|n| hf.tensors.get(n).is_some()))
+            }
         }
+    }
+
+    /// Whether the tensors come from a Hugging Face folder.
+    pub fn is_hf(&self) -> bool {
+        matches!(self.backing, Backing::Hf { .. })
     }
 
     fn find(&self, name: &str, dims: &[u64]) -> Result<Found<'a>> {
@@ -200,24 +257,43 @@ impl<'a> TensorSource<'a> {
                 }
                 Ok(Found {
                     dtype: t.dtype()?,
-                    data: g.tensor_data(t),
+                    data: Cow::Borrowed(g.tensor_data(t)),
                     n_bytes: t.n_bytes,
                 })
             }
-            Backing::Hf { hf, map } => {
-                let hf_name = map(name).ok_or_else(|| {
+            Backing::Hf { hf, names } => {
+                let candidates = (names.name)(name).ok_or_else(|| {
                     Error::Model(format!(
                         "tensor `{name}` has no Hugging Face counterpart for this architecture"
                     ))
                 })?;
-                let (file, t) = hf.tensors.get(&hf_name).ok_or_else(|| {
-                    Error::Model(format!("{}: missing tensor `{hf_name}`", hf.dir.display()))
-                })?;
-                if t.ggml_dims() != dims {
+                let (hf_name, (file, t)) = candidates
+                    .iter()
+                    .find_map(|n| hf.tensors.get(n).map(|f| (n, f)))
+                    .ok_or_else(|| {
+                        Error::Model(format!(
+                            "{}: missing tensor `{}`",
+                            hf.dir.display(),
+                            candidates.join("` or `")
+                        ))
+                    })?;
+                let transposed = (names.transposed)(name) && t.shape.len() == 2;
+                let mut got = t.ggml_dims();
+                if transposed {
+                    got.reverse();
+                }
+                if got != dims {
                     let want: Vec<u64> = dims.iter().rev().copied().collect();
+                    let mut shape = t.shape.clone();
+                    let note = if transposed {
+                        shape.reverse();
+                        " (stored transposed, as a Conv1D)"
+                    } else {
+                        ""
+                    };
                     return Err(Error::Model(format!(
-                        "{}: tensor `{hf_name}` has shape {:?}, expected {:?} from config.json",
-                        file.path, t.shape, want
+                        "{}: tensor `{hf_name}` has shape {shape:?}{note}, expected {want:?} from config.json",
+                        file.path,
                     )));
                 }
                 let data = file.tensor_data(t);
@@ -227,8 +303,19 @@ impl<'a> TensorSource<'a> {
                         file.path
                     )));
                 }
+                let dtype = t.flint_dtype()?;
+                let data = if transposed {
+                    Cow::Owned(transpose(
+                        data,
+                        dtype,
+                        t.shape[0] as usize,
+                        t.shape[1] as usize,
+                    )?)
+                } else {
+                    Cow::Borrowed(data)
+                };
                 Ok(Found {
-                    dtype: t.flint_dtype()?,
+                    dtype,
                     data,
                     n_bytes: t.n_bytes,
                 })
@@ -243,20 +330,97 @@ impl<'a> TensorSource<'a> {
 
     /// A `rows x cols` weight matrix, kept in its file type (ggml dims `[cols, rows]`).
     pub fn weight(&mut self, gpu: &Gpu, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        self.weight_rows(gpu, name, rows, cols, 0, rows)
+    }
+
+    /// Rows `start..start + n` of a `rows x cols` weight matrix (one part of a fused projection);
+    /// the whole tensor's bytes count towards progress with its last part.
+    pub fn weight_rows(
+        &mut self,
+        gpu: &Gpu,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<Weight> {
         let t = self.find(name, &[cols as u64, rows as u64])?;
-        let w = Weight::upload(gpu, name, t.dtype, t.data, rows, cols)?;
-        self.advance(t.n_bytes);
+        if start + n > rows || n == 0 {
+            return Err(Error::Model(format!(
+                "`{name}`: rows {start}..{} outside its {rows} rows",
+                start + n
+            )));
+        }
+        let row_bytes = t.data.len() / rows;
+        let part = &t.data[start * row_bytes..(start + n) * row_bytes];
+        let label = if n == rows {
+            name.to_string()
+        } else {
+            format!("{name}[{start}..{}]", start + n)
+        };
+        let w = Weight::upload(gpu, &label, t.dtype, part, n, cols)?;
+        if start + n == rows {
+            self.advance(t.n_bytes);
+        }
         Ok(w)
     }
 
-    /// A vector of `n` floats (norm weights), converted to f32.
-    pub fn vector(&mut self, gpu: &Gpu, name: &str, n: usize) -> Result<wgpu::Buffer> {
+    /// A vector of `n` floats (norm weights, biases), converted to f32, with `shift` added to
+    /// every element (Gemma's `1 + w` norms in Hugging Face checkpoints).
+    pub fn vector(&mut self, gpu: &Gpu, name: &str, n: usize, shift: f32) -> Result<wgpu::Buffer> {
         let t = self.find(name, &[n as u64])?;
         let mut v = vec![0.0f32; n];
-        quant::dequantize(t.dtype, t.data, &mut v)?;
+        quant::dequantize(t.dtype, &t.data, &mut v)?;
+        v.iter_mut().for_each(|x| *x += shift);
         self.advance(t.n_bytes);
         Ok(gpu.upload(name, bytemuck::cast_slice(&v)))
     }
+
+    /// Elements `start..start + n` of a vector of `len` floats (one part of a fused bias).
+    pub fn vector_rows(
+        &mut self,
+        gpu: &Gpu,
+        name: &str,
+        len: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<wgpu::Buffer> {
+        let t = self.find(name, &[len as u64])?;
+        if start + n > len {
+            return Err(Error::Model(format!(
+                "`{name}`: elements {start}..{} outside its {len}",
+                start + n
+            )));
+        }
+        let mut v = vec![0.0f32; len];
+        quant::dequantize(t.dtype, &t.data, &mut v)?;
+        if start + n == len {
+            self.advance(t.n_bytes);
+        }
+        Ok(gpu.upload(name, bytemuck::cast_slice(&v[start..start + n])))
+    }
+}
+
+/// Transposes a row-major `rows x cols` matrix of a float type (a Conv1D weight stored `[in, out]`).
+fn transpose(data: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<Vec<u8>> {
+    let size = match dtype {
+        DType::F32 => 4,
+        DType::F16 | DType::BF16 => 2,
+        other => {
+            return Err(Error::Model(format!(
+                "cannot transpose a {other} tensor (only float types)"
+            )))
+        }
+    };
+    let mut out = vec![0u8; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let from = (r * cols + c) * size;
+            let to = (c * rows + r) * size;
+            out[to..to + size].copy_from_slice(&data[from..from + size]);
+        }
+    }
+    Ok(out)
 }
 
 /// The keys and values of every layer for up to `ctx` positions, resident on the GPU.
@@ -311,6 +475,8 @@ pub struct ScratchBufs {
     pub k: wgpu::Buffer,
     pub v: wgpu::Buffer,
     pub att: wgpu::Buffer,
+    /// A spare `max(hidden, q_dim, kv_dim)`-wide buffer (post-norm outputs, K before its norm).
+    pub res: wgpu::Buffer,
     pub gate: wgpu::Buffer,
     pub up: wgpu::Buffer,
     pub last: wgpu::Buffer,
@@ -331,7 +497,7 @@ impl Scratch {
             let logits = logits.max(self.cap_logits);
             let [h, q, kv, ffn] = *dims;
             let f = |name: &str, n: usize| gpu.zeros(name, (n * 4) as u64);
-            let max_width = h.max(q).max(ffn);
+            let max_width = h.max(q).max(ffn).max(kv);
             if (m * max_width * 4) as u64 > gpu.caps.max_binding
                 || (logits * 4) as u64 > gpu.caps.max_binding
             {
@@ -346,6 +512,7 @@ impl Scratch {
                 k: f("k", m * kv)?,
                 v: f("v", m * kv)?,
                 att: f("att", m * q)?,
+                res: f("res", m * h.max(q).max(kv))?,
                 gate: f("gate", m * ffn)?,
                 up: f("up", m * ffn)?,
                 last: f("last", h)?,

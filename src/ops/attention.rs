@@ -14,9 +14,11 @@ struct Params {
     head_dim: u32,
     tokens: u32,
     pos0: u32,
-    _pad: [u32; 3],
+    window: u32,
+    _pad: [u32; 2],
     scale: f32,
-    _pad2: [f32; 3],
+    softcap: f32,
+    _pad2: [f32; 2],
 }
 
 /// Largest head dimension the kernel handles.
@@ -29,7 +31,12 @@ pub struct Attention {
     pub head_dim: usize,
     pub tokens: usize,
     pub pos0: usize,
+    /// Multiplies every score (usually `1/sqrt(head_dim)`).
     pub scale: f32,
+    /// Sliding window: a query sees only the last `window` positions, itself included (0 = all).
+    pub window: usize,
+    /// Logit soft-capping `c * tanh(s / c)` after the scale (0 = off; Gemma 2).
+    pub softcap: f32,
 }
 
 impl Attention {
@@ -47,6 +54,12 @@ impl Attention {
             return Err(Error::InvalidArgument(format!(
                 "attention: {} heads is not a multiple of {} KV heads",
                 self.n_heads, self.n_kv_heads
+            )));
+        }
+        if !(self.softcap >= 0.0 && self.softcap.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "attention: soft-cap {} must be a finite number >= 0",
+                self.softcap
             )));
         }
         if self.head_dim == 0 || self.head_dim > MAX_HEAD_DIM {
@@ -67,9 +80,11 @@ impl Attention {
             head_dim: self.head_dim as u32,
             tokens: self.tokens as u32,
             pos0: self.pos0 as u32,
-            _pad: [0; 3],
+            window: u32::try_from(self.window).unwrap_or(u32::MAX),
+            _pad: [0; 2],
             scale: self.scale,
-            _pad2: [0.0; 3],
+            softcap: self.softcap,
+            _pad2: [0.0; 2],
         };
         let pipeline = gpu.pipeline("attention", &[WGSL])?;
         gpu.dispatch(
@@ -90,23 +105,35 @@ pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32>
     let mut out = vec![0.0; a.tokens * h * d];
     for t in 0..a.tokens {
         let n_pos = a.pos0 + t + 1;
+        let first = if a.window > 0 {
+            n_pos.saturating_sub(a.window)
+        } else {
+            0
+        };
         for head in 0..h {
             let kv = head / group;
             let qr = &q[(t * h + head) * d..][..d];
-            let scores: Vec<f32> = (0..n_pos)
+            let scores: Vec<f32> = (first..n_pos)
                 .map(|p| {
-                    qr.iter()
+                    let s = qr
+                        .iter()
                         .zip(&k[(p * kvh + kv) * d..][..d])
                         .map(|(a, b)| a * b)
                         .sum::<f32>()
-                        * a.scale
+                        * a.scale;
+                    if a.softcap > 0.0 {
+                        a.softcap * (s / a.softcap).tanh()
+                    } else {
+                        s
+                    }
                 })
                 .collect();
             let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
             let sum: f32 = e.iter().sum();
             let o = &mut out[(t * h + head) * d..][..d];
-            for (p, w) in e.iter().enumerate() {
+            for (i, w) in e.iter().enumerate() {
+                let p = first + i;
                 for (oi, vi) in o.iter_mut().zip(&v[(p * kvh + kv) * d..][..d]) {
                     *oi += w / sum * vi;
                 }

@@ -21,6 +21,10 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ("softmax".into(), vec![softmax::WGSL]),
         ("swiglu".into(), vec![elementwise::SWIGLU_WGSL]),
         ("add".into(), vec![elementwise::ADD_WGSL]),
+        ("geglu".into(), vec![elementwise::GEGLU_WGSL]),
+        ("bias".into(), vec![elementwise::BIAS_WGSL]),
+        ("unary".into(), vec![elementwise::UNARY_WGSL]),
+        ("layernorm".into(), vec![norm::LAYERNORM_WGSL]),
     ];
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {

@@ -1,0 +1,737 @@
+//! The decoder-only transformer every supported family is an instance of. Each architecture file
+//! (`llama.rs`, `qwen.rs`, `gemma.rs`, `phi3.rs`, `gpt2.rs`) only reads its metadata into a
+//! [`Config`] and names its tensors; the differences between families are the options below, and
+//! `forward` reads top to bottom with each option where it applies:
+//!
+//! ```text
+//! x = embed(tokens) [* sqrt(hidden)] [+ pos_embed(positions)]
+//! per layer:
+//!   a = norm(x)
+//!   q, k, v = Wq a [+ bq], Wk a [+ bk], Wv a [+ bv]           (fused QKV is split at load)
+//!   [q, k = rmsnorm per head (q, k)]
+//!   q, k = rope(q, k)                    (per-layer base: local for sliding layers; none for GPT-2)
+//!   o = Wo attention(q, K, V; scale, sliding window, soft-cap) [+ bo]
+//!   x = x + [post_norm](o)
+//!   f = norm(x)
+//!   x = x + [post_norm](Wdown act(Wgate f, Wup f) [+ bdown])   (act: SwiGLU, GeGLU, or GELU(Wup f))
+//! logits = head(norm(x)) [soft-capped]
+//! ```
+//!
+//! Tensor names are llama.cpp's GGUF names (gguf-py/gguf/constants.py); a Hugging Face folder is
+//! read through its architecture's name map.
+
+use super::{KvCache, Logits, ModelInfo, Scratch, TensorSource};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Weight};
+use crate::ops::attention::Attention;
+use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
+use crate::ops::embed::Embed;
+use crate::ops::matmul::MatMul;
+use crate::ops::norm::{LayerNorm, RmsNorm};
+use crate::ops::rope::{Rope, RopeConfig};
+
+/// Which normalisation the layers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// RMSNorm with a weight.
+    Rms,
+    /// LayerNorm with weight and bias (GPT-2).
+    Layer,
+}
+
+/// The feed-forward activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// `silu(gate) * up` (llama, qwen, mistral, phi3).
+    SwiGlu,
+    /// `gelu_tanh(gate) * up` (gemma).
+    GeGlu,
+    /// `gelu_tanh(up)`, no gate (GPT-2).
+    Gelu,
+}
+
+/// Phi-3's `longrope`: per-frequency divisors for short and long contexts. The long ones apply
+/// when the context a cache is created for exceeds `orig_ctx` (llama.cpp's rule).
+#[derive(Clone, Debug)]
+pub struct LongRope {
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub orig_ctx: usize,
+}
+
+/// Everything `forward` needs to know about an architecture, read from metadata.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The GGUF architecture name (`llama`, `qwen2`, `gemma3`, ...).
+    pub arch: String,
+    pub n_layers: usize,
+    pub hidden: usize,
+    pub ffn: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+    pub ctx_train: usize,
+    pub norm: Norm,
+    pub eps: f32,
+    /// RoPE of the global layers; `None`: learned absolute positions (`position_embd`).
+    pub rope: Option<RopeConfig>,
+    /// RoPE of the sliding-window layers where it differs (Gemma 3's local base).
+    pub rope_local: Option<RopeConfig>,
+    /// Per-frequency divisors from the configuration (Llama 3.1 scaling in a Hugging Face
+    /// config; a GGUF carries them as the tensor `rope_freqs.weight`).
+    pub rope_freq_factors: Option<Vec<f32>>,
+    /// Phi-3 longrope factors from a Hugging Face config (a GGUF carries the tensors
+    /// `rope_factors_short.weight` / `rope_factors_long.weight`); `long_rope_ctx` is the context
+    /// above which the long ones apply.
+    pub long_rope: Option<LongRope>,
+    pub long_rope_ctx: usize,
+    pub act: Act,
+    /// Biases on Q, K and V (qwen2, GPT-2).
+    pub qkv_bias: bool,
+    /// Biases on the attention output and both feed-forward projections (GPT-2).
+    pub out_bias: bool,
+    /// RMSNorm over each head of Q and K before RoPE (qwen3, gemma3).
+    pub qk_norm: bool,
+    /// Norms on the attention and feed-forward outputs before the residual add (gemma2/3).
+    pub post_norms: bool,
+    /// Multiplies the embeddings (gemma: sqrt(hidden)).
+    pub embed_scale: Option<f32>,
+    /// Multiplies the attention scores (1/sqrt(head_dim), or gemma's query_pre_attn_scalar^-0.5).
+    pub attn_scale: f32,
+    /// Attention logit soft-cap, 0 = off (gemma2).
+    pub attn_softcap: f32,
+    /// Final logit soft-cap, 0 = off (gemma2).
+    pub final_softcap: f32,
+    /// Sliding window of each layer, 0 = global attention.
+    pub windows: Vec<usize>,
+    /// The output head shares the embedding table.
+    pub tied_output: bool,
+    /// Q/K/V are one tensor `attn_qkv` (phi3, GPT-2), split by rows at load.
+    pub fused_qkv: bool,
+    /// Gate and up are one tensor `ffn_up` of 2*ffn rows, gate first (phi3), split at load.
+    pub fused_gate_up: bool,
+    /// Added to every norm weight read from a Hugging Face folder (gemma stores `w` and computes
+    /// `1 + w`; llama.cpp's converter adds the 1 into the GGUF).
+    pub hf_norm_shift: f32,
+}
+
+impl Config {
+    /// A configuration with the llama defaults for everything but the shapes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn base(
+        arch: &str,
+        n_layers: usize,
+        hidden: usize,
+        ffn: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        vocab: usize,
+        ctx_train: usize,
+    ) -> Config {
+        Config {
+            arch: arch.to_string(),
+            n_layers,
+            hidden,
+            ffn,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            vocab,
+            ctx_train,
+            norm: Norm::Rms,
+            eps: 1e-5,
+            rope: None,
+            rope_local: None,
+            rope_freq_factors: None,
+            long_rope: None,
+            long_rope_ctx: 0,
+            act: Act::SwiGlu,
+            qkv_bias: false,
+            out_bias: false,
+            qk_norm: false,
+            post_norms: false,
+            embed_scale: None,
+            attn_scale: 1.0 / (head_dim.max(1) as f32).sqrt(),
+            attn_softcap: 0.0,
+            final_softcap: 0.0,
+            windows: vec![0; n_layers],
+            tied_output: false,
+            fused_qkv: false,
+            fused_gate_up: false,
+            hf_norm_shift: 0.0,
+        }
+    }
+
+    /// Checks the shape invariants every architecture shares.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Model(format!("{}: {msg}", self.arch)));
+        for (name, v) in [
+            ("block count", self.n_layers),
+            ("embedding length", self.hidden),
+            ("feed-forward length", self.ffn),
+            ("head count", self.n_heads),
+            ("KV head count", self.n_kv_heads),
+            ("head dimension", self.head_dim),
+            ("vocabulary size", self.vocab),
+            ("context length", self.ctx_train),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} is 0"));
+            }
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "{} attention heads is not a multiple of {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim > crate::ops::attention::MAX_HEAD_DIM {
+            return bad(format!(
+                "head dimension {} is over the supported {}",
+                self.head_dim,
+                crate::ops::attention::MAX_HEAD_DIM
+            ));
+        }
+        for rope in self.rope.iter().chain(&self.rope_local) {
+            if rope.n_rot == 0 || rope.n_rot % 2 != 0 || rope.n_rot > self.head_dim {
+                return bad(format!(
+                    "{} rotary dimensions must be even and at most the head dimension {}",
+                    rope.n_rot, self.head_dim
+                ));
+            }
+        }
+        if self.windows.len() != self.n_layers {
+            return bad(format!(
+                "{} sliding-window entries for {} layers",
+                self.windows.len(),
+                self.n_layers
+            ));
+        }
+        if !(self.attn_softcap >= 0.0 && self.final_softcap >= 0.0) {
+            return bad("soft-caps must be >= 0".into());
+        }
+        if self.fused_gate_up && self.act == Act::Gelu {
+            return bad("a fused gate/up projection needs a gated activation".into());
+        }
+        Ok(())
+    }
+
+    /// Every option, for `flint info`.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vec![
+            ("layers".into(), self.n_layers.to_string()),
+            ("hidden".into(), self.hidden.to_string()),
+            ("ffn".into(), self.ffn.to_string()),
+            ("heads".into(), self.n_heads.to_string()),
+            ("kv_heads".into(), self.n_kv_heads.to_string()),
+            ("head_dim".into(), self.head_dim.to_string()),
+            ("vocab".into(), self.vocab.to_string()),
+            ("context_train".into(), self.ctx_train.to_string()),
+            ("norm".into(), format!("{:?} (eps {})", self.norm, self.eps)),
+            ("activation".into(), format!("{:?}", self.act)),
+            ("attention_scale".into(), self.attn_scale.to_string()),
+        ];
+        match &self.rope {
+            Some(r) => v.push(("rope".into(), describe_rope(r))),
+            None => v.push(("positions".into(), "learned (position_embd)".into())),
+        }
+        if let Some(r) = &self.rope_local {
+            v.push(("rope_local".into(), describe_rope(r)));
+        }
+        if self.rope_freq_factors.is_some() {
+            v.push(("rope_freq_factors".into(), "from config".into()));
+        }
+        if self.long_rope.is_some() || self.long_rope_ctx > 0 {
+            v.push((
+                "long_rope".into(),
+                format!(
+                    "short/long factors, long above {} tokens",
+                    self.long_rope_ctx
+                ),
+            ));
+        }
+        let flags = [
+            ("qkv_bias", self.qkv_bias),
+            ("output_biases", self.out_bias),
+            ("qk_norm", self.qk_norm),
+            ("post_norms", self.post_norms),
+            ("fused_qkv", self.fused_qkv),
+            ("fused_gate_up", self.fused_gate_up),
+            ("tied_output", self.tied_output),
+        ];
+        for (name, on) in flags {
+            if on {
+                v.push((name.into(), "yes".into()));
+            }
+        }
+        if let Some(s) = self.embed_scale {
+            v.push(("embedding_scale".into(), s.to_string()));
+        }
+        if self.attn_softcap > 0.0 {
+            v.push(("attention_softcap".into(), self.attn_softcap.to_string()));
+        }
+        if self.final_softcap > 0.0 {
+            v.push(("final_logit_softcap".into(), self.final_softcap.to_string()));
+        }
+        if self.windows.iter().any(|&w| w > 0) {
+            let layers: Vec<String> = self
+                .windows
+                .iter()
+                .enumerate()
+                .filter(|(_, &w)| w > 0)
+                .map(|(i, _)| i.to_string())
+                .collect();
+            let w = self.windows.iter().copied().max().unwrap_or(0);
+            v.push((
+                "sliding_window".into(),
+                format!("{w} on layers {}", layers.join(",")),
+            ));
+        }
+        v
+    }
+}
+
+fn describe_rope(r: &RopeConfig) -> String {
+    let mut s = format!("{:?}, {} dims, base {}", r.mode, r.n_rot, r.freq_base);
+    if r.freq_scale != 1.0 {
+        s += &format!(", freq_scale {}", r.freq_scale);
+    }
+    if r.ext_factor != 0.0 {
+        s += &format!(", yarn (orig ctx {})", r.n_ctx_orig);
+    }
+    if r.attn_factor != 1.0 {
+        s += &format!(", attn_factor {}", r.attn_factor);
+    }
+    s
+}
+
+/// A norm's weight and, for LayerNorm, its bias.
+struct NormW {
+    w: wgpu::Buffer,
+    b: Option<wgpu::Buffer>,
+}
+
+struct Layer {
+    attn_norm: NormW,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    bq: Option<wgpu::Buffer>,
+    bk: Option<wgpu::Buffer>,
+    bv: Option<wgpu::Buffer>,
+    q_norm: Option<wgpu::Buffer>,
+    k_norm: Option<wgpu::Buffer>,
+    wo: Weight,
+    bo: Option<wgpu::Buffer>,
+    post_attn_norm: Option<NormW>,
+    ffn_norm: NormW,
+    w_gate: Option<Weight>,
+    w_up: Weight,
+    b_up: Option<wgpu::Buffer>,
+    w_down: Weight,
+    b_down: Option<wgpu::Buffer>,
+    post_ffn_norm: Option<NormW>,
+}
+
+/// A model with its weights on the GPU.
+pub struct Transformer {
+    pub cfg: Config,
+    tok_embd: Weight,
+    pos_embd: Option<Weight>,
+    layers: Vec<Layer>,
+    out_norm: NormW,
+    /// `None` when tied to the embedding table.
+    output: Option<Weight>,
+    rope_freqs: Option<wgpu::Buffer>,
+    rope_short: Option<wgpu::Buffer>,
+    rope_long: Option<wgpu::Buffer>,
+    dummy: wgpu::Buffer,
+}
+
+impl Transformer {
+    /// Uploads every weight, checking each tensor's shape against the configuration.
+    pub fn load(gpu: &Gpu, src: &mut TensorSource, cfg: Config) -> Result<Transformer> {
+        cfg.validate()?;
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let q_dim = cfg.n_heads * hd;
+        let kv_dim = cfg.n_kv_heads * hd;
+        let shift = if src.is_hf() { cfg.hf_norm_shift } else { 0.0 };
+        let norm = |src: &mut TensorSource, name: &str| -> Result<NormW> {
+            Ok(NormW {
+                w: src.vector(gpu, &format!("{name}.weight"), h, shift)?,
+                b: match cfg.norm {
+                    Norm::Layer => Some(src.vector(gpu, &format!("{name}.bias"), h, 0.0)?),
+                    Norm::Rms => None,
+                },
+            })
+        };
+        let tok_embd = src.weight(gpu, "token_embd.weight", cfg.vocab, h)?;
+        let pos_embd = match cfg.rope {
+            None => Some(src.weight(gpu, "position_embd.weight", cfg.ctx_train, h)?),
+            Some(_) => None,
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let (wq, wk, wv, bq, bk, bv);
+            if cfg.fused_qkv {
+                let name = n("attn_qkv.weight");
+                let rows = q_dim + 2 * kv_dim;
+                wq = src.weight_rows(gpu, &name, rows, h, 0, q_dim)?;
+                wk = src.weight_rows(gpu, &name, rows, h, q_dim, kv_dim)?;
+                wv = src.weight_rows(gpu, &name, rows, h, q_dim + kv_dim, kv_dim)?;
+                if cfg.qkv_bias {
+                    let name = n("attn_qkv.bias");
+                    bq = Some(src.vector_rows(gpu, &name, rows, 0, q_dim)?);
+                    bk = Some(src.vector_rows(gpu, &name, rows, q_dim, kv_dim)?);
+                    bv = Some(src.vector_rows(gpu, &name, rows, q_dim + kv_dim, kv_dim)?);
+                } else {
+                    (bq, bk, bv) = (None, None, None);
+                }
+            } else {
+                wq = src.weight(gpu, &n("attn_q.weight"), q_dim, h)?;
+                wk = src.weight(gpu, &n("attn_k.weight"), kv_dim, h)?;
+                wv = src.weight(gpu, &n("attn_v.weight"), kv_dim, h)?;
+                if cfg.qkv_bias {
+                    bq = Some(src.vector(gpu, &n("attn_q.bias"), q_dim, 0.0)?);
+                    bk = Some(src.vector(gpu, &n("attn_k.bias"), kv_dim, 0.0)?);
+                    bv = Some(src.vector(gpu, &n("attn_v.bias"), kv_dim, 0.0)?);
+                } else {
+                    (bq, bk, bv) = (None, None, None);
+                }
+            }
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(src.vector(gpu, &n("attn_q_norm.weight"), hd, shift)?),
+                    Some(src.vector(gpu, &n("attn_k_norm.weight"), hd, shift)?),
+                )
+            } else {
+                (None, None)
+            };
+            let (w_gate, w_up) = if cfg.fused_gate_up {
+                let name = n("ffn_up.weight");
+                (
+                    Some(src.weight_rows(gpu, &name, 2 * cfg.ffn, h, 0, cfg.ffn)?),
+                    src.weight_rows(gpu, &name, 2 * cfg.ffn, h, cfg.ffn, cfg.ffn)?,
+                )
+            } else if cfg.act == Act::Gelu {
+                (None, src.weight(gpu, &n("ffn_up.weight"), cfg.ffn, h)?)
+            } else {
+                (
+                    Some(src.weight(gpu, &n("ffn_gate.weight"), cfg.ffn, h)?),
+                    src.weight(gpu, &n("ffn_up.weight"), cfg.ffn, h)?,
+                )
+            };
+            let bias = |src: &mut TensorSource, s: &str, len: usize| -> Result<_> {
+                match cfg.out_bias {
+                    true => Ok(Some(src.vector(gpu, &n(s), len, 0.0)?)),
+                    false => Ok(None),
+                }
+            };
+            layers.push(Layer {
+                attn_norm: norm(src, &n("attn_norm"))?,
+                wq,
+                wk,
+                wv,
+                bq,
+                bk,
+                bv,
+                q_norm,
+                k_norm,
+                wo: src.weight(gpu, &n("attn_output.weight"), h, q_dim)?,
+                bo: bias(src, "attn_output.bias", h)?,
+                post_attn_norm: match cfg.post_norms {
+                    true => Some(norm(src, &n("post_attention_norm"))?),
+                    false => None,
+                },
+                ffn_norm: norm(src, &n("ffn_norm"))?,
+                w_gate,
+                w_up,
+                b_up: bias(src, "ffn_up.bias", cfg.ffn)?,
+                w_down: src.weight(gpu, &n("ffn_down.weight"), h, cfg.ffn)?,
+                b_down: bias(src, "ffn_down.bias", h)?,
+                post_ffn_norm: match cfg.post_norms {
+                    true => Some(norm(src, &n("post_ffw_norm"))?),
+                    false => None,
+                },
+            });
+        }
+        let out_norm = norm(src, "output_norm")?;
+        let output = if cfg.tied_output {
+            None
+        } else {
+            Some(src.weight(gpu, "output.weight", cfg.vocab, h)?)
+        };
+        let half_rot = cfg.rope.as_ref().map_or(0, |r| r.n_rot / 2);
+        let rope_freqs = if src.has("rope_freqs.weight") {
+            Some(src.vector(gpu, "rope_freqs.weight", half_rot, 0.0)?)
+        } else {
+            cfg.rope_freq_factors
+                .as_ref()
+                .map(|f| upload_factors(gpu, "rope_freqs", f, half_rot))
+                .transpose()?
+        };
+        let (rope_short, rope_long) = if src.has("rope_factors_long.weight") {
+            (
+                Some(src.vector(gpu, "rope_factors_short.weight", half_rot, 0.0)?),
+                Some(src.vector(gpu, "rope_factors_long.weight", half_rot, 0.0)?),
+            )
+        } else if let Some(lr) = &cfg.long_rope {
+            (
+                Some(upload_factors(gpu, "rope_short", &lr.short, half_rot)?),
+                Some(upload_factors(gpu, "rope_long", &lr.long, half_rot)?),
+            )
+        } else {
+            (None, None)
+        };
+        let dummy = gpu.zeros("dummy", 16)?;
+        Ok(Transformer {
+            cfg,
+            tok_embd,
+            pos_embd,
+            layers,
+            out_norm,
+            output,
+            rope_freqs,
+            rope_short,
+            rope_long,
+            dummy,
+        })
+    }
+
+    /// Summary for `flint info`.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            architecture: self.cfg.arch.clone(),
+            params: self.cfg.describe(),
+        }
+    }
+
+    /// A KV cache for `ctx` positions.
+    pub fn new_cache(&self, gpu: &Gpu, ctx: usize) -> Result<KvCache> {
+        if self.cfg.rope.is_none() && ctx > self.cfg.ctx_train {
+            return Err(Error::InvalidArgument(format!(
+                "a context of {ctx} tokens is over the {} learned positions of this model",
+                self.cfg.ctx_train
+            )));
+        }
+        KvCache::new(
+            gpu,
+            self.cfg.n_layers,
+            ctx,
+            self.cfg.n_kv_heads * self.cfg.head_dim,
+        )
+    }
+
+    /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
+    /// their keys/values to `cache`, and returns the logits asked for.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        let m = tokens.len();
+        let pos0 = cache.len;
+        if m == 0 {
+            return Err(Error::InvalidArgument("forward: no tokens".into()));
+        }
+        if pos0 + m > cache.ctx {
+            return Err(Error::ContextOverflow {
+                tokens: pos0 + m,
+                ctx: cache.ctx,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab
+            )));
+        }
+        let (h, hd) = (c.hidden, c.head_dim);
+        let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let n_logit_rows = if want == Logits::All { m } else { 1 };
+        let s = scratch.ensure(gpu, m, &[h, q_dim, kv_dim, c.ffn], n_logit_rows * c.vocab)?;
+        let mut enc = gpu.encoder();
+
+        // x = embedding rows of the tokens (dequantized from the table), scaled, plus positions
+        Embed { w: &self.tok_embd }.encode(gpu, &mut enc, tokens, &s.x)?;
+        if let Some(scale) = c.embed_scale {
+            Unary::Scale(scale).encode(gpu, &mut enc, m * h, &s.x)?;
+        }
+        if let Some(pe) = &self.pos_embd {
+            let positions: Vec<u32> = (pos0..pos0 + m).map(|p| p as u32).collect();
+            Embed { w: pe }.encode(gpu, &mut enc, &positions, &s.xn)?;
+            add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
+        }
+
+        // Phi-3 longrope: the factor set is fixed by the context the cache was made for.
+        let long_ctx = self.rope_long.is_some() && cache.ctx > c.long_rope_ctx;
+        let global_factors = match long_ctx {
+            true => self.rope_long.as_ref(),
+            false => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
+        };
+        let norm = |enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, nw: &NormW, y| match &nw.b {
+            Some(b) => LayerNorm {
+                n: h,
+                rows: m,
+                eps: c.eps,
+            }
+            .encode(gpu, enc, x, &nw.w, b, y),
+            None => RmsNorm {
+                n: h,
+                rows: m,
+                eps: c.eps,
+            }
+            .encode(gpu, enc, x, &nw.w, y),
+        };
+        let mm = |w, accumulate| MatMul { w, m, accumulate };
+        let bias = |enc: &mut wgpu::CommandEncoder, b: &Option<wgpu::Buffer>, n, y| match b {
+            Some(b) => add_bias(gpu, enc, m, n, y, b),
+            None => Ok(()),
+        };
+        let head_norm = |heads: usize| RmsNorm {
+            n: hd,
+            rows: m * heads,
+            eps: c.eps,
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            let window = c.windows[l];
+            // attention block
+            norm(&mut enc, &s.x, &layer.attn_norm, &s.xn)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                // project into spare buffers, then normalise each head into q and k
+                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, &s.att)?;
+                bias(&mut enc, &layer.bq, q_dim, &s.att)?;
+                head_norm(c.n_heads).encode(gpu, &mut enc, &s.att, qn, &s.q)?;
+                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, &s.res)?;
+                bias(&mut enc, &layer.bk, kv_dim, &s.res)?;
+                head_norm(c.n_kv_heads).encode(gpu, &mut enc, &s.res, kn, &s.k)?;
+            } else {
+                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, &s.q)?;
+                bias(&mut enc, &layer.bq, q_dim, &s.q)?;
+                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, &s.k)?;
+                bias(&mut enc, &layer.bk, kv_dim, &s.k)?;
+            }
+            mm(&layer.wv, false).encode(gpu, &mut enc, &s.xn, &s.v)?;
+            bias(&mut enc, &layer.bv, kv_dim, &s.v)?;
+            let local = window > 0 && c.rope_local.is_some();
+            let rope_cfg = if local { &c.rope_local } else { &c.rope };
+            if let Some(rc) = rope_cfg {
+                let factors = if local { None } else { global_factors };
+                for (buf, heads) in [(&s.q, c.n_heads), (&s.k, c.n_kv_heads)] {
+                    Rope {
+                        cfg: rc,
+                        n_heads: heads,
+                        head_dim: hd,
+                        tokens: m,
+                        pos0,
+                    }
+                    .encode(gpu, &mut enc, buf, factors, &self.dummy)?;
+                }
+            }
+            let at = (pos0 * kv_dim * 4) as u64;
+            let len = (m * kv_dim * 4) as u64;
+            enc.copy_buffer_to_buffer(&s.k, 0, &cache.k[l], at, len);
+            enc.copy_buffer_to_buffer(&s.v, 0, &cache.v[l], at, len);
+            Attention {
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: hd,
+                tokens: m,
+                pos0,
+                scale: c.attn_scale,
+                window,
+                softcap: c.attn_softcap,
+            }
+            .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
+            match &layer.post_attn_norm {
+                None => {
+                    mm(&layer.wo, true).encode(gpu, &mut enc, &s.att, &s.x)?; // x += Wo att
+                    bias(&mut enc, &layer.bo, h, &s.x)?;
+                }
+                Some(pn) => {
+                    mm(&layer.wo, false).encode(gpu, &mut enc, &s.att, &s.xn)?;
+                    bias(&mut enc, &layer.bo, h, &s.xn)?;
+                    norm(&mut enc, &s.xn, pn, &s.res)?;
+                    add(gpu, &mut enc, m * h, &s.x, &s.res)?; // x += norm(Wo att)
+                }
+            }
+
+            // feed-forward block
+            norm(&mut enc, &s.x, &layer.ffn_norm, &s.xn)?;
+            mm(&layer.w_up, false).encode(gpu, &mut enc, &s.xn, &s.up)?;
+            bias(&mut enc, &layer.b_up, c.ffn, &s.up)?;
+            let act_out = match (&layer.w_gate, c.act) {
+                (Some(wg), act) => {
+                    mm(wg, false).encode(gpu, &mut enc, &s.xn, &s.gate)?;
+                    match act {
+                        Act::GeGlu => geglu(gpu, &mut enc, m * c.ffn, &s.gate, &s.up)?,
+                        _ => swiglu(gpu, &mut enc, m * c.ffn, &s.gate, &s.up)?,
+                    }
+                    &s.gate
+                }
+                (None, _) => {
+                    Unary::Gelu.encode(gpu, &mut enc, m * c.ffn, &s.up)?;
+                    &s.up
+                }
+            };
+            match &layer.post_ffn_norm {
+                None => {
+                    mm(&layer.w_down, true).encode(gpu, &mut enc, act_out, &s.x)?; // x += Wdown f
+                    bias(&mut enc, &layer.b_down, h, &s.x)?;
+                }
+                Some(pn) => {
+                    mm(&layer.w_down, false).encode(gpu, &mut enc, act_out, &s.xn)?;
+                    bias(&mut enc, &layer.b_down, h, &s.xn)?;
+                    norm(&mut enc, &s.xn, pn, &s.res)?;
+                    add(gpu, &mut enc, m * h, &s.x, &s.res)?; // x += norm(Wdown f)
+                }
+            }
+        }
+
+        // final norm and output head, over the last token or all of them
+        norm(&mut enc, &s.x, &self.out_norm, &s.xn)?;
+        let head = self.output.as_ref().unwrap_or(&self.tok_embd);
+        let rows_in = if want == Logits::All {
+            &s.xn
+        } else {
+            enc.copy_buffer_to_buffer(&s.xn, ((m - 1) * h * 4) as u64, &s.last, 0, (h * 4) as u64);
+            &s.last
+        };
+        MatMul {
+            w: head,
+            m: n_logit_rows,
+            accumulate: false,
+        }
+        .encode(gpu, &mut enc, rows_in, &s.logits)?;
+        if c.final_softcap > 0.0 {
+            Unary::SoftCap(c.final_softcap).encode(
+                gpu,
+                &mut enc,
+                n_logit_rows * c.vocab,
+                &s.logits,
+            )?;
+        }
+        gpu.submit(enc);
+        let logits = gpu.read_f32(&s.logits, 0, n_logit_rows * c.vocab)?;
+        cache.len = pos0 + m;
+        Ok(logits)
+    }
+}
+
+/// Uploads per-frequency RoPE factors after checking their count.
+fn upload_factors(gpu: &Gpu, name: &str, f: &[f32], half_rot: usize) -> Result<wgpu::Buffer> {
+    if f.len() != half_rot {
+        return Err(Error::Model(format!(
+            "{name}: {} RoPE factors, expected {half_rot} (half the rotary dimensions)",
+            f.len()
+        )));
+    }
+    Ok(gpu.upload(name, bytemuck::cast_slice(f)))
+}
