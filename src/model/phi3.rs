@@ -6,10 +6,9 @@
 //!
 //! References: transformers' modeling_phi3.py and modeling_rope_utils.py
 //! (`_compute_longrope_parameters`); llama.cpp's converter (conversion/phi.py: GGUF keys
-//! `phi3.rope.scaling.*`, tensors `rope_factors_short/long.weight`). The long factors apply when
-//! the context a cache is created for exceeds the original context (llama.cpp's rule;
-//! transformers switches on the current sequence length instead, which agrees whenever the
-//! context is no longer than the original one).
+//! `phi3.rope.scaling.*`, tensors `rope_factors_short/long.weight`). The long factors apply once
+//! the sequence outgrows the original context (transformers' rule; llama.cpp decides once from the
+//! context size instead, which agrees whenever the whole sequence fits in the original context).
 
 use super::llama::{hf_rope_scaling, hf_rope_theta, Keys};
 use super::transformer::{Config, LongRope};

@@ -51,7 +51,7 @@ pub enum Act {
 }
 
 /// Phi-3's `longrope`: per-frequency divisors for short and long contexts. The long ones apply
-/// when the context a cache is created for exceeds `orig_ctx` (llama.cpp's rule).
+/// once the sequence is longer than `orig_ctx` (transformers' rule).
 #[derive(Clone, Debug)]
 pub struct LongRope {
     pub short: Vec<f32>,
@@ -570,8 +570,10 @@ impl Transformer {
             add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
         }
 
-        // Phi-3 longrope: the factor set is fixed by the context the cache was made for.
-        let long_ctx = self.rope_long.is_some() && cache.ctx > c.long_rope_ctx;
+        // Phi-3 longrope: the long factors once the sequence outgrows the original context
+        // (transformers' rule; keys already cached keep the factors they were rotated with, as in
+        // transformers' generate with a cache).
+        let long_ctx = self.rope_long.is_some() && pos0 + m > c.long_rope_ctx;
         let global_factors = match long_ctx {
             true => self.rope_long.as_ref(),
             false => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
