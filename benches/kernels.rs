@@ -107,6 +107,7 @@ fn main() {
             scale: 0.125,
             window: 0,
             softcap: 0.0,
+            ring: 0,
         };
         let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
         let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();

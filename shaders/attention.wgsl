@@ -4,7 +4,9 @@
 // q[t, head, d]; k/v cache[pos, kv_head, d]; query t sits at position pos0 + t and sees 0..=pos0+t,
 // or with a sliding window of W > 0 only the last W of those (transformers' sliding_window mask:
 // key k is visible to query q when q - W < k <= q). softcap > 0 applies Gemma 2's logit soft-capping
-// to every score: s = softcap * tanh(s / softcap), after the scale.
+// to every score: s = softcap * tanh(s / softcap), after the scale. With ring > 0 the cache holds
+// only the last `ring` positions (a sliding-window layer's ring buffer): position p sits in row
+// p % ring.
 
 struct Params {
     n_heads: u32,
@@ -13,7 +15,7 @@ struct Params {
     tokens: u32,
     pos0: u32,
     window: u32,
-    _pad1: u32,
+    ring: u32,
     _pad2: u32,
     scale: f32,
     softcap: f32,
@@ -31,6 +33,11 @@ const WG: u32 = 64u;
 const MAX_D: u32 = 256u;      // head_dim up to 256: each thread owns dims lid, lid+64, ...
 var<workgroup> qs: array<f32, MAX_D>;
 var<workgroup> sc: array<f32, WG>;
+
+fn slot(pos: u32) -> u32 {
+    if (p.ring > 0u) { return pos % p.ring; }
+    return pos;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -53,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let pos = t0 + lid;
         var s = -3.0e38;
         if (pos < n_pos) {
-            let kb = pos * kv_row + kvh * D;
+            let kb = slot(pos) * kv_row + kvh * D;
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * kc[kb + d]; }
             s = dot_ * p.scale;
@@ -70,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var j = 0u; j < cnt; j++) {
             let e = exp(sc[j] - tmax);
             l += e;
-            let vb = (t0 + j) * kv_row + kvh * D;
+            let vb = slot(t0 + j) * kv_row + kvh * D;
             for (var c = 0u; c < 4u; c++) {
                 let d = lid + c * WG;
                 if (d < D) { acc[c] += e * vc[vb + d]; }

@@ -239,7 +239,7 @@ impl Engine {
             model,
             tokenizer,
             ctx,
-            batch: opts.batch.max(1),
+            batch: opts.batch.clamp(1, crate::model::transformer::MAX_BATCH),
             state: State {
                 cache,
                 scratch: Scratch::default(),

@@ -266,7 +266,7 @@ fn rope_matches_cpu_in_every_mode() {
 fn attention_matches_cpu_with_gqa_and_cache() {
     let g = gpu();
     // (heads, kv_heads, head_dim, tokens, pos0, sliding window, soft-cap)
-    for (h, kvh, d, tokens, pos0, window, softcap) in [
+    for (case, ring) in [
         (1, 1, 8, 1, 0, 0, 0.0),
         (9, 3, 64, 1, 70, 0, 0.0),
         (4, 2, 80, 5, 3, 0, 0.0),
@@ -278,7 +278,15 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         (2, 2, 16, 5, 0, 1, 0.0),
         (2, 1, 64, 3, 20, 0, 0.5),
         (6, 3, 24, 6, 9, 5, 1.5),
-    ] {
+    ]
+    .into_iter()
+    .map(|c| (c, 0))
+    // ring caches (sliding-window layers): exactly window + tokens - 1 rows, and a roomier one
+    .chain([
+        ((4, 2, 32, 7, 30, 4, 0.0), 10),
+        ((3, 1, 16, 3, 200, 70, 0.0), 100),
+    ]) {
+        let ((h, kvh, d, tokens, pos0, window, softcap), ring) = (case, ring);
         let n_pos = pos0 + tokens;
         let q = randv(tokens * h * d, 1 + d as u64);
         let k = randv(n_pos * kvh * d, 2 + d as u64);
@@ -297,17 +305,32 @@ fn attention_matches_cpu_with_gqa_and_cache() {
             },
             window,
             softcap,
+            ring: 0,
         };
+        let want = attention_cpu(&q, &k, &v, &a);
+        // a ring holds position p in row p % ring: the last `ring` positions survive
+        let (k, v) = if ring > 0 {
+            let row = kvh * d;
+            let (mut kr, mut vr) = (vec![0.0; ring * row], vec![0.0; ring * row]);
+            for p in n_pos - ring..n_pos {
+                kr[(p % ring) * row..][..row].copy_from_slice(&k[p * row..][..row]);
+                vr[(p % ring) * row..][..row].copy_from_slice(&v[p * row..][..row]);
+            }
+            (kr, vr)
+        } else {
+            (k, v)
+        };
+        let a = Attention { ring, ..a };
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
         let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
         let mut enc = g.encoder();
         a.encode(g, &mut enc, &qb, &kb, &vb, &ob).unwrap();
         g.submit(enc);
         let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
-        let err = max_abs(&got, &attention_cpu(&q, &k, &v, &a));
+        let err = max_abs(&got, &want);
         assert!(
             err < 1e-4,
-            "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} cap={softcap}: {err}"
+            "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} cap={softcap} ring={ring}: {err}"
         );
     }
     let bad = Attention {
@@ -319,6 +342,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         scale: 1.0,
         window: 0,
         softcap: 0.0,
+        ring: 0,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -326,6 +350,23 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a multiple"), "{err}");
+    // a ring too small for the window plus the batch
+    let small_ring = Attention {
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 8,
+        tokens: 4,
+        pos0: 10,
+        scale: 1.0,
+        window: 4,
+        softcap: 0.0,
+        ring: 6,
+    };
+    let err = small_ring
+        .encode(g, &mut g.encoder(), &b, &b, &b, &b)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ring cache"), "{err}");
 }
 
 #[test]

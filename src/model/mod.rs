@@ -163,6 +163,12 @@ impl Model {
         self.0.new_cache(gpu, ctx)
     }
 
+    /// A KV cache whose sliding-window rings hold only `window + slack` positions (see
+    /// [`Transformer::new_cache_with_slack`]).
+    pub fn new_cache_with_slack(&self, gpu: &Gpu, ctx: usize, slack: usize) -> Result<KvCache> {
+        self.0.new_cache_with_slack(gpu, ctx, slack)
+    }
+
     /// One forward pass over `tokens` at positions `cache.len..` (see [`Transformer::forward`]).
     pub fn forward(
         &self,
@@ -423,10 +429,14 @@ fn transpose(data: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<Vec<
     Ok(out)
 }
 
-/// The keys and values of every layer for up to `ctx` positions, resident on the GPU.
+/// The keys and values of every layer for up to `ctx` positions, resident on the GPU. A
+/// sliding-window layer keeps only a ring of `rows[l] < ctx` positions (position `p` in row
+/// `p % rows[l]`), enough for its window plus one batch.
 pub struct KvCache {
     pub k: Vec<wgpu::Buffer>,
     pub v: Vec<wgpu::Buffer>,
+    /// Rows (positions) each layer's buffers hold.
+    pub rows: Vec<usize>,
     /// Positions filled so far.
     pub len: usize,
     /// Capacity in positions.
@@ -434,28 +444,39 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// Allocates `n_layers` key and value buffers of `ctx * kv_dim` floats.
-    pub fn new(gpu: &Gpu, n_layers: usize, ctx: usize, kv_dim: usize) -> Result<KvCache> {
-        let bytes = (ctx * kv_dim * 4) as u64;
-        if bytes > gpu.caps.max_binding {
-            return Err(Error::InvalidArgument(format!(
-                "a context of {ctx} tokens needs {bytes} bytes per layer of KV cache, over the adapter's \
-                 binding limit of {} bytes: use a smaller context",
-                gpu.caps.max_binding
-            )));
-        }
-        let mut k = Vec::with_capacity(n_layers);
-        let mut v = Vec::with_capacity(n_layers);
-        for l in 0..n_layers {
+    /// Allocates key and value buffers of `rows[l] * kv_dim` floats for each layer `l`.
+    pub fn new(gpu: &Gpu, ctx: usize, kv_dim: usize, rows: Vec<usize>) -> Result<KvCache> {
+        let mut k = Vec::with_capacity(rows.len());
+        let mut v = Vec::with_capacity(rows.len());
+        for (l, &r) in rows.iter().enumerate() {
+            let bytes = (r * kv_dim * 4) as u64;
+            if bytes > gpu.caps.max_binding {
+                return Err(Error::InvalidArgument(format!(
+                    "a context of {ctx} tokens needs {bytes} bytes of KV cache for layer {l}, over the \
+                     adapter's binding limit of {} bytes: use a smaller context",
+                    gpu.caps.max_binding
+                )));
+            }
             k.push(gpu.zeros(&format!("k_cache.{l}"), bytes)?);
             v.push(gpu.zeros(&format!("v_cache.{l}"), bytes)?);
         }
-        Ok(KvCache { k, v, len: 0, ctx })
+        Ok(KvCache {
+            k,
+            v,
+            rows,
+            len: 0,
+            ctx,
+        })
     }
 
     /// Forgets positions from `len` on (they will be overwritten).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+
+    /// Bytes of GPU memory the cache holds.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.k.iter().chain(&self.v).map(|b| b.size()).sum()
     }
 }
 

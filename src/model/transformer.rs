@@ -30,6 +30,10 @@ use crate::ops::matmul::MatMul;
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
 
+/// Most tokens one forward pass takes: a sliding-window layer's ring cache holds its window plus
+/// this many positions (the engine's batches stay at or below it).
+pub const MAX_BATCH: usize = 512;
+
 /// Which normalisation the layers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Norm {
@@ -509,20 +513,28 @@ impl Transformer {
         }
     }
 
-    /// A KV cache for `ctx` positions.
+    /// A KV cache for `ctx` positions; a sliding-window layer gets a ring of `window +`
+    /// [`MAX_BATCH`] positions when that is smaller than `ctx`.
     pub fn new_cache(&self, gpu: &Gpu, ctx: usize) -> Result<KvCache> {
+        self.new_cache_with_slack(gpu, ctx, MAX_BATCH)
+    }
+
+    /// A KV cache whose sliding-window rings hold `window + slack` positions: forward passes on
+    /// it then take at most `slack + 1` tokens at a time.
+    pub fn new_cache_with_slack(&self, gpu: &Gpu, ctx: usize, slack: usize) -> Result<KvCache> {
         if self.cfg.rope.is_none() && ctx > self.cfg.ctx_train {
             return Err(Error::InvalidArgument(format!(
                 "a context of {ctx} tokens is over the {} learned positions of this model",
                 self.cfg.ctx_train
             )));
         }
-        KvCache::new(
-            gpu,
-            self.cfg.n_layers,
-            ctx,
-            self.cfg.n_kv_heads * self.cfg.head_dim,
-        )
+        let rows = self
+            .cfg
+            .windows
+            .iter()
+            .map(|&w| if w > 0 { ctx.min(w + slack) } else { ctx })
+            .collect();
+        KvCache::new(gpu, ctx, self.cfg.n_kv_heads * self.cfg.head_dim, rows)
     }
 
     /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
@@ -546,6 +558,11 @@ impl Transformer {
                 tokens: pos0 + m,
                 ctx: cache.ctx,
             });
+        }
+        if m > MAX_BATCH {
+            return Err(Error::InvalidArgument(format!(
+                "forward: {m} tokens in one pass, over the {MAX_BATCH} the sliding-window caches allow"
+            )));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
             return Err(Error::InvalidArgument(format!(
@@ -637,10 +654,19 @@ impl Transformer {
                     .encode(gpu, &mut enc, buf, factors, &self.dummy)?;
                 }
             }
-            let at = (pos0 * kv_dim * 4) as u64;
-            let len = (m * kv_dim * 4) as u64;
-            enc.copy_buffer_to_buffer(&s.k, 0, &cache.k[l], at, len);
-            enc.copy_buffer_to_buffer(&s.v, 0, &cache.v[l], at, len);
+            // append this batch's keys/values; a ring wraps around its end
+            let rows = cache.rows[l];
+            let ring = if rows < cache.ctx { rows } else { 0 };
+            let start = pos0 % rows;
+            let first = m.min(rows - start);
+            let row = (kv_dim * 4) as u64;
+            for (from, to, n) in [(0, start, first), (first, 0, m - first)] {
+                if n > 0 {
+                    let (from, to, n) = (from as u64 * row, to as u64 * row, n as u64 * row);
+                    enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, n);
+                    enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, n);
+                }
+            }
             Attention {
                 n_heads: c.n_heads,
                 n_kv_heads: c.n_kv_heads,
@@ -650,6 +676,7 @@ impl Transformer {
                 scale: c.attn_scale,
                 window,
                 softcap: c.attn_softcap,
+                ring,
             }
             .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
             match &layer.post_attn_norm {

@@ -15,7 +15,8 @@ struct Params {
     tokens: u32,
     pos0: u32,
     window: u32,
-    _pad: [u32; 2],
+    ring: u32,
+    _pad: u32,
     scale: f32,
     softcap: f32,
     _pad2: [f32; 2],
@@ -37,6 +38,10 @@ pub struct Attention {
     pub window: usize,
     /// Logit soft-capping `c * tanh(s / c)` after the scale (0 = off; Gemma 2).
     pub softcap: f32,
+    /// The cache is a ring of this many positions (position `p` in row `p % ring`; 0 = a plain
+    /// cache, position `p` in row `p`). It must hold every position a query of this batch sees:
+    /// `ring >= window + tokens - 1`.
+    pub ring: usize,
 }
 
 impl Attention {
@@ -68,7 +73,21 @@ impl Attention {
                 self.head_dim
             )));
         }
-        let kv_bytes = ((self.pos0 + self.tokens) * self.n_kv_heads * self.head_dim * 4) as u64;
+        if self.ring > 0
+            && (self.window == 0
+                || self.ring < self.window + self.tokens - 1
+                || self.ring > u32::MAX as usize)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "attention: a ring cache of {} positions cannot serve {} tokens with a window of {}",
+                self.ring, self.tokens, self.window
+            )));
+        }
+        let rows = match self.ring {
+            0 => self.pos0 + self.tokens,
+            r => r.min(self.pos0 + self.tokens),
+        };
+        let kv_bytes = (rows * self.n_kv_heads * self.head_dim * 4) as u64;
         if k_cache.size() < kv_bytes || v_cache.size() < kv_bytes {
             return Err(Error::InvalidArgument(
                 "attention: KV cache smaller than the attended positions".into(),
@@ -81,7 +100,8 @@ impl Attention {
             tokens: self.tokens as u32,
             pos0: self.pos0 as u32,
             window: u32::try_from(self.window).unwrap_or(u32::MAX),
-            _pad: [0; 2],
+            ring: self.ring as u32,
+            _pad: 0,
             scale: self.scale,
             softcap: self.softcap,
             _pad2: [0.0; 2],
@@ -98,10 +118,12 @@ impl Attention {
     }
 }
 
-/// CPU reference. `q[t, h, d]`, caches `[pos, kv_h, d]`; returns `out[t, h, d]`.
+/// CPU reference. `q[t, h, d]`, caches `[pos, kv_h, d]` (rows `pos % ring` for a ring); returns
+/// `out[t, h, d]`.
 pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32> {
     let (h, kvh, d) = (a.n_heads, a.n_kv_heads, a.head_dim);
     let group = h / kvh;
+    let slot = |p: usize| if a.ring > 0 { p % a.ring } else { p };
     let mut out = vec![0.0; a.tokens * h * d];
     for t in 0..a.tokens {
         let n_pos = a.pos0 + t + 1;
@@ -117,7 +139,7 @@ pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32>
                 .map(|p| {
                     let s = qr
                         .iter()
-                        .zip(&k[(p * kvh + kv) * d..][..d])
+                        .zip(&k[(slot(p) * kvh + kv) * d..][..d])
                         .map(|(a, b)| a * b)
                         .sum::<f32>()
                         * a.scale;
@@ -134,7 +156,7 @@ pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32>
             let o = &mut out[(t * h + head) * d..][..d];
             for (i, w) in e.iter().enumerate() {
                 let p = first + i;
-                for (oi, vi) in o.iter_mut().zip(&v[(p * kvh + kv) * d..][..d]) {
+                for (oi, vi) in o.iter_mut().zip(&v[(slot(p) * kvh + kv) * d..][..d]) {
                     *oi += w / sum * vi;
                 }
             }
