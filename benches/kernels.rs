@@ -72,6 +72,7 @@ fn main() {
                         w: &w,
                         m,
                         accumulate: false,
+                        variant_m: m,
                     }
                     .encode(&g, enc, &x, &y)
                     .unwrap()
@@ -108,6 +109,7 @@ fn main() {
             window: 0,
             softcap: 0.0,
             ring: 0,
+            row0: 0,
         };
         let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
         let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();

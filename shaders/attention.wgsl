@@ -16,7 +16,7 @@ struct Params {
     pos0: u32,
     window: u32,
     ring: u32,
-    _pad2: u32,
+    row0: u32,
     scale: f32,
     softcap: f32,
     _pad4: f32,
@@ -42,11 +42,11 @@ fn slot(pos: u32) -> u32 {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
-    let t = wid.y;
+    let t = wid.y;              // query t of this sequence, row row0 + t of q and out
     let D = p.head_dim;
     let kvh = head / (p.n_heads / p.n_kv_heads);
     let kv_row = p.n_kv_heads * D;
-    let qbase = (t * p.n_heads + head) * D;
+    let qbase = ((p.row0 + t) * p.n_heads + head) * D;
     for (var d = lid; d < D; d += WG) { qs[d] = q[qbase + d]; }
     workgroupBarrier();
 

@@ -1,4 +1,5 @@
-// Rotary position embedding, in place on x[m, head, dim] for tokens at positions pos0 + m.
+// Rotary position embedding, in place on rows row0 + m of x[row, head, dim], for tokens at
+// positions pos0 + m (one sequence of a batch that may hold several).
 // mode 0 rotates adjacent pairs (2i, 2i+1) (GGUF llama: Q/K rows were permuted at conversion);
 // mode 2 is the NeoX layout, pairs (i, i + n_rot/2). Frequency scaling follows ggml's rope_yarn
 // (ggml/src/ggml-cpu/ops.cpp: rope_yarn, rope_yarn_ramp): linear scaling via freq_scale, YaRN via
@@ -13,7 +14,7 @@ struct Params {
     tokens: u32,
     mode: u32,
     has_ff: u32,
-    _pad: u32,
+    row0: u32,
     freq_base: f32,
     freq_scale: f32,
     ext_factor: f32,
@@ -57,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = cos(theta) * mscale;
     let s = sin(theta) * mscale;
 
-    let base = (m * p.n_heads + h) * p.head_dim;
+    let base = ((p.row0 + m) * p.n_heads + h) * p.head_dim;
     var a = base + 2u * i;
     var b = a + 1u;
     if (p.mode == 2u) {

@@ -128,6 +128,7 @@ fn cpu_forward(t: &HashMap<String, Vec<f32>>, tokens: &[u32]) -> Vec<f32> {
             window: 0,
             softcap: 0.0,
             ring: 0,
+            row0: 0,
         };
         let att = attention_cpu(&q, &k, &v, &a);
         let o = matmul_cpu(w("attn_output"), H, H, &att, m);

@@ -78,6 +78,7 @@ fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate:
         w: &w,
         m,
         accumulate,
+        variant_m: m,
     }
     .encode(g, &mut enc, &xb, &yb)
     .unwrap();
@@ -250,6 +251,7 @@ fn rope_matches_cpu_in_every_mode() {
             head_dim: hd,
             tokens,
             pos0,
+            row0: 0,
         }
         .encode(g, &mut enc, &xb, with_ff.then_some(&ffb), &dummy)
         .unwrap();
@@ -306,6 +308,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
             window,
             softcap,
             ring: 0,
+            row0: 0,
         };
         let want = attention_cpu(&q, &k, &v, &a);
         // a ring holds position p in row p % ring: the last `ring` positions survive
@@ -343,6 +346,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         window: 0,
         softcap: 0.0,
         ring: 0,
+        row0: 0,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -361,6 +365,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         window: 4,
         softcap: 0.0,
         ring: 6,
+        row0: 0,
     };
     let err = small_ring
         .encode(g, &mut g.encoder(), &b, &b, &b, &b)
@@ -457,5 +462,55 @@ fn family_ops_match_cpu() {
         let want: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + bias[i % n]).collect();
         let err = max_abs(&g.read_f32(&xb, 0, rows * n).unwrap(), &want);
         assert!(err < 1e-6, "bias {rows}x{n}: {err}");
+    }
+}
+
+/// Several sequences decoding one token each (`variant_m: 1`): every row goes through the matvec
+/// kernel, whatever the row count, and each row equals the same row computed alone, bit for bit.
+#[test]
+fn batched_decode_rows_equal_rows_computed_alone() {
+    let g = gpu();
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::F32] {
+        let (n, k, m) = (96, 256, 9);
+        let mut wf = randv(n * k, 7);
+        let raw = quant::quantize(dtype, &wf).unwrap();
+        quant::dequantize(dtype, &raw, &mut wf).unwrap();
+        let x = randv(m * k, 8);
+        let w = Weight::upload(g, "w", dtype, &raw, n, k).unwrap();
+        let xb = upload(g, &x);
+        let yb = g.zeros("y", (m * n * 4) as u64).unwrap();
+        let mut enc = g.encoder();
+        let batched = MatMul {
+            w: &w,
+            m,
+            accumulate: false,
+            variant_m: 1,
+        };
+        batched.encode(g, &mut enc, &xb, &yb).unwrap();
+        g.submit(enc);
+        let all = g.read_f32(&yb, 0, m * n).unwrap();
+        assert!(
+            max_abs(&all, &matmul_cpu(&wf, n, k, &x, m)) < 1e-3,
+            "{dtype}"
+        );
+        for t in 0..m {
+            let xt = upload(g, &x[t * k..(t + 1) * k]);
+            let yt = g.zeros("yt", (n * 4) as u64).unwrap();
+            let mut enc = g.encoder();
+            MatMul {
+                w: &w,
+                m: 1,
+                accumulate: false,
+                variant_m: 1,
+            }
+            .encode(g, &mut enc, &xt, &yt)
+            .unwrap();
+            g.submit(enc);
+            assert_eq!(
+                g.read_f32(&yt, 0, n).unwrap(),
+                &all[t * n..(t + 1) * n],
+                "{dtype} row {t}"
+            );
+        }
     }
 }

@@ -169,6 +169,17 @@ impl Model {
         self.0.new_cache_with_slack(gpu, ctx, slack)
     }
 
+    /// One forward pass over several sequences at once (see [`Transformer::forward_many`]).
+    pub fn forward_many(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [transformer::Seq],
+        scratch: &mut Scratch,
+        want: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.0.forward_many(gpu, seqs, scratch, want)
+    }
+
     /// One forward pass over `tokens` at positions `cache.len..` (see [`Transformer::forward`]).
     pub fn forward(
         &self,
@@ -486,6 +497,7 @@ pub struct Scratch {
     bufs: Option<ScratchBufs>,
     cap_tokens: usize,
     cap_logits: usize,
+    cap_last: usize,
 }
 
 /// The buffers themselves (sized for `cap_tokens` tokens).
@@ -505,15 +517,22 @@ pub struct ScratchBufs {
 }
 
 impl Scratch {
-    /// Buffers for `m` tokens with widths `[hidden, q_dim, kv_dim, ffn]` and `logits` floats.
+    /// Buffers for `m` tokens with widths `[hidden, q_dim, kv_dim, ffn]`, `last_rows` gathered
+    /// last-token rows and `logits` floats.
     pub fn ensure(
         &mut self,
         gpu: &Gpu,
         m: usize,
         dims: &[usize; 4],
+        last_rows: usize,
         logits: usize,
     ) -> Result<&ScratchBufs> {
-        if self.bufs.is_none() || m > self.cap_tokens || logits > self.cap_logits {
+        if self.bufs.is_none()
+            || m > self.cap_tokens
+            || logits > self.cap_logits
+            || last_rows > self.cap_last
+        {
+            let last_rows = last_rows.max(self.cap_last);
             let m = m.max(self.cap_tokens);
             let logits = logits.max(self.cap_logits);
             let [h, q, kv, ffn] = *dims;
@@ -536,11 +555,12 @@ impl Scratch {
                 res: f("res", m * h.max(q).max(kv))?,
                 gate: f("gate", m * ffn)?,
                 up: f("up", m * ffn)?,
-                last: f("last", h)?,
+                last: f("last", h * last_rows)?,
                 logits: f("logits", logits)?,
             });
             self.cap_tokens = m;
             self.cap_logits = logits;
+            self.cap_last = last_rows;
         }
         self.bufs
             .as_ref()

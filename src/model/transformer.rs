@@ -547,54 +547,101 @@ impl Transformer {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
+        let mut seqs = [Seq { cache, tokens }];
+        let mut out = self.forward_many(gpu, &mut seqs, scratch, want)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences through the model in one GPU submission: the tokens of all of them
+    /// are rows of the same matrix products and norms; RoPE, the KV-cache append and attention
+    /// run per sequence on its rows and its own cache. Returns each sequence's last-token logits
+    /// (or, for a single sequence with [`Logits::All`], every token's).
+    ///
+    /// The kernel of each product is chosen by the most tokens any one sequence brings, so a
+    /// sequence's rows are computed exactly as when it runs alone with the same tokens.
+    pub fn forward_many(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [Seq],
+        scratch: &mut Scratch,
+        want: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
-        let m = tokens.len();
-        let pos0 = cache.len;
-        if m == 0 {
-            return Err(Error::InvalidArgument("forward: no tokens".into()));
+        if seqs.is_empty() {
+            return Err(Error::InvalidArgument("forward: no sequences".into()));
         }
-        if pos0 + m > cache.ctx {
-            return Err(Error::ContextOverflow {
-                tokens: pos0 + m,
-                ctx: cache.ctx,
-            });
+        if want == Logits::All && seqs.len() > 1 {
+            return Err(Error::InvalidArgument(
+                "forward: all-token logits need a single sequence".into(),
+            ));
+        }
+        // rows of each sequence in the batch, and its first position
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut m = 0;
+        for sq in seqs.iter() {
+            let n = sq.tokens.len();
+            let pos0 = sq.cache.len;
+            if n == 0 {
+                return Err(Error::InvalidArgument(
+                    "forward: a sequence with no tokens".into(),
+                ));
+            }
+            if pos0 + n > sq.cache.ctx {
+                return Err(Error::ContextOverflow {
+                    tokens: pos0 + n,
+                    ctx: sq.cache.ctx,
+                });
+            }
+            if sq.cache.k.len() != c.n_layers {
+                return Err(Error::InvalidArgument(
+                    "forward: a KV cache made for another model".into(),
+                ));
+            }
+            if let Some(&bad) = sq.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.vocab
+                )));
+            }
+            spans.push((m, n, pos0));
+            m += n;
         }
         if m > MAX_BATCH {
             return Err(Error::InvalidArgument(format!(
                 "forward: {m} tokens in one pass, over the {MAX_BATCH} the sliding-window caches allow"
             )));
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(Error::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab
-            )));
-        }
+        let variant_m = spans.iter().map(|s| s.1).max().unwrap_or(1);
         let (h, hd) = (c.hidden, c.head_dim);
         let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
-        let n_logit_rows = if want == Logits::All { m } else { 1 };
-        let s = scratch.ensure(gpu, m, &[h, q_dim, kv_dim, c.ffn], n_logit_rows * c.vocab)?;
+        let n_logit_rows = if want == Logits::All { m } else { seqs.len() };
+        let s = scratch.ensure(
+            gpu,
+            m,
+            &[h, q_dim, kv_dim, c.ffn],
+            n_logit_rows,
+            n_logit_rows * c.vocab,
+        )?;
         let mut enc = gpu.encoder();
+        let tokens: Vec<u32> = seqs
+            .iter()
+            .flat_map(|sq| sq.tokens.iter().copied())
+            .collect();
 
         // x = embedding rows of the tokens (dequantized from the table), scaled, plus positions
-        Embed { w: &self.tok_embd }.encode(gpu, &mut enc, tokens, &s.x)?;
+        Embed { w: &self.tok_embd }.encode(gpu, &mut enc, &tokens, &s.x)?;
         if let Some(scale) = c.embed_scale {
             Unary::Scale(scale).encode(gpu, &mut enc, m * h, &s.x)?;
         }
         if let Some(pe) = &self.pos_embd {
-            let positions: Vec<u32> = (pos0..pos0 + m).map(|p| p as u32).collect();
+            let positions: Vec<u32> = spans
+                .iter()
+                .flat_map(|&(_, n, pos0)| (pos0..pos0 + n).map(|p| p as u32))
+                .collect();
             Embed { w: pe }.encode(gpu, &mut enc, &positions, &s.xn)?;
             add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
         }
 
-        // Phi-3 longrope: the long factors once the sequence outgrows the original context
-        // (transformers' rule; keys already cached keep the factors they were rotated with, as in
-        // transformers' generate with a cache).
-        let long_ctx = self.rope_long.is_some() && pos0 + m > c.long_rope_ctx;
-        let global_factors = match long_ctx {
-            true => self.rope_long.as_ref(),
-            false => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
-        };
         let norm = |enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, nw: &NormW, y| match &nw.b {
             Some(b) => LayerNorm {
                 n: h,
@@ -609,7 +656,12 @@ impl Transformer {
             }
             .encode(gpu, enc, x, &nw.w, y),
         };
-        let mm = |w, accumulate| MatMul { w, m, accumulate };
+        let mm = |w, accumulate| MatMul {
+            w,
+            m,
+            accumulate,
+            variant_m,
+        };
         let bias = |enc: &mut wgpu::CommandEncoder, b: &Option<wgpu::Buffer>, n, y| match b {
             Some(b) => add_bias(gpu, enc, m, n, y, b),
             None => Ok(()),
@@ -641,44 +693,66 @@ impl Transformer {
             bias(&mut enc, &layer.bv, kv_dim, &s.v)?;
             let local = window > 0 && c.rope_local.is_some();
             let rope_cfg = if local { &c.rope_local } else { &c.rope };
-            if let Some(rc) = rope_cfg {
-                let factors = if local { None } else { global_factors };
-                for (buf, heads) in [(&s.q, c.n_heads), (&s.k, c.n_kv_heads)] {
-                    Rope {
-                        cfg: rc,
-                        n_heads: heads,
-                        head_dim: hd,
-                        tokens: m,
-                        pos0,
+            // per sequence: its positions, its cache
+            for (sq, &(row0, n, pos0)) in seqs.iter().zip(&spans) {
+                let cache = &sq.cache;
+                if let Some(rc) = rope_cfg {
+                    // Phi-3 longrope: the long factors once the sequence outgrows the original
+                    // context (transformers' rule; keys already cached keep the factors they were
+                    // rotated with, as in transformers' generate with a cache).
+                    let factors = match (
+                        local,
+                        self.rope_long.is_some() && pos0 + n > c.long_rope_ctx,
+                    ) {
+                        (true, _) => None,
+                        (false, true) => self.rope_long.as_ref(),
+                        (false, false) => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
+                    };
+                    for (buf, heads) in [(&s.q, c.n_heads), (&s.k, c.n_kv_heads)] {
+                        Rope {
+                            cfg: rc,
+                            n_heads: heads,
+                            head_dim: hd,
+                            tokens: n,
+                            pos0,
+                            row0,
+                        }
+                        .encode(
+                            gpu,
+                            &mut enc,
+                            buf,
+                            factors,
+                            &self.dummy,
+                        )?;
                     }
-                    .encode(gpu, &mut enc, buf, factors, &self.dummy)?;
                 }
-            }
-            // append this batch's keys/values; a ring wraps around its end
-            let rows = cache.rows[l];
-            let ring = if rows < cache.ctx { rows } else { 0 };
-            let start = pos0 % rows;
-            let first = m.min(rows - start);
-            let row = (kv_dim * 4) as u64;
-            for (from, to, n) in [(0, start, first), (first, 0, m - first)] {
-                if n > 0 {
-                    let (from, to, n) = (from as u64 * row, to as u64 * row, n as u64 * row);
-                    enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, n);
-                    enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, n);
+                // append this sequence's keys/values; a ring wraps around its end
+                let rows = cache.rows[l];
+                let ring = if rows < cache.ctx { rows } else { 0 };
+                let start = pos0 % rows;
+                let first = n.min(rows - start);
+                let row = (kv_dim * 4) as u64;
+                for (from, to, k) in [(row0, start, first), (row0 + first, 0, n - first)] {
+                    if k > 0 {
+                        let (from, to, k) = (from as u64 * row, to as u64 * row, k as u64 * row);
+                        enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, k);
+                        enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, k);
+                    }
                 }
+                Attention {
+                    n_heads: c.n_heads,
+                    n_kv_heads: c.n_kv_heads,
+                    head_dim: hd,
+                    tokens: n,
+                    pos0,
+                    scale: c.attn_scale,
+                    window,
+                    softcap: c.attn_softcap,
+                    ring,
+                    row0,
+                }
+                .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
             }
-            Attention {
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: hd,
-                tokens: m,
-                pos0,
-                scale: c.attn_scale,
-                window,
-                softcap: c.attn_softcap,
-                ring,
-            }
-            .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
             match &layer.post_attn_norm {
                 None => {
                     mm(&layer.wo, true).encode(gpu, &mut enc, &s.att, &s.x)?; // x += Wo att
@@ -724,19 +798,24 @@ impl Transformer {
             }
         }
 
-        // final norm and output head, over the last token or all of them
+        // final norm and output head, over each sequence's last token (or every token)
         norm(&mut enc, &s.x, &self.out_norm, &s.xn)?;
         let head = self.output.as_ref().unwrap_or(&self.tok_embd);
         let rows_in = if want == Logits::All {
             &s.xn
         } else {
-            enc.copy_buffer_to_buffer(&s.xn, ((m - 1) * h * 4) as u64, &s.last, 0, (h * 4) as u64);
+            let row = (h * 4) as u64;
+            for (i, &(row0, n, _)) in spans.iter().enumerate() {
+                let last = (row0 + n - 1) as u64;
+                enc.copy_buffer_to_buffer(&s.xn, last * row, &s.last, i as u64 * row, row);
+            }
             &s.last
         };
         MatMul {
             w: head,
             m: n_logit_rows,
             accumulate: false,
+            variant_m: if want == Logits::All { m } else { 1 },
         }
         .encode(gpu, &mut enc, rows_in, &s.logits)?;
         if c.final_softcap > 0.0 {
@@ -749,9 +828,20 @@ impl Transformer {
         }
         gpu.submit(enc);
         let logits = gpu.read_f32(&s.logits, 0, n_logit_rows * c.vocab)?;
-        cache.len = pos0 + m;
-        Ok(logits)
+        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.len = pos0 + n;
+        }
+        Ok(match want {
+            Logits::All => vec![logits],
+            Logits::Last => logits.chunks(c.vocab).map(|r| r.to_vec()).collect(),
+        })
     }
+}
+
+/// One sequence of a batched forward pass: its cache and the tokens it adds.
+pub struct Seq<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
 }
 
 /// Uploads per-frequency RoPE factors after checking their count.

@@ -16,7 +16,7 @@ struct Params {
     pos0: u32,
     window: u32,
     ring: u32,
-    _pad: u32,
+    row0: u32,
     scale: f32,
     softcap: f32,
     _pad2: [f32; 2],
@@ -42,6 +42,9 @@ pub struct Attention {
     /// cache, position `p` in row `p`). It must hold every position a query of this batch sees:
     /// `ring >= window + tokens - 1`.
     pub ring: usize,
+    /// First row of this sequence's queries in `q` and `out` (0 unless a batch holds several
+    /// sequences).
+    pub row0: usize,
 }
 
 impl Attention {
@@ -93,6 +96,12 @@ impl Attention {
                 "attention: KV cache smaller than the attended positions".into(),
             ));
         }
+        let q_bytes = ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64;
+        if q.size() < q_bytes || out.size() < q_bytes {
+            return Err(Error::InvalidArgument(
+                "attention: query or output buffer smaller than its rows".into(),
+            ));
+        }
         let p = Params {
             n_heads: self.n_heads as u32,
             n_kv_heads: self.n_kv_heads as u32,
@@ -101,7 +110,7 @@ impl Attention {
             pos0: self.pos0 as u32,
             window: u32::try_from(self.window).unwrap_or(u32::MAX),
             ring: self.ring as u32,
-            _pad: 0,
+            row0: self.row0 as u32,
             scale: self.scale,
             softcap: self.softcap,
             _pad2: [0.0; 2],

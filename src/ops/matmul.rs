@@ -97,6 +97,11 @@ pub struct MatMul<'a> {
     pub m: usize,
     /// Add into y instead of overwriting it (fuses the residual add into output projections).
     pub accumulate: bool,
+    /// The token count that picks the kernel: the most tokens any one sequence has in this pass
+    /// (`m` for a single sequence). With several sequences decoding one token each, every row
+    /// then goes through the same kernel as when its sequence runs alone, so batching does not
+    /// change results.
+    pub variant_m: usize,
 }
 
 impl MatMul<'_> {
@@ -123,7 +128,7 @@ impl MatMul<'_> {
                 y.size()
             )));
         }
-        let variant = Variant::choose(gpu, self.m);
+        let variant = Variant::choose(gpu, self.variant_m.clamp(1, self.m));
         let (key, srcs) = sources(w.dtype, variant);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
@@ -137,7 +142,7 @@ impl MatMul<'_> {
                 y_offset: part.row0 as u32,
                 accumulate: self.accumulate as u32,
             };
-            let groups = if self.m <= MATVEC_MAX_TOKENS {
+            let groups = if variant != Variant::Matmul {
                 let rows_per_group = if gpu.caps.subgroup_matvec {
                     1
                 } else {

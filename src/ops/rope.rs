@@ -79,7 +79,7 @@ struct Params {
     tokens: u32,
     mode: u32,
     has_ff: u32,
-    _pad: u32,
+    row0: u32,
     freq_base: f32,
     freq_scale: f32,
     ext_factor: f32,
@@ -90,13 +90,16 @@ struct Params {
     _pad3: f32,
 }
 
-/// RoPE in place on `x[tokens, n_heads, head_dim]` for positions `pos0..pos0+tokens`.
+/// RoPE in place on rows `row0..row0+tokens` of `x[row, n_heads, head_dim]`, for positions
+/// `pos0..pos0+tokens`.
 pub struct Rope<'a> {
     pub cfg: &'a RopeConfig,
     pub n_heads: usize,
     pub head_dim: usize,
     pub tokens: usize,
     pub pos0: usize,
+    /// First row of this sequence in `x` (0 unless a batch holds several sequences).
+    pub row0: usize,
 }
 
 impl Rope<'_> {
@@ -116,7 +119,7 @@ impl Rope<'_> {
                 c.n_rot, self.head_dim
             )));
         }
-        if x.size() < (self.tokens * self.n_heads * self.head_dim * 4) as u64 {
+        if x.size() < ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64 {
             return Err(Error::InvalidArgument("rope: buffer too small".into()));
         }
         let [corr0, corr1] = c.corr_dims();
@@ -128,7 +131,7 @@ impl Rope<'_> {
             tokens: self.tokens as u32,
             mode: if c.mode == RopeMode::Neox { 2 } else { 0 },
             has_ff: freq_factors.is_some() as u32,
-            _pad: 0,
+            row0: self.row0 as u32,
             freq_base: c.freq_base,
             freq_scale: c.freq_scale,
             ext_factor: c.ext_factor,
