@@ -13,7 +13,8 @@ Needs llama.cpp's converter from the Debian sid chroot (scripts/sid-root.sh):
     target/sid-root/usr/share/doc/llama.cpp-tools/scripts/convert_hf_to_gguf.py
     target/sid-root/usr/share/llama.cpp/llama.cpp-tools/conversion/
 It is run unmodified through a small wrapper (this file, `--convert`) that patches two methods:
-  * TextModel.get_vocab_base_pre -> "gpt2": the toy tokenizer's pre-tokenizer hash is unknown to it;
+  * TextModel.get_vocab_base_pre -> "gpt-2" (what real GPT-2 gets; llama.cpp refuses "gpt2"): the
+    toy tokenizer's pre-tokenizer hash is unknown to it;
   * Gemma2Model.set_vocab -> _set_vocab_gpt2: it insists on a SentencePiece tokenizer.model;
   * transformers.AutoTokenizer.from_pretrained -> PreTrainedTokenizerFast.from_pretrained: with
     transformers 5 AutoTokenizer builds the model_type's own tokenizer class (Qwen2Tokenizer adds
@@ -71,7 +72,7 @@ def convert_main(argv):
     import conversion  # noqa: F401
     from conversion import base, gemma
 
-    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt2"
+    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
 
     def gemma2_vocab(self):
         self._set_vocab_gpt2()
@@ -297,7 +298,7 @@ IMPLEMENTER_NOTES = [
     "`output_norm` (+bias); LayerNorm eps in `gpt2.attention.layer_norm_epsilon`; "
     "`gpt2.feed_forward_length` is always written as 4*n_embd; no rope keys; gelu_new is the "
     "tanh approximation. HF's Conv1D weights are [in, out] (x @ W), the GGUF's are transposed.",
-    "- All GGUFs: tokenizer.ggml.model `gpt2`, pre `gpt2` (forced, see above), 300 tokens, 41 "
+    "- All GGUFs: tokenizer.ggml.model `gpt2`, pre `gpt-2` (forced, see above), 300 tokens, 41 "
     "merges, bos 1, eos 2, unk 0, pad 0, add_bos_token true, the chat template from "
     "tokenizer_config.json.",
 ]
@@ -659,8 +660,9 @@ def write_readme():
       f"scripts/sid-root.sh) with the gguf-py it was released with, {gguf_ver} (PyPI's gguf 0.19.0 "
       "is older than the converter). The converter is run unmodified from a wrapper "
       "(`make-arch-fixtures.py --convert ...`) that patches three methods:")
-    w("- `TextModel.get_vocab_base_pre` returns `\"gpt2\"` (the toy tokenizer's pre-tokenizer hash "
-      "is unknown to it), so every GGUF has `tokenizer.ggml.model = gpt2`, `tokenizer.ggml.pre = gpt2`;")
+    w("- `TextModel.get_vocab_base_pre` returns `\"gpt-2\"` (the toy tokenizer's pre-tokenizer hash "
+      "is unknown to it; `gpt-2` is what real GPT-2 gets), so every GGUF has "
+      "`tokenizer.ggml.model = gpt2`, `tokenizer.ggml.pre = gpt-2`;")
     w("- `Gemma2Model.set_vocab` calls `_set_vocab_gpt2()` (it requires a SentencePiece "
       "`tokenizer.model`; real Gemma 2 GGUFs have `tokenizer.ggml.model = llama`);")
     w("- `transformers.AutoTokenizer.from_pretrained` loads `PreTrainedTokenizerFast` from "
