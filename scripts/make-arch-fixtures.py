@@ -8,6 +8,8 @@ Run by hand (not in CI), offline, with the venv that has torch + transformers + 
     scripts/make-arch-fixtures.sh [arch ...]     (fetches Debian's python3-gguf first, then runs
     HF_HUB_OFFLINE=1 target/fixtures-venv/bin/python scripts/make-arch-fixtures.py [arch ...])
     ... --readme                                  (only rewrite README.md from target/arch-report-*)
+    ... --check-llamacpp [arch ...]               (greedy ids of llama.cpp's llama-server on each
+                                                   GGUF vs the gguf.* references; root, sid chroot)
 
 Needs llama.cpp's converter from the Debian sid chroot (scripts/sid-root.sh):
     target/sid-root/usr/share/doc/llama.cpp-tools/scripts/convert_hf_to_gguf.py
@@ -298,6 +300,15 @@ IMPLEMENTER_NOTES = [
     "`output_norm` (+bias); LayerNorm eps in `gpt2.attention.layer_norm_epsilon`; "
     "`gpt2.feed_forward_length` is always written as 4*n_embd; no rope keys; gelu_new is the "
     "tanh approximation. HF's Conv1D weights are [in, out] (x @ W), the GGUF's are transposed.",
+    "- Cross-check (`make-arch-fixtures.py --check-llamacpp`, Debian llama-server 0.7.0, CPU): "
+    "on the f32 GGUFs llama.cpp's 16 greedy ids equal the gguf.f32 references for every prompt "
+    "of qwen2, qwen3, gemma2, gemma3, mistral and gpt2; this confirms the two config_overrides "
+    "(gemma2 scaled by 1/sqrt(head_dim), mistral without a window) and gemma3's layer pattern / "
+    "rope bases. On the q8_0 GGUFs llama.cpp agrees fully for gemma3, mistral and gpt2 and on some "
+    "prompts only for the others: its CPU Q8_0 matmuls also quantise the activations to 8 bits, "
+    "the references (and flint) do not. llama.cpp 0.7.0 refuses to load both phi3 GGUFs "
+    "(`error loading model vocabulary: unordered_map::at`, some Phi-3-specific vocabulary "
+    "lookup that the toy tokenizer lacks), so phi3 is checked against transformers only.",
     "- All GGUFs: tokenizer.ggml.model `gpt2`, pre `gpt-2` (forced, see above), 300 tokens, 41 "
     "merges, bos 1, eos 2, unk 0, pad 0, add_bos_token true, the chat template from "
     "tokenizer_config.json.",
@@ -757,10 +768,60 @@ def write_readme():
     print(f"README written; tests/fixtures/arch is {total} bytes")
 
 
+def check_llamacpp(archs):
+    """Greedy ids of Debian's llama-server (sid chroot, CPU) on each GGUF vs the gguf.* references."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = 18091
+    for arch in archs:
+        e = json.load(open(os.path.join(OUT, arch, "expected.json")))
+        for q in QTYPES:
+            m = os.path.relpath(os.path.join(OUT, arch, f"{arch}-{q}.gguf"), ROOT)
+            log = open(os.path.join(ROOT, "target", f"llama-server-{arch}-{q}.log"), "w")
+            srv = subprocess.Popen([os.path.join(ROOT, "scripts", "in-sid.sh"), "llama-server", "-m", m,
+                                    "--port", str(port), "-c", "256", "-t", "1", "-np", "1",
+                                    "--no-warmup"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            try:
+                up = False
+                for _ in range(100):
+                    if srv.poll() is not None:
+                        break
+                    try:
+                        up = b"ok" in urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read()
+                    except Exception:  # noqa: BLE001
+                        pass
+                    if up:
+                        break
+                    time.sleep(0.3)
+                if not up:
+                    print(f"{arch} {q}: llama-server did not start (see {log.name})")
+                    continue
+                out = []
+                for prompt in e["prompts"]:
+                    req = {"prompt": prompt, "n_predict": N_GREEDY, "temperature": 0, "top_k": 1,
+                           "cache_prompt": False, "return_tokens": True, "ignore_eos": True}
+                    r = urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}/completion", json.dumps(req).encode(),
+                        {"Content-Type": "application/json"}))
+                    out.append(json.loads(r.read())["tokens"])
+                print(f"{arch} {q}: llama.cpp greedy == gguf.{q} reference per prompt "
+                      f"{[a == b for a, b in zip(out, e['gguf'][q]['greedy'])]}, == HF "
+                      f"{[a == b for a, b in zip(out, e['greedy'])]}", flush=True)
+            finally:
+                srv.terminate()
+                srv.wait()
+            port += 1
+
+
 def main():
     args = sys.argv[1:]
     if args == ["--readme"]:
         write_readme()
+        return
+    if args[:1] == ["--check-llamacpp"]:
+        check_llamacpp(args[1:] or list(ARCHS))
         return
     archs = args or list(ARCHS)
     os.makedirs(OUT, exist_ok=True)
