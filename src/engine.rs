@@ -100,7 +100,10 @@ pub struct Engine {
     pub chat_template: Option<String>,
     pub ctx: usize,
     pub batch: usize,
+    /// Slot 0 is the engine's own sequence ([`Engine::feed`], [`Engine::generate`], ...); more
+    /// slots ([`Engine::set_slots`]) hold further sequences for continuous batching.
     state: State,
+    slots: Vec<State>,
     pub load_time: Duration,
 }
 
@@ -245,6 +248,7 @@ impl Engine {
                 scratch: Scratch::default(),
                 history: Vec::new(),
             },
+            slots: Vec::new(),
             load_time: Duration::ZERO,
         })
     }
@@ -257,6 +261,165 @@ impl Engine {
     /// Empties the KV cache.
     pub fn reset(&mut self) {
         self.state.reset();
+    }
+
+    /// Makes room for `n` sequences (slots `0..n`, slot 0 being the engine's own), each with a KV
+    /// cache of the loaded context. Slots beyond `n` are freed; kept slots keep their caches.
+    pub fn set_slots(&mut self, n: usize) -> Result<()> {
+        let n = n.max(1);
+        self.slots.truncate(n - 1);
+        while self.slots.len() < n - 1 {
+            let cache = self.model.new_cache(&self.gpu, self.ctx)?;
+            self.slots.push(State {
+                cache,
+                scratch: Scratch::default(),
+                history: Vec::new(),
+            });
+        }
+        self.gpu.check("allocating KV caches")
+    }
+
+    /// Number of sequence slots.
+    pub fn slots(&self) -> usize {
+        1 + self.slots.len()
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> Result<&mut State> {
+        match slot {
+            0 => Ok(&mut self.state),
+            i => self
+                .slots
+                .get_mut(i - 1)
+                .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist"))),
+        }
+    }
+
+    /// Tokens held in a slot's KV cache.
+    pub fn slot_history(&self, slot: usize) -> &[u32] {
+        match slot {
+            0 => &self.state.history,
+            i => self.slots.get(i - 1).map_or(&[], |s| &s.history),
+        }
+    }
+
+    /// Empties a slot's KV cache.
+    pub fn reset_slot(&mut self, slot: usize) {
+        if let Ok(s) = self.slot_mut(slot) {
+            s.reset();
+        }
+    }
+
+    /// Of the slots `free`, the one whose cache shares the longest prefix with `tokens` (so a
+    /// new request reuses the most cached work); `None` if `free` is empty.
+    pub fn best_slot(&self, free: &[usize], tokens: &[u32]) -> Option<usize> {
+        free.iter().copied().max_by_key(|&s| {
+            let common = self
+                .slot_history(s)
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count();
+            // prefer the longest shared prefix, then the emptiest slot
+            (common, usize::MAX - self.slot_history(s).len())
+        })
+    }
+
+    /// [`Engine::prefill`] for a slot.
+    pub fn prefill_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        if tokens.len() > self.ctx {
+            return Err(Error::ContextOverflow {
+                tokens: tokens.len(),
+                ctx: self.ctx,
+            });
+        }
+        let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
+        let st = match slot {
+            0 => &mut self.state,
+            i => self
+                .slots
+                .get_mut(i - 1)
+                .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist")))?,
+        };
+        let common = st
+            .history
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Recompute at least the last token: its logits are not stored.
+        let keep = common.min(tokens.len() - 1);
+        st.cache.truncate(keep);
+        st.history.truncate(keep);
+        let logits = st.feed(gpu, model, batch, &tokens[keep..], Logits::Last)?;
+        Ok((logits, tokens.len() - keep))
+    }
+
+    /// One decode step for several slots in one forward pass: `steps[i] = (slot, token)` appends
+    /// `token` to `slot` (each slot at most once) and returns each one's next-token logits, in
+    /// order. Each slot's logits equal what [`Engine::feed`] of that token alone would give.
+    pub fn feed_many(&mut self, steps: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        use crate::model::transformer::Seq;
+        let mut seen = vec![false; self.slots()];
+        for &(slot, _) in steps {
+            match seen.get_mut(slot) {
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "slot {slot} does not exist"
+                    )))
+                }
+                Some(true) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "slot {slot} twice in one step"
+                    )))
+                }
+                Some(s) => *s = true,
+            }
+            if self.slot_history(slot).len() >= self.ctx {
+                return Err(Error::ContextOverflow {
+                    tokens: self.ctx + 1,
+                    ctx: self.ctx,
+                });
+            }
+        }
+        if steps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<[u32; 1]> = steps.iter().map(|&(_, t)| [t]).collect();
+        // Borrow each slot's cache once, in the order of `steps`.
+        let mut by_slot: Vec<Option<&mut State>> = std::iter::once(Some(&mut self.state))
+            .chain(self.slots.iter_mut().map(Some))
+            .collect();
+        let mut order = Vec::with_capacity(steps.len());
+        for &(slot, _) in steps {
+            order.push(
+                by_slot[slot].take().ok_or_else(|| {
+                    Error::InvalidArgument(format!("slot {slot} twice in one step"))
+                })?,
+            );
+        }
+        // one set of activation buffers serves the whole pass: the first slot's
+        let mut scratch = std::mem::take(&mut order[0].scratch);
+        let result = {
+            let mut seqs: Vec<Seq> = order
+                .iter_mut()
+                .zip(&tokens)
+                .map(|(st, t)| Seq {
+                    cache: &mut st.cache,
+                    tokens: t,
+                })
+                .collect();
+            self.model
+                .forward_many(&self.gpu, &mut seqs, &mut scratch, Logits::Last)
+        };
+        order[0].scratch = scratch;
+        let logits = result?;
+        for (st, t) in order.iter_mut().zip(&tokens) {
+            st.history.push(t[0]);
+        }
+        Ok(logits)
     }
 
     /// Runs `tokens` after what is in the cache, in batches, and returns the last token's logits.

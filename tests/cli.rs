@@ -198,3 +198,46 @@ fn info_reads_a_hugging_face_folder() {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
 }
+
+/// `flint info` names each family's architecture and the options it read, in both formats.
+#[test]
+fn info_lists_every_option_of_the_new_families() {
+    for (path, arch, wants) in [
+        (
+            "tests/fixtures/arch/gemma3/gemma3-q8_0.gguf",
+            "gemma3",
+            &[
+                "rope_local: Neox",
+                "sliding_window: 4 on layers 0,1,2,3,4",
+                "qk_norm: yes",
+                "embedding_scale: 8",
+                "GeGlu",
+            ][..],
+        ),
+        (
+            "tests/fixtures/arch/gemma2",
+            "gemma2",
+            &[
+                "attention_softcap: 3",
+                "final_logit_softcap: 15",
+                "post_norms: yes",
+                "attention_scale: 0.25",
+            ][..],
+        ),
+        (
+            "tests/fixtures/arch/qwen2/qwen2-f32.gguf",
+            "qwen2",
+            &["qkv_bias: yes"][..],
+        ),
+    ] {
+        let (code, out, err) = flint(&["info", "-m", path]);
+        assert_eq!(code, 0, "{path}: {err}");
+        assert!(
+            out.contains(&format!("architecture: {arch}")),
+            "{path}: {out}"
+        );
+        for w in wants {
+            assert!(out.contains(w), "{path}: `{w}` missing from\n{out}");
+        }
+    }
+}
