@@ -2,6 +2,7 @@
 # Regenerate tests/fixtures/arch/ (tiny models of every architecture, HF folder + GGUF F32/Q8_0, and
 # transformers' reference logits). Run by hand (as root: the Debian sid chroot), never in CI:
 #   scripts/make-arch-fixtures.sh [arch ...]     (default: all; see scripts/make-arch-fixtures.py)
+#   scripts/make-arch-fixtures.sh --q4km [arch ...]   (only the Q4_K_M proxies, via llama-quantize)
 # Needs: target/fixtures-venv (torch, transformers, tokenizers, safetensors, numpy), the sid chroot
 # with llama.cpp-tools (scripts/sid-root.sh; gives convert_hf_to_gguf.py + conversion/), and
 # Debian's python3-gguf of the same llama.cpp release, fetched here once into target/gguf-sid/.

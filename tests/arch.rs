@@ -464,3 +464,41 @@ fn engine_slots_decode_together_as_alone() {
     let err = e.feed_many(&[(9, 5)]).unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// Stand-ins for real Q4_K_M checkpoints (scripts/make-arch-fixtures.py --q4km): per family a tiny
+/// random model with hidden 256, converted by llama.cpp's converter and quantized by its own
+/// `llama-quantize ... Q4_K_M`, so the file holds the mix real ones do (Q4_K, Q6_K, and
+/// Q5_0/Q8_0 where a row length is not a multiple of 256). The reference is transformers on the
+/// file's weights as gguf-py dequantizes them; same bars as above (1e-3, 16 greedy ids).
+#[test]
+fn q4_k_m_mixes_match_transformers() {
+    #[derive(serde::Deserialize)]
+    struct Q4km {
+        prompts: Vec<Vec<u32>>,
+        logits: Vec<Vec<f32>>,
+        greedy: Vec<Vec<u32>>,
+    }
+    for arch in [
+        "qwen2", "qwen3", "phi3", "mistral", "gpt2", "gemma2", "gemma3",
+    ] {
+        let dir = Path::new(DIR).join(arch);
+        let file = dir.join(format!("{arch}-q4_k_m.gguf"));
+        let r: Q4km =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("q4_k_m.json")).unwrap())
+                .unwrap();
+        // The file really is a K-quant mix.
+        let g = flint::format::gguf::Gguf::open(&file).unwrap();
+        let mut types: Vec<&str> = g.tensors.iter().map(|t| t.type_name()).collect();
+        types.sort();
+        types.dedup();
+        eprintln!("{}: {types:?}", file.display());
+        assert!(
+            types.contains(&"Q4_K") && types.contains(&"Q6_K"),
+            "{}: {types:?}",
+            file.display()
+        );
+        drop(g);
+        let gguf_arch = if arch == "mistral" { "llama" } else { arch };
+        parity(gguf_arch, &file, &r.prompts, &r.logits, &r.greedy);
+    }
+}
