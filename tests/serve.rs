@@ -743,6 +743,28 @@ fn oversize_body_is_413() {
         assert_error(&r, "413")["error"]["code"],
         "request_too_large"
     );
+    // No declared length (chunked): cut off once the limit is passed.
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 8192];
+    for _ in 0..(BODY_LIMIT * 2) / chunk.len() {
+        // The server may answer and close before everything is sent.
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let r = read_reply(BufReader::new(s));
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_error(&r, "chunked 413");
 }
 
 #[test]
@@ -837,7 +859,9 @@ fn chat_logprobs_whole_and_streamed() {
     assert_eq!(streamed.len(), content.len());
     for (a, b) in streamed.iter().zip(content) {
         assert_eq!(a["token"], b["token"]);
-        assert!((a["logprob"].as_f64().unwrap() - b["logprob"].as_f64().unwrap()).abs() < 1e-6);
+        // The same tokens; the values agree to kernel precision (the second request computes
+        // the prompt from the cache, through the decode kernels rather than the prefill ones).
+        assert!((a["logprob"].as_f64().unwrap() - b["logprob"].as_f64().unwrap()).abs() < 2e-3);
         assert_eq!(a["top_logprobs"].as_array().unwrap().len(), 0);
     }
     eprintln!("chat logprobs: {:.1} s", t0.elapsed().as_secs_f64());
