@@ -689,7 +689,8 @@ enum Frame {
 /// [`MAX_ANY_DEPTH`] more.
 const MAX_STACK: usize = 2 * (64 + MAX_ANY_DEPTH) + 8;
 
-/// The state of a partial JSON text: feed it bytes with [`Matcher::advance`].
+/// The state of a partial JSON text: feed it bytes with [`Matcher::advance`], always with the
+/// [`Grammar`] that made it ([`Grammar::matcher`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Matcher {
     stack: Vec<Frame>,
@@ -763,9 +764,8 @@ impl Matcher {
                     return true;
                 }
                 Step::Replace(f) => *top = f,
-                Step::Push(f) | Step::PushRefeed(f) if self.stack.len() >= MAX_STACK => {
-                    let _ = f;
-                    return false;
+                Step::Push(_) | Step::PushRefeed(_) if self.stack.len() >= MAX_STACK => {
+                    return false
                 }
                 Step::Push(f) => {
                     self.stack.push(f);
