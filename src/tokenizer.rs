@@ -836,6 +836,19 @@ impl Tokenizer {
         Ok(())
     }
 
+    /// The bytes one token decodes to on its own (none for control tokens), without the SPM
+    /// leading-space strip: what constrained decoding matches against.
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.piece_bytes(id, false, &mut false, &mut out)?;
+        Ok(out)
+    }
+
+    /// Whether decoding drops one leading space from the first piece (SPM vocabularies).
+    pub fn strips_leading_space(&self) -> bool {
+        self.strip_leading_space
+    }
+
     /// A streaming decoder over this tokenizer (control tokens left out).
     pub fn stream_decoder(&self) -> StreamDecoder<'_> {
         StreamDecoder::new(self, false)

@@ -120,7 +120,7 @@ impl Reply {
 /// Sends one HTTP/1.1 request (`Connection: close`) and reads the whole reply.
 fn raw(addr: SocketAddr, head: &str, body: &[u8]) -> Reply {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
     read_reply(BufReader::new(s))
@@ -388,9 +388,14 @@ fn queue_limit_and_disconnects() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.header("retry-after").is_some());
     assert_eq!(assert_error(&r, "429")["error"]["type"], "rate_limit_error");
+    let cancelled = get("/health").json()["cancelled"].as_u64().unwrap();
     drop(queued);
     drop(running);
-    let took = wait_for((0, 0), Duration::from_secs(40));
+    // The running request asked for 200 tokens (minutes here): its slot comes back at its next
+    // step, and the queued ones are skipped unstarted.
+    let took = wait_for((0, 0), Duration::from_secs(30));
+    let h = get("/health").json();
+    assert_eq!(h["cancelled"].as_u64().unwrap() - cancelled, 4, "{h}");
     eprintln!(
         "worker free {:.1} s after the clients left",
         took.as_secs_f64()
@@ -476,8 +481,31 @@ fn bad_requests_get_named_openai_errors() {
             400,
         ),
         (
-            json!({"response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}),
+            "response_format.json_schema.schema",
+            400,
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/a", "$defs": {"a": {"type": "array", "items": {"$ref": "#/$defs/a"}}}}}}}),
+            "response_format.json_schema.schema",
+            400,
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+            "response_format.json_schema.name",
+            400,
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "response_format.type",
+            400,
+        ),
+        (json!({"response_format": "json"}), "response_format", 400),
+        (json!({"logprobs": "yes"}), "logprobs", 400),
+        (json!({"top_logprobs": 3}), "top_logprobs", 400),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
             400,
         ),
         (json!({"stream": "yes"}), "stream", 400),
@@ -499,59 +527,206 @@ fn bad_requests_get_named_openai_errors() {
         &json!({"model": MODEL_ID, "prompt": ["a", "b"]}),
     );
     assert_eq!(assert_error(&r, "two prompts")["error"]["param"], "prompt");
+    for (patch, param) in [
+        (json!({"logprobs": 6}), "logprobs"),
+        (json!({"logprobs": true}), "logprobs"),
+        (json!({"echo": true}), "echo"),
+    ] {
+        let mut b = json!({"model": MODEL_ID, "prompt": "x"});
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = post("/v1/completions", &b);
+        assert_eq!(
+            assert_error(&r, &patch.to_string())["error"]["param"],
+            param
+        );
+    }
 }
 
-/// Truncated and garbled bodies at every endpoint: always a 4xx JSON error, never a hang.
+/// A small deterministic generator for the fuzz test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// A random JSON value of any type, `depth` levels deep at most.
+    fn value(&mut self, depth: usize) -> Value {
+        match self.below(if depth == 0 { 7 } else { 9 }) {
+            0 => Value::Null,
+            1 => json!(self.next().is_multiple_of(2)),
+            2 => json!(self.next() as i64),
+            3 => json!((self.next() as f64) / 7.0 - 1e18),
+            4 => json!(["", "x", "user", "assistant", "\u{0}", "é", "smol", "text"][self.below(8)]),
+            5 => json!([-1i64, 0, 1, 2, 21, 100, 1 << 40][self.below(7)]),
+            6 => json!(1e300),
+            7 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
+            _ => Value::Object(
+                (0..self.below(4))
+                    .map(|_| {
+                        let k = [
+                            "role",
+                            "content",
+                            "type",
+                            "text",
+                            "1",
+                            "json_schema",
+                            "schema",
+                            "name",
+                        ][self.below(8)];
+                        (k.to_string(), self.value(depth - 1))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Every request field with random values of every type; truncated, garbled and random bodies;
+/// huge numbers; deep nesting; at every endpoint. Every answer is a 4xx JSON error (the model
+/// named does not exist, so nothing that parses reaches the generator), and the server is still
+/// healthy and generating afterwards.
 #[test]
 fn malformed_bodies_always_get_4xx_json() {
     let Some(_) = fixture() else { return };
-    // An unknown model: a garbled body that still parses never reaches the generator.
-    let bodies = [
+    let t0 = Instant::now();
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let fields = [
+        "model",
+        "messages",
+        "prompt",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "response_format",
+        "tools",
+        "echo",
+        "suffix",
+        "best_of",
+        "user",
+    ];
+    let bases = [
         (
             "/v1/chat/completions",
-            json!({"model": "none", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 2, "stop": ["x"], "logit_bias": {"1": 2}})
-                .to_string(),
+            json!({"model": "none", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 2, "stop": ["x"], "logit_bias": {"1": 2}}),
         ),
         (
             "/v1/completions",
-            json!({"model": "none", "prompt": ["hi"], "max_tokens": 2, "temperature": 0.5}).to_string(),
+            json!({"model": "none", "prompt": ["hi"], "max_tokens": 2, "temperature": 0.5, "logprobs": 1}),
         ),
     ];
-    let mut rng = 0x2545f4914f6cdd1du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
     let mut n = 0;
-    for (path, body) in &bodies {
-        let b = body.as_bytes();
-        let mut variants: Vec<Vec<u8>> = (0..b.len()).step_by(7).map(|i| b[..i].to_vec()).collect();
-        for _ in 0..40 {
-            let mut g = b.to_vec();
-            for _ in 0..1 + next() % 3 {
-                let i = (next() as usize) % g.len();
-                g[i] = b"{}[]\",:0a\\\xff \x00"[(next() % 13) as usize];
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut check = |path: &str, body: &[u8]| {
+        let r = request("POST", path, Some(KEY), body);
+        assert_error(
+            &r,
+            &format!(
+                "{path} {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(300)])
+            ),
+        );
+        *statuses.entry(r.status).or_insert(0) += 1;
+        n += 1;
+    };
+    for (path, base) in &bases {
+        // Each field with random values of every type (model kept unknown).
+        for field in fields {
+            for _ in 0..6 {
+                let mut b = base.clone();
+                b[field] = rng.value(3);
+                if field == "model" && b[field] == json!("smol") {
+                    b[field] = json!("none");
+                }
+                check(path, b.to_string().as_bytes());
             }
-            variants.push(g);
         }
-        variants.push(b"null".to_vec());
-        variants.push(b"[1,2]".to_vec());
-        variants.push(b"\"str\"".to_vec());
-        for v in &variants {
-            let r = request("POST", path, Some(KEY), v);
-            assert_error(&r, &format!("{path} {:?}", String::from_utf8_lossy(v)));
-            n += 1;
+        let text = base.to_string();
+        let bytes = text.as_bytes();
+        // Truncated at every few bytes, and garbled.
+        for i in (0..bytes.len()).step_by(5) {
+            check(path, &bytes[..i]);
         }
+        for _ in 0..40 {
+            let mut g = bytes.to_vec();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(g.len());
+                g[i] = b"{}[]\",:0a\\\xff \x00"[rng.below(13)];
+            }
+            check(path, &g);
+        }
+        // Random bytes, other JSON types, huge numbers, deep nesting, bad UTF-8.
+        for _ in 0..20 {
+            let len = rng.below(200);
+            let g: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            check(path, &g);
+        }
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep_obj = format!(
+            "{{\"model\": \"none\", \"messages\": {}{}",
+            "[{\"content\": ".repeat(3000),
+            "1}]".repeat(3000) + "}"
+        );
+        for b in [
+            "null",
+            "[1,2]",
+            "\"str\"",
+            "1e999",
+            "-0",
+            "true",
+            "{}",
+            "",
+            r#"{"model": "none", "max_tokens": 1e400}"#,
+            r#"{"model": "none", "max_tokens": 18446744073709551616}"#,
+            r#"{"model": "none", "seed": -9223372036854775809}"#,
+            r#"{"model": "none", "temperature": 1e308, "messages": []}"#,
+            r#"{"model": "none", "model": "smol"}"#,
+            &deep,
+            &deep_obj,
+        ] {
+            check(path, b.as_bytes());
+        }
+        check(path, b"{\"model\": \"\xff\xfe\"}");
     }
-    // Endpoints that take no body: a body is ignored or the method is refused, in JSON.
-    for path in ["/health", "/v1/models"] {
+    // Endpoints that take no body: POST is refused in JSON; GET ignores a body.
+    for path in ["/health", "/v1/models", "/v1/models/smol"] {
         let r = request("POST", path, Some(KEY), b"{garbage");
         assert_eq!(r.status, 405);
         assert_error(&r, path);
+        let r = request("GET", path, Some(KEY), b"\xff{garbage");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
-    eprintln!("{n} malformed bodies answered with 4xx JSON");
+    eprintln!(
+        "{n} malformed bodies answered with 4xx JSON ({statuses:?}) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // Still healthy, and still generating.
+    let _g = gen_lock();
+    assert_eq!(get("/health").json()["status"], "ok");
+    let r = post(
+        "/v1/completions",
+        &json!({"model": MODEL_ID, "prompt": "The capital of France is", "max_tokens": 1, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["text"], " Paris");
 }
 
 #[test]
@@ -568,6 +743,28 @@ fn oversize_body_is_413() {
         assert_error(&r, "413")["error"]["code"],
         "request_too_large"
     );
+    // No declared length (chunked): cut off once the limit is passed.
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(f.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 8192];
+    for _ in 0..(BODY_LIMIT * 2) / chunk.len() {
+        // The server may answer and close before everything is sent.
+        if s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .is_err()
+            || s.write_all(&chunk).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let r = read_reply(BufReader::new(s));
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_error(&r, "chunked 413");
 }
 
 #[test]
@@ -590,4 +787,211 @@ fn cors_preflight_and_headers() {
     let r = raw(f.addr, head, b"");
     assert_eq!(r.status, 401);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+}
+
+/// Chat logprobs in OpenAI's shape: one entry per completion token whose texts concatenate to
+/// the content, `top_logprobs` sorted, and (greedy) the chosen token the most likely one.
+#[test]
+fn chat_logprobs_whole_and_streamed() {
+    let Some(f) = fixture() else { return };
+    let _g = gen_lock();
+    let t0 = Instant::now();
+    let mut b = chat_body(false);
+    b["logprobs"] = json!(true);
+    b["top_logprobs"] = json!(3);
+    let r = post("/v1/chat/completions", &b);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let c = &v["choices"][0];
+    assert_eq!(c["message"]["content"], f.expected_chat.as_str());
+    let content = c["logprobs"]["content"]
+        .as_array()
+        .expect("logprobs.content");
+    assert_eq!(
+        content.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let mut joined = String::new();
+    for t in content {
+        let tok = t["token"].as_str().unwrap();
+        joined.push_str(tok);
+        let lp = t["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0, "{t}");
+        let bytes: Vec<u8> = t["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), tok);
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        let tops: Vec<f64> = top.iter().map(|x| x["logprob"].as_f64().unwrap()).collect();
+        assert!(tops.windows(2).all(|w| w[0] >= w[1]), "{t}");
+        assert_eq!(
+            top[0]["token"], t["token"],
+            "greedy picks the most likely: {t}"
+        );
+        assert!((tops[0] - lp).abs() < 1e-5, "{t}");
+        let p: f64 = tops.iter().map(|x| x.exp()).sum();
+        assert!(p <= 1.0 + 1e-4, "{t}");
+    }
+    assert_eq!(joined, f.expected_chat);
+    assert!(c["logprobs"]["refusal"].is_null());
+
+    // Streamed: the chunks carry the same entries.
+    let mut b = chat_body(true);
+    b["logprobs"] = json!(true);
+    let r = post("/v1/chat/completions", &b);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut streamed = Vec::new();
+    for e in sse_data(&r.text()) {
+        if e == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e).unwrap();
+        if let Some(c) = v["choices"].as_array().and_then(|a| a.first()) {
+            if let Some(lp) = c["logprobs"]["content"].as_array() {
+                streamed.extend(lp.iter().cloned());
+            }
+        }
+    }
+    assert_eq!(streamed.len(), content.len());
+    for (a, b) in streamed.iter().zip(content) {
+        assert_eq!(a["token"], b["token"]);
+        // The same tokens; the values agree to kernel precision (the second request computes
+        // the prompt from the cache, through the decode kernels rather than the prefill ones).
+        assert!((a["logprob"].as_f64().unwrap() - b["logprob"].as_f64().unwrap()).abs() < 2e-3);
+        assert_eq!(a["top_logprobs"].as_array().unwrap().len(), 0);
+    }
+    eprintln!("chat logprobs: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Completions logprobs: `tokens`, `token_logprobs`, `top_logprobs` (token -> logprob maps) and
+/// `text_offset`.
+#[test]
+fn completion_logprobs() {
+    let Some(_) = fixture() else { return };
+    let _g = gen_lock();
+    let r = post(
+        "/v1/completions",
+        &json!({"model": MODEL_ID, "prompt": "The capital of France is", "max_tokens": 2, "temperature": 0, "logprobs": 2}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let c = &v["choices"][0];
+    assert_eq!(c["text"], " Paris.");
+    let lp = &c["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.concat(), " Paris.");
+    let lps = lp["token_logprobs"].as_array().unwrap();
+    let tops = lp["top_logprobs"].as_array().unwrap();
+    assert_eq!((lps.len(), tops.len()), (tokens.len(), tokens.len()));
+    for (i, t) in tokens.iter().enumerate() {
+        let top = tops[i].as_object().unwrap();
+        assert!(!top.is_empty() && top.len() <= 2, "{top:?}");
+        let best = top[*t]
+            .as_f64()
+            .expect("the greedy token is in its top_logprobs");
+        assert!((best - lps[i].as_f64().unwrap()).abs() < 1e-5);
+    }
+    assert_eq!(lp["text_offset"], json!([0, tokens[0].len()]));
+}
+
+/// Small on purpose: the model pretty-prints, and every token is about a second on lavapipe.
+const PERSON: &str = r#"{"type": "object", "properties": {
+    "age": {"type": "integer"},
+    "city": {"enum": ["Paris", "Rome", "Oslo"]}
+}, "required": ["age", "city"], "additionalProperties": false}"#;
+
+/// `response_format` json_schema: the output parses and has the schema's shape; json_object:
+/// what is generated within max_tokens is a valid start of a JSON object.
+#[test]
+fn json_schema_output_validates() {
+    let Some(_) = fixture() else { return };
+    let _g = gen_lock();
+    let t0 = Instant::now();
+    let steps0 = get("/health").json();
+    let schema: Value = serde_json::from_str(PERSON).unwrap();
+    let r = post(
+        "/v1/chat/completions",
+        &json!({
+            "model": MODEL_ID,
+            "messages": [{"role": "user", "content": "Ann is 31 and lives in Oslo. Give her age and city as JSON."}],
+            "max_tokens": 30,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": true}},
+        }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{text:?}");
+    let out: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    let o = out.as_object().expect("an object");
+    assert_eq!(o.len(), 2, "{out}");
+    assert!(o["age"].is_i64(), "{out}");
+    assert!(
+        ["Paris", "Rome", "Oslo"].contains(&o["city"].as_str().unwrap()),
+        "{out}"
+    );
+    let g = flint::grammar::Grammar::from_schema(&schema).unwrap();
+    assert!(g.accepts(text.as_bytes()));
+    let steps1 = get("/health").json();
+    let steps = steps1["decode_steps"].as_u64().unwrap() - steps0["decode_steps"].as_u64().unwrap();
+    let ms =
+        steps1["grammar_mask_ms"].as_f64().unwrap() - steps0["grammar_mask_ms"].as_f64().unwrap();
+    eprintln!(
+        "json_schema: {text} in {:.1} s; grammar mask {:.2} ms/step over {steps} steps",
+        t0.elapsed().as_secs_f64(),
+        ms / steps as f64
+    );
+
+    let r = post(
+        "/v1/chat/completions",
+        &json!({
+            "model": MODEL_ID,
+            "messages": [{"role": "user", "content": "List two colors."}],
+            "max_tokens": 6,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let g = flint::grammar::Grammar::json_object();
+    let mut m = g.matcher();
+    assert!(m.advance_all(&g, text.as_bytes()), "{text:?}");
+    if v["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(text).unwrap().is_object());
+    }
+    eprintln!("json_object: {text:?}");
+}
+
+/// The same prompt twice: the second reuses the KV cache for all but its last token.
+#[test]
+fn shared_prompt_prefix_reuses_the_cache() {
+    let Some(_) = fixture() else { return };
+    let _g = gen_lock();
+    let body = json!({"model": MODEL_ID, "prompt": "The capital of France is", "max_tokens": 1, "temperature": 0});
+    let r = post("/v1/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = get("/health").json()["cached_prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    let r = post("/v1/completions", &body);
+    let prompt = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    let after = get("/health").json()["cached_prompt_tokens"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after - before, prompt - 1);
 }

@@ -5,10 +5,12 @@
 
 use crate::chat::ChatMessage;
 use crate::engine::GenerateOptions;
+use crate::grammar::Grammar;
 use crate::sampling::SamplingParams;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 /// An error in OpenAI's shape: `{"error":{"message","type","param","code"}}` with a status.
 #[derive(Clone, Debug)]
@@ -84,6 +86,10 @@ pub struct GenRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub max_tokens: Option<usize>,
+    /// Log-probabilities with this many alternatives per token (`None`: off).
+    pub logprobs: Option<usize>,
+    /// The grammar `response_format` asks for.
+    pub grammar: Option<Arc<Grammar>>,
     pub opts: GenerateOptions,
 }
 
@@ -231,16 +237,30 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
             .with_code("unsupported_value"));
         }
     }
+    let mut logprobs = None;
+    let mut grammar = None;
     if chat {
-        if opt_bool(m, "logprobs")?.unwrap_or(false) {
-            return Err(unsupported("logprobs", "logprobs are not supported yet"));
+        let on = opt_bool(m, "logprobs")?.unwrap_or(false);
+        let top = opt_int(m, "top_logprobs")?;
+        if let Some(k) = top {
+            if !(0..=20).contains(&k) {
+                return Err(ApiError::invalid(
+                    format!("'top_logprobs' = {k}: it must be between 0 and 20."),
+                    Some("top_logprobs"),
+                )
+                .with_code("invalid_value"));
+            }
+            if !on {
+                return Err(ApiError::invalid(
+                    "'top_logprobs' requires 'logprobs' to be true.",
+                    Some("top_logprobs"),
+                ));
+            }
         }
-        if opt_int(m, "top_logprobs")?.unwrap_or(0) != 0 {
-            return Err(unsupported(
-                "top_logprobs",
-                "logprobs are not supported yet",
-            ));
+        if on {
+            logprobs = Some(top.unwrap_or(0) as usize);
         }
+        grammar = parse_response_format(m)?;
         match get(m, "tools") {
             Some(Value::Array(a)) if !a.is_empty() => {
                 return Err(unsupported("tools", "tool calls are not supported yet"))
@@ -248,29 +268,16 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
             Some(Value::Array(_)) | None => {}
             Some(v) => return Err(wrong_type("tools", "an array", v)),
         }
-        match get(m, "response_format") {
-            None => {}
-            Some(Value::Object(o)) => match get(o, "type") {
-                Some(Value::String(t)) if t == "text" => {}
-                Some(Value::String(t)) => {
-                    return Err(unsupported(
-                        "response_format",
-                        &format!("response_format type '{t}' is not supported yet (only 'text')"),
-                    ))
-                }
-                Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
-                None => {
-                    return Err(ApiError::invalid(
-                        "Missing required parameter: 'response_format.type'.",
-                        Some("response_format.type"),
-                    ))
-                }
-            },
-            Some(v) => return Err(wrong_type("response_format", "an object", v)),
-        }
     } else {
-        if get(m, "logprobs").is_some_and(|v| v != &json!(0)) {
-            return Err(unsupported("logprobs", "logprobs are not supported yet"));
+        if let Some(k) = opt_int(m, "logprobs")? {
+            if !(0..=5).contains(&k) {
+                return Err(ApiError::invalid(
+                    format!("'logprobs' = {k}: it must be between 0 and 5."),
+                    Some("logprobs"),
+                )
+                .with_code("invalid_value"));
+            }
+            logprobs = Some(k as usize);
         }
         if opt_bool(m, "echo")?.unwrap_or(false) {
             return Err(unsupported("echo", "echo is not supported yet"));
@@ -342,6 +349,8 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
         stream,
         include_usage,
         max_tokens,
+        logprobs,
+        grammar,
         opts: GenerateOptions {
             max_tokens: 0,
             sampling: SamplingParams {
@@ -359,6 +368,75 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
             stop,
         },
     })
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema` (compiled to a grammar here, so a
+/// schema flint cannot enforce is a 400 before the request is queued).
+fn parse_response_format(m: &Map<String, Value>) -> Result<Option<Arc<Grammar>>, ApiError> {
+    let o = match get(m, "response_format") {
+        None => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(v) => return Err(wrong_type("response_format", "an object", v)),
+    };
+    let t = match get(o, "type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
+        None => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'response_format.type'.",
+                Some("response_format.type"),
+            ))
+        }
+    };
+    match t {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Arc::new(Grammar::json_object()))),
+        "json_schema" => {
+            let js = match get(o, "json_schema") {
+                Some(Value::Object(js)) => js,
+                Some(v) => return Err(wrong_type("response_format.json_schema", "an object", v)),
+                None => {
+                    return Err(ApiError::invalid(
+                        "Missing required parameter: 'response_format.json_schema'.",
+                        Some("response_format.json_schema"),
+                    ))
+                }
+            };
+            match get(js, "name") {
+                Some(Value::String(_)) => {}
+                Some(v) => return Err(wrong_type("response_format.json_schema.name", "a string", v)),
+                None => {
+                    return Err(ApiError::invalid(
+                        "Missing required parameter: 'response_format.json_schema.name'.",
+                        Some("response_format.json_schema.name"),
+                    ))
+                }
+            }
+            opt_bool(js, "strict").map_err(|_| {
+                wrong_type(
+                    "response_format.json_schema.strict",
+                    "a boolean",
+                    js.get("strict").unwrap_or(&Value::Null),
+                )
+            })?;
+            let grammar = match get(js, "schema") {
+                None => Grammar::json_object(),
+                Some(schema) => Grammar::from_schema(schema).map_err(|e| {
+                    ApiError::invalid(
+                        format!("Invalid schema for response_format: {e}."),
+                        Some("response_format.json_schema.schema"),
+                    )
+                    .with_code("invalid_json_schema")
+                })?,
+            };
+            Ok(Some(Arc::new(grammar)))
+        }
+        t => Err(ApiError::invalid(
+            format!("Invalid value '{t}' for 'response_format.type': expected one of text, json_object, json_schema."),
+            Some("response_format.type"),
+        )
+        .with_code("invalid_value")),
+    }
 }
 
 fn unsupported(param: &str, what: &str) -> ApiError {

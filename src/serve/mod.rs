@@ -4,12 +4,14 @@
 //! `POST /v1/completions`. Responses and errors have OpenAI's shapes, so an OpenAI client pointed
 //! at `http://HOST:PORT/v1` works.
 //!
-//! One [`Engine`] runs on a dedicated worker thread ([`worker`]) fed by a bounded channel;
-//! requests are served one at a time in arrival order. At most `max_concurrency` requests may be
-//! queued or running; more get 429 with `Retry-After`. A streaming client that disconnects stops
-//! its generation at the next token; a queued one that disconnects is skipped.
+//! One [`Engine`] runs on a dedicated worker thread ([`worker`]) fed by a bounded channel; the
+//! worker steps the requests in its slot table one token at a time (one slot today: requests run
+//! in arrival order). At most `max_concurrency` requests may be queued or running; more get 429
+//! with `Retry-After`. A client that disconnects frees its slot at the next step; a queued one
+//! that disconnects is skipped. `response_format` json_object / json_schema is enforced by a
+//! token mask from [`crate::grammar`] at every step.
 //!
-//! Not yet: continuous batching, `response_format` other than `text`, logprobs, `n` > 1.
+//! Not yet: continuous batching (many sequences per forward pass), `n` > 1, tools.
 
 pub mod api;
 pub mod worker;
@@ -31,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use worker::{Counters, Event, Job, Prompt, Slot};
+use worker::{Counters, Event, Job, Prompt, Slot, TokenLogprob};
 
 /// Request bodies larger than this get 413 unless [`ServeConfig::max_body_bytes`] says otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
@@ -295,16 +297,25 @@ async fn method_not_allowed(req: Request) -> ApiError {
     .with_code("method_not_allowed")
 }
 
+/// Liveness and load: `active` requests in the worker's slot table, `queued` ones admitted and
+/// waiting, and counters since start.
 async fn health(State(s): State<Shared>) -> Json<Value> {
-    let in_flight = s.counters.in_flight.load(Ordering::SeqCst);
-    let active = s.counters.active.load(Ordering::SeqCst);
+    let c = &s.counters;
+    let in_flight = c.in_flight.load(Ordering::SeqCst);
+    let active = c.active.load(Ordering::SeqCst);
+    let steps = c.steps.load(Ordering::Relaxed);
     Json(json!({
         "status": "ok",
         "model": s.config.model_id,
         "context": s.ctx,
         "active": active,
         "queued": in_flight.saturating_sub(active),
+        "slots": worker::SLOTS,
         "max_concurrency": s.config.max_concurrency,
+        "cancelled": c.cancelled.load(Ordering::Relaxed),
+        "decode_steps": steps,
+        "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
     }))
 }
 
@@ -439,6 +450,8 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         prompt,
         max_tokens: req.max_tokens,
         opts: req.opts,
+        logprobs: req.logprobs,
+        grammar: req.grammar,
         events: tx,
         _slot: slot,
     };
@@ -461,6 +474,7 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         model: s.config.model_id.clone(),
         kind,
         prompt_tokens,
+        logprobs: req.logprobs.is_some(),
     };
     if req.stream {
         stream_response(meta, req.include_usage, rx)
@@ -489,6 +503,8 @@ struct Meta {
     model: String,
     kind: Kind,
     prompt_tokens: usize,
+    /// Whether the request asked for logprobs.
+    logprobs: bool,
 }
 
 impl Meta {
@@ -500,34 +516,96 @@ impl Meta {
         }
     }
 
+    /// OpenAI's `logprobs` object for some tokens (null when not asked for). Chat:
+    /// `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`;
+    /// completions: `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`,
+    /// offsets counted in bytes of the generated text from `offset` on.
+    fn logprobs(&self, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        match self.kind {
+            Kind::Chat => {
+                let content: Vec<Value> = lps
+                    .iter()
+                    .map(|t| {
+                        let top: Vec<Value> = t
+                            .top
+                            .iter()
+                            .map(|(tok, b, lp)| json!({"token": tok, "logprob": lp, "bytes": b}))
+                            .collect();
+                        json!({
+                            "token": t.token,
+                            "logprob": t.logprob,
+                            "bytes": t.bytes,
+                            "top_logprobs": top,
+                        })
+                    })
+                    .collect();
+                json!({"content": content, "refusal": null})
+            }
+            Kind::Text => {
+                let mut offsets = Vec::with_capacity(lps.len());
+                for t in lps {
+                    offsets.push(*offset);
+                    *offset += t.bytes.len();
+                }
+                let top: Vec<Value> = lps
+                    .iter()
+                    .map(|t| {
+                        let m: serde_json::Map<String, Value> = t
+                            .top
+                            .iter()
+                            .map(|(tok, _, lp)| (tok.clone(), json!(lp)))
+                            .collect();
+                        Value::Object(m)
+                    })
+                    .collect();
+                json!({
+                    "tokens": lps.iter().map(|t| t.token.clone()).collect::<Vec<_>>(),
+                    "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                    "top_logprobs": top,
+                    "text_offset": offsets,
+                })
+            }
+        }
+    }
+
     /// One choice of a whole response.
-    fn choice(&self, text: String, finish: &str) -> Value {
+    fn choice(&self, text: String, finish: &str, logprobs: Value) -> Value {
         match self.kind {
             Kind::Chat => json!({
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": null},
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }),
             Kind::Text => json!({
                 "index": 0,
                 "text": text,
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }),
         }
     }
 
-    /// One streamed chunk with `text` (or the role, for the first chat chunk) and `finish`.
-    fn chunk(&self, delta: Value, finish: Option<&str>, with_usage: bool) -> Value {
+    /// One streamed chunk with `text` (or the role, for the first chat chunk), its tokens'
+    /// `logprobs` and `finish`.
+    fn chunk(
+        &self,
+        delta: Value,
+        logprobs: Value,
+        finish: Option<&str>,
+        with_usage: bool,
+    ) -> Value {
         let choice = match self.kind {
             Kind::Chat => json!({
-                "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish,
+                "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
             }),
             Kind::Text => json!({
                 "index": 0,
                 "text": delta.get("content").cloned().unwrap_or(json!("")),
-                "logprobs": null,
+                "logprobs": logprobs,
                 "finish_reason": finish,
             }),
         };
@@ -548,9 +626,13 @@ impl Meta {
 
 async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
     let mut text = String::new();
+    let mut lps = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Text(t) => text.push_str(&t),
+            Event::Text { text: t, logprobs } => {
+                text.push_str(&t);
+                lps.extend(logprobs);
+            }
             Event::Done {
                 completion_tokens,
                 finish,
@@ -561,7 +643,7 @@ async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Respons
                     "created": meta.created,
                     "model": meta.model,
                     "system_fingerprint": null,
-                    "choices": [meta.choice(text, finish_str(finish))],
+                    "choices": [meta.choice(text, finish_str(finish), meta.logprobs(&lps, &mut 0))],
                     "usage": usage(meta.prompt_tokens, completion_tokens),
                 }))
                 .into_response()
@@ -586,6 +668,8 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
         include_usage: bool,
         started: bool,
         done: bool,
+        /// Bytes of generated text so far (completions' `text_offset`).
+        offset: usize,
     }
     let st = St {
         meta,
@@ -593,6 +677,7 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
         include_usage,
         started: false,
         done: false,
+        offset: 0,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -603,6 +688,7 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
             if st.meta.kind == Kind::Chat {
                 let c = st.meta.chunk(
                     json!({"role": "assistant", "content": ""}),
+                    Value::Null,
                     None,
                     st.include_usage,
                 );
@@ -610,19 +696,24 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
             }
         }
         let out = match st.rx.recv().await {
-            Some(Event::Text(t)) => {
-                sse(&st.meta.chunk(json!({"content": t}), None, st.include_usage))
+            Some(Event::Text { text, logprobs }) => {
+                let lp = st.meta.logprobs(&logprobs, &mut st.offset);
+                sse(&st
+                    .meta
+                    .chunk(json!({"content": text}), lp, None, st.include_usage))
             }
             Some(Event::Done {
                 completion_tokens,
                 finish,
             }) => {
                 st.done = true;
-                let mut out =
-                    sse(&st
-                        .meta
-                        .chunk(json!({}), Some(finish_str(finish)), st.include_usage))
-                    .to_vec();
+                let mut out = sse(&st.meta.chunk(
+                    json!({}),
+                    Value::Null,
+                    Some(finish_str(finish)),
+                    st.include_usage,
+                ))
+                .to_vec();
                 if st.include_usage {
                     let u = json!({
                         "id": st.meta.id,

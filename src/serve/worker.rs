@@ -1,17 +1,32 @@
-//! The generation worker: one OS thread that owns the [`Engine`] and runs one request at a time.
+//! The generation worker: one OS thread that owns the [`Engine`] and steps the requests in its
+//! slot table one token at a time.
 //!
 //! The GPU work is blocking, so it never runs on a tokio thread. HTTP handlers hand a [`Job`] to
 //! the worker through a bounded channel and read [`Event`]s back from an unbounded tokio channel.
-//! A job whose events receiver is gone (the client disconnected) is skipped if it is still queued
-//! and cancelled at the next token if it is running.
+//!
+//! The loop: admit queued jobs into free slots (prefill), then step every active [`Sequence`]
+//! once (mask, sample, decode, feed the token), and repeat. The engine has one KV cache, so
+//! [`SLOTS`] is 1 today: requests run one after another, and a shared prompt prefix with the
+//! previous request reuses the cache ([`Engine::prefill`]). Batched decoding of many sequences
+//! per step only has to raise `SLOTS` and make `step_all` one batched forward pass.
+//!
+//! A job whose client disconnected is skipped if it is still queued, and a running one is
+//! dropped at its next step, freeing its slot (visible in `/health`).
 
 use super::api::ApiError;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::engine::{Engine, FinishReason, GenerateOptions};
+use crate::grammar::{Grammar, Matcher, TokenTable};
+use crate::sampling::{top_logprobs, Sampler, StopMatcher};
 use crate::Error;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
+
+/// Sequences the engine can hold at once (one KV cache).
+pub const SLOTS: usize = 1;
 
 /// What to generate after: a chat rendered through the model's template, raw text, or token ids.
 #[derive(Debug)]
@@ -30,9 +45,24 @@ pub struct Job {
     /// `max_tokens`; `None` = until the end of the context.
     pub max_tokens: Option<usize>,
     pub opts: GenerateOptions,
+    /// Report each token's log-probability and this many alternatives (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Constrain the output to this grammar (`response_format` json_object / json_schema).
+    pub grammar: Option<Arc<Grammar>>,
     pub events: UnboundedSender<Event>,
     /// Held until the worker is done with the job: frees the request's slot when dropped.
     pub _slot: Slot,
+}
+
+/// A token's log-probability, as OpenAI reports it.
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token's text (invalid UTF-8 of a partial character shows as U+FFFD; see `bytes`).
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely tokens at this position: (text, bytes, log-probability).
+    pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
 /// What the worker reports about a job, in order: `Started` or `Error` first, then `Text`
@@ -41,8 +71,12 @@ pub struct Job {
 pub enum Event {
     /// The prompt was accepted; generation begins.
     Started { prompt_tokens: usize },
-    /// A piece of generated text.
-    Text(String),
+    /// A piece of generated text, with the log-probabilities of the tokens it completes (when
+    /// asked for).
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     /// Generation ended.
     Done {
         completion_tokens: usize,
@@ -57,8 +91,15 @@ pub enum Event {
 pub struct Counters {
     /// Requests admitted and not finished (queued + running).
     pub in_flight: AtomicUsize,
-    /// Requests the worker is running now (0 or 1).
+    /// Requests in the worker's slot table now (at most [`SLOTS`]).
     pub active: AtomicUsize,
+    /// Requests whose client left before they finished.
+    pub cancelled: AtomicU64,
+    /// Decode steps taken, and the time spent computing grammar masks (microseconds).
+    pub steps: AtomicU64,
+    pub mask_us: AtomicU64,
+    /// Prompt tokens served from the KV cache instead of being computed.
+    pub cached_prompt_tokens: AtomicU64,
 }
 
 /// A request's place among the `--max-concurrency` admitted ones; released on drop.
@@ -92,60 +133,347 @@ impl Drop for Slot {
     }
 }
 
-/// Marks the worker busy for as long as it lives.
-struct Active<'a>(&'a Counters);
-
-impl<'a> Active<'a> {
-    fn new(c: &'a Counters) -> Self {
-        c.active.fetch_add(1, Ordering::SeqCst);
-        Active(c)
-    }
-}
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
+/// What the worker builds once per model.
+struct Shared {
+    template: Option<crate::Result<ChatTemplate>>,
+    /// Every token's bytes and the grammar-mask walk over them.
+    table: TokenTable,
+    strip_leading_space: bool,
 }
 
 /// Runs jobs until every sender of `jobs` is gone.
-pub fn run(mut engine: Engine, jobs: std::sync::mpsc::Receiver<Job>, counters: Arc<Counters>) {
-    let template = engine.chat_template.as_deref().map(|src| {
+pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
+    let shared = {
         let tok = &engine.tokenizer;
         let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
-        ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
-    });
-    while let Ok(job) = jobs.recv() {
-        if job.events.is_closed() {
-            continue; // the client left while queued
+        let template = engine
+            .chat_template
+            .as_deref()
+            .map(|src| ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id())));
+        let n = tok.vocab_size() as u32;
+        let bytes: Vec<Vec<u8>> = (0..n)
+            .map(|i| tok.token_bytes(i).unwrap_or_default())
+            .collect();
+        let eog: Vec<u32> = (0..n).filter(|&i| tok.is_eog(i)).collect();
+        Shared {
+            template,
+            table: TokenTable::new(&bytes, &eog),
+            strip_leading_space: tok.strips_leading_space(),
         }
-        let _active = Active::new(&counters);
-        let events = job.events.clone();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_job(&mut engine, template.as_ref(), job)
-        }));
-        let err = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(ApiError::server("generation panicked")),
+    };
+    // The slot table: the sequences being generated.
+    let mut active: Vec<Sequence> = Vec::with_capacity(SLOTS);
+    loop {
+        // Admit: block for a job when idle, otherwise take only what is already queued.
+        while active.len() < SLOTS {
+            let job = if active.is_empty() {
+                match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            if job.events.is_closed() {
+                counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue; // the client left while queued
+            }
+            let events = job.events.clone();
+            match guarded(|| Sequence::start(&mut engine, &shared, job)) {
+                Ok(None) => {
+                    counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(seq)) => {
+                    counters
+                        .cached_prompt_tokens
+                        .fetch_add(seq.cached as u64, Ordering::Relaxed);
+                    counters.active.fetch_add(1, Ordering::SeqCst);
+                    active.push(seq);
+                }
+                Err(e) => {
+                    if e.status.is_server_error() {
+                        // The KV cache may hold a half-written step: start over next time.
+                        engine.reset();
+                    }
+                    let _ = events.send(Event::Error(e));
+                }
+            }
+        }
+        step_all(&mut engine, &shared, &counters, &mut active);
+    }
+}
+
+/// Runs `f`, turning a panic into a server error so that one request cannot stop the worker.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(ApiError::server("generation panicked")))
+}
+
+/// One decode step for every active sequence; finished ones leave the slot table.
+fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &mut Vec<Sequence>) {
+    let mut i = 0;
+    while i < active.len() {
+        let seq = &mut active[i];
+        let r = guarded(|| seq.step(engine, shared, counters));
+        let done = match r {
+            Ok(Some(finish)) => {
+                if finish == FinishReason::Cancelled {
+                    counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                engine.reset();
+                let _ = seq.events.send(Event::Error(e));
+                true
+            }
         };
-        if let Some(e) = err {
-            // The KV cache may hold a half-written step: start the next request from scratch.
-            engine.reset();
-            let _ = events.send(Event::Error(e));
+        if done {
+            active.swap_remove(i); // drops the job's Slot
+            counters.active.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            i += 1;
         }
     }
 }
 
-/// Tokenizes, checks and generates one job, sending its events.
-fn run_job(
-    engine: &mut Engine,
-    template: Option<&crate::Result<ChatTemplate>>,
-    job: Job,
-) -> Result<(), ApiError> {
-    let tokens = match job.prompt {
+/// A request being generated: everything one decode step needs.
+struct Sequence {
+    events: UnboundedSender<Event>,
+    _slot: Slot,
+    sampler: Sampler,
+    /// Logits for the next token (from the prefill or the last feed).
+    logits: Vec<f32>,
+    /// Prompt and generated tokens (the penalties' window).
+    context: Vec<u32>,
+    generated: usize,
+    max_tokens: usize,
+    stops: StopMatcher,
+    decoder: Utf8Stream,
+    logprobs: Option<usize>,
+    /// Log-probabilities of tokens whose text the stop matcher or decoder still holds back.
+    pending_logprobs: Vec<TokenLogprob>,
+    grammar: Option<(Arc<Grammar>, Matcher)>,
+    mask: Vec<bool>,
+    /// Prompt tokens that came from the KV cache.
+    cached: usize,
+}
+
+impl Sequence {
+    /// Tokenizes and checks the prompt, prefills it, and sends `Started`; `None` if the client
+    /// left meanwhile.
+    fn start(engine: &mut Engine, shared: &Shared, job: Job) -> Result<Option<Sequence>, ApiError> {
+        let tokens = tokenize(engine, shared, job.prompt)?;
+        let vocab = engine.tokenizer.vocab_size();
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ApiError::invalid(
+                format!("token id {bad} is not in the vocabulary of {vocab} tokens"),
+                Some("prompt"),
+            ));
+        }
+        if tokens.len() > engine.ctx {
+            return Err(ApiError::invalid(
+                format!(
+                    "This model's maximum context length is {} tokens. However, your messages resulted in {} tokens.",
+                    engine.ctx,
+                    tokens.len()
+                ),
+                Some("messages"),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        let opts = job.opts;
+        if let Some(&(bad, _)) = opts
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(t, _)| *t as usize >= vocab)
+        {
+            return Err(ApiError::invalid(
+                format!("logit_bias token id {bad} is not in the vocabulary of {vocab} tokens"),
+                Some("logit_bias"),
+            ));
+        }
+        let sampler =
+            Sampler::new(opts.sampling).map_err(|e| ApiError::invalid(e.to_string(), None))?;
+        let max_tokens = job
+            .max_tokens
+            .unwrap_or(usize::MAX)
+            .min(engine.ctx + 1 - tokens.len());
+        let (logits, computed) = engine
+            .prefill(&tokens)
+            .map_err(|e| ApiError::server(e.to_string()))?;
+        if job
+            .events
+            .send(Event::Started {
+                prompt_tokens: tokens.len(),
+            })
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let grammar = job.grammar.map(|g| {
+            let m = g.matcher();
+            (g, m)
+        });
+        Ok(Some(Sequence {
+            events: job.events,
+            _slot: job._slot,
+            sampler,
+            logits,
+            cached: tokens.len() - computed,
+            context: tokens,
+            generated: 0,
+            max_tokens,
+            stops: StopMatcher::new(opts.stop),
+            decoder: Utf8Stream::new(shared.strip_leading_space),
+            logprobs: job.logprobs,
+            pending_logprobs: Vec::new(),
+            grammar,
+            mask: Vec::new(),
+        }))
+    }
+
+    /// Samples, reports and feeds one token. `Some(reason)` when the sequence is finished (its
+    /// `Done` event sent, or its client gone).
+    fn step(
+        &mut self,
+        engine: &mut Engine,
+        shared: &Shared,
+        counters: &Counters,
+    ) -> Result<Option<FinishReason>, ApiError> {
+        if self.events.is_closed() {
+            return Ok(Some(FinishReason::Cancelled));
+        }
+        counters.steps.fetch_add(1, Ordering::Relaxed);
+        let raw = self.logprobs.map(|_| self.logits.clone());
+        if let Some((g, m)) = &self.grammar {
+            let t0 = Instant::now();
+            let n = shared.table.apply(g, m, &mut self.logits, &mut self.mask);
+            counters
+                .mask_us
+                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+            if n == 0 {
+                return Err(ApiError::server(
+                    "the response format's grammar allows no token here",
+                ));
+            }
+        }
+        let tok = self
+            .sampler
+            .sample(&mut self.logits, &self.context)
+            .map_err(|e| ApiError::server(e.to_string()))?;
+        if let Some((g, m)) = &mut self.grammar {
+            if !shared.table.accept(g, m, tok) {
+                return Err(ApiError::server(format!(
+                    "token {tok} was sampled outside the response format's grammar"
+                )));
+            }
+        }
+        if engine.tokenizer.is_eog(tok) {
+            return Ok(Some(self.finish(FinishReason::Stop)));
+        }
+        self.generated += 1;
+        self.context.push(tok);
+        if let (Some(k), Some(raw)) = (self.logprobs, raw) {
+            self.pending_logprobs
+                .push(token_logprob(shared, &raw, tok, k));
+        }
+        let piece = self.decoder.push(shared.table.token_bytes(tok));
+        let (emit, stopped) = self.stops.push(&piece);
+        if !emit.is_empty() {
+            let logprobs = std::mem::take(&mut self.pending_logprobs);
+            if self
+                .events
+                .send(Event::Text {
+                    text: emit,
+                    logprobs,
+                })
+                .is_err()
+            {
+                return Ok(Some(FinishReason::Cancelled));
+            }
+        }
+        if stopped {
+            return Ok(Some(self.finish(FinishReason::Stop)));
+        }
+        if self.generated >= self.max_tokens || engine.history().len() >= engine.ctx {
+            return Ok(Some(self.finish(FinishReason::Length)));
+        }
+        self.logits = engine
+            .feed(&[tok])
+            .map_err(|e| ApiError::server(e.to_string()))?;
+        Ok(None)
+    }
+
+    /// Flushes held-back text and sends `Done`.
+    fn finish(&mut self, mut finish: FinishReason) -> FinishReason {
+        if !self.stops.is_stopped() {
+            let (mut rest, stopped) = self.stops.push(&self.decoder.finish());
+            if stopped {
+                finish = FinishReason::Stop;
+            } else {
+                rest += &self.stops.finish();
+            }
+            let logprobs = std::mem::take(&mut self.pending_logprobs);
+            if !rest.is_empty() || !logprobs.is_empty() {
+                let _ = self.events.send(Event::Text {
+                    text: rest,
+                    logprobs,
+                });
+            }
+        }
+        let _ = self.events.send(Event::Done {
+            completion_tokens: self.generated,
+            finish,
+        });
+        finish
+    }
+}
+
+/// The chosen token's log-probability and the `k` most likely ones, over the model's own
+/// distribution (before bias, penalties, grammar mask and temperature).
+fn token_logprob(shared: &Shared, raw: &[f32], tok: u32, k: usize) -> TokenLogprob {
+    let entry = |id: u32| {
+        let b = shared.table.token_bytes(id).to_vec();
+        (String::from_utf8_lossy(&b).into_owned(), b)
+    };
+    let top = top_logprobs(raw, k.max(1));
+    // The chosen token's log-probability: its logit against the same normalizer.
+    let logprob = match top.first() {
+        Some(&(best, lp)) => {
+            let l = raw.get(best as usize).copied().unwrap_or(0.0);
+            let ln_z = l - lp; // logit - logprob = max + ln(sum)
+            raw.get(tok as usize)
+                .map_or(f32::NEG_INFINITY, |&x| x - ln_z)
+        }
+        None => f32::NEG_INFINITY,
+    };
+    let (token, bytes) = entry(tok);
+    TokenLogprob {
+        token,
+        bytes,
+        logprob,
+        top: top
+            .into_iter()
+            .take(k)
+            .map(|(id, lp)| {
+                let (t, b) = entry(id);
+                (t, b, lp)
+            })
+            .collect(),
+    }
+}
+
+/// Renders the prompt to token ids.
+fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+    let tokens = match prompt {
         Prompt::Chat(messages) => {
-            let template = match template {
+            let template = match &shared.template {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
                     return Err(ApiError::server(format!(
@@ -177,61 +505,83 @@ fn run_job(
     if tokens.is_empty() {
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
-    let vocab = engine.tokenizer.vocab_size();
-    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
-        return Err(ApiError::invalid(
-            format!("token id {bad} is not in the vocabulary of {vocab} tokens"),
-            Some("prompt"),
-        ));
+    Ok(tokens)
+}
+
+/// Token bytes to text, holding back an incomplete UTF-8 character (what
+/// [`crate::tokenizer::StreamDecoder`] does, over the worker's own byte table so that it does
+/// not borrow the engine between steps).
+struct Utf8Stream {
+    pending: Vec<u8>,
+    /// Drop one leading space from the first non-empty piece (SPM).
+    strip: bool,
+}
+
+impl Utf8Stream {
+    fn new(strip: bool) -> Self {
+        Utf8Stream {
+            pending: Vec::new(),
+            strip,
+        }
     }
-    if tokens.len() > engine.ctx {
-        return Err(ApiError::invalid(
-            format!(
-                "This model's maximum context length is {} tokens. However, your messages resulted in {} tokens.",
-                engine.ctx,
-                tokens.len()
-            ),
-            Some("messages"),
-        )
-        .with_code("context_length_exceeded"));
+
+    fn push(&mut self, bytes: &[u8]) -> String {
+        let bytes = if self.strip && !bytes.is_empty() {
+            self.strip = false;
+            bytes.strip_prefix(b" ").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        // Bytes no later byte can complete: one U+FFFD, as `from_utf8_lossy`.
+                        Some(len) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + len);
+                        }
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
     }
-    let mut opts = job.opts;
-    if let Some(&(bad, _)) = opts
-        .sampling
-        .logit_bias
-        .iter()
-        .find(|(t, _)| *t as usize >= vocab)
-    {
-        return Err(ApiError::invalid(
-            format!("logit_bias token id {bad} is not in the vocabulary of {vocab} tokens"),
-            Some("logit_bias"),
-        ));
+
+    fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
     }
-    opts.sampling
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string(), None))?;
-    opts.max_tokens = job
-        .max_tokens
-        .unwrap_or(usize::MAX)
-        .min(engine.ctx + 1 - tokens.len());
-    if job
-        .events
-        .send(Event::Started {
-            prompt_tokens: tokens.len(),
-        })
-        .is_err()
-    {
-        return Ok(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Stream;
+
+    #[test]
+    fn utf8_stream_holds_back_partial_characters() {
+        let mut d = Utf8Stream::new(false);
+        assert_eq!(d.push(b"a\xc3"), "a");
+        assert_eq!(d.push(b"\xa9b"), "\u{e9}b");
+        assert_eq!(d.push(b"\xff"), "\u{FFFD}");
+        assert_eq!(d.push(b"\xe2\x82"), "");
+        assert_eq!(d.finish(), "\u{FFFD}");
+        let mut d = Utf8Stream::new(true);
+        assert_eq!(d.push(b""), "");
+        assert_eq!(d.push(b" Hi"), "Hi");
+        assert_eq!(d.push(b" there"), " there");
     }
-    let events = &job.events;
-    let g = engine
-        .generate(&tokens, &opts, &mut |piece| {
-            events.send(Event::Text(piece.to_string())).is_ok()
-        })
-        .map_err(|e| ApiError::server(e.to_string()))?;
-    let _ = events.send(Event::Done {
-        completion_tokens: g.tokens.len(),
-        finish: g.finish,
-    });
-    Ok(())
 }
