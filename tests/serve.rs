@@ -72,6 +72,8 @@ fn fixture() -> Option<&'static Fixture> {
             model_id: MODEL_ID.into(),
             max_body_bytes: BODY_LIMIT,
             max_concurrency: 4,
+            // one request decodes at a time, so the queue tests below see a queue
+            parallel: 1,
             ..Default::default()
         };
         let server = flint::serve::spawn(engine, config).expect("spawn server");

@@ -152,6 +152,10 @@ struct ServeArgs {
     /// Most requests queued or running at once; more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
     max_concurrency: usize,
+    /// Requests decoded together in one batched forward pass per token (continuous batching);
+    /// each holds its own KV cache of the full context.
+    #[arg(long, default_value_t = flint::serve::worker::DEFAULT_SLOTS)]
+    parallel: usize,
     /// Model id clients name in `model` (default: the file name without .gguf).
     #[arg(long)]
     model_id: Option<String>,
@@ -507,6 +511,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         port: a.port,
         api_key: a.api_key,
         max_concurrency: a.max_concurrency,
+        parallel: a.parallel,
         model_id,
         max_body_bytes: a.max_body_bytes,
     };

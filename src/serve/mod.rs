@@ -49,6 +49,9 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Most requests queued or running at once; more get 429.
     pub max_concurrency: usize,
+    /// Requests decoded together in one batched forward pass (each holds a KV cache); at most
+    /// `max_concurrency`.
+    pub parallel: usize,
     /// The model id clients name (`model` field) and `/v1/models` lists.
     pub model_id: String,
     /// Largest accepted request body.
@@ -62,6 +65,7 @@ impl Default for ServeConfig {
             port: 8080,
             api_key: None,
             max_concurrency: 16,
+            parallel: worker::DEFAULT_SLOTS,
             model_id: "flint".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
@@ -75,6 +79,8 @@ struct AppState {
     counters: Arc<Counters>,
     created: u64,
     ctx: usize,
+    /// Requests decoded together (engine slots).
+    slots: usize,
 }
 
 type Shared = Arc<AppState>;
@@ -107,16 +113,23 @@ fn now() -> u64 {
 }
 
 /// Starts the generation worker and builds the router; returns it with the worker's sender.
-fn build(engine: Engine, config: ServeConfig) -> Result<Router> {
+fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
     if config.max_concurrency == 0 {
         return Err(Error::InvalidArgument(
             "--max-concurrency must be at least 1".into(),
         ));
     }
+    if config.parallel == 0 {
+        return Err(Error::InvalidArgument(
+            "--parallel must be at least 1".into(),
+        ));
+    }
+    engine.set_slots(config.parallel.min(config.max_concurrency))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
     let counters = Arc::new(Counters::default());
     let state = Arc::new(AppState {
         ctx: engine.ctx,
+        slots: engine.slots(),
         config,
         jobs: tx,
         counters: counters.clone(),
@@ -310,10 +323,11 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
         "context": s.ctx,
         "active": active,
         "queued": in_flight.saturating_sub(active),
-        "slots": worker::SLOTS,
+        "slots": s.slots,
         "max_concurrency": s.config.max_concurrency,
         "cancelled": c.cancelled.load(Ordering::Relaxed),
         "decode_steps": steps,
+        "decode_passes": c.passes.load(Ordering::Relaxed),
         "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
     }))

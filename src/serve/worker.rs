@@ -4,11 +4,13 @@
 //! The GPU work is blocking, so it never runs on a tokio thread. HTTP handlers hand a [`Job`] to
 //! the worker through a bounded channel and read [`Event`]s back from an unbounded tokio channel.
 //!
-//! The loop: admit queued jobs into free slots (prefill), then step every active [`Sequence`]
-//! once (mask, sample, decode, feed the token), and repeat. The engine has one KV cache, so
-//! [`SLOTS`] is 1 today: requests run one after another, and a shared prompt prefix with the
-//! previous request reuses the cache ([`Engine::prefill`]). Batched decoding of many sequences
-//! per step only has to raise `SLOTS` and make `step_all` one batched forward pass.
+//! The loop (continuous batching): admit queued jobs into free slots, each prefilled on its own
+//! into the engine slot whose KV cache shares the longest prefix with its prompt
+//! ([`Engine::best_slot`], [`Engine::prefill_slot`]); then sample one token for every active
+//! [`Sequence`] (mask, sample, decode) and feed all of them in ONE batched forward pass
+//! ([`Engine::feed_many`]); repeat. New requests join at token boundaries. Batching does not
+//! change results: a sequence's rows in the batched pass are computed exactly as when it runs
+//! alone (the product kernels are chosen per sequence, see `Model::forward_many`).
 //!
 //! A job whose client disconnected is skipped if it is still queued, and a running one is
 //! dropped at its next step, freeing its slot (visible in `/health`).
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Sequences the engine can hold at once (one KV cache).
-pub const SLOTS: usize = 1;
+/// Sequences decoded together by default (`flint serve --parallel`): each holds a KV cache.
+pub const DEFAULT_SLOTS: usize = 4;
 
 /// What to generate after: a chat rendered through the model's template, raw text, or token ids.
 #[derive(Debug)]
@@ -91,13 +93,15 @@ pub enum Event {
 pub struct Counters {
     /// Requests admitted and not finished (queued + running).
     pub in_flight: AtomicUsize,
-    /// Requests in the worker's slot table now (at most [`SLOTS`]).
+    /// Requests in the worker's slot table now (at most the engine's slots).
     pub active: AtomicUsize,
     /// Requests whose client left before they finished.
     pub cancelled: AtomicU64,
     /// Decode steps taken, and the time spent computing grammar masks (microseconds).
     pub steps: AtomicU64,
     pub mask_us: AtomicU64,
+    /// Batched forward passes (one per decode step of all active requests together).
+    pub passes: AtomicU64,
     /// Prompt tokens served from the KV cache instead of being computed.
     pub cached_prompt_tokens: AtomicU64,
 }
@@ -143,6 +147,7 @@ struct Shared {
 
 /// Runs jobs until every sender of `jobs` is gone.
 pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
+    let slots = engine.slots();
     let shared = {
         let tok = &engine.tokenizer;
         let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
@@ -162,10 +167,10 @@ pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
         }
     };
     // The slot table: the sequences being generated.
-    let mut active: Vec<Sequence> = Vec::with_capacity(SLOTS);
+    let mut active: Vec<Sequence> = Vec::with_capacity(slots);
     loop {
         // Admit: block for a job when idle, otherwise take only what is already queued.
-        while active.len() < SLOTS {
+        while active.len() < slots {
             let job = if active.is_empty() {
                 match jobs.recv() {
                     Ok(j) => j,
@@ -182,7 +187,10 @@ pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
                 continue; // the client left while queued
             }
             let events = job.events.clone();
-            match guarded(|| Sequence::start(&mut engine, &shared, job)) {
+            let free: Vec<usize> = (0..slots)
+                .filter(|i| active.iter().all(|a| a.slot != *i))
+                .collect();
+            match guarded(|| Sequence::start(&mut engine, &shared, job, &free)) {
                 Ok(None) => {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
@@ -195,8 +203,10 @@ pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
                 }
                 Err(e) => {
                     if e.status.is_server_error() {
-                        // The KV cache may hold a half-written step: start over next time.
-                        engine.reset();
+                        // A KV cache may hold a half-written step: start those over next time.
+                        for &f in &free {
+                            engine.reset_slot(f);
+                        }
                     }
                     let _ = events.send(Event::Error(e));
                 }
@@ -212,37 +222,79 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
         .unwrap_or_else(|_| Err(ApiError::server("generation panicked")))
 }
 
-/// One decode step for every active sequence; finished ones leave the slot table.
+/// One decode step for every active sequence: each samples its next token, then all tokens go
+/// through one batched forward pass; finished ones leave the slot table.
 fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &mut Vec<Sequence>) {
-    let mut i = 0;
-    while i < active.len() {
-        let seq = &mut active[i];
-        let r = guarded(|| seq.step(engine, shared, counters));
-        let done = match r {
-            Ok(Some(finish)) => {
+    let mut done: Vec<bool> = vec![false; active.len()];
+    let mut feeds: Vec<(usize, u32)> = Vec::new(); // (engine slot, token)
+    let mut fed: Vec<usize> = Vec::new(); // index into `active` of each feed
+    for (i, seq) in active.iter_mut().enumerate() {
+        match guarded(|| seq.choose(engine, shared, counters)) {
+            Ok(Next::Feed(tok)) => {
+                feeds.push((seq.slot, tok));
+                fed.push(i);
+            }
+            Ok(Next::Finished(finish)) => {
                 if finish == FinishReason::Cancelled {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
-                true
+                done[i] = true;
             }
-            Ok(None) => false,
             Err(e) => {
-                engine.reset();
+                engine.reset_slot(seq.slot);
                 let _ = seq.events.send(Event::Error(e));
-                true
+                done[i] = true;
             }
-        };
-        if done {
-            active.swap_remove(i); // drops the job's Slot
-            counters.active.fetch_sub(1, Ordering::SeqCst);
-        } else {
-            i += 1;
         }
     }
+    if !feeds.is_empty() {
+        counters.passes.fetch_add(1, Ordering::Relaxed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.feed_many(&feeds)));
+        match r {
+            Ok(Ok(logits)) => {
+                for (&i, l) in fed.iter().zip(logits) {
+                    active[i].logits = l;
+                }
+            }
+            failed => {
+                let msg = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "generation panicked".into(),
+                };
+                for &i in &fed {
+                    engine.reset_slot(active[i].slot);
+                    let _ = active[i]
+                        .events
+                        .send(Event::Error(ApiError::server(msg.clone())));
+                    done[i] = true;
+                }
+            }
+        }
+    }
+    // drop finished sequences (their job's admission Slot with them), keeping the order
+    let mut i = 0;
+    active.retain(|_| {
+        let keep = !done[i];
+        i += 1;
+        if !keep {
+            counters.active.fetch_sub(1, Ordering::SeqCst);
+        }
+        keep
+    });
+}
+
+/// What a sequence does after choosing its next token.
+enum Next {
+    /// Feed this token (the batched pass gives the next logits).
+    Feed(u32),
+    /// The sequence is finished (its `Done` event sent, or its client gone).
+    Finished(FinishReason),
 }
 
 /// A request being generated: everything one decode step needs.
 struct Sequence {
+    /// The engine slot (KV cache) holding this sequence.
+    slot: usize,
     events: UnboundedSender<Event>,
     _slot: Slot,
     sampler: Sampler,
@@ -266,7 +318,12 @@ struct Sequence {
 impl Sequence {
     /// Tokenizes and checks the prompt, prefills it, and sends `Started`; `None` if the client
     /// left meanwhile.
-    fn start(engine: &mut Engine, shared: &Shared, job: Job) -> Result<Option<Sequence>, ApiError> {
+    fn start(
+        engine: &mut Engine,
+        shared: &Shared,
+        job: Job,
+        free: &[usize],
+    ) -> Result<Option<Sequence>, ApiError> {
         let tokens = tokenize(engine, shared, job.prompt)?;
         let vocab = engine.tokenizer.vocab_size();
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
@@ -304,8 +361,11 @@ impl Sequence {
             .max_tokens
             .unwrap_or(usize::MAX)
             .min(engine.ctx + 1 - tokens.len());
+        let slot = engine
+            .best_slot(free, &tokens)
+            .ok_or_else(|| ApiError::server("no free slot"))?;
         let (logits, computed) = engine
-            .prefill(&tokens)
+            .prefill_slot(slot, &tokens)
             .map_err(|e| ApiError::server(e.to_string()))?;
         if job
             .events
@@ -321,6 +381,7 @@ impl Sequence {
             (g, m)
         });
         Ok(Some(Sequence {
+            slot,
             events: job.events,
             _slot: job._slot,
             sampler,
@@ -338,16 +399,15 @@ impl Sequence {
         }))
     }
 
-    /// Samples, reports and feeds one token. `Some(reason)` when the sequence is finished (its
-    /// `Done` event sent, or its client gone).
-    fn step(
+    /// Samples and reports one token; the caller feeds it ([`Next::Feed`]) with the others.
+    fn choose(
         &mut self,
-        engine: &mut Engine,
+        engine: &Engine,
         shared: &Shared,
         counters: &Counters,
-    ) -> Result<Option<FinishReason>, ApiError> {
+    ) -> Result<Next, ApiError> {
         if self.events.is_closed() {
-            return Ok(Some(FinishReason::Cancelled));
+            return Ok(Next::Finished(FinishReason::Cancelled));
         }
         counters.steps.fetch_add(1, Ordering::Relaxed);
         let raw = self.logprobs.map(|_| self.logits.clone());
@@ -375,7 +435,7 @@ impl Sequence {
             }
         }
         if engine.tokenizer.is_eog(tok) {
-            return Ok(Some(self.finish(FinishReason::Stop)));
+            return Ok(Next::Finished(self.finish(FinishReason::Stop)));
         }
         self.generated += 1;
         self.context.push(tok);
@@ -395,19 +455,16 @@ impl Sequence {
                 })
                 .is_err()
             {
-                return Ok(Some(FinishReason::Cancelled));
+                return Ok(Next::Finished(FinishReason::Cancelled));
             }
         }
         if stopped {
-            return Ok(Some(self.finish(FinishReason::Stop)));
+            return Ok(Next::Finished(self.finish(FinishReason::Stop)));
         }
-        if self.generated >= self.max_tokens || engine.history().len() >= engine.ctx {
-            return Ok(Some(self.finish(FinishReason::Length)));
+        if self.generated >= self.max_tokens || engine.slot_history(self.slot).len() >= engine.ctx {
+            return Ok(Next::Finished(self.finish(FinishReason::Length)));
         }
-        self.logits = engine
-            .feed(&[tok])
-            .map_err(|e| ApiError::server(e.to_string()))?;
-        Ok(None)
+        Ok(Next::Feed(tok))
     }
 
     /// Flushes held-back text and sends `Done`.
