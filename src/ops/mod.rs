@@ -1,6 +1,7 @@
 //! Layer ops: one struct per op (parameters, invariants, dispatch, CPU reference) and its kernel.
 
 pub mod attention;
+pub mod copy;
 pub mod elementwise;
 pub mod embed;
 pub mod matmul;
@@ -21,6 +22,7 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ("softmax".into(), vec![softmax::WGSL]),
         ("swiglu".into(), vec![elementwise::SWIGLU_WGSL]),
         ("add".into(), vec![elementwise::ADD_WGSL]),
+        ("copy".into(), vec![copy::WGSL]),
     ];
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {
