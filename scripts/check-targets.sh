@@ -17,7 +17,9 @@
 #
 #   scripts/check-targets.sh [--check] [TARGET...]     (default: all targets above)
 # Artifacts go to target/xcheck (CARGO_TARGET_DIR-independent; FLINT_XCHECK_DIR overrides) so that
-# runs after the first only re-check what changed.
+# runs after the first only re-check what changed. Measured on a 2-core Debian 12 machine (shared,
+# load 8-13): cold, std + dependencies per target, ~25 CPU-minutes for all five (101 min wall under
+# that load); warm after an edit of src/, ~3 s per target; nothing changed, ~1 s per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
