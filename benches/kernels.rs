@@ -78,6 +78,34 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Whether a benchmark named within `names` may pass the command line's filter (criterion's first
+/// free argument, a regex): a plain-text filter is matched as a substring, so weights nobody asked
+/// for are not generated and uploaded; any regex syntax keeps everything (criterion filters then).
+fn wanted(names: &str) -> bool {
+    const WITH_VALUE: [&str; 10] = [
+        "--sample-size",
+        "--measurement-time",
+        "--warm-up-time",
+        "--save-baseline",
+        "--baseline",
+        "--profile-time",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().enumerate().find(|(i, a)| {
+        !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str()))
+    });
+    match filter {
+        Some((_, f)) if f.chars().all(|c| c.is_alphanumeric() || "/._-".contains(c)) => {
+            names.contains(f.as_str())
+        }
+        _ => true,
+    }
+}
+
 fn weight_products(c: &mut Criterion) {
     let g = gpu();
     let cpu = g.info.device_type == wgpu::DeviceType::Cpu;
@@ -88,10 +116,19 @@ fn weight_products(c: &mut Criterion) {
     grp.sampling_mode(SamplingMode::Flat);
     for dtype in DTYPES {
         for &(model, tensor, n, k) in &SHAPES {
+            // K-quants have 256-weight blocks: the next whole number of them
+            let k = if dtype.block_elems() == 256 {
+                k.next_multiple_of(256)
+            } else {
+                k
+            };
+            let id = format!("{dtype}/{model}.{tensor}.{n}x{k}");
+            if !wanted(&format!("weights/matvec/{id} weights/matmul_m{m_big}/{id}")) {
+                continue; // filtered out: do not make and upload the weight
+            }
             let raw = quant::random_gguf_bytes(dtype, n, k, 1);
             let w = Weight::upload(&g, "w", dtype, &raw, n, k).expect("upload");
             drop(raw);
-            let id = format!("{dtype}/{model}.{tensor}.{n}x{k}");
             for m in [1, m_big] {
                 if m > 1 && cpu && model == "8B" && !full {
                     continue;
