@@ -1,123 +1,244 @@
-//! Kernel throughput on whatever adapter wgpu picks: matvec GB/s (decode) and matmul GFLOP/s
-//! (prefill) per weight type at the shapes of SmolLM2-135M, plus attention and the small ops.
-//! `cargo bench --bench kernels [-- FILTER]`; FLINT_BENCH_REPS sets the dispatches per timing.
+//! Kernel throughput on the adapter wgpu picks (criterion): matvec GB/s (decode) and matmul GFLOP/s
+//! (prefill) for each weight type at shapes of a 135M, a 1B and an 8B llama, attention over 512, 2k
+//! and 8k cached positions, and the copy kernel (the bandwidth `flint bench` compares against).
+//!
+//!     cargo bench --bench kernels [-- FILTER] [--sample-size 10] [--measurement-time 2]
+//!
+//! Throughputs: matvec and attention in GB/s of weights / KV cache read; matmul as "elem/s", where one
+//! element is one floating-point operation (2·m·n·k per product), i.e. GFLOP/s when it says Gelem/s.
+//! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
+//! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
+//! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64).
 
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::Attention;
+use flint::ops::copy::BufferCopy;
 use flint::ops::matmul::MatMul;
 use flint::ops::quant;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-fn time<F: FnMut(&mut wgpu::CommandEncoder)>(g: &Gpu, reps: usize, mut f: F) -> f64 {
-    // warm-up (pipeline compilation)
+/// (model, tensor, rows n, row length k) of llama-family models: SmolLM2-135M, Llama-3.2-1B and
+/// Llama-3.1-8B (q/o, gate/up and down projections, and the 135M output head).
+const SHAPES: [(&str, &str, usize, usize); 8] = [
+    ("135M", "attn_q", 576, 576),
+    ("135M", "ffn_up", 1536, 576),
+    ("135M", "output", 49152, 576),
+    ("1B", "attn_q", 2048, 2048),
+    ("1B", "ffn_up", 8192, 2048),
+    ("1B", "ffn_down", 2048, 8192),
+    ("8B", "ffn_up", 14336, 4096),
+    ("8B", "ffn_down", 4096, 14336),
+];
+
+const DTYPES: [DType; 7] = [
+    DType::F32,
+    DType::F16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q4_K,
+    DType::Q6_K,
+];
+
+/// Seconds of `iters` repetitions of `f`, recorded into one command buffer and run to completion.
+fn gpu_time<F: FnMut(&mut wgpu::CommandEncoder)>(g: &Gpu, iters: u64, f: &mut F) -> Duration {
     let mut enc = g.encoder();
-    f(&mut enc);
-    g.submit(enc);
-    g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    let t0 = Instant::now();
-    let mut enc = g.encoder();
-    for _ in 0..reps {
+    for _ in 0..iters {
         f(&mut enc);
     }
+    let t0 = Instant::now();
     g.submit(enc);
-    g.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    t0.elapsed().as_secs_f64() / reps as f64
+    g.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .expect("GPU wait");
+    let t = t0.elapsed();
+    g.check("bench").expect("no GPU error");
+    t
 }
 
-fn main() {
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_default();
-    let reps: usize = std::env::var("FLINT_BENCH_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let g = Gpu::new(&GpuOptions::default()).expect("GPU adapter");
-    println!(
+fn gpu() -> Gpu {
+    let g = Gpu::new(&GpuOptions::default())
+        .expect("a GPU adapter (scripts/setup.sh installs lavapipe)");
+    eprintln!(
         "adapter: {}  subgroup_matvec: {}",
         g.describe(),
         g.caps.subgroup_matvec
     );
-    // (rows, cols) of SmolLM2-135M: q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536, head 49152x576
-    let shapes = [(576usize, 576usize), (1536, 576), (576, 1536), (49152, 576)];
-    for dtype in [
-        DType::F32,
-        DType::F16,
-        DType::Q8_0,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q4_K,
-        DType::Q6_K,
-    ] {
-        for &(n, k) in &shapes {
+    g
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether a benchmark named within `names` may pass the command line's filter (criterion's first
+/// free argument, a regex): a plain-text filter is matched as a substring, so weights nobody asked
+/// for are not generated and uploaded; any regex syntax keeps everything (criterion filters then).
+fn wanted(names: &str) -> bool {
+    const WITH_VALUE: [&str; 10] = [
+        "--sample-size",
+        "--measurement-time",
+        "--warm-up-time",
+        "--save-baseline",
+        "--baseline",
+        "--profile-time",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--nresamples",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().enumerate().find(|(i, a)| {
+        !a.starts_with('-') && (*i == 0 || !WITH_VALUE.contains(&args[i - 1].as_str()))
+    });
+    match filter {
+        Some((_, f)) if f.chars().all(|c| c.is_alphanumeric() || "/._-".contains(c)) => {
+            names.contains(f.as_str())
+        }
+        _ => true,
+    }
+}
+
+fn weight_products(c: &mut Criterion) {
+    let g = gpu();
+    let cpu = g.info.device_type == wgpu::DeviceType::Cpu;
+    let full = std::env::var("FLINT_BENCH_FULL").is_ok_and(|v| v == "1");
+    let m_big = env_usize("FLINT_BENCH_M", 64);
+    // one group so each weight is uploaded once, benched both ways, and dropped
+    let mut grp = c.benchmark_group("weights");
+    grp.sampling_mode(SamplingMode::Flat);
+    for dtype in DTYPES {
+        for &(model, tensor, n, k) in &SHAPES {
+            // K-quants have 256-weight blocks: the next whole number of them
             let k = if dtype.block_elems() == 256 {
                 k.next_multiple_of(256)
             } else {
                 k
             };
-            let name = format!("{dtype} {n}x{k}");
-            if !name.contains(&filter) {
-                continue;
+            let id = format!("{dtype}/{model}.{tensor}.{n}x{k}");
+            if !wanted(&format!("weights/matvec/{id} weights/matmul_m{m_big}/{id}")) {
+                continue; // filtered out: do not make and upload the weight
             }
             let raw = quant::random_gguf_bytes(dtype, n, k, 1);
-            let w = Weight::upload(&g, "w", dtype, &raw, n, k).unwrap();
-            for m in [1usize, 64] {
+            let w = Weight::upload(&g, "w", dtype, &raw, n, k).expect("upload");
+            drop(raw);
+            for m in [1, m_big] {
+                if m > 1 && cpu && model == "8B" && !full {
+                    continue;
+                }
                 let x = g.zeros("x", (m * k * 4) as u64).unwrap();
                 let y = g.zeros("y", (m * n * 4) as u64).unwrap();
-                let r = if m == 1 { reps } else { (reps / 4).max(2) };
-                let s = time(&g, r, |enc| {
-                    MatMul {
-                        w: &w,
-                        m,
-                        accumulate: false,
-                        variant_m: m,
-                    }
-                    .encode(&g, enc, &x, &y)
-                    .unwrap()
-                });
-                if m == 1 {
-                    println!(
-                        "matvec {name:>18}: {:8.3} ms  {:7.2} GB/s",
-                        s * 1e3,
-                        w.gpu_bytes() as f64 / s / 1e9
-                    );
+                let name = if m == 1 {
+                    grp.throughput(Throughput::BytesDecimal(w.gpu_bytes()));
+                    format!("matvec/{id}")
                 } else {
-                    println!(
-                        "matmul {name:>18} m={m}: {:8.3} ms  {:7.2} GFLOP/s",
-                        s * 1e3,
-                        2.0 * (n * k * m) as f64 / s / 1e9
-                    );
-                }
+                    grp.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+                    format!("matmul_m{m}/{id}")
+                };
+                grp.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    let mut f = |enc: &mut wgpu::CommandEncoder| {
+                        MatMul {
+                            w: &w,
+                            m,
+                            accumulate: false,
+                            variant_m: m,
+                        }
+                        .encode(&g, enc, &x, &y)
+                        .unwrap()
+                    };
+                    b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
+                });
             }
         }
     }
-    for (ctx, tokens) in [(64usize, 1usize), (512, 1), (2048, 1), (512, 64)] {
-        let name = format!("attention ctx={ctx} tokens={tokens}");
-        if !name.contains(&filter) {
-            continue;
-        }
-        let (h, kvh, d) = (9, 3, 64);
-        let a = Attention {
-            n_heads: h,
-            n_kv_heads: kvh,
-            head_dim: d,
-            tokens,
-            pos0: ctx - tokens,
-            scale: 0.125,
-            window: 0,
-            softcap: 0.0,
-            ring: 0,
-            row0: 0,
-        };
-        let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
-        let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();
-        let vc = g.zeros("v", (ctx * kvh * d * 4) as u64).unwrap();
-        let o = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
-        let s = time(&g, reps.min(10), |enc| {
-            a.encode(&g, enc, &q, &kc, &vc, &o).unwrap()
-        });
-        println!("{name:>32}: {:8.3} ms", s * 1e3);
-    }
+    grp.finish();
 }
+
+fn attention(c: &mut Criterion) {
+    let g = gpu();
+    let mut grp = c.benchmark_group("attention");
+    grp.sampling_mode(SamplingMode::Flat);
+    // Llama-3.1-8B's heads: 32 query heads, 8 KV heads of 128
+    let (h, kvh, d) = (32usize, 8usize, 128usize);
+    for ctx in [512usize, 2048, 8192] {
+        for tokens in [1usize, 16] {
+            let a = Attention {
+                n_heads: h,
+                n_kv_heads: kvh,
+                head_dim: d,
+                tokens,
+                pos0: ctx - tokens,
+                scale: 1.0 / (d as f32).sqrt(),
+                window: 0,
+                softcap: 0.0,
+                ring: 0,
+                row0: 0,
+            };
+            let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
+            let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();
+            let vc = g.zeros("v", (ctx * kvh * d * 4) as u64).unwrap();
+            let o = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
+            grp.throughput(Throughput::BytesDecimal(2 * (ctx * kvh * d * 4) as u64));
+            grp.bench_function(
+                BenchmarkId::from_parameter(format!("ctx{ctx}.tokens{tokens}")),
+                |b| {
+                    let mut f = |enc: &mut wgpu::CommandEncoder| {
+                        a.encode(&g, enc, &q, &kc, &vc, &o).unwrap()
+                    };
+                    b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
+                },
+            );
+        }
+    }
+    grp.finish();
+}
+
+fn copy(c: &mut Criterion) {
+    let g = gpu();
+    let mut grp = c.benchmark_group("copy");
+    grp.sampling_mode(SamplingMode::Flat);
+    for mib in [16u64, 128] {
+        let bytes = (mib << 20).min(g.caps.max_binding) & !15;
+        let src = g.zeros("src", bytes).unwrap();
+        let dst = g.zeros("dst", bytes).unwrap();
+        for max_workgroups in [None, Some(1024), Some(64)] {
+            let op = BufferCopy {
+                bytes,
+                max_workgroups,
+            };
+            let wgs = max_workgroups.map_or("all".to_string(), |w| w.to_string());
+            grp.throughput(Throughput::BytesDecimal(op.traffic_bytes()));
+            grp.bench_function(
+                BenchmarkId::from_parameter(format!("{mib}MiB.workgroups_{wgs}")),
+                |b| {
+                    let mut f =
+                        |enc: &mut wgpu::CommandEncoder| op.encode(&g, enc, &src, &dst).unwrap();
+                    b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
+                },
+            );
+        }
+    }
+    grp.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = kernels;
+    config = config();
+    targets = weight_products, attention, copy
+}
+criterion_main!(kernels);

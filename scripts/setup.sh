@@ -2,11 +2,63 @@
 # flint set-up for a fresh Debian 12 machine. Idempotent: safe to re-run; each step skips what is done.
 #   - Mesa lavapipe (software Vulkan) so wgpu finds an adapter on machines without a GPU driver
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0), into models/, sha256-checked
+#   scripts/setup.sh rust-src   only: the Rust library sources for `-Zbuild-std` (other targets; see
+#                               scripts/check-targets.sh), Debian's rust-src for exactly rustc 1.95.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+# rustup cannot add targets here, so std for other targets is built from source (-Zbuild-std) with the
+# library sources Debian's trixie-backports ships for rustc 1.95.0. The .deb is sha256-checked and kept
+# in a cache (backports drops old versions); the system's apt sources are not touched.
+install_rust_src() {
+  local sysroot link ver=1.95.0 deb_ver=1.95.0+dfsg1-2~bpo13+1
+  local sha=7b76db5b880a77f9e52975d2baa6209d2f76d2c9c2789515c3088cb960e2c83b
+  sysroot=$(rustc --print sysroot)
+  link="$sysroot/lib/rustlib/src/rust"
+  if [ -f "$link/library/std/src/lib.rs" ]; then return 0; fi
+  case "$(rustc --version)" in "rustc $ver "*) ;; *) die "rust-src is pinned to rustc $ver; found $(rustc --version)" ;; esac
+  local cache=${XDG_CACHE_HOME:-$HOME/.cache}/flint deb
+  deb="$cache/rust-src_${deb_ver}_all.deb"
+  mkdir -p "$cache"
+  if ! echo "$sha  $deb" | sha256sum -c --status 2>/dev/null; then
+    local mirror="" tmp
+    [ -f /etc/apt/sources.list.d/debian.sources ] && mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    [ -n "$mirror" ] || [ ! -f /etc/apt/sources.list ] \
+      || mirror=$(awk '$1=="deb"{for(i=2;i<=NF;i++) if ($i !~ /^\[/ && $i !~ /\]$/) {print $i; exit}}' /etc/apt/sources.list)
+    [ -n "$mirror" ] || die "no Debian mirror in this machine's apt configuration"
+    echo "setup: fetching rust-src $deb_ver from $mirror trixie-backports"
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
+    echo "deb [trusted=yes] $mirror trixie-backports main" > "$tmp/sources.list"
+    local aptopt=(-o Dir::Etc::sourcelist="$tmp/sources.list" -o Dir::Etc::sourceparts=/dev/null
+                  -o Dir::State::Lists="$tmp/lists" -o Dir::Cache="$tmp/cache" -o Acquire::Check-Valid-Until=false -o APT::Sandbox::User=root)
+    apt-get "${aptopt[@]}" update -qq || die "apt-get update for trixie-backports failed"
+    (cd "$tmp" && apt-get "${aptopt[@]}" download -qq "rust-src=$deb_ver") || die "apt-get download rust-src=$deb_ver failed"
+    mv "$tmp"/rust-src_*_all.deb "$deb.part"
+    rm -rf "$tmp"
+    echo "$sha  $deb.part" | sha256sum -c --status || { rm -f "$deb.part"; die "sha256 mismatch for rust-src $deb_ver"; }
+    mv "$deb.part" "$deb"
+  fi
+  local dest=${FLINT_RUST_SRC_DIR:-/opt/rust-src-$ver}
+  if [ ! -f "$dest/usr/src/rustc-$ver/library/std/src/lib.rs" ]; then
+    $SUDO mkdir -p "$dest"
+    $SUDO dpkg -x "$deb" "$dest"
+  fi
+  mkdir -p "$(dirname "$link")"
+  ln -sfn "$dest/usr/src/rustc-$ver" "$link"
+  [ -f "$link/library/std/src/lib.rs" ] || die "rust-src unpacked but $link/library/std is missing"
+  echo "setup: rust-src ok ($link)"
+}
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+if [ "${1:-}" = "rust-src" ]; then
+  install_rust_src
+  exit 0
+fi
 
 need_pkgs=()
 for p in mesa-vulkan-drivers libvulkan1 unzip python3-pip; do

@@ -1,11 +1,28 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): sets up what the tests need, then runs every test on the GPU
-# wgpu finds (Mesa lavapipe on machines without one). Idempotent; safe to re-run.
+# wgpu finds (Mesa lavapipe on machines without one), the house checks (rustfmt, clippy on every
+# target kind, the benches compile), `cargo install` of the CLI, and the cross-platform compile proof
+# (scripts/check-targets.sh: Windows, macOS, Android, wasm32). Idempotent; safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 cargo fmt --check
+cargo clippy --release --all-targets --locked -- -D warnings
 # Build once, then run: the model tests share one loaded model per test binary.
 cargo build --release --locked
 cargo test --release --locked -- --test-threads 2
+# The benches build (criterion; the release artifacts above are reused).
+cargo bench --locked --no-run
+
+# `cargo install` yields a working flint; sharing target/ reuses the release build above.
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+CARGO_TARGET_DIR="$(pwd)/target" cargo install --locked --quiet --path . --root "$root"
+"$root/bin/flint" --version | grep -q "^flint $(awk -F'"' '/^version =/{print $2; exit}' Cargo.toml) (wgpu " \
+  || { echo "test: the installed flint prints no proper --version" >&2; exit 1; }
+"$root/bin/flint" info --adapters | grep -q "max_storage_buffer_binding_size" \
+  || { echo "test: the installed flint lists no adapter" >&2; exit 1; }
+echo "test: cargo install ok ($("$root/bin/flint" --version))"
+
+scripts/check-targets.sh

@@ -241,3 +241,210 @@ fn info_lists_every_option_of_the_new_families() {
         }
     }
 }
+
+#[test]
+fn version_names_wgpu_and_the_compiled_backends() {
+    let (code, out, err) = flint(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    // the wgpu major version flint states must be the one Cargo.toml asks for
+    let manifest = std::fs::read_to_string("Cargo.toml").unwrap();
+    let major = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("wgpu = { version = \""))
+        .and_then(|r| r.split('"').next())
+        .expect("a wgpu requirement in Cargo.toml");
+    let want = format!(
+        "flint {} (wgpu {major}; backends: ",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(out.starts_with(&want), "{out:?} should start with {want:?}");
+    let backends: Vec<&str> = out.trim_end().trim_end_matches(')')[want.len()..]
+        .split(", ")
+        .collect();
+    #[cfg(target_os = "linux")]
+    assert_eq!(backends, ["vulkan", "gl"], "{out}");
+    #[cfg(target_os = "macos")]
+    assert_eq!(backends, ["metal"], "{out}");
+    #[cfg(windows)]
+    assert_eq!(backends, ["vulkan", "dx12", "gl"], "{out}");
+}
+
+/// The `[i] NAME (Backend, DeviceType, ...)` block of `flint info --adapters` whose header line
+/// contains `needle`.
+fn adapter_block<'a>(listing: &'a str, needle: &str) -> Option<Vec<&'a str>> {
+    let mut lines = listing.lines().peekable();
+    while let Some(l) = lines.next() {
+        if l.starts_with('[') && l.contains(needle) {
+            let mut block = vec![l];
+            while let Some(next) = lines.next_if(|n| !n.starts_with('[')) {
+                block.push(next);
+            }
+            return Some(block);
+        }
+    }
+    None
+}
+
+#[test]
+fn lavapipe_is_listed_with_features_and_limits() {
+    // scripts/setup.sh installs Mesa's lavapipe on every machine, GPU or not
+    let (code, out, err) = flint(&["info", "--adapters", "--backend", "vulkan"]);
+    assert_eq!(code, 0, "{err}");
+    let block = adapter_block(&out, "llvmpipe").unwrap_or_else(|| panic!("no lavapipe in:\n{out}"));
+    assert!(
+        block[0].contains("(Vulkan, Cpu, driver llvmpipe"),
+        "{}",
+        block[0]
+    );
+    let line = |key: &str| {
+        block
+            .iter()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no `{key}` line in {block:#?}"))
+    };
+    assert!(
+        line("flint uses:").contains("shader-f16 yes, subgroups yes (sizes 8..8)"),
+        "{block:#?}"
+    );
+    for f in ["SHADER_F16", "SUBGROUP", "TIMESTAMP_QUERY"] {
+        assert!(line("features:").contains(f), "{f} missing: {block:#?}");
+    }
+    let limits = line("limits:");
+    let limit = |key: &str| -> u64 {
+        limits
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {limits}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        limit("max_storage_buffer_binding_size") >= 128 << 20,
+        "{limits}"
+    );
+    assert!(limit("max_buffer_size") >= limit("max_storage_buffer_binding_size"));
+    assert!(limit("workgroup_storage") >= 16 << 10, "{limits}");
+    assert!(limit("invocations") >= 256, "{limits}");
+    assert!(limit("workgroups_per_dim") >= 65535, "{limits}");
+    // --backend filters: every adapter listed is a Vulkan one
+    for l in out.lines().filter(|l| l.starts_with('[')) {
+        assert!(l.contains("(Vulkan,"), "{l}");
+    }
+}
+
+#[test]
+fn adapter_and_backend_selection_errors_are_clear() {
+    let (code, _, err) = flint(&["info", "--adapters", "--backend", "glide"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown backend `glide`"), "{err}");
+    if !have_model() {
+        return;
+    }
+    for sel in ["99", "no-such-gpu"] {
+        let (code, _, err) = flint(&["run", "-m", MODEL, "-p", "hi", "-n", "1", "--adapter", sel]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("no adapter matches `{sel}`")) && err.contains("llvmpipe"),
+            "{err}"
+        );
+    }
+    // FLINT_ADAPTER is the same selector as --adapter
+    let out = Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args(["run", "-m", MODEL, "-p", "hi", "-n", "1"])
+        .env("FLINT_ADAPTER", "no-such-gpu")
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no adapter matches `no-such-gpu`"), "{err}");
+}
+
+#[test]
+fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
+    if !have_model() {
+        return;
+    }
+    let (code, out, err) = flint(&[
+        "bench",
+        "-m",
+        MODEL,
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "2",
+        "--no-warmup",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let tests = r["tests"].as_array().unwrap();
+    let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp8", "tg2"]);
+    for t in tests {
+        let f = |k: &str| t[k].as_f64().unwrap();
+        assert_eq!(t["samples_tps"].as_array().unwrap().len(), 2, "{t}");
+        assert!(0.0 < f("min_tps") && f("min_tps") <= f("median_tps"), "{t}");
+        assert!(f("median_tps") <= f("max_tps"), "{t}");
+    }
+    assert_eq!(r["architecture"], "llama");
+    assert_eq!(r["quant"], "Q4_1");
+    assert!(!r["adapter"].as_str().unwrap().is_empty());
+    let params = r["params"].as_u64().unwrap();
+    assert!((134_000_000..135_000_000).contains(&params), "{params}");
+    let file = std::fs::metadata(MODEL).unwrap().len();
+    let size = r["model_bytes"].as_u64().unwrap();
+    assert!(size < file && size > file * 9 / 10, "{size} of {file}");
+    // 30 layers of Q4_1 (20 bytes / 32 weights on the GPU) q, k, v, o, gate, up, down; the tied
+    // Q8_0 output head (36 bytes / 32 on the GPU); 61 f32 norm vectors of 576
+    let per_layer = 2 * 576 * 576 + 2 * 192 * 576 + 3 * 1536 * 576;
+    let want = 30 * per_layer / 32 * 20 + 49152 * 576 / 32 * 36 + 61 * 576 * 4;
+    assert_eq!(
+        r["decode_weight_bytes_per_token"].as_u64().unwrap(),
+        want as u64
+    );
+    let tg = tests[1]["median_tps"].as_f64().unwrap();
+    let gbps = r["decode_weight_gbps"].as_f64().unwrap();
+    assert!(
+        (gbps - want as f64 * tg / 1e9).abs() < 1e-9 * gbps.max(1.0),
+        "{gbps}"
+    );
+    let copy = r["copy_gbps"].as_f64().unwrap();
+    assert!(copy > 0.0 && copy.is_finite());
+    let ratio = r["roofline_ratio"].as_f64().unwrap();
+    assert!((ratio - gbps / copy).abs() < 1e-9, "{ratio}");
+
+    // the table: one row per test, then the bandwidth lines
+    let (code, out, err) = flint(&[
+        "bench",
+        "-m",
+        MODEL,
+        "-p",
+        "4",
+        "-n",
+        "1",
+        "-r",
+        "1",
+        "--no-warmup",
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("| model | size | params | backend | adapter | test |"),
+        "{out}"
+    );
+    for want in [
+        "| llama Q4_1 |",
+        "| pp4 |",
+        "| tg1 |",
+        "copy bandwidth",
+        "roofline ratio",
+    ] {
+        assert!(out.contains(want), "`{want}` missing from:\n{out}");
+    }
+    let (code, _, err) = flint(&["bench", "-m", MODEL, "-r", "0"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 1"), "{err}");
+}

@@ -9,14 +9,45 @@ use flint::sampling::SamplingParams;
 use flint::{Error, Result};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::Instant;
 
 /// The model scripts/setup.sh fetches.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
+/// Major version of wgpu that flint is built on (the `wgpu` requirement in Cargo.toml).
+const WGPU_MAJOR: &str = "30";
+
+/// `--version`: flint's version, wgpu's, and the wgpu backends compiled into this build (what
+/// wgpu's cfg enables for the target platform, e.g. Vulkan and GL on Linux, Metal on macOS).
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (wgpu {WGPU_MAJOR}; backends: {})",
+        env!("CARGO_PKG_VERSION"),
+        compiled_backends().join(", ")
+    )
+});
+
+/// Names (as `--backend` takes them) of the wgpu backends this build contains.
+fn compiled_backends() -> Vec<&'static str> {
+    let have = wgpu::Instance::enabled_backend_features();
+    [
+        (wgpu::Backends::VULKAN, "vulkan"),
+        (wgpu::Backends::METAL, "metal"),
+        (wgpu::Backends::DX12, "dx12"),
+        (wgpu::Backends::GL, "gl"),
+        (wgpu::Backends::BROWSER_WEBGPU, "webgpu"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| have.contains(*b))
+    .map(|(_, name)| name)
+    .collect()
+}
+
 #[derive(Parser)]
 #[command(
     name = "flint",
-    version,
+    version = VERSION.as_str(),
     about = "Portable LLM inference on WGSL compute shaders (wgpu)"
 )]
 struct Cli {
@@ -36,6 +67,9 @@ enum Cmd {
     Perplexity(PplArgs),
     /// OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health).
     Serve(ServeArgs),
+    /// Prefill and decode speed as llama-bench measures it, plus the decode's weight-streaming
+    /// bandwidth against the adapter's copy bandwidth (the roofline ratio).
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -49,11 +83,12 @@ struct ModelArgs {
     /// Most tokens per forward pass in prefill.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// GPU backend: vulkan, metal, dx12, gl (env FLINT_BACKEND).
-    #[arg(long)]
+    /// GPU backend: vulkan, metal, dx12, gl (default: every backend compiled in; see `flint --version`).
+    #[arg(long, env = "FLINT_BACKEND")]
     backend: Option<String>,
-    /// Adapter index or name substring (env FLINT_ADAPTER; see `flint info --adapters`).
-    #[arg(long)]
+    /// Adapter index or name substring, as `flint info --adapters` lists them (default: wgpu's
+    /// high-performance choice).
+    #[arg(long, env = "FLINT_ADAPTER")]
     adapter: Option<String>,
     /// Do not use subgroup kernels even where the adapter supports them.
     #[arg(long)]
@@ -164,6 +199,27 @@ struct ServeArgs {
     max_body_bytes: usize,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens of the prefill test (ppN): one prompt from an empty cache; 0 skips it.
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens of the decode test (tgN): greedy steps of one token after a one-token prompt; 0 skips it.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    n_gen: usize,
+    /// Repetitions of each test; min, median and max are over these.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    reps: usize,
+    /// Do not run each test once untimed first (pipeline compilation, caches).
+    #[arg(long)]
+    no_warmup: bool,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -172,6 +228,7 @@ fn main() {
         Cmd::Info(a) => info(a),
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Serve(a) => serve(a),
+        Cmd::Bench(a) => bench(a),
     };
     if let Err(e) = result {
         eprintln!("flint: error: {e}");
@@ -372,7 +429,16 @@ fn info(a: InfoArgs) -> Result<()> {
                 "[{i}] {} ({:?}, {:?}, driver {} {})",
                 info.name, info.backend, info.device_type, info.driver, info.driver_info
             );
-            println!("    features: {:?}", ad.features());
+            let f = ad.features();
+            let yes = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+            println!(
+                "    flint uses: shader-f16 {}, subgroups {} (sizes {}..{})",
+                yes(wgpu::Features::SHADER_F16),
+                yes(wgpu::Features::SUBGROUP),
+                info.subgroup_min_size,
+                info.subgroup_max_size
+            );
+            println!("    features: {f}");
             println!(
                 "    limits: max_storage_buffer_binding_size={} max_buffer_size={} workgroup_storage={} invocations={} workgroups_per_dim={}",
                 l.max_storage_buffer_binding_size,
@@ -516,4 +582,378 @@ fn serve(a: ServeArgs) -> Result<()> {
         max_body_bytes: a.max_body_bytes,
     };
     flint::serve::run(engine, config)
+}
+
+/// Sizes of a model file that `flint bench` reports.
+struct ModelSizes {
+    /// Bytes of every tensor in the file.
+    file_bytes: u64,
+    /// Parameters (elements of every tensor).
+    params: u64,
+    /// The weight type holding the most bytes (what llama-bench calls the model's type).
+    quant: String,
+    /// Bytes one decode step streams from the weights in flint's GPU layout: every matrix once
+    /// (the output head, which is the embedding table when tied), every norm vector, and one row of
+    /// an untied embedding table. The KV cache and activations are not counted.
+    decode_weight_bytes: u64,
+}
+
+/// Tensor facts `ModelSizes::of` needs, from either format's directory.
+struct TensorFacts {
+    name: String,
+    dtype: Option<flint::format::DType>,
+    type_name: String,
+    /// Row length first (ggml order).
+    dims: Vec<u64>,
+    file_bytes: u64,
+}
+
+impl ModelSizes {
+    fn of(file: &ModelFile) -> ModelSizes {
+        let (tensors, embd, head): (Vec<TensorFacts>, &str, &str) = match file {
+            ModelFile::Gguf(g) => (
+                g.tensors
+                    .iter()
+                    .map(|t| TensorFacts {
+                        name: t.name.clone(),
+                        dtype: flint::format::DType::from_ggml_id(t.ggml_type),
+                        type_name: flint::format::dtype::ggml_type_layout(t.ggml_type)
+                            .map(|l| l.name.to_string())
+                            .unwrap_or_else(|| format!("type{}", t.ggml_type)),
+                        dims: t.dims.clone(),
+                        file_bytes: t.n_bytes,
+                    })
+                    .collect(),
+                "token_embd.weight",
+                "output.weight",
+            ),
+            ModelFile::Hf(h) => (
+                h.tensors
+                    .names()
+                    .filter_map(|n| h.tensors.get(n))
+                    .map(|(_, t)| TensorFacts {
+                        name: t.name.clone(),
+                        dtype: t.flint_dtype().ok(),
+                        type_name: t.dtype.clone(),
+                        dims: t.shape.iter().rev().copied().collect(),
+                        file_bytes: t.n_bytes,
+                    })
+                    .collect(),
+                "model.embed_tokens.weight",
+                "lm_head.weight",
+            ),
+        };
+        let tied = !tensors.iter().any(|t| t.name == head);
+        let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
+        let (mut file_bytes, mut params, mut decode) = (0u64, 0u64, 0u64);
+        for t in &tensors {
+            file_bytes += t.file_bytes;
+            let elems: u64 = t.dims.iter().product();
+            params += elems;
+            let cols = t.dims.first().copied().unwrap_or(1) as usize;
+            let rows = elems / (cols.max(1) as u64);
+            let gpu_row_bytes = match (t.dims.len(), t.dtype) {
+                (2.., Some(d)) => {
+                    *by_type.entry(&t.type_name).or_default() += t.file_bytes;
+                    flint::ops::quant::gpu_row_words(d, cols) as u64 * 4
+                }
+                // vectors are uploaded as f32
+                _ => cols as u64 * 4,
+            };
+            decode += if t.name == embd && !tied {
+                gpu_row_bytes
+            } else {
+                gpu_row_bytes * rows
+            };
+        }
+        let quant = by_type
+            .iter()
+            .max_by_key(|(_, b)| **b)
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_else(|| "?".into());
+        ModelSizes {
+            file_bytes,
+            params,
+            quant,
+            decode_weight_bytes: decode,
+        }
+    }
+}
+
+/// Tokens per second of each repetition, and their min / median / max.
+#[derive(serde::Serialize)]
+struct TestResult {
+    /// llama-bench's name: `pp512`, `tg128`.
+    test: String,
+    n_prompt: usize,
+    n_gen: usize,
+    min_tps: f64,
+    median_tps: f64,
+    max_tps: f64,
+    samples_tps: Vec<f64>,
+}
+
+impl TestResult {
+    fn new(test: String, n_prompt: usize, n_gen: usize, samples_tps: Vec<f64>) -> TestResult {
+        let mut s = samples_tps.clone();
+        s.sort_by(f64::total_cmp);
+        let median = if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        TestResult {
+            test,
+            n_prompt,
+            n_gen,
+            min_tps: s[0],
+            median_tps: median,
+            max_tps: s[s.len() - 1],
+            samples_tps,
+        }
+    }
+}
+
+/// What `flint bench --json` prints.
+#[derive(serde::Serialize)]
+struct BenchReport {
+    flint_version: String,
+    model: String,
+    architecture: String,
+    quant: String,
+    model_bytes: u64,
+    params: u64,
+    adapter: String,
+    backend: String,
+    device_type: String,
+    driver: String,
+    batch: usize,
+    ctx: usize,
+    repetitions: usize,
+    tests: Vec<TestResult>,
+    /// Weight bytes one decode step reads (flint's GPU layout).
+    decode_weight_bytes_per_token: u64,
+    /// decode_weight_bytes_per_token x median decode tok/s.
+    decode_weight_gbps: Option<f64>,
+    /// Best of the copy kernel's runs, counting bytes read + bytes written.
+    copy_gbps: f64,
+    copy_bytes: u64,
+    /// decode_weight_gbps / copy_gbps.
+    roofline_ratio: Option<f64>,
+}
+
+/// Largest element's index (greedy decoding).
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
+        .0 as u32
+}
+
+/// Copy bandwidth of the adapter in GB/s (read + written bytes) and the bytes copied: the best of
+/// `reps` timings of `shaders/copy.wgsl` over the largest buffer one binding allows (at most
+/// 256 MiB), for a few launch shapes (one word per invocation, or a grid-stride loop over 1024 or
+/// 64 workgroups: CPU adapters run few workgroups much faster), best shape wins.
+fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<(f64, u64)> {
+    use flint::ops::copy::BufferCopy;
+    let bytes = (256u64 << 20)
+        .min(gpu.caps.max_binding)
+        .min(gpu.caps.max_buffer)
+        & !15;
+    // Not zeros: some GPUs compress uniform memory.
+    let words: Vec<u32> = (0..bytes / 4)
+        .map(|i| (i as u32).wrapping_mul(2654435761))
+        .collect();
+    let src = gpu.upload("copy.src", bytemuck::cast_slice(&words));
+    drop(words);
+    let dst = gpu.zeros("copy.dst", bytes)?;
+    let wait = || {
+        gpu.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the copy: {e}")))
+    };
+    const PER_SUBMIT: usize = 2;
+    let mut best = f64::MAX;
+    for max_workgroups in [None, Some(1024), Some(64)] {
+        let op = BufferCopy {
+            bytes,
+            max_workgroups,
+        };
+        for rep in 0..=reps {
+            let mut enc = gpu.encoder();
+            for _ in 0..PER_SUBMIT {
+                op.encode(gpu, &mut enc, &src, &dst)?;
+            }
+            let t0 = Instant::now();
+            gpu.submit(enc);
+            wait()?;
+            // the first submission also compiles and first-touches: untimed
+            if rep > 0 {
+                best = best.min(t0.elapsed().as_secs_f64() / PER_SUBMIT as f64);
+            }
+        }
+    }
+    gpu.check("copy bandwidth")?;
+    Ok((2.0 * bytes as f64 / best / 1e9, bytes))
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        return Err(Error::InvalidArgument(
+            "-r/--repetitions must be at least 1".into(),
+        ));
+    }
+    if a.n_prompt == 0 && a.n_gen == 0 {
+        return Err(Error::InvalidArgument(
+            "nothing to measure: -p and -n are both 0".into(),
+        ));
+    }
+    let path = a.model.path()?;
+    let sizes = ModelSizes::of(&ModelFile::open(&path)?);
+    // the decode test holds its one-token prompt and n_gen tokens
+    let need = a.n_prompt.max(a.n_gen + 1);
+    let mut engine = a.model.load(Some(need.max(a.model.ctx.unwrap_or(0))))?;
+    let vocab = engine.tokenizer.vocab_size().max(1) as u32;
+    let bos = engine.tokenizer.bos_id().unwrap_or(0);
+    // llama-bench's prompt: random token ids (fixed seed, so runs compare)
+    let prompt: Vec<u32> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
+        (0..a.n_prompt)
+            .map(|_| rng.random_range(0..vocab))
+            .collect()
+    };
+    let runs = a.reps + usize::from(!a.no_warmup);
+    let mut tests = Vec::new();
+    if a.n_prompt > 0 {
+        let mut tps = Vec::new();
+        for run in 0..runs {
+            engine.reset();
+            let t0 = Instant::now();
+            engine.feed(&prompt)?; // returns the logits: the GPU is done
+            let s = t0.elapsed().as_secs_f64();
+            if run + a.reps >= runs {
+                tps.push(a.n_prompt as f64 / s);
+            }
+            if !a.model.quiet {
+                eprintln!(
+                    "flint: pp{} run {}/{runs}: {:.1} tok/s",
+                    a.n_prompt,
+                    run + 1,
+                    a.n_prompt as f64 / s
+                );
+            }
+        }
+        tests.push(TestResult::new(
+            format!("pp{}", a.n_prompt),
+            a.n_prompt,
+            0,
+            tps,
+        ));
+    }
+    if a.n_gen > 0 {
+        let mut tps = Vec::new();
+        for run in 0..runs {
+            engine.reset();
+            let mut logits = engine.feed(&[bos])?;
+            let t0 = Instant::now();
+            for _ in 0..a.n_gen {
+                logits = engine.feed(&[argmax(&logits)])?;
+            }
+            let s = t0.elapsed().as_secs_f64();
+            if run + a.reps >= runs {
+                tps.push(a.n_gen as f64 / s);
+            }
+            if !a.model.quiet {
+                eprintln!(
+                    "flint: tg{} run {}/{runs}: {:.2} tok/s",
+                    a.n_gen,
+                    run + 1,
+                    a.n_gen as f64 / s
+                );
+            }
+        }
+        tests.push(TestResult::new(format!("tg{}", a.n_gen), 0, a.n_gen, tps));
+    }
+    engine.reset();
+    let (copy_gbps, copy_bytes) = copy_bandwidth(&engine.gpu, a.reps)?;
+    let tg = tests.iter().find(|t| t.n_gen > 0);
+    let decode_weight_gbps = tg.map(|t| sizes.decode_weight_bytes as f64 * t.median_tps / 1e9);
+    let info = &engine.gpu.info;
+    let report = BenchReport {
+        flint_version: VERSION.clone(),
+        model: path.display().to_string(),
+        architecture: engine.model.info().architecture,
+        quant: sizes.quant,
+        model_bytes: sizes.file_bytes,
+        params: sizes.params,
+        adapter: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        batch: engine.batch,
+        ctx: engine.ctx,
+        repetitions: a.reps,
+        tests,
+        decode_weight_bytes_per_token: sizes.decode_weight_bytes,
+        decode_weight_gbps,
+        copy_gbps,
+        copy_bytes,
+        roofline_ratio: decode_weight_gbps.map(|g| g / copy_gbps),
+    };
+    if a.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::InvalidArgument(format!("encoding the report: {e}")))?;
+        println!("{text}");
+    } else {
+        print_bench_table(&report);
+    }
+    Ok(())
+}
+
+fn print_bench_table(r: &BenchReport) {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!(
+        "| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max |"
+    );
+    println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |");
+    for t in &r.tests {
+        println!(
+            "| {} {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            r.architecture,
+            r.quant,
+            mib(r.model_bytes),
+            r.params as f64 / 1e6,
+            r.backend,
+            r.adapter,
+            t.test,
+            t.min_tps,
+            t.median_tps,
+            t.max_tps
+        );
+    }
+    println!(
+        "\nbatch {}, context {}, {} repetitions; {}",
+        r.batch, r.ctx, r.repetitions, r.flint_version
+    );
+    println!(
+        "copy bandwidth (shaders/copy.wgsl, {:.0} MiB, read + write): {:.2} GB/s",
+        mib(r.copy_bytes),
+        r.copy_gbps
+    );
+    if let (Some(g), Some(ratio)) = (r.decode_weight_gbps, r.roofline_ratio) {
+        println!(
+            "decode weight streaming: {:.2} MiB/token x median tok/s = {g:.2} GB/s = {:.1}% of copy bandwidth (roofline ratio {ratio:.3})",
+            mib(r.decode_weight_bytes_per_token),
+            ratio * 100.0
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Layer ops: one struct per op (parameters, invariants, dispatch, CPU reference) and its kernel.
 
 pub mod attention;
+pub mod copy;
 pub mod elementwise;
 pub mod embed;
 pub mod matmul;
@@ -25,6 +26,7 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ("bias".into(), vec![elementwise::BIAS_WGSL]),
         ("unary".into(), vec![elementwise::UNARY_WGSL]),
         ("layernorm".into(), vec![norm::LAYERNORM_WGSL]),
+        ("copy".into(), vec![copy::WGSL]),
     ];
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {

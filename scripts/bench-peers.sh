@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# flint next to llama.cpp: `flint bench` and llama.cpp's `llama-bench` on the same GGUF, with the same
+# prompt/decode lengths and repetitions, on the same adapter, inside the Debian sid root that holds
+# Debian's llama.cpp packages (scripts/sid-root.sh builds it; scripts/in-sid.sh enters it). flint's
+# release binary runs there unchanged, so both use the root's Mesa (lavapipe) and Vulkan loader.
+#
+#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [--no-cpu] [--adapter NAME]
+#
+# Rows: flint (Vulkan), llama.cpp Vulkan (-ngl 99) and llama.cpp CPU (-ngl 0, skipped by --no-cpu),
+# each with the median tokens/s of the pp and tg tests, and the ratio flint / llama.cpp.
+# ggml skips CPU-type Vulkan devices (lavapipe) unless GGML_VK_VISIBLE_DEVICES names them, so the
+# script sets GGML_VK_VISIBLE_DEVICES=0 (override it to pick another device) and checks that ggml and
+# flint report the same device name. Prefill batch: one ubatch of up to 512 tokens for both
+# (llama-bench's default -ub 512; flint --batch 512). Raw outputs go to target/peers/.
+# Needs root (chroot). SID_ROOT overrides the root's location (default target/sid-root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+p=512 n=128 r=5 cpu=1 adapter=llvmpipe
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -m) model=$2; shift 2 ;;
+    -p) p=$2; shift 2 ;;
+    -n) n=$2; shift 2 ;;
+    -r) r=$2; shift 2 ;;
+    --no-cpu) cpu=0; shift ;;
+    --adapter) adapter=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "bench-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "bench-peers: error: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (scripts/in-sid.sh chroots)"
+[ -f "$model" ] || die "model $model not found (scripts/setup.sh fetches the default one)"
+command -v python3 >/dev/null || die "python3 is needed to read the JSON results"
+
+export SID_ROOT=${SID_ROOT:-target/sid-root}
+[ -f "$SID_ROOT/.flint-sid-complete" ] || scripts/sid-root.sh
+
+if [ ! -x target/release/flint ] || [ -n "$(find src shaders Cargo.toml Cargo.lock -newer target/release/flint -print -quit)" ]; then
+  cargo build --release --locked
+fi
+
+# Only this repository is visible inside the root (at /work/main): a model outside it (or reached
+# through a symlink that leaves it) is hard-linked, or copied, under target/peers/.
+out=target/peers
+mkdir -p "$out"
+real=$(realpath "$model")
+case "$real" in
+  "$REPO"/*) inner_model=${real#"$REPO"/} ;;
+  *)
+    inner_model=$out/$(basename "$model")
+    if [ ! "$inner_model" -ef "$real" ]; then
+      rm -f "$inner_model"
+      ln "$real" "$inner_model" 2>/dev/null || cp "$real" "$inner_model"
+    fi
+    ;;
+esac
+
+export GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0}
+devices=$(scripts/in-sid.sh llama-bench --list-devices 2>&1) || die "llama-bench --list-devices failed: $devices"
+echo "$devices" | grep -i "vulkan" | grep -qi "$adapter" \
+  || die "ggml's Vulkan devices do not include \`$adapter\` (GGML_VK_VISIBLE_DEVICES=$GGML_VK_VISIBLE_DEVICES):
+$devices"
+echo "bench-peers: ggml Vulkan device: $(echo "$devices" | grep -i vulkan | grep -i "$adapter" | head -n1 | sed 's/^ *//')"
+
+run_llama() { # NAME NGL
+  echo "bench-peers: llama-bench -ngl $2 -p $p -n $n -r $r"
+  scripts/in-sid.sh llama-bench -m "$inner_model" -p "$p" -n "$n" -r "$r" -ngl "$2" -b 2048 -ub 512 -o json \
+    > "$out/$1.json" 2> "$out/$1.log" || { tail -n 20 "$out/$1.log" >&2; die "llama-bench -ngl $2 failed"; }
+}
+
+echo "bench-peers: flint bench -p $p -n $n -r $r --backend vulkan --adapter $adapter"
+scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -r "$r" --batch 512 \
+  --backend vulkan --adapter "$adapter" --quiet --json > "$out/flint.json" 2> "$out/flint.log" \
+  || { tail -n 20 "$out/flint.log" >&2; die "flint bench failed"; }
+run_llama llama-vulkan 99
+[ "$cpu" = 1 ] && run_llama llama-cpu 0
+
+python3 - "$out" "$p" "$n" "$cpu" <<'EOF'
+import json, statistics, sys
+out, p, n, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+f = json.load(open(f"{out}/flint.json"))
+rows = [("flint", f"{f['backend']} ({f['adapter']})",
+         {t["test"]: t["median_tps"] for t in f["tests"]})]
+def llama(name, label):
+    res = {}
+    dev = ""
+    for t in json.load(open(f"{out}/{name}.json")):
+        test = f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}"
+        res[test] = statistics.median(t["samples_ts"])
+        dev = t.get("gpu_info", "") if "ngl99" in label else t.get("cpu_info", "")
+    return (label, dev, res)
+rows.append(llama("llama-vulkan", "llama.cpp ngl99"))
+if cpu:
+    rows.append(llama("llama-cpu", "llama.cpp ngl0"))
+tests = [t for t in (f"pp{p}", f"tg{n}") if any(t in r[2] for r in rows)]
+print(f"\nmodel {f['model']} ({f['architecture']} {f['quant']}, {f['model_bytes']/2**20:.1f} MiB), "
+      f"{f['repetitions']} repetitions, median t/s")
+head = "| engine | device | " + " | ".join(f"{t} t/s" for t in tests) + " | " + \
+       " | ".join(f"{t} flint/this" for t in tests) + " |"
+print(head)
+print("|" + " --- |" * (2 + 2 * len(tests)))
+for label, dev, res in rows:
+    vals = " | ".join(f"{res[t]:.2f}" if t in res else "-" for t in tests)
+    ratios = " | ".join(f"{rows[0][2][t] / res[t]:.2f}" if t in res and t in rows[0][2] else "-" for t in tests)
+    print(f"| {label} | {dev} | {vals} | {ratios} |")
+if f.get("roofline_ratio") is not None:
+    print(f"\nflint decode weight streaming {f['decode_weight_gbps']:.2f} GB/s, copy bandwidth "
+          f"{f['copy_gbps']:.2f} GB/s: roofline ratio {f['roofline_ratio']:.3f}")
+EOF
