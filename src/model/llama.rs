@@ -405,8 +405,9 @@ impl Llama {
     }
 
     /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
-    /// their keys/values to `cache`, and returns the logits asked for.
-    pub fn forward(
+    /// their keys/values to `cache`, and returns the logits asked for (awaiting the readback:
+    /// the web cannot block on the GPU; native callers use [`super::Model::forward`]).
+    pub async fn forward_async(
         &self,
         gpu: &Gpu,
         cache: &mut KvCache,
@@ -504,13 +505,10 @@ impl Llama {
         }
         .encode(gpu, &mut enc, rows_in, &s.logits)?;
         gpu.submit(enc);
-        let logits = gpu_read(gpu, &s.logits, n_logit_rows * c.vocab)?;
+        let logits = gpu
+            .read_f32_async(&s.logits, 0, n_logit_rows * c.vocab)
+            .await?;
         cache.len = pos0 + m;
         Ok(logits)
     }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn gpu_read(gpu: &Gpu, buf: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
-    gpu.read_f32(buf, 0, n)
 }

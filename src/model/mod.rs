@@ -8,6 +8,7 @@ use crate::format::hf::HfModel;
 use crate::format::{DType, ModelFile};
 use crate::gpu::{Gpu, Weight};
 use crate::ops::quant;
+use std::collections::HashMap;
 
 /// Which logits a forward pass returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,10 +35,15 @@ impl Model {
     /// Reads the architecture from `general.architecture` and uploads the weights.
     /// `progress(done_bytes, total_bytes)` is called as tensors are uploaded.
     pub fn load(gpu: &Gpu, g: &Gguf, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
+        Model::load_from(gpu, g, TensorSource::new(g, progress))
+    }
+
+    /// [`Model::load`] with the tensors taken from `src` (the web loader's are already on the
+    /// GPU, see [`TensorSource::uploaded`]); the configuration comes from `g`'s metadata.
+    pub fn load_from(gpu: &Gpu, g: &Gguf, mut src: TensorSource) -> Result<Model> {
         let arch = g.get_str("general.architecture").ok_or_else(|| {
             Error::Model("missing required metadata key `general.architecture`".into())
         })?;
-        let mut src = TensorSource::new(g, progress);
         match arch {
             "llama" | "mistral" => {
                 let cfg = llama::LlamaConfig::from_gguf(g, arch)?;
@@ -107,7 +113,9 @@ impl Model {
         }
     }
 
-    /// One forward pass over `tokens` at positions `cache.len..` (see [`llama::Llama::forward`]).
+    /// One forward pass over `tokens` at positions `cache.len..` (see [`llama::Llama::forward_async`];
+    /// blocking, native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -116,15 +124,39 @@ impl Model {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_async(gpu, cache, scratch, tokens, want))
+    }
+
+    /// [`Model::forward`], awaiting the logits readback.
+    pub async fn forward_async(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>> {
         match self {
-            Model::Llama(m) => m.forward(gpu, cache, scratch, tokens, want),
+            Model::Llama(m) => m.forward_async(gpu, cache, scratch, tokens, want).await,
         }
     }
+}
+
+/// A tensor already on the GPU in the form [`TensorSource::weight`] or [`TensorSource::vector`]
+/// gives it: the web loader streams each tensor of a GGUF to the GPU as it arrives, then the
+/// model is assembled from these.
+pub enum Uploaded {
+    /// A matrix in its GPU layout (a GGUF tensor of two dimensions).
+    Weight(Weight),
+    /// `n` floats converted to f32 (a GGUF tensor of one dimension).
+    Vector { buffer: wgpu::Buffer, n: usize },
 }
 
 /// Where a [`TensorSource`] takes its tensors from.
 enum Backing<'a> {
     Gguf(&'a Gguf),
+    /// Tensors already uploaded, by GGUF name; each is taken out when the model asks for it.
+    Uploaded(HashMap<String, Uploaded>),
     /// A Hugging Face folder; `map` turns flint's (GGUF) tensor names into the checkpoint's.
     Hf {
         hf: &'a HfModel,
@@ -178,16 +210,31 @@ impl<'a> TensorSource<'a> {
         }
     }
 
+    /// A source over tensors already on the GPU (their bytes were reported as they were uploaded).
+    pub fn uploaded(
+        tensors: HashMap<String, Uploaded>,
+        progress: &'a mut dyn FnMut(u64, u64),
+    ) -> Self {
+        TensorSource {
+            backing: Backing::Uploaded(tensors),
+            done: 0,
+            total: 0,
+            progress,
+        }
+    }
+
     /// Whether the model has a tensor of this (GGUF) name.
     pub fn has(&self, name: &str) -> bool {
         match &self.backing {
             Backing::Gguf(g) => g.tensor(name).is_some(),
+            Backing::Uploaded(map) => map.contains_key(name),
             Backing::Hf { hf, map } => map(name).is_some_and(|n| hf.tensors.get(&n).is_some()),
         }
     }
 
     fn find(&self, name: &str, dims: &[u64]) -> Result<Found<'a>> {
         match self.backing {
+            Backing::Uploaded(_) => Err(Error::Model(format!("missing tensor `{name}`"))),
             Backing::Gguf(g) => {
                 let t = g
                     .tensor(name)
@@ -236,6 +283,15 @@ impl<'a> TensorSource<'a> {
         }
     }
 
+    /// Takes an uploaded tensor out (`None` when the source is a file; a missing uploaded tensor
+    /// then fails in `find` with the same message a file gives).
+    fn take_uploaded(&mut self, name: &str) -> Option<Uploaded> {
+        match &mut self.backing {
+            Backing::Uploaded(map) => map.remove(name),
+            _ => None,
+        }
+    }
+
     fn advance(&mut self, n: u64) {
         self.done += n;
         (self.progress)(self.done, self.total);
@@ -243,6 +299,20 @@ impl<'a> TensorSource<'a> {
 
     /// A `rows x cols` weight matrix, kept in its file type (ggml dims `[cols, rows]`).
     pub fn weight(&mut self, gpu: &Gpu, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        if let Some(u) = self.take_uploaded(name) {
+            return match u {
+                Uploaded::Weight(w) if (w.rows, w.cols) == (rows, cols) => Ok(w),
+                Uploaded::Weight(w) => Err(Error::Model(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
+                    [w.cols, w.rows],
+                    [cols, rows]
+                ))),
+                Uploaded::Vector { n, .. } => Err(Error::Model(format!(
+                    "tensor `{name}` has shape [{n}], expected {:?} from the metadata",
+                    [cols, rows]
+                ))),
+            };
+        }
         let t = self.find(name, &[cols as u64, rows as u64])?;
         let w = Weight::upload(gpu, name, t.dtype, t.data, rows, cols)?;
         self.advance(t.n_bytes);
@@ -251,6 +321,18 @@ impl<'a> TensorSource<'a> {
 
     /// A vector of `n` floats (norm weights), converted to f32.
     pub fn vector(&mut self, gpu: &Gpu, name: &str, n: usize) -> Result<wgpu::Buffer> {
+        if let Some(u) = self.take_uploaded(name) {
+            return match u {
+                Uploaded::Vector { buffer, n: got } if got == n => Ok(buffer),
+                Uploaded::Vector { n: got, .. } => Err(Error::Model(format!(
+                    "tensor `{name}` has shape [{got}], expected [{n}] from the metadata"
+                ))),
+                Uploaded::Weight(w) => Err(Error::Model(format!(
+                    "tensor `{name}` has shape {:?}, expected [{n}] from the metadata",
+                    [w.cols, w.rows]
+                ))),
+            };
+        }
         let t = self.find(name, &[n as u64])?;
         let mut v = vec![0.0f32; n];
         quant::dequantize(t.dtype, t.data, &mut v)?;
