@@ -12,6 +12,7 @@
 //! Not yet: continuous batching, `response_format` other than `text`, logprobs, `n` > 1.
 
 pub mod api;
+pub mod static_files;
 pub mod worker;
 
 use crate::engine::{Engine, FinishReason};
@@ -134,7 +135,7 @@ fn router(state: Shared) -> Router {
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(3600));
     let limit = state.config.max_body_bytes;
-    Router::new()
+    static_files::add(Router::new())
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
