@@ -26,3 +26,13 @@ CARGO_TARGET_DIR="$(pwd)/target" cargo install --locked --quiet --path . --root 
 echo "test: cargo install ok ($("$root/bin/flint" --version))"
 
 scripts/check-targets.sh
+
+# The web package: the wasm32 build into pkg/, then the same engine checked in Node 20 (npm
+# `webgpu`, Dawn on Chromium's SwiftShader), in headless Chromium (WebGPU on SwiftShader, Web Worker,
+# Cache API, the demo page) and behind `flint serve`. Tools are cached under target/web-tools.
+if [ -z "${FLINT_SKIP_WEB_TESTS:-}" ]; then
+  scripts/build-web.sh
+  VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json node tests/web/node.mjs
+  node tests/web/browser.mjs
+  node tests/web/serve.mjs
+fi

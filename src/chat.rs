@@ -428,8 +428,8 @@ impl serde_json::ser::Formatter for PyFormatter {
 
 /// `strftime_now(fmt)`: the current time (UTC) formatted like Python's `datetime.strftime`.
 fn strftime_now(fmt: String) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let secs = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     strftime(&fmt, secs as i64)

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::format::hf::HfModel;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::format::ModelFile;
@@ -13,7 +14,8 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{KvCache, Logits, Model, Scratch};
 use crate::sampling::{Sampler, SamplingParams, StopMatcher};
 use crate::tokenizer::Tokenizer;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
@@ -124,7 +126,7 @@ impl State {
     /// Runs `tokens` after what is in the cache, `batch` at a time; returns the last token's logits.
     /// With [`Logits::All`], every token's logits, concatenated (batches are then also capped so
     /// one batch's logits fit the binding limit).
-    fn feed(
+    async fn feed(
         &mut self,
         gpu: &Gpu,
         model: &Model,
@@ -147,7 +149,9 @@ impl State {
         };
         let mut logits = Vec::new();
         for chunk in tokens.chunks(batch) {
-            let l = model.forward(gpu, &mut self.cache, &mut self.scratch, chunk, want)?;
+            let l = model
+                .forward_async(gpu, &mut self.cache, &mut self.scratch, chunk, want)
+                .await?;
             match want {
                 Logits::Last => logits = l,
                 Logits::All => logits.extend_from_slice(&l),
@@ -184,6 +188,7 @@ impl Engine {
 
     /// Builds an engine from an opened Hugging Face folder: tokenizer from `tokenizer.json`, chat
     /// template from `tokenizer_config.json`, weights uploaded from the mapped safetensors.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_hf(
         hf: &HfModel,
         opts: &LoadOptions,
@@ -215,8 +220,9 @@ impl Engine {
         Ok(e)
     }
 
-    /// Checks the tokenizer against the model, allocates the KV cache, and puts the parts together.
-    fn assemble(
+    /// Checks the tokenizer against the model, allocates the KV cache, and puts the parts together
+    /// (the web loader builds the model from streamed tensors, then calls this).
+    pub fn assemble(
         gpu: Gpu,
         model: Model,
         tokenizer: Tokenizer,
@@ -324,7 +330,8 @@ impl Engine {
         })
     }
 
-    /// [`Engine::prefill`] for a slot.
+    /// [`Engine::prefill`] for a slot (blocking, native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn prefill_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
@@ -353,13 +360,14 @@ impl Engine {
         let keep = common.min(tokens.len() - 1);
         st.cache.truncate(keep);
         st.history.truncate(keep);
-        let logits = st.feed(gpu, model, batch, &tokens[keep..], Logits::Last)?;
+        let logits = pollster::block_on(st.feed(gpu, model, batch, &tokens[keep..], Logits::Last))?;
         Ok((logits, tokens.len() - keep))
     }
 
     /// One decode step for several slots in one forward pass: `steps[i] = (slot, token)` appends
     /// `token` to `slot` (each slot at most once) and returns each one's next-token logits, in
     /// order. Each slot's logits equal what [`Engine::feed`] of that token alone would give.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_many(&mut self, steps: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
         use crate::model::transformer::Seq;
         let mut seen = vec![false; self.slots()];
@@ -423,14 +431,27 @@ impl Engine {
     }
 
     /// Runs `tokens` after what is in the cache, in batches, and returns the last token's logits.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        pollster::block_on(self.feed_async(tokens))
+    }
+
+    /// [`Engine::feed`], awaiting the GPU instead of blocking on it (the web's path).
+    pub async fn feed_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.state
             .feed(&self.gpu, &self.model, self.batch, tokens, Logits::Last)
+            .await
     }
 
     /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
     /// returns the last token's logits and how many tokens were computed.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
+        pollster::block_on(self.prefill_async(tokens))
+    }
+
+    /// [`Engine::prefill`], awaiting the GPU.
+    pub async fn prefill_async(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
         }
@@ -451,13 +472,25 @@ impl Engine {
         let keep = common.min(tokens.len() - 1);
         self.state.cache.truncate(keep);
         self.state.history.truncate(keep);
-        let logits = self.feed(&tokens[keep..])?;
+        let logits = self.feed_async(&tokens[keep..]).await?;
         Ok((logits, tokens.len() - keep))
     }
 
     /// Generates after `prompt` (token ids, BOS included if wanted). `on_text` receives each piece
     /// of text as it is decoded (stop strings held back) and returns `false` to stop early.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_async(prompt, opts, on_text))
+    }
+
+    /// [`Engine::generate`], awaiting the GPU between tokens (the web's path: the event loop runs
+    /// while each token is computed, so `on_text` can stream and a caller can cancel).
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
@@ -465,7 +498,7 @@ impl Engine {
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(opts.sampling.clone())?;
         let t0 = Instant::now();
-        let (mut logits, prefilled) = self.prefill(prompt)?;
+        let (mut logits, prefilled) = self.prefill_async(prompt).await?;
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
         let mut out = Vec::new();
@@ -499,7 +532,8 @@ impl Engine {
             }
             logits = self
                 .state
-                .feed(&self.gpu, &self.model, self.batch, &[tok], Logits::Last)?;
+                .feed(&self.gpu, &self.model, self.batch, &[tok], Logits::Last)
+                .await?;
         }
         // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
         if !stops.is_stopped() {
@@ -529,7 +563,18 @@ impl Engine {
     /// `n_ctx`; each chunk is evaluated from an empty cache, with its first token replaced by BOS
     /// when the vocabulary adds one, and only the second half of each chunk is scored.
     /// `max_chunks` limits the number of chunks (llama.cpp's `--chunks`).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn perplexity(
+        &mut self,
+        tokens: &[u32],
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+    ) -> Result<Perplexity> {
+        pollster::block_on(self.perplexity_async(tokens, n_ctx, max_chunks))
+    }
+
+    /// [`Engine::perplexity`], awaiting the GPU.
+    pub async fn perplexity_async(
         &mut self,
         tokens: &[u32],
         n_ctx: usize,
@@ -564,9 +609,10 @@ impl Engine {
                 }
             }
             self.reset();
-            let logits =
-                self.state
-                    .feed(&self.gpu, &self.model, self.batch, &chunk, Logits::All)?;
+            let logits = self
+                .state
+                .feed(&self.gpu, &self.model, self.batch, &chunk, Logits::All)
+                .await?;
             for i in first..n_ctx - 1 {
                 let row = &logits[i * vocab..(i + 1) * vocab];
                 let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;

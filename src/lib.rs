@@ -15,5 +15,6 @@ pub mod sampling;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod tokenizer;
+pub mod web;
 
 pub use error::{Error, Result};

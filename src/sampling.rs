@@ -356,8 +356,8 @@ fn top_p_len(sorted: &[(u32, f32)], p: f32) -> usize {
 fn entropy_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let now = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .unwrap_or_default();
     h.write_u128(now.as_nanos());
     let local = 0u8;

@@ -401,6 +401,10 @@ impl Gpu {
             }
             std::thread::yield_now();
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if !rx.is_ready() {
+            return Err(Error::Gpu("the GPU did not finish a readback".into()));
+        }
         rx.recv()
             .await
             .ok_or_else(|| Error::Gpu("readback was dropped".into()))?
@@ -415,11 +419,22 @@ impl Gpu {
         Ok(data)
     }
 
-    /// Blocking readback of `n` f32 values from the start of `buf` (native only).
+    /// Reads `n` f32 values at element `offset_elems` of `buf` (the model's logits readback; the web
+    /// awaits it, native blocks on it through [`Gpu::read_f32`]).
+    pub async fn read_f32_async(
+        &self,
+        buf: &wgpu::Buffer,
+        offset_elems: u64,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let bytes = self.read_async(buf, offset_elems * 4, n as u64 * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]))
+    }
+
+    /// Blocking readback of `n` f32 values at element `offset_elems` of `buf` (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, buf: &wgpu::Buffer, offset_elems: u64, n: usize) -> Result<Vec<f32>> {
-        let bytes = pollster::block_on(self.read_async(buf, offset_elems * 4, n as u64 * 4))?;
-        Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]))
+        pollster::block_on(self.read_f32_async(buf, offset_elems, n))
     }
 
     /// Blocking readback of `n` u32 values (native only).
@@ -430,19 +445,44 @@ impl Gpu {
     }
 }
 
-/// A one-shot channel good enough for map_async callbacks (single producer, single consumer).
+/// A one-shot channel good enough for map_async callbacks (single producer, single consumer). The
+/// receiver's waker is woken by the callback: on the web the callback comes from a JavaScript
+/// promise, so the receiver must wait for it, not spin (a spinning future starves the event loop).
 fn futures_channel<T>() -> (OneShotTx<T>, OneShotRx<T>) {
-    let slot = Arc::new(Mutex::new(None));
+    let slot = Arc::new(Mutex::new(OneShot {
+        value: None,
+        waker: None,
+        closed: false,
+    }));
     (OneShotTx(slot.clone()), OneShotRx(slot))
 }
 
-struct OneShotTx<T>(Arc<Mutex<Option<T>>>);
-struct OneShotRx<T>(Arc<Mutex<Option<T>>>);
+struct OneShot<T> {
+    value: Option<T>,
+    waker: Option<std::task::Waker>,
+    /// The sender is gone (after sending, or dropped without sending).
+    closed: bool,
+}
+
+struct OneShotTx<T>(Arc<Mutex<OneShot<T>>>);
+struct OneShotRx<T>(Arc<Mutex<OneShot<T>>>);
 
 impl<T> OneShotTx<T> {
     fn send(self, v: T) {
         if let Ok(mut s) = self.0.lock() {
-            *s = Some(v);
+            s.value = Some(v);
+        }
+    }
+}
+
+impl<T> Drop for OneShotTx<T> {
+    fn drop(&mut self) {
+        let waker = self.0.lock().ok().and_then(|mut s| {
+            s.closed = true;
+            s.waker.take()
+        });
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 }
@@ -451,40 +491,24 @@ impl<T> OneShotRx<T> {
     /// Whether the value has been sent (or the sender dropped).
     #[cfg(not(target_arch = "wasm32"))]
     fn is_ready(&self) -> bool {
-        self.0.lock().map(|s| s.is_some()).unwrap_or(true) || Arc::strong_count(&self.0) == 1
+        self.0.lock().map(|s| s.closed).unwrap_or(true)
     }
 
-    /// Native: called once the callback has run (see `read_async`). Web: yields to the event loop
-    /// until it has.
+    /// The value, once the sender has sent it; `None` if it was dropped without sending.
     async fn recv(self) -> Option<T> {
-        loop {
-            if let Some(v) = self.0.lock().ok().and_then(|mut s| s.take()) {
-                return Some(v);
-            }
-            if Arc::strong_count(&self.0) == 1 {
-                return None;
-            }
-            yield_now().await;
-        }
-    }
-}
-
-async fn yield_now() {
-    struct Yield(bool);
-    impl std::future::Future for Yield {
-        type Output = ();
-        fn poll(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<()> {
-            if self.0 {
-                std::task::Poll::Ready(())
+        std::future::poll_fn(|cx| {
+            let Ok(mut s) = self.0.lock() else {
+                return std::task::Poll::Ready(None);
+            };
+            if let Some(v) = s.value.take() {
+                std::task::Poll::Ready(Some(v))
+            } else if s.closed {
+                std::task::Poll::Ready(None)
             } else {
-                self.0 = true;
-                cx.waker().wake_by_ref();
+                s.waker = Some(cx.waker().clone());
                 std::task::Poll::Pending
             }
-        }
+        })
+        .await
     }
-    Yield(false).await
 }

@@ -24,6 +24,26 @@ pub struct Weight {
     pub parts: Vec<WeightPart>,
 }
 
+/// How a weight of `cols`-long rows of `dtype` is laid out: (u32 words per GPU row, rows per
+/// buffer so no binding exceeds the adapter's limit, bytes per row in the file).
+fn layout(gpu: &Gpu, name: &str, dtype: DType, cols: usize) -> Result<(usize, usize, usize)> {
+    let row_words = quant::gpu_row_words(dtype, cols);
+    let row_bytes = (row_words * 4) as u64;
+    let rows_per_part = (gpu.caps.max_binding / row_bytes.max(1)) as usize;
+    if rows_per_part == 0 {
+        return Err(Error::Gpu(format!(
+            "one row of `{name}` ({row_bytes} bytes) exceeds the adapter's max storage binding ({} bytes)",
+            gpu.caps.max_binding
+        )));
+    }
+    let src_row_bytes = dtype.bytes_for(cols as u64).ok_or_else(|| {
+        Error::Model(format!(
+            "`{name}`: row length {cols} is not a whole number of {dtype} blocks"
+        ))
+    })? as usize;
+    Ok((row_words, rows_per_part, src_row_bytes))
+}
+
 impl Weight {
     /// Uploads a weight given in GGUF byte layout (`rows * cols` elements of `dtype`).
     pub fn upload(
@@ -34,20 +54,7 @@ impl Weight {
         rows: usize,
         cols: usize,
     ) -> Result<Weight> {
-        let row_words = quant::gpu_row_words(dtype, cols);
-        let row_bytes = (row_words * 4) as u64;
-        let rows_per_part = (gpu.caps.max_binding / row_bytes.max(1)) as usize;
-        if rows_per_part == 0 {
-            return Err(Error::Gpu(format!(
-                "one row of `{name}` ({row_bytes} bytes) exceeds the adapter's max storage binding ({} bytes)",
-                gpu.caps.max_binding
-            )));
-        }
-        let src_row_bytes = dtype.bytes_for(cols as u64).ok_or_else(|| {
-            Error::Model(format!(
-                "`{name}`: row length {cols} is not a whole number of {dtype} blocks"
-            ))
-        })? as usize;
+        let (row_words, rows_per_part, src_row_bytes) = layout(gpu, name, dtype, cols)?;
         if raw.len() != src_row_bytes * rows {
             return Err(Error::Model(format!(
                 "`{name}`: expected {} bytes for {rows}x{cols} {dtype}, got {}",
@@ -81,6 +88,60 @@ impl Weight {
             row_words,
             parts,
         })
+    }
+
+    /// Allocates the (zeroed) buffers of a `rows` x `cols` weight, split as [`Weight::upload`]
+    /// splits it; [`Weight::write_rows`] then fills them piece by piece (the web loader streams
+    /// a tensor from the network without holding all of it).
+    pub fn alloc(gpu: &Gpu, name: &str, dtype: DType, rows: usize, cols: usize) -> Result<Weight> {
+        let (row_words, rows_per_part, _) = layout(gpu, name, dtype, cols)?;
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let buffer = gpu.zeros(name, (n * row_words * 4) as u64)?;
+            parts.push(WeightPart {
+                buffer,
+                row0,
+                rows: n,
+            });
+            row0 += n;
+        }
+        Ok(Weight {
+            name: name.to_string(),
+            dtype,
+            rows,
+            cols,
+            row_words,
+            parts,
+        })
+    }
+
+    /// Writes rows `row0..` given in GGUF byte layout (a whole number of rows) into the buffers.
+    pub fn write_rows(&self, gpu: &Gpu, row0: usize, raw: &[u8]) -> Result<()> {
+        let (row_words, _, src_row_bytes) = layout(gpu, &self.name, self.dtype, self.cols)?;
+        let n = raw.len() / src_row_bytes.max(1);
+        if n * src_row_bytes != raw.len() || row0 + n > self.rows {
+            return Err(Error::Model(format!(
+                "`{}`: {} bytes at row {row0} are not whole rows inside its {} rows of {src_row_bytes} bytes",
+                self.name,
+                raw.len(),
+                self.rows
+            )));
+        }
+        for part in &self.parts {
+            let start = row0.max(part.row0);
+            let end = (row0 + n).min(part.row0 + part.rows);
+            if start >= end {
+                continue;
+            }
+            let src = &raw[(start - row0) * src_row_bytes..(end - row0) * src_row_bytes];
+            let words = quant::to_gpu_rows(self.dtype, src, end - start, self.cols)?;
+            let at = ((start - part.row0) * row_words * 4) as u64;
+            gpu.queue
+                .write_buffer(&part.buffer, at, bytemuck::cast_slice(&words));
+        }
+        Ok(())
     }
 
     /// Bytes this weight occupies on the GPU.

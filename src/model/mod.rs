@@ -16,6 +16,7 @@ use crate::format::{DType, ModelFile};
 use crate::gpu::{Gpu, Weight};
 use crate::ops::quant;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use transformer::{Config, Transformer};
 
 /// Which logits a forward pass returns.
@@ -113,8 +114,13 @@ impl Model {
     /// Reads the architecture from `general.architecture` and uploads the weights.
     /// `progress(done_bytes, total_bytes)` is called as tensors are uploaded.
     pub fn load(gpu: &Gpu, g: &Gguf, progress: &mut dyn FnMut(u64, u64)) -> Result<Model> {
+        Model::load_from(gpu, g, TensorSource::new(g, progress))
+    }
+
+    /// [`Model::load`] with the tensors taken from `src` (the web loader's are already on the
+    /// GPU, see [`TensorSource::uploaded`]); the configuration comes from `g`'s metadata.
+    pub fn load_from(gpu: &Gpu, g: &Gguf, mut src: TensorSource) -> Result<Model> {
         let cfg = gguf_config(g)?;
-        let mut src = TensorSource::new(g, progress);
         Ok(Model(Transformer::load(gpu, &mut src, cfg)?))
     }
 
@@ -169,7 +175,9 @@ impl Model {
         self.0.new_cache_with_slack(gpu, ctx, slack)
     }
 
-    /// One forward pass over several sequences at once (see [`Transformer::forward_many`]).
+    /// One forward pass over several sequences at once (see [`Transformer::forward_many`];
+    /// blocking, native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward_many(
         &self,
         gpu: &Gpu,
@@ -177,10 +185,23 @@ impl Model {
         scratch: &mut Scratch,
         want: Logits,
     ) -> Result<Vec<Vec<f32>>> {
-        self.0.forward_many(gpu, seqs, scratch, want)
+        pollster::block_on(self.0.forward_many_async(gpu, seqs, scratch, want))
     }
 
-    /// One forward pass over `tokens` at positions `cache.len..` (see [`Transformer::forward`]).
+    /// [`Model::forward_many`], awaiting the logits readback.
+    pub async fn forward_many_async(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [transformer::Seq<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        self.0.forward_many_async(gpu, seqs, scratch, want).await
+    }
+
+    /// One forward pass over `tokens` at positions `cache.len..` (see [`Transformer::forward`];
+    /// blocking, native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -189,13 +210,39 @@ impl Model {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
-        self.0.forward(gpu, cache, scratch, tokens, want)
+        pollster::block_on(self.forward_async(gpu, cache, scratch, tokens, want))
     }
+
+    /// [`Model::forward`], awaiting the logits readback.
+    pub async fn forward_async(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>> {
+        self.0
+            .forward_async(gpu, cache, scratch, tokens, want)
+            .await
+    }
+}
+
+/// A tensor already on the GPU in the form [`TensorSource::weight`] or [`TensorSource::vector`]
+/// gives it: the web loader streams each tensor of a GGUF to the GPU as it arrives, then the
+/// model is assembled from these.
+pub enum Uploaded {
+    /// A matrix in its GPU layout (a GGUF tensor of two dimensions).
+    Weight(Weight),
+    /// `n` floats converted to f32 (a GGUF tensor of one dimension).
+    Vector { buffer: wgpu::Buffer, n: usize },
 }
 
 /// Where a [`TensorSource`] takes its tensors from.
 enum Backing<'a> {
     Gguf(&'a Gguf),
+    /// Tensors already uploaded, by GGUF name; each is taken out when the model asks for it.
+    Uploaded(HashMap<String, Uploaded>),
     /// A Hugging Face folder; `names` turns flint's (GGUF) tensor names into the checkpoint's.
     Hf {
         hf: &'a HfModel,
@@ -245,6 +292,19 @@ impl<'a> TensorSource<'a> {
         }
     }
 
+    /// A source over tensors already on the GPU (their bytes were reported as they were uploaded).
+    pub fn uploaded(
+        tensors: HashMap<String, Uploaded>,
+        progress: &'a mut dyn FnMut(u64, u64),
+    ) -> Self {
+        TensorSource {
+            backing: Backing::Uploaded(tensors),
+            done: 0,
+            total: 0,
+            progress,
+        }
+    }
+
     /// Whether the model has a tensor of this (GGUF) name.
     pub fn has(&self, name: &str) -> bool {
         match &self.backing {
@@ -252,6 +312,7 @@ impl<'a> TensorSource<'a> {
             Backing::Hf { hf, names } => {
                 (names.name)(name).is_some_and(|ns| ns.iter().any(|n| hf.tensors.get(n).is_some()))
             }
+            Backing::Uploaded(map) => map.contains_key(name),
         }
     }
 
@@ -262,6 +323,14 @@ impl<'a> TensorSource<'a> {
 
     fn find(&self, name: &str, dims: &[u64]) -> Result<Found<'a>> {
         match self.backing {
+            Backing::Uploaded(ref map) => Err(Error::Model(if map.contains_key(name) {
+                format!(
+                    "tensor `{name}` is a fused projection or bias, which the streamed (web) loader \
+                     cannot split yet"
+                )
+            } else {
+                format!("missing tensor `{name}`")
+            })),
             Backing::Gguf(g) => {
                 let t = g
                     .tensor(name)
@@ -340,6 +409,15 @@ impl<'a> TensorSource<'a> {
         }
     }
 
+    /// Takes an uploaded tensor out (`None` when the source is a file; a missing uploaded tensor
+    /// then fails in `find` with the same message a file gives).
+    fn take_uploaded(&mut self, name: &str) -> Option<Uploaded> {
+        match &mut self.backing {
+            Backing::Uploaded(map) => map.remove(name),
+            _ => None,
+        }
+    }
+
     fn advance(&mut self, n: u64) {
         self.done += n;
         (self.progress)(self.done, self.total);
@@ -347,6 +425,20 @@ impl<'a> TensorSource<'a> {
 
     /// A `rows x cols` weight matrix, kept in its file type (ggml dims `[cols, rows]`).
     pub fn weight(&mut self, gpu: &Gpu, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        if let Some(u) = self.take_uploaded(name) {
+            return match u {
+                Uploaded::Weight(w) if (w.rows, w.cols) == (rows, cols) => Ok(w),
+                Uploaded::Weight(w) => Err(Error::Model(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?} from the metadata",
+                    [w.cols, w.rows],
+                    [cols, rows]
+                ))),
+                Uploaded::Vector { n, .. } => Err(Error::Model(format!(
+                    "tensor `{name}` has shape [{n}], expected {:?} from the metadata",
+                    [cols, rows]
+                ))),
+            };
+        }
         self.weight_rows(gpu, name, rows, cols, 0, rows)
     }
 
@@ -385,6 +477,23 @@ impl<'a> TensorSource<'a> {
     /// A vector of `n` floats (norm weights, biases), converted to f32, with `shift` added to
     /// every element (Gemma's `1 + w` norms in Hugging Face checkpoints).
     pub fn vector(&mut self, gpu: &Gpu, name: &str, n: usize, shift: f32) -> Result<wgpu::Buffer> {
+        if let Some(u) = self.take_uploaded(name) {
+            if shift != 0.0 {
+                return Err(Error::Model(format!(
+                    "tensor `{name}`: an uploaded norm cannot be shifted"
+                )));
+            }
+            return match u {
+                Uploaded::Vector { buffer, n: got } if got == n => Ok(buffer),
+                Uploaded::Vector { n: got, .. } => Err(Error::Model(format!(
+                    "tensor `{name}` has shape [{got}], expected [{n}] from the metadata"
+                ))),
+                Uploaded::Weight(w) => Err(Error::Model(format!(
+                    "tensor `{name}` has shape {:?}, expected [{n}] from the metadata",
+                    [w.cols, w.rows]
+                ))),
+            };
+        }
         let t = self.find(name, &[n as u64])?;
         let mut v = vec![0.0f32; n];
         quant::dequantize(t.dtype, &t.data, &mut v)?;

@@ -538,7 +538,8 @@ impl Transformer {
     }
 
     /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
-    /// their keys/values to `cache`, and returns the logits asked for.
+    /// their keys/values to `cache`, and returns the logits asked for (blocking, native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -547,9 +548,35 @@ impl Transformer {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_async(gpu, cache, scratch, tokens, want))
+    }
+
+    /// [`Transformer::forward`], awaiting the logits readback (the web's path).
+    pub async fn forward_async(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        want: Logits,
+    ) -> Result<Vec<f32>> {
         let mut seqs = [Seq { cache, tokens }];
-        let mut out = self.forward_many(gpu, &mut seqs, scratch, want)?;
+        let mut out = self
+            .forward_many_async(gpu, &mut seqs, scratch, want)
+            .await?;
         Ok(out.pop().unwrap_or_default())
+    }
+
+    /// [`Transformer::forward_many_async`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_many(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [Seq],
+        scratch: &mut Scratch,
+        want: Logits,
+    ) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.forward_many_async(gpu, seqs, scratch, want))
     }
 
     /// Runs several sequences through the model in one GPU submission: the tokens of all of them
@@ -559,10 +586,10 @@ impl Transformer {
     ///
     /// The kernel of each product is chosen by the most tokens any one sequence brings, so a
     /// sequence's rows are computed exactly as when it runs alone with the same tokens.
-    pub fn forward_many(
+    pub async fn forward_many_async(
         &self,
         gpu: &Gpu,
-        seqs: &mut [Seq],
+        seqs: &mut [Seq<'_>],
         scratch: &mut Scratch,
         want: Logits,
     ) -> Result<Vec<Vec<f32>>> {
@@ -827,7 +854,9 @@ impl Transformer {
             )?;
         }
         gpu.submit(enc);
-        let logits = gpu.read_f32(&s.logits, 0, n_logit_rows * c.vocab)?;
+        let logits = gpu
+            .read_f32_async(&s.logits, 0, n_logit_rows * c.vocab)
+            .await?;
         for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
             sq.cache.len = pos0 + n;
         }

@@ -14,6 +14,7 @@
 //! Not yet: continuous batching (many sequences per forward pass), `n` > 1, tools.
 
 pub mod api;
+pub mod static_files;
 pub mod worker;
 
 use crate::engine::{Engine, FinishReason};
@@ -149,7 +150,7 @@ fn router(state: Shared) -> Router {
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(3600));
     let limit = state.config.max_body_bytes;
-    Router::new()
+    static_files::add(Router::new())
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))

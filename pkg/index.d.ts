@@ -1,0 +1,228 @@
+// Types of the flint web package (index.js).
+
+/** Load progress, in bytes of the model file. */
+export interface LoadProgress {
+  /** File bytes uploaded to the GPU so far (header included). */
+  loaded: number;
+  /** The file's size in bytes (header + tensors). */
+  total: number;
+  /** Bytes fetched from the network so far. */
+  networkBytes: number;
+  /** Bytes read from the cache (or a local file in Node) so far. */
+  cacheBytes: number;
+  /** Network requests made so far. */
+  requests: number;
+}
+
+export interface CreateEngineOptions {
+  /** URL of a GGUF file (fetched with HTTP Range requests), a Blob/File, or in Node a file path. */
+  model: string | URL | Blob;
+  /** Called as the weights stream to the GPU. */
+  onProgress?: (p: LoadProgress) => void;
+  /** Run the engine in a Web Worker (default in browsers) or on this thread (default in Node). */
+  worker?: boolean;
+  /** Where worker.js is, if a bundler moved it. */
+  workerUrl?: string | URL;
+  /** Where flint_wasm_bg.wasm is, if a bundler moved it. */
+  wasmUrl?: string | URL;
+  /** Cache downloaded pieces with the Cache API so the next load makes no request (default true). */
+  cache?: boolean;
+  /** Aborts the load. */
+  signal?: AbortSignal;
+  /** A WebGPU `GPU` object to use instead of `navigator.gpu` (in-thread only). */
+  gpu?: unknown;
+  /** Context length in tokens (KV cache size); default min(model's, 4096). */
+  ctx?: number;
+  /** Most prompt tokens per forward pass (default 256). */
+  batch?: number;
+  /** Use a lower storage-binding limit than the device's (tensors are split more; for testing). */
+  maxStorageBufferBindingSize?: number;
+  /** Use the shared-memory kernels even where subgroups exist. */
+  noSubgroups?: boolean;
+  /** Do not use `shader-f16` even where it exists. */
+  noF16?: boolean;
+}
+
+export type Role = 'system' | 'user' | 'assistant' | (string & {});
+
+export interface ChatMessage {
+  role: Role;
+  content: string | Array<{ type: 'text'; text: string }> | null;
+}
+
+interface SamplingRequest {
+  /** Most tokens to generate (default: up to the end of the context). */
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  /** 0 = greedy; default 1. */
+  temperature?: number;
+  /** Nucleus sampling; default 1 (off). */
+  top_p?: number;
+  /** Same seed, same text. */
+  seed?: number;
+  /** Up to 4 strings that end generation (not included in the text). */
+  stop?: string | string[];
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  /** Token id -> bias added to its logit. */
+  logit_bias?: Record<string, number>;
+  /** Only `{ type: 'text' }` is supported yet; anything else throws. */
+  response_format?: { type: 'text' | 'json_object' | 'json_schema'; [k: string]: unknown };
+  n?: 1;
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  /** Aborts the request (also accepted as the second argument's `signal`). */
+  signal?: AbortSignal;
+}
+
+export interface ChatCompletionRequest extends SamplingRequest {
+  messages: ChatMessage[];
+}
+
+export interface CompletionRequest extends SamplingRequest {
+  /** Text (the model's BOS is added as it wants) or token ids. */
+  prompt: string | number[];
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** llama.cpp server's timings: prompt = prefill, predicted = decode. */
+export interface Timings {
+  prompt_n: number;
+  prompt_ms: number;
+  prompt_per_second: number;
+  predicted_n: number;
+  predicted_ms: number;
+  predicted_per_second: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    message: { role: 'assistant'; content: string };
+    logprobs: null;
+    finish_reason: FinishReason;
+    /** The generated token ids (flint extension). */
+    token_ids: number[];
+  }>;
+  usage: Usage;
+  timings: Timings;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: 0;
+    delta: { role?: 'assistant'; content?: string };
+    logprobs: null;
+    finish_reason: FinishReason | null;
+  }>;
+  /** With `stream_options.include_usage`, on a last chunk whose `choices` is empty. */
+  usage?: Usage;
+  /** On the chunk that carries `finish_reason`. */
+  timings?: Timings;
+  token_ids?: number[];
+}
+
+export interface Completion {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason; token_ids: number[] }>;
+  usage: Usage;
+  timings: Timings;
+}
+
+export interface CompletionChunk {
+  id: string;
+  object: 'text_completion';
+  created: number;
+  model: string;
+  choices: Array<{ index: 0; text: string; logprobs: null; finish_reason: FinishReason | null }>;
+  usage?: Usage;
+  timings?: Timings;
+  token_ids?: number[];
+}
+
+/** The chunks of a streamed response; breaking out of the loop stops generation. */
+export interface ChunkStream<T> extends AsyncIterableIterator<T> {
+  controller: AbortController;
+}
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+export interface EngineInfo {
+  adapter: string;
+  backend: string;
+  deviceType: string;
+  caps: {
+    shaderF16: boolean;
+    subgroups: boolean;
+    subgroupMatvec: boolean;
+    maxStorageBufferBindingSize: number;
+    maxBufferSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+  };
+  /** The compute kernels compiled so far (their names say the variant: f32/f16, subgroup or not). */
+  kernels: string[];
+  model: { architecture: string; params: Record<string, string>; vocab: number; hasChatTemplate: boolean };
+  ctx: number;
+  loadMs: number;
+  url: string;
+  fileBytes: number;
+  headerBytes: number;
+  tensorBytes: number;
+  largestReadBytes: number;
+  gpuWeightBytes: number;
+  networkBytes: number;
+  cacheBytes: number;
+  requests: number;
+  /** Size of the wasm memory, which only grows: the peak so far. */
+  wasmMemoryBytes: number;
+  worker: boolean;
+}
+
+export declare class Engine {
+  private constructor();
+  /** The model's name (its file name without `.gguf`). */
+  readonly model: string;
+  readonly chat: {
+    completions: {
+      create(body: ChatCompletionRequest & { stream: true }, opts?: RequestOptions): Promise<ChunkStream<ChatCompletionChunk>>;
+      create(body: ChatCompletionRequest & { stream?: false }, opts?: RequestOptions): Promise<ChatCompletion>;
+      create(body: ChatCompletionRequest, opts?: RequestOptions): Promise<ChatCompletion | ChunkStream<ChatCompletionChunk>>;
+    };
+  };
+  readonly completions: {
+    create(body: CompletionRequest & { stream: true }, opts?: RequestOptions): Promise<ChunkStream<CompletionChunk>>;
+    create(body: CompletionRequest & { stream?: false }, opts?: RequestOptions): Promise<Completion>;
+    create(body: CompletionRequest, opts?: RequestOptions): Promise<Completion | ChunkStream<CompletionChunk>>;
+  };
+  info(): Promise<EngineInfo>;
+  tokenize(p: { messages: ChatMessage[] } | { prompt: string }): Promise<number[]>;
+  reset(): Promise<void>;
+  /** Frees the GPU memory; the engine cannot be used afterwards. */
+  unload(): Promise<void>;
+}
+
+/** Loads a GGUF model onto this device's GPU. Rejects with an Error saying what went wrong. */
+export declare function createEngine(options: CreateEngineOptions): Promise<Engine>;
+
+/** Deletes the cached pieces of the model at `url` (all cached models without `url`). */
+export declare function deleteCachedModel(url?: string | URL): Promise<boolean>;

@@ -1,0 +1,375 @@
+// flint for the web: createEngine() and an OpenAI-shaped API over the flint engine (Rust + WGSL,
+// compiled to wasm) running on the visitor's GPU through WebGPU. See README.md.
+
+import { Core } from './core.js';
+export { deleteCachedModel } from './source.js';
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+
+function abortError(signal) {
+  const reason = signal?.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  const e = new Error('the request was aborted');
+  e.name = 'AbortError';
+  return e;
+}
+
+function fail(message) {
+  return new TypeError(`flint: ${message}`);
+}
+
+/** Runs the engine on the calling thread. */
+class InThread {
+  #core = null;
+  async load(model, options, onProgress, signal) {
+    this.#core = await Core.load(model, { ...options, signal }, onProgress);
+    return this.#core.info();
+  }
+  async generate(prompt, options, onText, signal) {
+    return this.#core.generate(prompt, options, (t) => {
+      if (signal?.aborted) return false;
+      onText(t);
+      return true;
+    });
+  }
+  async tokenize(prompt) { return this.#core.tokenize(prompt); }
+  async info() { return { ...this.#core.info(), worker: false }; }
+  async reset() { this.#core.reset(); }
+  async unload() { this.#core?.unload(); this.#core = null; }
+}
+
+/** Runs the engine in a module Web Worker (worker.js); calls become messages. */
+class InWorker {
+  #w;
+  #next = 1;
+  #pending = new Map();
+  #dead = null;
+
+  constructor(workerUrl) {
+    this.#w = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.#w.onmessage = (ev) => {
+      const m = ev.data;
+      const p = this.#pending.get(m.id);
+      if (!p) return;
+      if (m.type === 'progress') p.onProgress?.(m.progress);
+      else if (m.type === 'text') p.onText?.(m.text);
+      else {
+        this.#pending.delete(m.id);
+        if (m.type === 'result') p.resolve(m.value);
+        else {
+          const e = new Error(m.message);
+          if (m.name && m.name !== 'Error') e.name = m.name;
+          p.reject(e);
+        }
+      }
+    };
+    const die = (what) => {
+      this.#dead = new Error(`flint: the engine's worker failed: ${what}`);
+      for (const p of this.#pending.values()) p.reject(this.#dead);
+      this.#pending.clear();
+    };
+    this.#w.onerror = (ev) => die(ev.message || 'it could not start or crashed');
+    this.#w.onmessageerror = () => die('a message could not be read');
+  }
+
+  #call(op, args, hooks = {}) {
+    if (this.#dead) return Promise.reject(this.#dead);
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, ...hooks });
+      this.#w.postMessage({ id, op, args });
+      hooks.signal?.addEventListener('abort', () => {
+        if (this.#pending.has(id)) this.#w.postMessage({ id: 0, op: 'abort', args: { target: id } });
+      }, { once: true });
+    });
+  }
+
+  async load(model, options, onProgress, signal) {
+    if (options.gpu) throw fail('the `gpu` option needs { worker: false }');
+    const onAbort = () => {
+      this.#w.terminate();
+      for (const p of this.#pending.values()) p.reject(abortError(signal));
+      this.#pending.clear();
+      this.#dead = abortError(signal);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await this.#call('load', { model, options }, { onProgress });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+  generate(prompt, options, onText, signal) {
+    return this.#call('generate', { prompt, options }, { onText, signal });
+  }
+  tokenize(prompt) { return this.#call('tokenize', { prompt }); }
+  async info() { return { ...(await this.#call('info', {})), worker: true }; }
+  reset() { return this.#call('reset', {}); }
+  async unload() {
+    if (this.#dead) return;
+    try {
+      await this.#call('unload', {});
+    } finally {
+      this.#w.terminate();
+      this.#dead = new Error('flint: the engine was unloaded');
+    }
+  }
+}
+
+function checkNumber(body, key, lo, hi) {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) {
+    throw fail(`\`${key}\` must be a number between ${lo} and ${hi}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function messageText(m, i) {
+  if (!m || typeof m !== 'object' || typeof m.role !== 'string') {
+    throw fail(`messages[${i}] must be an object with a string \`role\``);
+  }
+  if (typeof m.content === 'string') return m.content;
+  if (Array.isArray(m.content)) {
+    return m.content.map((part, j) => {
+      if (part?.type !== 'text' || typeof part.text !== 'string') {
+        throw fail(`messages[${i}].content[${j}]: only text parts are supported`);
+      }
+      return part.text;
+    }).join('');
+  }
+  if (m.content == null && m.role === 'assistant') return '';
+  throw fail(`messages[${i}].content must be a string or an array of text parts`);
+}
+
+/** Generation options for the core from an OpenAI request body. */
+function generateOptions(body, ctx) {
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens;
+  if (maxTokens != null && (!Number.isInteger(maxTokens) || maxTokens < 1)) {
+    throw fail(`\`max_tokens\` must be a positive integer, got ${JSON.stringify(maxTokens)}`);
+  }
+  let temperature = checkNumber(body, 'temperature', 0, 2) ?? 1;
+  let topP = checkNumber(body, 'top_p', 0, 1) ?? 1;
+  if (topP === 0) [temperature, topP] = [0, 1];
+  const seed = body.seed;
+  if (seed != null && (!Number.isSafeInteger(seed) || seed < 0)) {
+    throw fail(`\`seed\` must be a non-negative integer, got ${JSON.stringify(seed)}`);
+  }
+  let stop = body.stop ?? [];
+  if (typeof stop === 'string') stop = [stop];
+  if (!Array.isArray(stop) || stop.length > 4 || stop.some((s) => typeof s !== 'string' || !s)) {
+    throw fail('`stop` must be a non-empty string or an array of up to 4 of them');
+  }
+  if (body.n != null && body.n !== 1) throw fail('`n` other than 1 is not supported');
+  const rf = body.response_format;
+  if (rf != null && rf.type !== 'text') {
+    throw fail(`\`response_format\` ${JSON.stringify(rf.type)} is not supported yet (only "text")`);
+  }
+  const logitBias = Object.entries(body.logit_bias ?? {}).map(([id, b]) => {
+    if (!/^\d+$/.test(id) || typeof b !== 'number' || b < -100 || b > 100) {
+      throw fail('`logit_bias` maps token ids to numbers between -100 and 100');
+    }
+    return [Number(id), b];
+  });
+  return {
+    max_tokens: maxTokens ?? ctx,
+    stop,
+    sampling: {
+      temperature,
+      top_k: 0,
+      top_p: topP,
+      min_p: 0,
+      repeat_penalty: 1,
+      presence_penalty: checkNumber(body, 'presence_penalty', -2, 2) ?? 0,
+      frequency_penalty: checkNumber(body, 'frequency_penalty', -2, 2) ?? 0,
+      logit_bias: logitBias,
+      seed: seed ?? null,
+    },
+  };
+}
+
+function usageOf(r) {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.tokens.length,
+    total_tokens: r.promptTokens + r.tokens.length,
+  };
+}
+
+/** llama.cpp server's `timings` object (prompt = prefill, predicted = decode). */
+function timingsOf(r) {
+  return {
+    prompt_n: r.prefilledTokens,
+    prompt_ms: r.prefillMs,
+    prompt_per_second: r.prefillTps,
+    predicted_n: r.tokens.length,
+    predicted_ms: r.decodeMs,
+    predicted_per_second: r.decodeTps,
+  };
+}
+
+let idCounter = 0;
+function newId(prefix) {
+  idCounter += 1;
+  return `${prefix}-${Date.now().toString(36)}${idCounter.toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** A model loaded on this device's GPU. Create with {@link createEngine}. */
+export class Engine {
+  #backend;
+  #info;
+  #model;
+  #tail = Promise.resolve();
+  #unloaded = false;
+
+  /** @internal */
+  constructor(backend, info) {
+    this.#backend = backend;
+    this.#info = info;
+    this.#model = String(info.url).split(/[\\/]/).pop().replace(/\.gguf$/i, '').split('?')[0];
+    this.chat = { completions: { create: (body, opts) => this.#create('chat', body, opts) } };
+    this.completions = { create: (body, opts) => this.#create('text', body, opts) };
+  }
+
+  /** The model's name (the file name without `.gguf`). */
+  get model() { return this.#model; }
+
+  /** Adapter, capabilities, the kernels in use, model parameters, load and memory statistics. */
+  info() { return this.#queued(() => this.#backend.info()); }
+
+  /** Token ids of a prompt: `{ messages }` (through the chat template) or `{ prompt }`. */
+  tokenize({ messages, prompt }) {
+    const p = messages ? { messages: messages.map((m, i) => ({ role: m.role, content: messageText(m, i) })) }
+      : typeof prompt === 'string' ? { text: prompt } : null;
+    if (!p) throw fail('tokenize takes { messages } or { prompt: string }');
+    return this.#queued(() => this.#backend.tokenize(p));
+  }
+
+  /** Forgets the conversation held in the KV cache (a new prompt with a shared prefix reuses it). */
+  reset() { return this.#queued(() => this.#backend.reset()); }
+
+  /** Frees the model's GPU memory (and the worker); the engine cannot be used afterwards. */
+  unload() {
+    this.#unloaded = true;
+    return this.#queued(() => this.#backend.unload(), true);
+  }
+
+  /** Runs `job` after every request before it (one request at a time on one GPU). */
+  #queued(job, evenUnloaded = false) {
+    if (this.#unloaded && !evenUnloaded) return Promise.reject(new Error('flint: the engine was unloaded'));
+    const run = this.#tail.then(job, job);
+    this.#tail = run.catch(() => {});
+    return run;
+  }
+
+  async #create(kind, body, opts = {}) {
+    if (!body || typeof body !== 'object') throw fail('create() takes a request object');
+    const signal = opts.signal ?? body.signal;
+    let prompt;
+    if (kind === 'chat') {
+      if (!Array.isArray(body.messages) || body.messages.length === 0) {
+        throw fail('`messages` must be a non-empty array');
+      }
+      prompt = { messages: body.messages.map((m, i) => ({ role: m.role, content: messageText(m, i) })) };
+    } else if (typeof body.prompt === 'string') {
+      prompt = { text: body.prompt };
+    } else if (Array.isArray(body.prompt) && body.prompt.length && body.prompt.every(Number.isInteger)) {
+      prompt = { tokens: body.prompt };
+    } else {
+      throw fail('`prompt` must be a string or an array of token ids');
+    }
+    const options = generateOptions(body, this.#info.ctx);
+    if (signal?.aborted) throw abortError(signal);
+    const id = newId(kind === 'chat' ? 'chatcmpl' : 'cmpl');
+    const created = Math.floor(Date.now() / 1000);
+    const head = { id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created, model: this.#model };
+
+    if (!body.stream) {
+      const r = await this.#queued(() => this.#backend.generate(prompt, options, () => {}, signal));
+      if (r.finishReason === 'cancelled') throw abortError(signal);
+      const choice = kind === 'chat'
+        ? { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }
+        : { index: 0, text: r.text, logprobs: null, finish_reason: r.finishReason };
+      return { ...head, choices: [{ ...choice, token_ids: r.tokens }], usage: usageOf(r), timings: timingsOf(r) };
+    }
+    return this.#stream(kind, head, prompt, options, signal, body.stream_options?.include_usage === true);
+  }
+
+  #stream(kind, head, prompt, options, userSignal, includeUsage) {
+    const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+    const chunk = (choice) => ({ ...head, object, choices: [choice] });
+    const ac = new AbortController();
+    const forward = () => ac.abort(userSignal.reason);
+    userSignal?.addEventListener('abort', forward, { once: true });
+    const items = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    const push = (item) => {
+      items.push(item);
+      wake?.();
+      wake = null;
+    };
+    if (kind === 'chat') push(chunk({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+    this.#queued(() => this.#backend.generate(prompt, options, (text) => push(kind === 'chat'
+      ? chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: null })
+      : chunk({ index: 0, text, logprobs: null, finish_reason: null })), ac.signal))
+      .then((r) => {
+        if (r.finishReason === 'cancelled') {
+          failure = abortError(userSignal ?? ac.signal);
+        } else {
+          const end = kind === 'chat'
+            ? { index: 0, delta: {}, logprobs: null, finish_reason: r.finishReason }
+            : { index: 0, text: '', logprobs: null, finish_reason: r.finishReason };
+          push({ ...chunk(end), timings: timingsOf(r), token_ids: r.tokens });
+          if (includeUsage) push({ ...head, object, choices: [], usage: usageOf(r) });
+        }
+      }, (e) => { failure = e; })
+      .finally(() => {
+        finished = true;
+        userSignal?.removeEventListener('abort', forward);
+        wake?.();
+        wake = null;
+      });
+    const iterator = {
+      async next() {
+        for (;;) {
+          if (items.length) return { value: items.shift(), done: false };
+          if (failure) {
+            const e = failure;
+            failure = null;
+            items.length = 0;
+            throw e;
+          }
+          if (finished) return { value: undefined, done: true };
+          await new Promise((r) => { wake = r; });
+        }
+      },
+      async return() {
+        ac.abort();
+        items.length = 0;
+        return { value: undefined, done: true };
+      },
+      [Symbol.asyncIterator]() { return this; },
+      /** Stops generating (as breaking out of the loop does). */
+      controller: ac,
+    };
+    return iterator;
+  }
+}
+
+/**
+ * Loads a GGUF model onto this device's GPU and returns an {@link Engine}.
+ * @param {import('./index').CreateEngineOptions} options
+ */
+export async function createEngine(options = {}) {
+  const { model, onProgress, worker, workerUrl, signal, ...rest } = options;
+  if (!model) throw fail('createEngine needs `model`, the URL of a GGUF file');
+  const useWorker = worker ?? (!isNode && typeof window !== 'undefined' && typeof Worker !== 'undefined');
+  if (useWorker && typeof Worker === 'undefined') throw fail('Web Workers are not available here; pass { worker: false }');
+  const backend = useWorker ? new InWorker(workerUrl) : new InThread();
+  if (signal?.aborted) throw abortError(signal);
+  const modelArg = model instanceof URL ? model.href : model;
+  const info = await backend.load(modelArg, rest, onProgress, signal);
+  return new Engine(backend, info);
+}

@@ -1,0 +1,358 @@
+//! The JavaScript-facing API (wasm-bindgen), wrapped by `pkg/core.js`: [`load_model`] streams a
+//! GGUF through a JavaScript `read(offset, length)` function, [`WebEngine::generate`] runs the
+//! engine's own token loop with a text callback. Every failure is a JavaScript `Error` whose
+//! message names the problem.
+
+use super::loader::{self, LoadStats, RangeReader};
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::engine::{Engine, FinishReason, GenerateOptions, LoadOptions};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions};
+use crate::sampling::SamplingParams;
+use js_sys::{Function, Promise, Uint8Array};
+use serde::Deserialize;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+fn js_error(e: Error) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// The message of a thrown JavaScript value.
+fn message(v: &JsValue) -> String {
+    match v.dyn_ref::<js_sys::Error>() {
+        Some(e) => String::from(e.message()),
+        None => v.as_string().unwrap_or_else(|| format!("{v:?}")),
+    }
+}
+
+/// Byte ranges from a JavaScript `read(offset, length) => Promise<Uint8Array>` (pkg/core.js: fetch
+/// with Range headers through the Cache API, or a file in Node).
+struct JsReader {
+    url: String,
+    size: u64,
+    read: Function,
+}
+
+impl RangeReader for JsReader {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let fail = |what: String| Error::Io {
+            path: self.url.clone(),
+            source: std::io::Error::other(what),
+        };
+        let (o, l) = (
+            JsValue::from_f64(offset as f64),
+            JsValue::from_f64(len as f64),
+        );
+        let promise = self
+            .read
+            .call2(&JsValue::NULL, &o, &l)
+            .map_err(|e| fail(message(&e)))?;
+        let value = JsFuture::from(Promise::resolve(&promise))
+            .await
+            .map_err(|e| fail(message(&e)))?;
+        let bytes = value
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| fail(format!("read({offset}, {len}) did not give a Uint8Array")))?;
+        if bytes.length() as usize != len {
+            return Err(fail(format!(
+                "read({offset}, {len}) gave {} bytes (the file changed or the server ignores Range)",
+                bytes.length()
+            )));
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// Options of [`load_model`] (JSON, camelCase; all optional).
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+struct WebLoadOptions {
+    /// Context length (KV cache positions); default min(model's, 4096).
+    ctx: Option<usize>,
+    /// Most prompt tokens per forward pass.
+    batch: Option<usize>,
+    /// Use a lower storage-binding limit than the device's (tensors are then split more).
+    max_storage_buffer_binding_size: Option<u64>,
+    /// Use the shared-memory kernels even where subgroups exist.
+    no_subgroups: bool,
+    /// Do not use `shader-f16`.
+    no_f16: bool,
+}
+
+/// What [`WebEngine::generate`] continues (JSON): chat messages through the model's template,
+/// raw text, or token ids.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum Prompt {
+    Messages(Vec<ChatMessage>),
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// Options of [`WebEngine::generate`] (JSON).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebGenerateOptions {
+    max_tokens: usize,
+    #[serde(default)]
+    stop: Vec<String>,
+    #[serde(default)]
+    sampling: SamplingParams,
+}
+
+struct Inner {
+    engine: Engine,
+    template: Option<Result<ChatTemplate>>,
+    stats: LoadStats,
+}
+
+/// A loaded model on the GPU. Calls are serialized by pkg/core.js; one made while another is
+/// running fails with a clear error instead of waiting.
+#[wasm_bindgen]
+pub struct WebEngine {
+    inner: Rc<RefCell<Option<Inner>>>,
+}
+
+/// Opens the WebGPU device and streams the GGUF at `url` (only used in messages) of `size` bytes
+/// through `read(offset, length) => Promise<Uint8Array>` to it. `options` is a JSON object (see
+/// `WebLoadOptions`); `progress(loadedBytes, totalBytes)` is called as tensors arrive.
+#[wasm_bindgen(js_name = loadModel)]
+pub async fn load_model(
+    url: String,
+    size: f64,
+    read: Function,
+    options: String,
+    progress: Function,
+) -> std::result::Result<WebEngine, JsValue> {
+    let o: WebLoadOptions = serde_json::from_str(&options)
+        .map_err(|e| js_error(Error::InvalidArgument(format!("load options: {e}"))))?;
+    let gpu_opts = GpuOptions {
+        max_binding_override: o.max_storage_buffer_binding_size,
+        no_subgroups: o.no_subgroups,
+        no_f16: o.no_f16,
+        ..GpuOptions::default()
+    };
+    let gpu = Gpu::new_async(&gpu_opts).await.map_err(|e| match e {
+        Error::NoAdapter(m) => JsError::new(&format!(
+            "no WebGPU adapter: the browser (or Node's `webgpu` package) offers none ({m}); \
+             WebGPU may be disabled or unsupported here"
+        ))
+        .into(),
+        e => js_error(e),
+    })?;
+    let defaults = LoadOptions::default();
+    let load = LoadOptions {
+        ctx: o.ctx,
+        batch: o.batch.unwrap_or(defaults.batch),
+        ..defaults
+    };
+    let mut reader = JsReader {
+        url,
+        size: size as u64,
+        read,
+    };
+    let mut on_progress = |done: u64, total: u64| {
+        let _ = progress.call2(
+            &JsValue::NULL,
+            &JsValue::from_f64(done as f64),
+            &JsValue::from_f64(total as f64),
+        );
+    };
+    let (engine, stats) = loader::load(&mut reader, gpu, &load, &mut on_progress)
+        .await
+        .map_err(js_error)?;
+    let template = engine.chat_template.as_deref().map(|src| {
+        let tok = &engine.tokenizer;
+        let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
+        ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
+    });
+    Ok(WebEngine {
+        inner: Rc::new(RefCell::new(Some(Inner {
+            engine,
+            template,
+            stats,
+        }))),
+    })
+}
+
+fn busy() -> JsValue {
+    JsError::new("the engine is unloaded or busy with another request").into()
+}
+
+impl Inner {
+    fn tokens(&self, prompt: Prompt) -> Result<Vec<u32>> {
+        let tok = &self.engine.tokenizer;
+        let ids = match prompt {
+            Prompt::Messages(m) => {
+                let text = match &self.template {
+                    Some(Ok(t)) => t.render(&m, true)?,
+                    Some(Err(e)) => {
+                        return Err(Error::Template(format!(
+                            "the model's chat template does not compile: {e}"
+                        )))
+                    }
+                    None => {
+                        return Err(Error::InvalidArgument(
+                            "the model has no chat template: use completions with a prompt".into(),
+                        ))
+                    }
+                };
+                tok.encode(&text, false)?
+            }
+            Prompt::Text(t) => tok.encode(&t, true)?,
+            Prompt::Tokens(ids) => ids,
+        };
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        Ok(ids)
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let e = &self.engine;
+        let g = &e.gpu;
+        let info = e.model.info();
+        json!({
+            "adapter": g.info.name,
+            "backend": format!("{:?}", g.info.backend),
+            "deviceType": format!("{:?}", g.info.device_type),
+            "caps": {
+                "shaderF16": g.caps.f16,
+                "subgroups": g.caps.subgroups,
+                "subgroupMatvec": g.caps.subgroup_matvec,
+                "maxStorageBufferBindingSize": g.caps.max_binding,
+                "maxBufferSize": g.caps.max_buffer,
+                "maxComputeInvocationsPerWorkgroup": g.caps.max_invocations,
+            },
+            "kernels": g.compiled_kernels(),
+            "model": {
+                "architecture": info.architecture,
+                "params": info.params.into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<_, _>>(),
+                "vocab": e.tokenizer.vocab_size(),
+                "hasChatTemplate": self.template.is_some(),
+            },
+            "ctx": e.ctx,
+            "loadMs": e.load_time.as_secs_f64() * 1e3,
+            "headerBytes": self.stats.header_bytes,
+            "tensorBytes": self.stats.tensor_bytes,
+            "largestReadBytes": self.stats.max_read,
+            "gpuWeightBytes": self.stats.gpu_bytes,
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl WebEngine {
+    /// Adapter, capabilities, the kernels compiled so far, model and load statistics (JSON).
+    pub fn info(&self) -> std::result::Result<String, JsValue> {
+        let slot = self.inner.try_borrow().map_err(|_| busy())?;
+        let inner = slot.as_ref().ok_or_else(busy)?;
+        Ok(inner.info().to_string())
+    }
+
+    /// Token ids of `prompt` (JSON, as for `generate`), e.g. to count tokens.
+    pub fn tokenize(&self, prompt: String) -> std::result::Result<Vec<u32>, JsValue> {
+        let slot = self.inner.try_borrow().map_err(|_| busy())?;
+        let inner = slot.as_ref().ok_or_else(busy)?;
+        let p: Prompt = serde_json::from_str(&prompt)
+            .map_err(|e| js_error(Error::InvalidArgument(format!("prompt: {e}"))))?;
+        inner.tokens(p).map_err(js_error)
+    }
+
+    /// Generates after `prompt` (JSON `{"messages": [...]}`, `{"text": "..."}` or
+    /// `{"tokens": [...]}`) with `options` (JSON `{"max_tokens", "stop", "sampling"}`).
+    /// `on_text(piece)` gets the text as it is decoded; returning `false` stops (cancellation).
+    /// Resolves to a JSON result: text, token ids, finish reason, counts and timings.
+    pub fn generate(&self, prompt: String, options: String, on_text: Function) -> Promise {
+        let slot = self.inner.clone();
+        future_to_promise(async move {
+            let parsed = serde_json::from_str::<Prompt>(&prompt)
+                .map_err(|e| Error::InvalidArgument(format!("prompt: {e}")))
+                .and_then(|p| {
+                    let o = serde_json::from_str::<WebGenerateOptions>(&options)
+                        .map_err(|e| Error::InvalidArgument(format!("options: {e}")))?;
+                    Ok((p, o))
+                });
+            let (prompt, o) = parsed.map_err(js_error)?;
+            // Taken out for the duration: a second call meanwhile is refused, never interleaved.
+            let mut inner = slot
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut s| s.take())
+                .ok_or_else(busy)?;
+            let result = run(&mut inner, prompt, o, &on_text).await;
+            if result.is_err() {
+                // The KV cache may hold a half-written step.
+                inner.engine.reset();
+            }
+            if let Ok(mut s) = slot.try_borrow_mut() {
+                *s = Some(inner);
+            }
+            result.map(|v| JsValue::from_str(&v.to_string()))
+        })
+    }
+
+    /// Empties the KV cache.
+    pub fn reset(&self) -> std::result::Result<(), JsValue> {
+        let mut slot = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        slot.as_mut().ok_or_else(busy)?.engine.reset();
+        Ok(())
+    }
+
+    /// Frees the GPU memory now (destroys the device); later calls fail with a clear error.
+    pub fn unload(&self) -> std::result::Result<(), JsValue> {
+        let mut slot = self.inner.try_borrow_mut().map_err(|_| busy())?;
+        if let Some(inner) = slot.take() {
+            inner.engine.gpu.device.destroy();
+        }
+        Ok(())
+    }
+}
+
+async fn run(
+    inner: &mut Inner,
+    prompt: Prompt,
+    o: WebGenerateOptions,
+    on_text: &Function,
+) -> std::result::Result<serde_json::Value, JsValue> {
+    let ids = inner.tokens(prompt).map_err(js_error)?;
+    let opts = GenerateOptions {
+        max_tokens: o.max_tokens,
+        sampling: o.sampling,
+        stop: o.stop,
+    };
+    let mut callback = |piece: &str| match on_text.call1(&JsValue::NULL, &JsValue::from_str(piece))
+    {
+        Ok(v) => v.as_bool() != Some(false),
+        Err(_) => false,
+    };
+    let g = inner
+        .engine
+        .generate_async(&ids, &opts, &mut callback)
+        .await
+        .map_err(js_error)?;
+    Ok(json!({
+        "text": g.text,
+        "tokens": g.tokens,
+        "finishReason": match g.finish {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        },
+        "promptTokens": g.prompt_tokens,
+        "prefilledTokens": g.prefilled_tokens,
+        "prefillMs": g.prefill_time.as_secs_f64() * 1e3,
+        "decodeMs": g.decode_time.as_secs_f64() * 1e3,
+        "prefillTps": g.prefill_tps(),
+        "decodeTps": g.decode_tps(),
+    }))
+}

@@ -1,0 +1,142 @@
+// The npm package in headless Chromium (Debian chromium, WebGPU on SwiftShader), driven by
+// playwright-core: loads SmolLM2 from a local HTTP server in a Web Worker, checks greedy tokens
+// against the native engine's (tests/fixtures/web/greedy.json), that the page stays responsive,
+// the peak wasm memory, then relaunches the browser on the same profile and checks that a second
+// load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/)
+// and saves a screenshot to target/web-test/demo.png.
+//   node tests/web/browser.mjs     (after scripts/build-web.sh)
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { serve } from './server.mjs';
+import { FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, importTool, sameIds } from './common.mjs';
+
+const playwright = await importTool('playwright-core');
+const { chromium } = playwright.chromium ? playwright : playwright.default;
+const ARGS = ['--no-sandbox', '--disable-gpu-sandbox', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+const fileBytes = statSync(ROOT + MODEL_PATH.slice(1)).size;
+const profile = `${OUT}/chromium-profile`;
+rmSync(profile, { recursive: true, force: true });
+mkdirSync(profile, { recursive: true });
+
+const server = await serve();
+const summary = { runtime: 'chromium (WebGPU on SwiftShader)', fileBytes };
+
+async function launch() {
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true, args: ARGS,
+  });
+  const page = ctx.pages()[0] ?? await ctx.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.log(`  [page] ${m.text()}`); });
+  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  page.setDefaultTimeout(0);
+  return { ctx, page };
+}
+
+/** Loads the model in the page, generates greedily, returns timings, ids, info. */
+function loadAndGenerate(page, opts, nGreedy, nChat) {
+  return page.evaluate(async ({ modelPath, fixture, opts, nGreedy, nChat, SYSTEM }) => {
+    const { createEngine } = await import('/pkg/index.js');
+    // The page's own thread: record the longest gap between timer ticks while the engine works.
+    let lastTick = performance.now();
+    let maxGap = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - lastTick);
+      lastTick = now;
+    }, 20);
+    const progress = [];
+    const t0 = performance.now();
+    const engine = await createEngine({ model: modelPath, ctx: 512, onProgress: (p) => progress.push(p), ...opts });
+    const loadMs = performance.now() - t0;
+    const r = await engine.completions.create({ prompt: fixture.prompt, max_tokens: nGreedy, temperature: 0 });
+    let streamed = '';
+    let timings = null;
+    let nChunks = 0;
+    if (nChat) {
+      const stream = await engine.chat.completions.create({
+        messages: [SYSTEM, { role: 'user', content: 'Name three colors.' }], stream: true, max_tokens: nChat, temperature: 0,
+      });
+      for await (const c of stream) {
+        nChunks++;
+        streamed += c.choices[0]?.delta?.content ?? '';
+        timings = c.timings ?? timings;
+      }
+    }
+    clearInterval(timer);
+    const info = await engine.info();
+    await engine.unload();
+    return { loadMs, ids: r.choices[0].token_ids, text: r.choices[0].text, streamed, nChunks, timings, info,
+      lastProgress: progress.at(-1), nProgress: progress.length, maxGapMs: maxGap };
+  }, { modelPath: MODEL_PATH, fixture: FIXTURE, opts, nGreedy, nChat, SYSTEM });
+}
+
+try {
+  // 1. First load, in a Web Worker (the default), over the network.
+  let { ctx, page } = await launch();
+  await page.goto(`${server.url}/tests/web/harness.html`);
+  const a = await loadAndGenerate(page, {}, FIXTURE.max_tokens, 8);
+  summary.adapter = `${a.info.adapter} (${a.info.backend})`;
+  summary.caps = a.info.caps;
+  summary.kernels = a.info.kernels;
+  summary.loadMs = Math.round(a.loadMs);
+  summary.decodeTokS = +a.timings.predicted_per_second.toFixed(2);
+  summary.prefillTokS = +a.timings.prompt_per_second.toFixed(2);
+  summary.wasmMemoryBytes = a.info.wasmMemoryBytes;
+  check(a.info.worker === true, 'the engine runs in a Web Worker by default');
+  check(sameIds(a.ids, FIXTURE.ids), 'greedy ids equal the native engine\'s', JSON.stringify(a.ids));
+  check(a.text === FIXTURE.text, 'greedy text equals the native engine\'s', JSON.stringify(a.text));
+  check(a.streamed.length > 0 && a.nChunks > 3, 'streamed chat', JSON.stringify(a.streamed));
+  check(a.info.caps.shaderF16 === false, 'runs without shader-f16 (SwiftShader has none)');
+  check(a.info.kernels.length > 0, 'info lists the kernels in use', a.info.kernels.join(', '));
+  check(a.lastProgress.loaded === fileBytes && a.nProgress > 10, 'progress in bytes up to the file size');
+  check(a.info.networkBytes === fileBytes, 'first load downloads the file once', `${a.info.networkBytes} bytes`);
+  check(a.info.wasmMemoryBytes < fileBytes / 2, 'peak wasm memory is far below the model size',
+    `${(a.info.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB vs ${(fileBytes / 2 ** 20).toFixed(1)} MiB`);
+  check(a.maxGapMs < 1000, 'the page stays responsive while the worker loads and generates', `longest gap ${a.maxGapMs.toFixed(0)} ms`);
+  const served1 = server.counts.get(MODEL_PATH);
+  await ctx.close();
+
+  // 2. Same profile, new browser: the second load reads the cache, on the page's thread.
+  server.counts.delete(MODEL_PATH);
+  ({ ctx, page } = await launch());
+  await page.goto(`${server.url}/tests/web/harness.html`);
+  const b = await loadAndGenerate(page, { worker: false }, 4, 0);
+  const served2 = server.counts.get(MODEL_PATH) ?? { requests: 0, bytes: 0 };
+  summary.cachedLoadMs = Math.round(b.loadMs);
+  summary.modelRequests = { first: served1?.requests, second: served2.requests };
+  check(served2.requests === 0 && served2.bytes === 0, 'second load makes no request for the model',
+    `first: ${served1?.requests} requests / ${served1?.bytes} bytes; second: ${served2.requests} / ${served2.bytes}`);
+  check(b.info.cacheBytes === fileBytes && b.info.networkBytes === 0, 'second load reads every byte from the cache');
+  check(b.info.worker === false && sameIds(b.ids, FIXTURE.ids.slice(0, 4)), 'in-thread mode gives the same tokens');
+
+  // 3. The demo page: type a message, get streamed text, take a screenshot.
+  await page.goto(`${server.url}/www/`);
+  await page.click('#load');
+  await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
+  await page.fill('#input', 'What is the capital of France?');
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('.msg.assistant:last-child .text')?.textContent.length > 0,
+    null, { timeout: 300000 });
+  // Let a few more tokens stream, then press Stop (answers run to 512 tokens otherwise).
+  const partial = await page.textContent('.msg.assistant:last-child .text');
+  await page.waitForFunction((n) => document.querySelector('.msg.assistant:last-child .text').textContent.length > n,
+    partial.length, { timeout: 300000 });
+  await page.click('#stop');
+  await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
+  const answer = await page.textContent('.msg.assistant:last-child .text');
+  const stopped = await page.textContent('.msg.assistant:last-child');
+  const stats = await page.textContent('#stats');
+  mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: `${OUT}/demo.png`, fullPage: true });
+  check(answer.length > 0 && /tok\/s/.test(stats), 'demo streams an answer and shows tokens/s',
+    `${JSON.stringify(answer.slice(0, 80))} | ${stats}`);
+  check(partial.length < answer.length, 'demo text grew while streaming', `${partial.length} -> ${answer.length} chars`);
+  check(/stopped$/.test(stopped), 'the stop button stops the answer');
+  summary.screenshot = `${OUT}/demo.png`;
+  await ctx.close();
+} catch (e) {
+  check(false, 'unexpected error', e?.stack ?? String(e));
+} finally {
+  await server.close();
+}
+done(summary);

@@ -1,0 +1,133 @@
+// The npm package in Node 20 with the `webgpu` package (Dawn; on machines without a GPU, point it at
+// Chromium's SwiftShader: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json). Loads
+// SmolLM2 from a local HTTP server through the range loader, checks greedy tokens against the
+// native engine's (tests/fixtures/web/greedy.json), streaming, abort, errors, unload.
+//   node tests/web/node.mjs     (after scripts/build-web.sh)
+import { cpSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { serve } from './server.mjs';
+import { FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, sameIds } from './common.mjs';
+
+// Install the package the way a user does: pkg/ as node_modules/flint-llm next to `webgpu`.
+const app = `${OUT}/node-app`;
+rmSync(app, { recursive: true, force: true });
+mkdirSync(`${app}/node_modules`, { recursive: true });
+cpSync(`${ROOT}pkg`, `${app}/node_modules/flint-llm`, { recursive: true });
+const tools = createRequire(`${ROOT}target/web-tools/node/package.json`);
+symlinkSync(dirname(tools.resolve('webgpu/package.json')), `${app}/node_modules/webgpu`);
+const appRequire = createRequire(`${app}/index.js`);
+const { createEngine } = await import(pathToFileURL(appRequire.resolve('flint-llm')).href);
+
+const server = await serve();
+const modelUrl = server.url + MODEL_PATH;
+const fileBytes = statSync(ROOT + MODEL_PATH.slice(1)).size;
+const summary = { runtime: `node ${process.version}` };
+
+try {
+  // 1. Load through HTTP ranges with a 128 MiB binding limit; progress in bytes.
+  const progress = [];
+  const t0 = performance.now();
+  const engine = await createEngine({
+    model: modelUrl,
+    maxStorageBufferBindingSize: 128 << 20,
+    ctx: 512,
+    onProgress: (p) => progress.push(p),
+  });
+  summary.loadMs = Math.round(performance.now() - t0);
+  const last = progress.at(-1);
+  check(progress.length > 10 && last.loaded === last.total && last.total === fileBytes,
+    'progress reported in bytes up to the file size', `${progress.length} reports, last ${JSON.stringify(last)}`);
+  check(progress.every((p, i) => i === 0 || p.loaded >= progress[i - 1].loaded), 'progress never goes back');
+
+  // 2. Greedy tokens equal the native engine's.
+  const r = await engine.completions.create({ prompt: FIXTURE.prompt, max_tokens: FIXTURE.max_tokens, temperature: 0 });
+  const ids = r.choices[0].token_ids;
+  check(sameIds(ids, FIXTURE.ids), 'greedy ids equal the native engine\'s', JSON.stringify(ids));
+  check(r.choices[0].text === FIXTURE.text, 'greedy text equals the native engine\'s', JSON.stringify(r.choices[0].text));
+  check(r.object === 'text_completion' && r.usage.completion_tokens === ids.length, 'OpenAI completion shape');
+
+  // 3. Info: adapter, kernels, no f16 on SwiftShader, binding limit, memory.
+  const info = await engine.info();
+  summary.adapter = `${info.adapter} (${info.backend})`;
+  summary.kernels = info.kernels;
+  summary.wasmMemoryBytes = info.wasmMemoryBytes;
+  summary.fileBytes = fileBytes;
+  check(info.kernels.length > 0 && info.kernels.some((k) => k.includes('q4_1')), 'info lists the kernels in use');
+  check(info.caps.maxStorageBufferBindingSize === 128 << 20, 'binding limit lowered to 128 MiB');
+  check(info.wasmMemoryBytes < fileBytes / 2, 'peak wasm memory is far below the model size',
+    `${(info.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB vs ${(fileBytes / 2 ** 20).toFixed(1)} MiB`);
+
+  // 4. Streamed chat; decode speed.
+  const stream = await engine.chat.completions.create({
+    messages: [SYSTEM, { role: 'user', content: 'Name three colors.' }],
+    stream: true, max_tokens: 8, temperature: 0, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+  const fin = chunks.find((c) => c.choices[0]?.finish_reason);
+  check(chunks.length > 3 && text.length > 0 && chunks[0].object === 'chat.completion.chunk', 'streamed chat chunks', JSON.stringify(text));
+  check(!!fin && chunks.at(-1).usage?.completion_tokens > 0, 'final chunk with finish_reason, then usage');
+  summary.decodeTokS = +fin.timings.predicted_per_second.toFixed(2);
+  summary.prefillTokS = +fin.timings.prompt_per_second.toFixed(2);
+
+  // 5. Abort mid-stream: the iterator throws AbortError, the engine stays usable.
+  const ac = new AbortController();
+  const s2 = await engine.chat.completions.create({ messages: [SYSTEM, { role: 'user', content: 'Count to one hundred.' }], stream: true, max_tokens: 50 }, { signal: ac.signal });
+  let n = 0;
+  let aborted = null;
+  try {
+    for await (const c of s2) if (c.choices[0]?.delta?.content && ++n === 3) ac.abort();
+  } catch (e) {
+    aborted = e;
+  }
+  check(aborted?.name === 'AbortError' && n === 3, 'AbortSignal stops a stream with AbortError', `${aborted}`);
+  const again = await engine.completions.create({ prompt: FIXTURE.prompt, max_tokens: 2, temperature: 0 });
+  check(sameIds(again.choices[0].token_ids, FIXTURE.ids.slice(0, 2)), 'engine works after an abort',
+    JSON.stringify(again.choices[0].token_ids));
+
+  // 6. Bad requests are clear errors.
+  const bad = async (body, re, what) => {
+    try {
+      await engine.chat.completions.create(body);
+      check(false, what, 'no error');
+    } catch (e) {
+      check(e instanceof Error && re.test(e.message), what, e.message);
+    }
+  };
+  await bad({ messages: [] }, /messages/, 'empty messages rejected');
+  await bad({ messages: [{ role: 'user', content: 'hi' }], temperature: 5 }, /temperature/, 'bad temperature rejected');
+  await bad({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_object' } }, /response_format/, 'unsupported response_format rejected');
+
+  // 7. Unload frees the engine; later calls fail clearly.
+  await engine.unload();
+  try {
+    await engine.completions.create({ prompt: 'x', max_tokens: 1 });
+    check(false, 'calls after unload fail');
+  } catch (e) {
+    check(/unloaded/.test(e.message), 'calls after unload fail', e.message);
+  }
+
+  // 8. Load errors: network (404), not a GGUF, model too large for the device's limits.
+  const loadErr = async (opts, re, what) => {
+    try {
+      const e = await createEngine(opts);
+      await e.unload();
+      check(false, what, 'loaded');
+    } catch (e) {
+      check(e instanceof Error && re.test(e.message), what, e.message);
+    }
+  };
+  await loadErr({ model: `${server.url}/models/missing.gguf` }, /HTTP 404/, '404 is a network error');
+  await loadErr({ model: `${server.url}/pkg/package.json` }, /not a GGUF file/, 'a non-GGUF file is rejected');
+  await loadErr({ model: 'http://127.0.0.1:9/none.gguf' }, /network error/, 'an unreachable server is a network error');
+  await loadErr({ model: modelUrl, maxStorageBufferBindingSize: 256 }, /exceeds the adapter's max storage binding/,
+    'a model too large for the binding limit is rejected');
+} catch (e) {
+  check(false, 'unexpected error', e?.stack ?? String(e));
+} finally {
+  await server.close();
+}
+done(summary);

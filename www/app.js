@@ -1,0 +1,136 @@
+// The flint chat demo: load a GGUF by URL (progress in bytes), then chat with streamed answers,
+// tokens per second and a stop button. Everything runs in a Web Worker on this device's GPU.
+import { createEngine } from '/pkg/index.js';
+
+const $ = (id) => document.getElementById(id);
+const chat = $('chat');
+const history = [];
+let engine = null;
+let running = null; // AbortController of the answer being generated
+
+const mib = (b) => (b / 2 ** 20).toFixed(1);
+const rate = (x) => (x >= 10 ? x.toFixed(0) : x.toPrecision(2));
+
+function setState(state) {
+  chat.dataset.state = state;
+  const ready = state === 'ready';
+  $('input').disabled = !engine || state === 'loading';
+  $('send').disabled = !ready;
+  $('stop').disabled = state !== 'generating';
+  $('load').disabled = state === 'loading' || state === 'generating';
+}
+
+function addMessage(role, text = '') {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const span = document.createElement('span');
+  span.className = 'text';
+  span.textContent = text;
+  div.append(span);
+  chat.append(div);
+  chat.scrollTop = chat.scrollHeight;
+  return div;
+}
+
+function note(div, text) {
+  const n = document.createElement('span');
+  n.className = 'note';
+  n.textContent = text;
+  div.append(n);
+}
+
+async function load() {
+  const url = $('model').value.trim();
+  setState('loading');
+  const bar = $('progress');
+  bar.hidden = false;
+  bar.value = 0;
+  try {
+    await engine?.unload();
+    engine = null;
+    const t0 = performance.now();
+    engine = await createEngine({
+      model: url,
+      onProgress: (p) => {
+        bar.value = p.total ? p.loaded / p.total : 0;
+        const from = p.networkBytes ? `${mib(p.networkBytes)} MiB downloaded` : 'from the cache';
+        $('progress-text').textContent = `${mib(p.loaded)} / ${mib(p.total)} MiB on the GPU (${from})`;
+      },
+    });
+    const info = await engine.info();
+    $('progress-text').textContent =
+      `Loaded ${engine.model} in ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
+      `(${mib(info.networkBytes)} MiB downloaded, ${mib(info.cacheBytes)} MiB from the cache).`;
+    $('device').textContent = `· ${info.adapter || 'WebGPU'} (${info.backend}${info.caps.shaderF16 ? ', f16' : ''})`;
+    $('input').placeholder = 'Type a message';
+    history.length = 0;
+    chat.replaceChildren();
+    setState('ready');
+  } catch (e) {
+    addMessage('error', `Could not load the model: ${e.message}`);
+    setState(engine ? 'ready' : 'idle');
+  }
+}
+
+async function send(ev) {
+  ev.preventDefault();
+  const text = $('input').value.trim();
+  if (!text || chat.dataset.state !== 'ready') return;
+  $('input').value = '';
+  history.push({ role: 'user', content: text });
+  addMessage('user', text);
+  const div = addMessage('assistant');
+  const out = div.querySelector('.text');
+  running = new AbortController();
+  setState('generating');
+  let tFirst = 0;
+  let pieces = 0;
+  let answer = '';
+  try {
+    const stream = await engine.chat.completions.create(
+      { messages: history, stream: true, max_tokens: 512, temperature: 0.7, top_p: 0.95 },
+      { signal: running.signal },
+    );
+    for await (const chunk of stream) {
+      const delta = chunk.choices[0]?.delta?.content;
+      if (delta) {
+        answer += delta;
+        out.textContent = answer;
+        pieces++;
+        chat.scrollTop = chat.scrollHeight;
+        // Live decode rate: pieces after the first over the time since it came (prefill excluded).
+        if (pieces === 1) tFirst = performance.now();
+        const secs = (performance.now() - tFirst) / 1000;
+        $('stats').textContent = `${pieces} tokens · ${secs > 0 ? rate((pieces - 1) / secs) : '…'} tok/s`;
+      }
+      if (chunk.timings) {
+        const t = chunk.timings;
+        $('stats').textContent = `${t.predicted_n} tokens · ${rate(t.predicted_per_second)} tok/s ` +
+          `(prompt ${t.prompt_n} tokens at ${rate(t.prompt_per_second)} tok/s)`;
+      }
+    }
+    history.push({ role: 'assistant', content: answer });
+  } catch (e) {
+    if (e.name === 'AbortError') {
+      note(div, 'stopped');
+      history.push({ role: 'assistant', content: answer });
+    } else {
+      div.className = 'msg error';
+      out.textContent = `Error: ${e.message}`;
+      history.pop();
+    }
+  } finally {
+    running = null;
+    setState('ready');
+  }
+}
+
+$('load').addEventListener('click', load);
+$('composer').addEventListener('submit', send);
+$('stop').addEventListener('click', () => running?.abort());
+$('input').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && !ev.shiftKey) send(ev);
+});
+if (!navigator.gpu) {
+  addMessage('error', 'This browser has no WebGPU (navigator.gpu): try a recent Chrome, Edge or Safari.');
+}
