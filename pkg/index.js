@@ -46,7 +46,11 @@ class InWorker {
   #dead = null;
 
   constructor(workerUrl) {
-    this.#w = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
+    // `new Worker(new URL('./worker.js', import.meta.url), ...)` spelled out whole: bundlers (Vite,
+    // webpack 5, Parcel) recognise only this form and then bundle worker.js and what it imports.
+    this.#w = workerUrl
+      ? new Worker(workerUrl, { type: 'module' })
+      : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this.#w.onmessage = (ev) => {
       const m = ev.data;
       const p = this.#pending.get(m.id);
