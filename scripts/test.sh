@@ -34,5 +34,6 @@ if [ -z "${FLINT_SKIP_WEB_TESTS:-}" ]; then
   scripts/build-web.sh
   VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json node tests/web/node.mjs
   node tests/web/browser.mjs
+  node tests/web/bundle.mjs
   node tests/web/serve.mjs
 fi
