@@ -27,6 +27,7 @@ fn gpu_subgroups() -> &'static Gpu {
     G.get_or_init(|| {
         Gpu::new(&GpuOptions {
             subgroup_matvec: Some(true),
+            rows_matvec: Some(false),
             ..Default::default()
         })
         .expect("a GPU adapter")
@@ -39,6 +40,7 @@ fn gpu_baseline() -> &'static Gpu {
     G.get_or_init(|| {
         Gpu::new(&GpuOptions {
             no_subgroups: true,
+            rows_matvec: Some(false),
             max_binding_override: Some(64 << 10),
             ..Default::default()
         })

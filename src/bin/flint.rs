@@ -96,6 +96,9 @@ struct ModelArgs {
     /// Do not show the loading progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Time every kernel with timestamp queries (set by `flint bench --profile`).
+    #[arg(skip)]
+    profile: bool,
 }
 
 #[derive(Args, Clone)]
@@ -218,6 +221,10 @@ struct BenchArgs {
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time every kernel with GPU timestamp queries and print where each test's time goes
+    /// (ms per token by kernel). Each submit then waits for the GPU, so t/s drop a little.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() {
@@ -261,6 +268,7 @@ impl ModelArgs {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
             no_subgroups: self.no_subgroups,
+            profile: self.profile,
             ..Default::default()
         }
     }
@@ -740,6 +748,47 @@ struct BenchReport {
     copy_bytes: u64,
     /// decode_weight_gbps / copy_gbps.
     roofline_ratio: Option<f64>,
+    /// With --profile: GPU time per kernel in each test.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profiles: Vec<TestProfile>,
+}
+
+/// Where one test's GPU time went (`flint bench --profile`), per token over the timed runs.
+#[derive(serde::Serialize)]
+struct TestProfile {
+    test: String,
+    tokens: usize,
+    /// Slowest kernel first.
+    kernels: Vec<KernelShare>,
+}
+
+#[derive(serde::Serialize)]
+struct KernelShare {
+    kernel: String,
+    ms_per_token: f64,
+    dispatches_per_token: f64,
+    share: f64,
+}
+
+impl TestProfile {
+    fn new(test: String, tokens: usize, times: Vec<flint::gpu::KernelTime>) -> TestProfile {
+        let total: f64 = times.iter().map(|t| t.seconds).sum();
+        let per = tokens.max(1) as f64;
+        let kernels = times
+            .into_iter()
+            .map(|t| KernelShare {
+                ms_per_token: t.seconds * 1e3 / per,
+                dispatches_per_token: t.calls as f64 / per,
+                share: if total > 0.0 { t.seconds / total } else { 0.0 },
+                kernel: t.kernel,
+            })
+            .collect();
+        TestProfile {
+            test,
+            tokens,
+            kernels,
+        }
+    }
 }
 
 /// Largest element's index (greedy decoding).
@@ -803,7 +852,8 @@ fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<(f64, u64)> {
     Ok((2.0 * bytes as f64 / best / 1e9, bytes))
 }
 
-fn bench(a: BenchArgs) -> Result<()> {
+fn bench(mut a: BenchArgs) -> Result<()> {
+    a.model.profile = a.profile;
     if a.reps == 0 {
         return Err(Error::InvalidArgument(
             "-r/--repetitions must be at least 1".into(),
@@ -831,10 +881,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let runs = a.reps + usize::from(!a.no_warmup);
     let mut tests = Vec::new();
+    let mut profiles = Vec::new();
     if a.n_prompt > 0 {
         let mut tps = Vec::new();
         for run in 0..runs {
             engine.reset();
+            if run + a.reps == runs {
+                engine.gpu.take_profile(); // the warm-up run's kernels are not counted
+            }
             let t0 = Instant::now();
             engine.feed(&prompt)?; // returns the logits: the GPU is done
             let s = t0.elapsed().as_secs_f64();
@@ -856,12 +910,20 @@ fn bench(a: BenchArgs) -> Result<()> {
             0,
             tps,
         ));
+        profiles.push(TestProfile::new(
+            format!("pp{}", a.n_prompt),
+            a.n_prompt * a.reps,
+            engine.gpu.take_profile(),
+        ));
     }
     if a.n_gen > 0 {
         let mut tps = Vec::new();
         for run in 0..runs {
             engine.reset();
             let mut logits = engine.feed(&[bos])?;
+            if run + a.reps == runs {
+                engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
+            }
             let t0 = Instant::now();
             for _ in 0..a.n_gen {
                 logits = engine.feed(&[argmax(&logits)])?;
@@ -880,6 +942,11 @@ fn bench(a: BenchArgs) -> Result<()> {
             }
         }
         tests.push(TestResult::new(format!("tg{}", a.n_gen), 0, a.n_gen, tps));
+        profiles.push(TestProfile::new(
+            format!("tg{}", a.n_gen),
+            a.n_gen * a.reps,
+            engine.gpu.take_profile(),
+        ));
     }
     engine.reset();
     let (copy_gbps, copy_bytes) = copy_bandwidth(&engine.gpu, a.reps)?;
@@ -908,6 +975,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         copy_gbps,
         copy_bytes,
         roofline_ratio: decode_weight_gbps.map(|g| g / copy_gbps),
+        profiles: if a.profile { profiles } else { Vec::new() },
     };
     if a.json {
         let text = serde_json::to_string_pretty(&report)
@@ -955,5 +1023,23 @@ fn print_bench_table(r: &BenchReport) {
             mib(r.decode_weight_bytes_per_token),
             ratio * 100.0
         );
+    }
+    for p in &r.profiles {
+        let total: f64 = p.kernels.iter().map(|k| k.ms_per_token).sum();
+        println!(
+            "\n{}: GPU time by kernel (timestamp queries), {total:.3} ms/token in all",
+            p.test
+        );
+        println!("| kernel | ms/token | dispatches/token | share |");
+        println!("| --- | ---: | ---: | ---: |");
+        for k in &p.kernels {
+            println!(
+                "| {} | {:.3} | {:.1} | {:.1}% |",
+                k.kernel,
+                k.ms_per_token,
+                k.dispatches_per_token,
+                k.share * 100.0
+            );
+        }
     }
 }

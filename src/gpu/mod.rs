@@ -28,6 +28,12 @@ pub struct GpuOptions {
     /// Use the subgroup matrix-vector kernel: `None` = where subgroups exist and the adapter is a
     /// real GPU (CPU-type adapters such as lavapipe run the multi-row kernel faster).
     pub subgroup_matvec: Option<bool>,
+    /// Use the one-row-per-invocation matrix-vector kernel (`matvec_rows.wgsl`): `None` = on
+    /// CPU-type adapters (lavapipe, SwiftShader), where SIMD lanes over rows beat a reduction.
+    pub rows_matvec: Option<bool>,
+    /// Time every dispatch with GPU timestamp queries (`flint bench --profile`); native only, and
+    /// only where the adapter has `TIMESTAMP_QUERY`. Each submit then waits for the GPU.
+    pub profile: bool,
 }
 
 /// Features and limits read once from the adapter; kernels are chosen from these.
@@ -39,6 +45,8 @@ pub struct Caps {
     pub subgroups: bool,
     /// The matrix-vector product uses the subgroup kernel (`matvec_sg.wgsl`).
     pub subgroup_matvec: bool,
+    /// The matrix-vector product uses the one-row-per-invocation kernel (`matvec_rows.wgsl`).
+    pub rows_matvec: bool,
     /// Smallest subgroup size the adapter reports (0 when unknown).
     pub subgroup_min_size: u32,
     /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
@@ -59,7 +67,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
-    pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
+    profiler: Option<Mutex<Profiler>>,
     /// First uncaptured wgpu error since the last check (validation, out of memory).
     error: Arc<Mutex<Option<String>>>,
 }
@@ -162,6 +171,15 @@ impl Gpu {
         if subgroups {
             required_features |= wgpu::Features::SUBGROUP;
         }
+        if opts.profile {
+            if cfg!(target_arch = "wasm32") || !features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+                return Err(Error::Gpu(format!(
+                    "profiling needs timestamp queries, which `{}` does not offer here",
+                    info.name
+                )));
+            }
+            required_features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         // Ask for the adapter's own limits: big models need its full binding and buffer sizes.
         let required_limits = limits.clone();
         let (device, queue) = adapter
@@ -191,6 +209,7 @@ impl Gpu {
             f16,
             subgroups,
             subgroup_matvec: subgroups && opts.subgroup_matvec.unwrap_or(!cpu_adapter),
+            rows_matvec: opts.rows_matvec.unwrap_or(cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,
             max_buffer: limits.max_buffer_size,
@@ -198,12 +217,16 @@ impl Gpu {
             max_invocations: limits.max_compute_invocations_per_workgroup,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
+        let profiler = opts
+            .profile
+            .then(|| Mutex::new(Profiler::new(&device, queue.get_timestamp_period())));
         Ok(Gpu {
             device,
             queue,
             info,
             caps,
             pipelines: Mutex::new(HashMap::new()),
+            profiler,
             error,
         })
     }
@@ -218,7 +241,7 @@ impl Gpu {
 
     /// The compute pipeline for a kernel made of `sources` concatenated, entry point `main`,
     /// compiled once per `key` and cached.
-    pub fn pipeline(&self, key: &str, sources: &[&str]) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn pipeline(&self, key: &str, sources: &[&str]) -> Result<Arc<Kernel>> {
         let mut cache = self
             .pipelines
             .lock()
@@ -244,7 +267,10 @@ impl Gpu {
                 cache: None,
             });
         self.check(key)?;
-        let p = Arc::new(pipeline);
+        let p = Arc::new(Kernel {
+            name: key.to_string(),
+            pipeline,
+        });
         cache.insert(key.to_string(), p.clone());
         Ok(p)
     }
@@ -319,7 +345,7 @@ impl Gpu {
     pub fn dispatch(
         &self,
         enc: &mut wgpu::CommandEncoder,
-        pipeline: &wgpu::ComputePipeline,
+        kernel: &Kernel,
         params: &[u8],
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
@@ -345,14 +371,16 @@ impl Gpu {
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &kernel.pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let mut profiler = self.profiler.as_ref().and_then(|p| p.lock().ok());
+        let timestamp_writes = profiler.as_mut().and_then(|p| p.begin(&kernel.name));
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: None,
-            timestamp_writes: None,
+            timestamp_writes,
         });
-        pass.set_pipeline(pipeline);
+        pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
     }
@@ -368,9 +396,38 @@ impl Gpu {
         }
     }
 
-    /// Submits `enc` and returns the submission index.
-    pub fn submit(&self, enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
-        self.queue.submit(Some(enc.finish()))
+    /// Submits `enc` and returns the submission index. When profiling, the dispatches' timestamps
+    /// are resolved into the same submission and read back (the call then waits for the GPU).
+    pub fn submit(&self, mut enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
+        let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) else {
+            return self.queue.submit(Some(enc.finish()));
+        };
+        if profiler.pending.is_empty() {
+            return self.queue.submit(Some(enc.finish()));
+        }
+        profiler.resolve(&mut enc);
+        let index = self.queue.submit(Some(enc.finish()));
+        #[cfg(not(target_arch = "wasm32"))]
+        profiler.collect(&self.device);
+        index
+    }
+
+    /// Per-kernel GPU time recorded since the last call (empty unless profiling), slowest first.
+    pub fn take_profile(&self) -> Vec<KernelTime> {
+        let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) else {
+            return Vec::new();
+        };
+        let mut v: Vec<KernelTime> = profiler
+            .totals
+            .drain()
+            .map(|(kernel, (seconds, calls))| KernelTime {
+                kernel,
+                seconds,
+                calls,
+            })
+            .collect();
+        v.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        v
     }
 
     /// Reads `size` bytes at `offset` of `buf` back to the CPU, waiting for all work before it.
@@ -442,6 +499,106 @@ impl Gpu {
     pub fn read_u32(&self, buf: &wgpu::Buffer, n: usize) -> Result<Vec<u32>> {
         let bytes = pollster::block_on(self.read_async(buf, 0, n as u64 * 4))?;
         Ok(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..n * 4]))
+    }
+}
+
+/// A compiled kernel: its pipeline and the key it was compiled under (`matvec.q4_1`, `rmsnorm`, ...).
+pub struct Kernel {
+    pub name: String,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
+/// GPU time one kernel took over the dispatches a profile covers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub seconds: f64,
+    pub calls: u64,
+}
+
+/// Timestamp queries around every compute pass (flint records one pass per dispatch), resolved at
+/// submit and summed per kernel name.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Kernel name of each pass recorded since the last submit; pass i owns queries 2i, 2i+1.
+    pending: Vec<String>,
+    /// Kernel name -> (seconds, dispatches).
+    totals: HashMap<String, (f64, u64)>,
+    period_ns: f32,
+}
+
+impl Profiler {
+    /// Passes one submission can time (two queries each, within wgpu's 4096 per query set);
+    /// passes beyond it run untimed.
+    const PASSES: u32 = 2048;
+
+    fn new(device: &wgpu::Device, period_ns: f32) -> Profiler {
+        let bytes = Self::PASSES as u64 * 2 * 8;
+        Profiler {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: Self::PASSES * 2,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile.resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile.readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            pending: Vec::new(),
+            totals: HashMap::new(),
+            period_ns,
+        }
+    }
+
+    /// The timestamp writes for the next pass, running `kernel`; `None` once the set is full.
+    fn begin(&mut self, kernel: &str) -> Option<wgpu::ComputePassTimestampWrites<'_>> {
+        let i = self.pending.len() as u32;
+        if i >= Self::PASSES {
+            return None;
+        }
+        self.pending.push(kernel.to_string());
+        Some(wgpu::ComputePassTimestampWrites {
+            query_set: &self.queries,
+            beginning_of_pass_write_index: Some(2 * i),
+            end_of_pass_write_index: Some(2 * i + 1),
+        })
+    }
+
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        let n = self.pending.len() as u32 * 2;
+        enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, n as u64 * 8);
+    }
+
+    /// Waits for the submission that resolved the pending queries and adds them to the totals.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn collect(&mut self, device: &wgpu::Device) {
+        let n = self.pending.len() as u64 * 2;
+        let slice = self.readback.slice(..n * 8);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        if device.poll(wgpu::PollType::wait_indefinitely()).is_ok() {
+            if let Ok(view) = slice.get_mapped_range() {
+                let ticks: &[u64] = bytemuck::cast_slice(&view);
+                for (i, name) in self.pending.iter().enumerate() {
+                    let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                    let e = self.totals.entry(name.clone()).or_insert((0.0, 0));
+                    e.0 += dt as f64 * self.period_ns as f64 * 1e-9;
+                    e.1 += 1;
+                }
+            }
+        }
+        self.readback.unmap();
+        self.pending.clear();
     }
 }
 

@@ -31,6 +31,9 @@ const MATMUL_TILE: u32 = 32;
 /// Rows per workgroup of the baseline `matvec.wgsl` (its `ROWS`).
 const MATVEC_ROWS: u32 = 8;
 
+/// Rows (= invocations) per workgroup of `matvec_rows.wgsl` (its `WG`).
+const MATVEC_ROWS_WG: u32 = 16;
+
 /// The WGSL `dq8` fragment that decodes a weight type (see `src/ops/quant.rs` for the layouts).
 pub fn dq8_fragment(dtype: DType) -> &'static str {
     match dtype {
@@ -57,38 +60,54 @@ pub enum Variant {
     MatvecSubgroup,
     /// `matmul.wgsl`: many tokens, register-tiled.
     Matmul,
+    /// `matvec_rows.wgsl`: few tokens, one invocation per row (CPU-type adapters).
+    MatvecRows,
 }
 
 impl Variant {
     /// Every variant, for validation and listings.
-    pub const ALL: [Variant; 3] = [Variant::Matvec, Variant::MatvecSubgroup, Variant::Matmul];
+    pub const ALL: [Variant; 4] = [
+        Variant::Matvec,
+        Variant::MatvecSubgroup,
+        Variant::Matmul,
+        Variant::MatvecRows,
+    ];
 
     /// The variant for a product of `m` tokens on this GPU.
     pub fn choose(gpu: &Gpu, m: usize) -> Variant {
-        match (m <= MATVEC_MAX_TOKENS, gpu.caps.subgroup_matvec) {
-            (true, true) => Variant::MatvecSubgroup,
-            (true, false) => Variant::Matvec,
-            (false, _) => Variant::Matmul,
+        if m > MATVEC_MAX_TOKENS {
+            Variant::Matmul
+        } else if gpu.caps.rows_matvec {
+            Variant::MatvecRows
+        } else if gpu.caps.subgroup_matvec {
+            Variant::MatvecSubgroup
+        } else {
+            Variant::Matvec
         }
     }
 }
 
 /// The pipeline key and the WGSL sources (concatenated in this order) of a weight product.
-pub fn sources(dtype: DType, variant: Variant) -> (String, [&'static str; 3]) {
+pub fn sources(dtype: DType, variant: Variant) -> (String, Vec<&'static str>) {
     let (name, kernel) = match variant {
         Variant::Matvec => ("matvec", include_str!("../../shaders/matvec.wgsl")),
+        Variant::MatvecRows => (
+            "matvec_rows",
+            include_str!("../../shaders/matvec_rows.wgsl"),
+        ),
         Variant::MatvecSubgroup => ("matvec_sg", include_str!("../../shaders/matvec_sg.wgsl")),
         Variant::Matmul => ("matmul", include_str!("../../shaders/matmul.wgsl")),
     };
     let key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
-    (
-        key,
-        [
-            dq8_fragment(dtype),
-            include_str!("../../shaders/common/matmul_io.wgsl"),
-            kernel,
-        ],
-    )
+    let mut srcs = vec![
+        dq8_fragment(dtype),
+        include_str!("../../shaders/common/matmul_io.wgsl"),
+    ];
+    if variant != Variant::MatvecRows {
+        srcs.push(include_str!("../../shaders/common/x_f32.wgsl")); // the rows kernel reads vec4s
+    }
+    srcs.push(kernel);
+    (key, srcs)
 }
 
 /// `y[m, :] (+)= W x[m, :]` for `m` tokens; x has `w.cols` floats per token, y has `w.rows`.
@@ -128,7 +147,10 @@ impl MatMul<'_> {
                 y.size()
             )));
         }
-        let variant = Variant::choose(gpu, self.variant_m.clamp(1, self.m));
+        let mut variant = Variant::choose(gpu, self.variant_m.clamp(1, self.m));
+        if variant == Variant::MatvecRows && !w.cols.is_multiple_of(8) {
+            variant = Variant::Matvec; // the rows kernel reads x as whole vec4 pairs
+        }
         let (key, srcs) = sources(w.dtype, variant);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
@@ -143,10 +165,10 @@ impl MatMul<'_> {
                 accumulate: self.accumulate as u32,
             };
             let groups = if variant != Variant::Matmul {
-                let rows_per_group = if gpu.caps.subgroup_matvec {
-                    1
-                } else {
-                    MATVEC_ROWS
+                let rows_per_group = match variant {
+                    Variant::MatvecSubgroup => 1,
+                    Variant::MatvecRows => MATVEC_ROWS_WG,
+                    _ => MATVEC_ROWS,
                 };
                 let g = gpu.grid((part.rows as u32).div_ceil(rows_per_group));
                 [g[0], g[1], self.m as u32]
