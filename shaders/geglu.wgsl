@@ -1,5 +1,6 @@
 // gate[i] = gelu(gate[i]) * up[i]   (GeGLU with the tanh-approximated GELU, in place on the gate
 // projection: Gemma's MLP)
+// shaders/common/act.wgsl is concatenated in front.
 
 struct Params {
     n: u32,
@@ -17,6 +18,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.n) { return; }
     let g = gate[i];
-    let u = 0.7978845608028654 * (g + 0.044715 * g * g * g);
-    gate[i] = 0.5 * g * (1.0 + tanh(clamp(u, -15.0, 15.0))) * up[i];
+    gate[i] = gelu_tanh(g) * up[i];
 }

@@ -26,7 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let k = k0 + g * 8u;
             var d = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
             if (row < p.N && k < p.K) {
-                d = dq8(row * p.row_words + (k / QK) * QWORDS, (k % QK) / 8u);
+                d = dq8(p.w_offset + row * p.row_words + (k / QK) * QWORDS, (k % QK) / 8u);
             }
             let s = r * TKP + g * 8u;
             ws[s] = d[0].x; ws[s + 1u] = d[0].y; ws[s + 2u] = d[0].z; ws[s + 3u] = d[0].w;

@@ -17,7 +17,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let m = wid.z;
     var acc = 0.0;
     if (row < p.N) {
-        let rbase = row * p.row_words;
+        let rbase = p.w_offset + row * p.row_words;
         let xbase = m * p.x_stride;
         let groups = (p.K + 7u) / 8u;
         for (var g = t; g < groups; g += TPR) {

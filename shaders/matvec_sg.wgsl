@@ -13,7 +13,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row = wid.x + wid.y * nwg.x;
     let m = wid.z;
     if (row >= p.N) { return; }
-    let rbase = row * p.row_words;
+    let rbase = p.w_offset + row * p.row_words;
     let xbase = m * p.x_stride;
     let groups = (p.K + 7u) / 8u;
     var acc = 0.0;

@@ -1,4 +1,5 @@
 // gate[i] = silu(gate[i]) * up[i]   (SwiGLU, in place on the gate projection)
+// shaders/common/act.wgsl is concatenated in front.
 
 struct Params {
     n: u32,
@@ -16,5 +17,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.n) { return; }
     let g = gate[i];
-    gate[i] = g / (1.0 + exp(-g)) * up[i];
+    gate[i] = silu(g) * up[i];
 }

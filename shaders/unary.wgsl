@@ -4,6 +4,7 @@
 //   2: x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GELU, tanh approximation: GPT-2's
 //      gelu_new, Gemma's gelu_pytorch_tanh)
 // tanh's argument is clamped to +-15 (tanh is +-1 to f32 precision there) so no backend overflows.
+// shaders/common/act.wgsl (gelu_tanh) is concatenated in front.
 
 struct Params {
     n: u32,
@@ -15,11 +16,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 
-fn gelu(v: f32) -> f32 {
-    let u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
-    return 0.5 * v * (1.0 + tanh(clamp(u, -15.0, 15.0)));
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
@@ -28,6 +24,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     switch p.op {
         case 0u: { x[i] = v * p.a; }
         case 1u: { x[i] = p.a * tanh(clamp(v / p.a, -15.0, 15.0)); }
-        default: { x[i] = gelu(v); }
+        default: { x[i] = gelu_tanh(v); }
     }
 }

@@ -27,7 +27,7 @@ fn gpu_subgroups() -> &'static Gpu {
     G.get_or_init(|| {
         Gpu::new(&GpuOptions {
             subgroup_matvec: Some(true),
-            rows_matvec: Some(false),
+            rows_kernels: Some(false),
             ..Default::default()
         })
         .expect("a GPU adapter")
@@ -40,7 +40,7 @@ fn gpu_baseline() -> &'static Gpu {
     G.get_or_init(|| {
         Gpu::new(&GpuOptions {
             no_subgroups: true,
-            rows_matvec: Some(false),
+            rows_kernels: Some(false),
             max_binding_override: Some(64 << 10),
             ..Default::default()
         })
@@ -117,6 +117,9 @@ fn shapes(dtype: DType) -> Vec<(usize, usize, usize)> {
             (70, 64, 2),
             (45, 160, 7),
             (64, 576, 40),
+            // whole groups of four blocks and a tail (the rows kernels' vectorised decoders)
+            (7, 160, 1),
+            (9, 256, 3),
         ]
     } else {
         vec![
@@ -268,7 +271,14 @@ fn rope_matches_cpu_in_every_mode() {
 
 #[test]
 fn attention_matches_cpu_with_gqa_and_cache() {
-    let g = gpu();
+    // the default kernels (on lavapipe: one query per invocation for several queries) and the
+    // GPU-style ones
+    for g in [gpu(), gpu_baseline()] {
+        attention_cases(g);
+    }
+}
+
+fn attention_cases(g: &Gpu) {
     // (heads, kv_heads, head_dim, tokens, pos0, sliding window, soft-cap)
     for (case, ring) in [
         (1, 1, 8, 1, 0, 0, 0.0),
@@ -282,6 +292,11 @@ fn attention_matches_cpu_with_gqa_and_cache() {
         (2, 2, 16, 5, 0, 1, 0.0),
         (2, 1, 64, 3, 20, 0, 0.5),
         (6, 3, 24, 6, 9, 5, 1.5),
+        // more queries than one workgroup of attention_rows.wgsl holds (16)
+        (9, 3, 64, 37, 5, 0, 0.0),
+        (4, 2, 32, 20, 0, 6, 0.0),
+        (3, 1, 8, 17, 2, 0, 0.0),
+        (2, 1, 96, 33, 40, 9, 2.0),
     ]
     .into_iter()
     .map(|c| (c, 0))
@@ -289,6 +304,7 @@ fn attention_matches_cpu_with_gqa_and_cache() {
     .chain([
         ((4, 2, 32, 7, 30, 4, 0.0), 10),
         ((3, 1, 16, 3, 200, 70, 0.0), 100),
+        ((4, 2, 32, 18, 30, 4, 0.0), 21),
     ]) {
         let ((h, kvh, d, tokens, pos0, window, softcap), ring) = (case, ring);
         let n_pos = pos0 + tokens;
@@ -515,4 +531,124 @@ fn batched_decode_rows_equal_rows_computed_alone() {
             );
         }
     }
+}
+
+/// Three weights fused into one buffer: the fused Q/K/V rows kernel and the gate/up + activation
+/// kernel match the CPU, and every other kernel reads the fused views (word offsets) correctly.
+#[test]
+fn fused_weights_match_cpu() {
+    use flint::ops::matmul::{fused_rows_apply, Glu, GluRows, QkvRows};
+    let rows_gpu = gpu(); // lavapipe: the rows kernels are the default
+    for dtype in [
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::F16,
+        DType::F32,
+    ] {
+        let k = dtype.block_elems().max(8) * 5; // one group of four blocks and a tail
+        let dims = [40, 24, 24];
+        let raws: Vec<Vec<u8>> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| quant::random_gguf_bytes(dtype, n, k, 70 + i as u64))
+            .collect();
+        let deq = |raw: &[u8], n: usize| {
+            let mut f = vec![0.0f32; n * k];
+            quant::dequantize(dtype, raw, &mut f).unwrap();
+            f
+        };
+        for g in [rows_gpu, gpu_baseline()] {
+            let mut ws: Vec<Weight> = raws
+                .iter()
+                .zip(dims)
+                .map(|(r, n)| Weight::upload(g, "w", dtype, r, n, k).unwrap())
+                .collect();
+            {
+                let [a, b, c] = &mut ws[..] else {
+                    unreachable!()
+                };
+                assert!(Weight::fuse(g, &mut [a, b, c]).unwrap(), "{dtype}: fuse");
+            }
+            let refs = [&ws[0], &ws[1], &ws[2]];
+            assert!(Weight::contiguous(&refs));
+            for m in [1, 3] {
+                let x = randv(m * k, 5 + m as u64);
+                let xb = upload(g, &x);
+                let outs: Vec<wgpu::Buffer> = dims
+                    .iter()
+                    .map(|&n| g.zeros("y", (m * n * 4) as u64).unwrap())
+                    .collect();
+                let mut enc = g.encoder();
+                if fused_rows_apply(g, m, &refs) {
+                    QkvRows { w: refs, m }
+                        .encode(g, &mut enc, &xb, [&outs[0], &outs[1], &outs[2]])
+                        .unwrap();
+                } else {
+                    // the other kernels over the fused views
+                    for (w, y) in refs.iter().zip(&outs) {
+                        MatMul {
+                            w,
+                            m,
+                            accumulate: false,
+                            variant_m: m,
+                        }
+                        .encode(g, &mut enc, &xb, y)
+                        .unwrap();
+                    }
+                }
+                g.submit(enc);
+                for (i, &n) in dims.iter().enumerate() {
+                    let got = g.read_f32(&outs[i], 0, m * n).unwrap();
+                    let want = matmul_cpu(&deq(&raws[i], n), n, k, &x, m);
+                    let err = max_abs(&got, &want);
+                    assert!(err < 1e-3, "{dtype} m={m} weight {i}: {err}");
+                }
+            }
+            // gate/up: the first two weights cut to equal halves are not contiguous; fuse two
+            // fresh ones of 24 rows
+            let mut gu: Vec<Weight> = (0..2)
+                .map(|i| Weight::upload(g, "gu", dtype, &raws[1 + i], 24, k).unwrap())
+                .collect();
+            {
+                let [a, b] = &mut gu[..] else { unreachable!() };
+                assert!(Weight::fuse(g, &mut [a, b]).unwrap());
+            }
+            if !fused_rows_apply(g, 1, &[&gu[0], &gu[1]]) {
+                continue;
+            }
+            for act in [Glu::SwiGlu, Glu::GeGlu] {
+                let m = 2;
+                let x = randv(m * k, 9);
+                let (xb, yb) = (upload(g, &x), g.zeros("y", (m * 24 * 4) as u64).unwrap());
+                let mut enc = g.encoder();
+                GluRows {
+                    gate: &gu[0],
+                    up: &gu[1],
+                    m,
+                    act,
+                }
+                .encode(g, &mut enc, &xb, &yb)
+                .unwrap();
+                g.submit(enc);
+                let got = g.read_f32(&yb, 0, m * 24).unwrap();
+                let gate = matmul_cpu(&deq(&raws[1], 24), 24, k, &x, m);
+                let up = matmul_cpu(&deq(&raws[2], 24), 24, k, &x, m);
+                let want = match act {
+                    Glu::SwiGlu => swiglu_cpu(&gate, &up),
+                    Glu::GeGlu => geglu_cpu(&gate, &up),
+                };
+                let err = max_abs(&got, &want);
+                assert!(err < 1e-3, "{dtype} {act:?}: {err}");
+            }
+        }
+    }
+    // weights of different types or row lengths are left alone
+    let g = gpu();
+    let a = quant::random_gguf_bytes(DType::Q4_0, 8, 64, 1);
+    let b = quant::random_gguf_bytes(DType::Q8_0, 8, 64, 2);
+    let mut wa = Weight::upload(g, "a", DType::Q4_0, &a, 8, 64).unwrap();
+    let mut wb = Weight::upload(g, "b", DType::Q8_0, &b, 8, 64).unwrap();
+    assert!(!Weight::fuse(g, &mut [&mut wa, &mut wb]).unwrap());
+    assert!(!Weight::contiguous(&[&wa, &wb]));
 }

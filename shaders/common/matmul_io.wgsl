@@ -11,6 +11,7 @@ struct Params {
     y_stride: u32,   // floats between tokens in y
     y_offset: u32,   // first output column of this part
     accumulate: u32, // 1: y += W x (fused residual add)
+    w_offset: u32,   // word of w where row 0 starts (a weight inside a fused buffer)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -28,9 +28,11 @@ pub struct GpuOptions {
     /// Use the subgroup matrix-vector kernel: `None` = where subgroups exist and the adapter is a
     /// real GPU (CPU-type adapters such as lavapipe run the multi-row kernel faster).
     pub subgroup_matvec: Option<bool>,
-    /// Use the one-row-per-invocation matrix-vector kernel (`matvec_rows.wgsl`): `None` = on
-    /// CPU-type adapters (lavapipe, SwiftShader), where SIMD lanes over rows beat a reduction.
-    pub rows_matvec: Option<bool>,
+    /// Use the kernels laid out for CPU-type adapters (lavapipe, SwiftShader), where a workgroup
+    /// runs as SIMD lanes: one weight row per invocation (`matvec_rows.wgsl`, `matmul_rows.wgsl`,
+    /// `qkv_rows.wgsl`, `glu_rows.wgsl`) and one query per invocation in prefill attention
+    /// (`attention_rows.wgsl`). `None` = on CPU-type adapters.
+    pub rows_kernels: Option<bool>,
     /// Time every dispatch with GPU timestamp queries (`flint bench --profile`); native only, and
     /// only where the adapter has `TIMESTAMP_QUERY`. Each submit then waits for the GPU.
     pub profile: bool,
@@ -45,8 +47,8 @@ pub struct Caps {
     pub subgroups: bool,
     /// The matrix-vector product uses the subgroup kernel (`matvec_sg.wgsl`).
     pub subgroup_matvec: bool,
-    /// The matrix-vector product uses the one-row-per-invocation kernel (`matvec_rows.wgsl`).
-    pub rows_matvec: bool,
+    /// The kernels laid out for CPU-type adapters are used (see [`GpuOptions::rows_kernels`]).
+    pub rows_kernels: bool,
     /// Smallest subgroup size the adapter reports (0 when unknown).
     pub subgroup_min_size: u32,
     /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
@@ -68,6 +70,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub caps: Caps,
     pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
+    /// Bind groups (with their uniforms) by kernel, parameters and buffers: see [`Gpu::dispatch`].
+    binds: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     profiler: Option<Mutex<Profiler>>,
     /// First uncaptured wgpu error since the last check (validation, out of memory).
     error: Arc<Mutex<Option<String>>>,
@@ -209,7 +213,7 @@ impl Gpu {
             f16,
             subgroups,
             subgroup_matvec: subgroups && opts.subgroup_matvec.unwrap_or(!cpu_adapter),
-            rows_matvec: opts.rows_matvec.unwrap_or(cpu_adapter),
+            rows_kernels: opts.rows_kernels.unwrap_or(cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,
             max_buffer: limits.max_buffer_size,
@@ -226,6 +230,7 @@ impl Gpu {
             info,
             caps,
             pipelines: Mutex::new(HashMap::new()),
+            binds: Mutex::new(HashMap::new()),
             profiler,
             error,
         })
@@ -242,6 +247,17 @@ impl Gpu {
     /// The compute pipeline for a kernel made of `sources` concatenated, entry point `main`,
     /// compiled once per `key` and cached.
     pub fn pipeline(&self, key: &str, sources: &[&str]) -> Result<Arc<Kernel>> {
+        self.pipeline_with(key, sources, &[])
+    }
+
+    /// [`Gpu::pipeline`] with values for the kernel's `override` constants (the key must name
+    /// them: one pipeline is cached per key).
+    pub fn pipeline_with(
+        &self,
+        key: &str,
+        sources: &[&str],
+        constants: &[(&str, f64)],
+    ) -> Result<Arc<Kernel>> {
         let mut cache = self
             .pipelines
             .lock()
@@ -263,7 +279,10 @@ impl Gpu {
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
                 cache: None,
             });
         self.check(key)?;
@@ -350,6 +369,63 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
+        let bound: Vec<(u32, &wgpu::Buffer)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| (i as u32 + 1, b))
+            .collect();
+        self.dispatch_bound(enc, kernel, params, &bound, groups);
+    }
+
+    /// [`Gpu::dispatch`] with each buffer's binding number given (a buffer may appear twice, as
+    /// the rows kernels bind a weight both as words and as 16-byte vectors).
+    pub fn dispatch_bound(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) {
+        // The same kernel with the same parameters over the same buffers (every layer of every
+        // decode step but the position-dependent ones) reuses its uniform and bind group.
+        let key = BindKey {
+            kernel: kernel.name.clone(),
+            params: params.to_vec(),
+            buffers: buffers.iter().map(|&(i, b)| (i, b.clone())).collect(),
+        };
+        let cached = self.binds.lock().ok().and_then(|c| c.get(&key).cloned());
+        let bind_group = match cached {
+            Some(bg) => bg,
+            None => {
+                let bg = self.bind_group(kernel, params, buffers);
+                if let Ok(mut cache) = self.binds.lock() {
+                    if cache.len() >= BIND_CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(key, bg.clone());
+                }
+                bg
+            }
+        };
+        let mut profiler = self.profiler.as_ref().and_then(|p| p.lock().ok());
+        let timestamp_writes = profiler.as_mut().and_then(|p| p.begin(&kernel.name));
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes,
+        });
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+
+    /// A new uniform holding `params` and a bind group of it and `buffers` for `kernel`.
+    fn bind_group(
+        &self,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
         let mut padded = params.to_vec();
         padded.resize(params.len().next_multiple_of(16).max(16), 0);
         let uniform = self
@@ -363,26 +439,26 @@ impl Gpu {
             binding: 0,
             resource: uniform.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for &(binding, b) in buffers {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: b.as_entire_binding(),
             });
         }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &kernel.pipeline.get_bind_group_layout(0),
             entries: &entries,
-        });
-        let mut profiler = self.profiler.as_ref().and_then(|p| p.lock().ok());
-        let timestamp_writes = profiler.as_mut().and_then(|p| p.begin(&kernel.name));
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes,
-        });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        })
+    }
+
+    /// Drops every cached bind group, and with them the references they hold to buffers (call
+    /// when large buffers are replaced, so their memory is freed now rather than at the cache's
+    /// next wrap-around).
+    pub fn forget_bindings(&self) {
+        if let Ok(mut cache) = self.binds.lock() {
+            cache.clear();
+        }
     }
 
     /// Splits `n` workgroups over x and y so no dimension exceeds the adapter's limit; kernels
@@ -500,6 +576,18 @@ impl Gpu {
         let bytes = pollster::block_on(self.read_async(buf, 0, n as u64 * 4))?;
         Ok(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..n * 4]))
     }
+}
+
+/// Bind groups kept by [`Gpu::dispatch`]; past this many the cache starts over (a decode step
+/// of a 30-layer model uses about 300, of which the position-dependent ones change every step).
+const BIND_CACHE_ENTRIES: usize = 4096;
+
+/// What identifies a cached bind group.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    kernel: String,
+    params: Vec<u8>,
+    buffers: Vec<(u32, wgpu::Buffer)>,
 }
 
 /// A compiled kernel: its pipeline and the key it was compiled under (`matvec.q4_1`, `rmsnorm`, ...).

@@ -11,6 +11,9 @@ pub struct WeightPart {
     pub buffer: wgpu::Buffer,
     pub row0: usize,
     pub rows: usize,
+    /// Word of `buffer` where this part's first row starts (non-zero for a weight that lives
+    /// inside a fused buffer, see [`Weight::fuse`]).
+    pub word0: usize,
 }
 
 /// A `rows` x `cols` matrix (cols = K, the row length) in the GPU layout of [`quant::to_gpu_rows`].
@@ -77,6 +80,7 @@ impl Weight {
                 buffer,
                 row0,
                 rows: n,
+                word0: 0,
             });
             row0 += n;
         }
@@ -104,6 +108,7 @@ impl Weight {
                 buffer,
                 row0,
                 rows: n,
+                word0: 0,
             });
             row0 += n;
         }
@@ -137,11 +142,72 @@ impl Weight {
             }
             let src = &raw[(start - row0) * src_row_bytes..(end - row0) * src_row_bytes];
             let words = quant::to_gpu_rows(self.dtype, src, end - start, self.cols)?;
-            let at = ((start - part.row0) * row_words * 4) as u64;
+            let at = ((part.word0 + (start - part.row0) * row_words) * 4) as u64;
             gpu.queue
                 .write_buffer(&part.buffer, at, bytemuck::cast_slice(&words));
         }
         Ok(())
+    }
+
+    /// Moves weights of one type and row length into one buffer, one after the other, so one
+    /// dispatch can read them all (fused Q/K/V and gate/up projections); each weight then views
+    /// its rows of the shared buffer ([`WeightPart::word0`]). Does nothing and returns `false`
+    /// when they differ in type or row length, any is split across buffers, or together they
+    /// exceed one binding. The copy runs on the GPU; the old buffers are freed after it.
+    pub fn fuse(gpu: &Gpu, ws: &mut [&mut Weight]) -> Result<bool> {
+        let Some(first) = ws.first() else {
+            return Ok(false);
+        };
+        let (dtype, cols) = (first.dtype, first.cols);
+        let same = ws
+            .iter()
+            .all(|w| w.dtype == dtype && w.cols == cols && w.parts.len() == 1);
+        let bytes: u64 = ws.iter().map(|w| w.gpu_bytes()).sum();
+        if !same || bytes > gpu.caps.max_binding || bytes > gpu.caps.max_buffer {
+            return Ok(false);
+        }
+        let name = ws
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        let fused = gpu.zeros(&name, bytes)?;
+        let mut enc = gpu.encoder();
+        let mut word = 0;
+        for w in ws.iter_mut() {
+            let part = &mut w.parts[0];
+            let n = (part.rows * w.row_words) as u64 * 4;
+            enc.copy_buffer_to_buffer(
+                &part.buffer,
+                part.word0 as u64 * 4,
+                &fused,
+                word as u64 * 4,
+                n,
+            );
+            part.buffer = fused.clone();
+            part.word0 = word;
+            word += part.rows * w.row_words;
+        }
+        gpu.submit(enc);
+        gpu.check(&format!("fusing {name}"))?;
+        Ok(true)
+    }
+
+    /// Whether `ws` lie one after the other in one buffer (as [`Weight::fuse`] leaves them).
+    pub fn contiguous(ws: &[&Weight]) -> bool {
+        let Some(first) = ws.first() else {
+            return false;
+        };
+        let mut next = first.parts.first().map_or(0, |p| p.word0);
+        ws.iter().all(|w| {
+            let ok = w.parts.len() == 1
+                && w.dtype == first.dtype
+                && w.cols == first.cols
+                && w.parts[0].buffer == first.parts[0].buffer
+                && w.parts[0].word0 == next;
+            next += w.rows * w.row_words;
+            ok
+        })
     }
 
     /// Bytes this weight occupies on the GPU.

@@ -566,6 +566,8 @@ pub struct KvCache {
 impl KvCache {
     /// Allocates key and value buffers of `rows[l] * kv_dim` floats for each layer `l`.
     pub fn new(gpu: &Gpu, ctx: usize, kv_dim: usize, rows: Vec<usize>) -> Result<KvCache> {
+        // a new cache usually replaces one: let cached bind groups release the old one's buffers
+        gpu.forget_bindings();
         let mut k = Vec::with_capacity(rows.len());
         let mut v = Vec::with_capacity(rows.len());
         for (l, &r) in rows.iter().enumerate() {
@@ -645,6 +647,8 @@ impl Scratch {
             let m = m.max(self.cap_tokens);
             let logits = logits.max(self.cap_logits);
             let [h, q, kv, ffn] = *dims;
+            self.bufs = None;
+            gpu.forget_bindings(); // cached bind groups would keep the old buffers alive
             let f = |name: &str, n: usize| gpu.zeros(name, (n * 4) as u64);
             let max_width = h.max(q).max(ffn).max(kv);
             if (m * max_width * 4) as u64 > gpu.caps.max_binding

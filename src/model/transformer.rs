@@ -26,7 +26,7 @@ use crate::gpu::{Gpu, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
 use crate::ops::embed::Embed;
-use crate::ops::matmul::MatMul;
+use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRows};
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
 
@@ -428,6 +428,13 @@ impl Transformer {
                     src.weight(gpu, &n("ffn_up.weight"), cfg.ffn, h)?,
                 )
             };
+            // One buffer each for Q/K/V and for gate/up (where types and shapes agree), so decode
+            // on CPU-type adapters runs each set as one dispatch (qkv_rows.wgsl, glu_rows.wgsl).
+            let (mut wq, mut wk, mut wv, mut w_gate, mut w_up) = (wq, wk, wv, w_gate, w_up);
+            Weight::fuse(gpu, &mut [&mut wq, &mut wk, &mut wv])?;
+            if let Some(g) = w_gate.as_mut() {
+                Weight::fuse(gpu, &mut [g, &mut w_up])?;
+            }
             let bias = |src: &mut TensorSource, s: &str, len: usize| -> Result<_> {
                 match cfg.out_bias {
                     true => Ok(Some(src.vector(gpu, &n(s), len, 0.0)?)),
@@ -702,22 +709,27 @@ impl Transformer {
             let window = c.windows[l];
             // attention block
             norm(&mut enc, &s.x, &layer.attn_norm, &s.xn)?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                // project into spare buffers, then normalise each head into q and k
-                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, &s.att)?;
-                bias(&mut enc, &layer.bq, q_dim, &s.att)?;
-                head_norm(c.n_heads).encode(gpu, &mut enc, &s.att, qn, &s.q)?;
-                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, &s.res)?;
-                bias(&mut enc, &layer.bk, kv_dim, &s.res)?;
-                head_norm(c.n_kv_heads).encode(gpu, &mut enc, &s.res, kn, &s.k)?;
+            // q, k, v (with per-head norms: projected into spare buffers, then normalised)
+            let head_normed = layer.q_norm.is_some() && layer.k_norm.is_some();
+            let (q_out, k_out) = match head_normed {
+                true => (&s.att, &s.res),
+                false => (&s.q, &s.k),
+            };
+            let qkv = [&layer.wq, &layer.wk, &layer.wv];
+            if fused_rows_apply(gpu, variant_m, &qkv) {
+                QkvRows { w: qkv, m }.encode(gpu, &mut enc, &s.xn, [q_out, k_out, &s.v])?;
             } else {
-                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, &s.q)?;
-                bias(&mut enc, &layer.bq, q_dim, &s.q)?;
-                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, &s.k)?;
-                bias(&mut enc, &layer.bk, kv_dim, &s.k)?;
+                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, q_out)?;
+                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, k_out)?;
+                mm(&layer.wv, false).encode(gpu, &mut enc, &s.xn, &s.v)?;
             }
-            mm(&layer.wv, false).encode(gpu, &mut enc, &s.xn, &s.v)?;
+            bias(&mut enc, &layer.bq, q_dim, q_out)?;
+            bias(&mut enc, &layer.bk, kv_dim, k_out)?;
             bias(&mut enc, &layer.bv, kv_dim, &s.v)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                head_norm(c.n_heads).encode(gpu, &mut enc, &s.att, qn, &s.q)?;
+                head_norm(c.n_kv_heads).encode(gpu, &mut enc, &s.res, kn, &s.k)?;
+            }
             let local = window > 0 && c.rope_local.is_some();
             let rope_cfg = if local { &c.rope_local } else { &c.rope };
             // per sequence: its positions, its cache
@@ -795,9 +807,27 @@ impl Transformer {
 
             // feed-forward block
             norm(&mut enc, &s.x, &layer.ffn_norm, &s.xn)?;
-            mm(&layer.w_up, false).encode(gpu, &mut enc, &s.xn, &s.up)?;
-            bias(&mut enc, &layer.b_up, c.ffn, &s.up)?;
+            let glu = match c.act {
+                Act::GeGlu => Glu::GeGlu,
+                _ => Glu::SwiGlu,
+            };
+            let fused_glu = layer.w_gate.as_ref().filter(|wg| {
+                layer.b_up.is_none() && fused_rows_apply(gpu, variant_m, &[wg, &layer.w_up])
+            });
+            if let Some(wg) = fused_glu {
+                GluRows {
+                    gate: wg,
+                    up: &layer.w_up,
+                    m,
+                    act: glu,
+                }
+                .encode(gpu, &mut enc, &s.xn, &s.gate)?;
+            } else {
+                mm(&layer.w_up, false).encode(gpu, &mut enc, &s.xn, &s.up)?;
+                bias(&mut enc, &layer.b_up, c.ffn, &s.up)?;
+            }
             let act_out = match (&layer.w_gate, c.act) {
+                (Some(_), _) if fused_glu.is_some() => &s.gate,
                 (Some(wg), act) => {
                     mm(wg, false).encode(gpu, &mut enc, &s.xn, &s.gate)?;
                     match act {

@@ -1,10 +1,17 @@
-//! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`).
+//! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`; for several
+//! queries on CPU-type adapters `shaders/attention_rows.wgsl`, one query per invocation).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
 /// The kernel (`shaders/attention.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
+/// The one-query-per-invocation kernel (`shaders/attention_rows.wgsl`).
+pub const ROWS_WGSL: &str = include_str!("../../shaders/attention_rows.wgsl");
+/// Queries per workgroup of `attention_rows.wgsl` (its `WG`).
+const ROWS_QUERIES: u32 = 16;
+/// Largest head_dim `attention_rows.wgsl` holds in registers (its arrays of 64 vec4s).
+const ROWS_MAX_HEAD_DIM: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -115,13 +122,34 @@ impl Attention {
             softcap: self.softcap,
             _pad2: [0.0; 2],
         };
-        let pipeline = gpu.pipeline("attention", &[WGSL])?;
+        // CPU-type adapters: one query per invocation where there are several queries
+        let rows = gpu.caps.rows_kernels
+            && self.tokens > 1
+            && self.head_dim.is_multiple_of(4)
+            && self.head_dim <= ROWS_MAX_HEAD_DIM;
+        let (pipeline, groups) = if rows {
+            let key = format!("attention_rows.d{}", self.head_dim);
+            let constants = [("D", self.head_dim as f64)];
+            (
+                gpu.pipeline_with(&key, &[ROWS_WGSL], &constants)?,
+                [
+                    self.n_heads as u32,
+                    (self.tokens as u32).div_ceil(ROWS_QUERIES),
+                    1,
+                ],
+            )
+        } else {
+            (
+                gpu.pipeline("attention", &[WGSL])?,
+                [self.n_heads as u32, self.tokens as u32, 1],
+            )
+        };
         gpu.dispatch(
             enc,
             &pipeline,
             bytemuck::bytes_of(&p),
             &[q, k_cache, v_cache, out],
-            [self.n_heads as u32, self.tokens as u32, 1],
+            groups,
         );
         Ok(())
     }

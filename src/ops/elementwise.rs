@@ -13,6 +13,9 @@ pub const ADD_WGSL: &str = include_str!("../../shaders/add.wgsl");
 pub const GEGLU_WGSL: &str = include_str!("../../shaders/geglu.wgsl");
 /// The bias kernel (`shaders/bias.wgsl`).
 pub const BIAS_WGSL: &str = include_str!("../../shaders/bias.wgsl");
+/// The activation functions (`shaders/common/act.wgsl`), concatenated in front of the kernels
+/// that apply them.
+pub const ACT_WGSL: &str = include_str!("../../shaders/common/act.wgsl");
 /// The unary kernel (`shaders/unary.wgsl`).
 pub const UNARY_WGSL: &str = include_str!("../../shaders/unary.wgsl");
 
@@ -27,7 +30,7 @@ fn encode_binary(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     name: &str,
-    source: &str,
+    sources: &[&str],
     n: usize,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
@@ -38,7 +41,7 @@ fn encode_binary(
             "{name}: buffers smaller than {n} floats"
         )));
     }
-    let pipeline = gpu.pipeline(name, &[source])?;
+    let pipeline = gpu.pipeline(name, sources)?;
     let p = Params {
         n: n as u32,
         _pad: [0; 3],
@@ -61,7 +64,7 @@ pub fn swiglu(
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
 ) -> Result<()> {
-    encode_binary(gpu, enc, "swiglu", SWIGLU_WGSL, n, gate, up)
+    encode_binary(gpu, enc, "swiglu", &[ACT_WGSL, SWIGLU_WGSL], n, gate, up)
 }
 
 /// `gate = gelu_tanh(gate) * up` over `n` floats, in place.
@@ -72,7 +75,7 @@ pub fn geglu(
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
 ) -> Result<()> {
-    encode_binary(gpu, enc, "geglu", GEGLU_WGSL, n, gate, up)
+    encode_binary(gpu, enc, "geglu", &[ACT_WGSL, GEGLU_WGSL], n, gate, up)
 }
 
 /// `x += y` over `n` floats.
@@ -83,7 +86,7 @@ pub fn add(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<()> {
-    encode_binary(gpu, enc, "add", ADD_WGSL, n, x, y)
+    encode_binary(gpu, enc, "add", &[ADD_WGSL], n, x, y)
 }
 
 /// CPU reference of [`swiglu`].
@@ -181,7 +184,7 @@ impl Unary {
         }
         let n = u32::try_from(n)
             .map_err(|_| Error::InvalidArgument(format!("{self:?}: {n} floats is too many")))?;
-        let pipeline = gpu.pipeline("unary", &[UNARY_WGSL])?;
+        let pipeline = gpu.pipeline("unary", &[ACT_WGSL, UNARY_WGSL])?;
         let p = UnaryParams { n, op, a, _pad: 0 };
         gpu.dispatch(
             enc,

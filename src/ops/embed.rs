@@ -85,6 +85,12 @@ impl Embed<'_> {
         let pipeline = gpu.pipeline(&key, &srcs)?;
         let ids_buf = gpu.upload("embed ids", bytemuck::cast_slice(ids));
         for part in &w.parts {
+            if part.word0 != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "embed `{}`: a table inside a fused buffer is not supported",
+                    w.name
+                )));
+            }
             let p = Params {
                 k: w.cols as u32,
                 t: ids.len() as u32,

@@ -20,6 +20,7 @@ struct Params {
     y_stride: u32,
     y_offset: u32,
     accumulate: u32,
+    w_offset: u32,
 }
 
 /// Up to this many tokens use the matrix-vector kernel; more use the tiled matrix-matrix kernel.
@@ -31,8 +32,12 @@ const MATMUL_TILE: u32 = 32;
 /// Rows per workgroup of the baseline `matvec.wgsl` (its `ROWS`).
 const MATVEC_ROWS: u32 = 8;
 
-/// Rows (= invocations) per workgroup of `matvec_rows.wgsl` (its `WG`).
+/// Rows (= invocations) per workgroup of the rows kernels (`matvec_rows.wgsl`, `matmul_rows.wgsl`,
+/// `qkv_rows.wgsl`, `glu_rows.wgsl`: their `WG`).
 const MATVEC_ROWS_WG: u32 = 16;
+
+/// Tokens per workgroup of `matmul_rows.wgsl` (its `T`).
+const MATMUL_ROWS_TOKENS: u32 = 8;
 
 /// The WGSL `dq8` fragment that decodes a weight type (see `src/ops/quant.rs` for the layouts).
 pub fn dq8_fragment(dtype: DType) -> &'static str {
@@ -62,22 +67,29 @@ pub enum Variant {
     Matmul,
     /// `matvec_rows.wgsl`: few tokens, one invocation per row (CPU-type adapters).
     MatvecRows,
+    /// `matmul_rows.wgsl`: many tokens, one invocation per row and tiles of tokens (CPU-type
+    /// adapters).
+    MatmulRows,
 }
 
 impl Variant {
     /// Every variant, for validation and listings.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Matvec,
         Variant::MatvecSubgroup,
         Variant::Matmul,
         Variant::MatvecRows,
+        Variant::MatmulRows,
     ];
 
     /// The variant for a product of `m` tokens on this GPU.
     pub fn choose(gpu: &Gpu, m: usize) -> Variant {
         if m > MATVEC_MAX_TOKENS {
-            Variant::Matmul
-        } else if gpu.caps.rows_matvec {
+            match gpu.caps.rows_kernels {
+                true => Variant::MatmulRows,
+                false => Variant::Matmul,
+            }
+        } else if gpu.caps.rows_kernels {
             Variant::MatvecRows
         } else if gpu.caps.subgroup_matvec {
             Variant::MatvecSubgroup
@@ -97,17 +109,253 @@ pub fn sources(dtype: DType, variant: Variant) -> (String, Vec<&'static str>) {
         ),
         Variant::MatvecSubgroup => ("matvec_sg", include_str!("../../shaders/matvec_sg.wgsl")),
         Variant::Matmul => ("matmul", include_str!("../../shaders/matmul.wgsl")),
+        Variant::MatmulRows => (
+            "matmul_rows",
+            include_str!("../../shaders/matmul_rows.wgsl"),
+        ),
     };
     let key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
     let mut srcs = vec![
         dq8_fragment(dtype),
         include_str!("../../shaders/common/matmul_io.wgsl"),
     ];
-    if variant != Variant::MatvecRows {
-        srcs.push(include_str!("../../shaders/common/x_f32.wgsl")); // the rows kernel reads vec4s
+    match variant {
+        Variant::MatvecRows => srcs.extend(row_walk(dtype)),
+        Variant::MatmulRows => srcs.push(ROWS_DOT_WGSL), // its x binding; its own loop
+        _ => srcs.push(include_str!("../../shaders/common/x_f32.wgsl")),
     }
     srcs.push(kernel);
     (key, srcs)
+}
+
+/// The row walk shared by the one-row-per-invocation kernels.
+const ROWS_DOT_WGSL: &str = include_str!("../../shaders/common/rows_dot.wgsl");
+/// The row walk for types with a vectorised group decoder (binds the weight again at 7).
+const ROWS_DOT4_WGSL: &str = include_str!("../../shaders/common/rows_dot4.wgsl");
+
+/// Binding of the weight's second, vec4<u32> view in the rows kernels (`rows_dot4.wgsl`).
+const WV4_BINDING: u32 = 7;
+
+/// The vectorised four-block decoder of a weight type for the rows kernels
+/// (`shaders/quant/rows/<type>.wgsl`), where one exists; other types decode 8 weights at a time.
+pub fn rows_group_fragment(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::Q4_1 => Some(include_str!("../../shaders/quant/rows/q4_1.wgsl")),
+        DType::Q8_0 => Some(include_str!("../../shaders/quant/rows/q8_0.wgsl")),
+        _ => None,
+    }
+}
+
+/// The row-walk sources of a rows kernel (`row_dot`) for a weight type.
+fn row_walk(dtype: DType) -> Vec<&'static str> {
+    match rows_group_fragment(dtype) {
+        Some(group) => vec![group, ROWS_DOT4_WGSL],
+        None => vec![ROWS_DOT_WGSL],
+    }
+}
+
+/// The buffers of a rows-kernel dispatch: `buffers` at bindings 1.., and the weight again as
+/// vec4s where the type's row walk reads it so.
+fn rows_bindings<'a>(dtype: DType, buffers: &[&'a wgpu::Buffer]) -> Vec<(u32, &'a wgpu::Buffer)> {
+    let mut v: Vec<(u32, &wgpu::Buffer)> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (i as u32 + 1, b))
+        .collect();
+    if rows_group_fragment(dtype).is_some() {
+        v.push((WV4_BINDING, buffers[0]));
+    }
+    v
+}
+
+/// Pipeline key and sources of `qkv_rows.wgsl` for a weight type.
+pub fn qkv_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
+    (
+        format!("qkv_rows.{}", dtype.name().to_ascii_lowercase()),
+        [dq8_fragment(dtype)]
+            .into_iter()
+            .chain(row_walk(dtype))
+            .chain([include_str!("../../shaders/qkv_rows.wgsl")])
+            .collect(),
+    )
+}
+
+/// Pipeline key and sources of `glu_rows.wgsl` for a weight type.
+pub fn glu_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
+    (
+        format!("glu_rows.{}", dtype.name().to_ascii_lowercase()),
+        [dq8_fragment(dtype), crate::ops::elementwise::ACT_WGSL]
+            .into_iter()
+            .chain(row_walk(dtype))
+            .chain([include_str!("../../shaders/glu_rows.wgsl")])
+            .collect(),
+    )
+}
+
+/// Whether the fused one-row-per-invocation kernels (`qkv_rows.wgsl`, `glu_rows.wgsl`) apply to a
+/// product of these weights: the adapter runs the rows kernel for this many tokens, and the
+/// weights lie one after the other in one buffer with whole blocks per row.
+pub fn fused_rows_apply(gpu: &Gpu, variant_m: usize, ws: &[&Weight]) -> bool {
+    Variant::choose(gpu, variant_m.max(1)) == Variant::MatvecRows && fused_layout(ws)
+}
+
+/// One buffer, one after the other, whole blocks per row: what the fused rows kernels read.
+fn fused_layout(ws: &[&Weight]) -> bool {
+    Weight::contiguous(ws) && ws[0].cols.is_multiple_of(ws[0].dtype.block_elems().max(8))
+}
+
+/// Checks the x and output buffers of a fused rows kernel.
+fn check_fused(
+    name: &str,
+    m: usize,
+    x: (&wgpu::Buffer, usize),
+    ys: &[(&wgpu::Buffer, usize)],
+) -> Result<()> {
+    let small =
+        x.0.size() < (m * x.1 * 4) as u64 || ys.iter().any(|(b, n)| b.size() < (m * n * 4) as u64);
+    if small {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: buffers too small for {m} tokens"
+        )));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QkvParams {
+    k: u32,
+    n: u32,
+    nq: u32,
+    nk: u32,
+    row_words: u32,
+    w_offset: u32,
+    x_stride: u32,
+    _pad: u32,
+}
+
+/// `q, k, v = Wq x, Wk x, Wv x` for `m` tokens in one dispatch
+/// (`shaders/qkv_rows.wgsl`), for weights [`Weight::fuse`] put in one buffer; see
+/// [`fused_rows_apply`].
+pub struct QkvRows<'a> {
+    pub w: [&'a Weight; 3],
+    pub m: usize,
+}
+
+impl QkvRows<'_> {
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        out: [&wgpu::Buffer; 3],
+    ) -> Result<()> {
+        let [wq, wk, wv] = self.w;
+        if !fused_layout(&self.w) {
+            return Err(Error::InvalidArgument(format!(
+                "qkv_rows: `{}`, `{}`, `{}` are not one fused buffer for the rows kernel",
+                wq.name, wk.name, wv.name
+            )));
+        }
+        check_fused(
+            "qkv_rows",
+            self.m,
+            (x, wq.cols),
+            &[(out[0], wq.rows), (out[1], wk.rows), (out[2], wv.rows)],
+        )?;
+        let (key, srcs) = qkv_rows_sources(wq.dtype);
+        let pipeline = gpu.pipeline(&key, &srcs)?;
+        let n = wq.rows + wk.rows + wv.rows;
+        let params = QkvParams {
+            k: wq.cols as u32,
+            n: n as u32,
+            nq: wq.rows as u32,
+            nk: wk.rows as u32,
+            row_words: wq.row_words as u32,
+            w_offset: wq.parts[0].word0 as u32,
+            x_stride: wq.cols as u32,
+            _pad: 0,
+        };
+        let g = gpu.grid((n as u32).div_ceil(MATVEC_ROWS_WG));
+        gpu.dispatch_bound(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&params),
+            &rows_bindings(wq.dtype, &[&wq.parts[0].buffer, x, out[0], out[1], out[2]]),
+            [g[0], g[1], self.m as u32],
+        );
+        Ok(())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GluParams {
+    k: u32,
+    f: u32,
+    row_words: u32,
+    w_offset: u32,
+    x_stride: u32,
+    act: u32,
+    _pad: [u32; 2],
+}
+
+/// The gated activation of [`GluRows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// silu(gate) * up
+    SwiGlu,
+    /// gelu_tanh(gate) * up
+    GeGlu,
+}
+
+/// `y = act(Wgate x) * (Wup x)` for `m` tokens in one dispatch
+/// (`shaders/glu_rows.wgsl`), for gate and up weights [`Weight::fuse`] put in one buffer (gate
+/// first); see [`fused_rows_apply`].
+pub struct GluRows<'a> {
+    pub gate: &'a Weight,
+    pub up: &'a Weight,
+    pub m: usize,
+    pub act: Glu,
+}
+
+impl GluRows<'_> {
+    pub fn encode(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (g, u) = (self.gate, self.up);
+        if !fused_layout(&[g, u]) || g.rows != u.rows {
+            return Err(Error::InvalidArgument(format!(
+                "glu_rows: `{}` and `{}` are not one fused buffer of equal halves for the rows kernel",
+                g.name, u.name
+            )));
+        }
+        check_fused("glu_rows", self.m, (x, g.cols), &[(y, g.rows)])?;
+        let (key, srcs) = glu_rows_sources(g.dtype);
+        let pipeline = gpu.pipeline(&key, &srcs)?;
+        let params = GluParams {
+            k: g.cols as u32,
+            f: g.rows as u32,
+            row_words: g.row_words as u32,
+            w_offset: g.parts[0].word0 as u32,
+            x_stride: g.cols as u32,
+            act: (self.act == Glu::GeGlu) as u32,
+            _pad: [0; 2],
+        };
+        let grid = gpu.grid((g.rows as u32).div_ceil(MATVEC_ROWS_WG));
+        gpu.dispatch_bound(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&params),
+            &rows_bindings(g.dtype, &[&g.parts[0].buffer, x, y]),
+            [grid[0], grid[1], self.m as u32],
+        );
+        Ok(())
+    }
 }
 
 /// `y[m, :] (+)= W x[m, :]` for `m` tokens; x has `w.cols` floats per token, y has `w.rows`.
@@ -148,8 +396,13 @@ impl MatMul<'_> {
             )));
         }
         let mut variant = Variant::choose(gpu, self.variant_m.clamp(1, self.m));
-        if variant == Variant::MatvecRows && !w.cols.is_multiple_of(8) {
-            variant = Variant::Matvec; // the rows kernel reads x as whole vec4 pairs
+        if !w.cols.is_multiple_of(w.dtype.block_elems().max(8)) {
+            // the rows kernels read x as whole vec4 pairs and rows as whole blocks
+            variant = match variant {
+                Variant::MatvecRows => Variant::Matvec,
+                Variant::MatmulRows => Variant::Matmul,
+                v => v,
+            };
         }
         let (key, srcs) = sources(w.dtype, variant);
         let pipeline = gpu.pipeline(&key, &srcs)?;
@@ -163,29 +416,39 @@ impl MatMul<'_> {
                 y_stride: w.rows as u32,
                 y_offset: part.row0 as u32,
                 accumulate: self.accumulate as u32,
+                w_offset: part.word0 as u32,
             };
-            let groups = if variant != Variant::Matmul {
-                let rows_per_group = match variant {
-                    Variant::MatvecSubgroup => 1,
-                    Variant::MatvecRows => MATVEC_ROWS_WG,
-                    _ => MATVEC_ROWS,
-                };
-                let g = gpu.grid((part.rows as u32).div_ceil(rows_per_group));
-                [g[0], g[1], self.m as u32]
-            } else {
-                [
-                    (part.rows as u32).div_ceil(MATMUL_TILE),
+            let rows = part.rows as u32;
+            let groups = match variant {
+                Variant::Matmul => [
+                    rows.div_ceil(MATMUL_TILE),
                     (self.m as u32).div_ceil(MATMUL_TILE),
                     1,
-                ]
+                ],
+                Variant::MatmulRows => {
+                    let g = gpu.grid(rows.div_ceil(MATVEC_ROWS_WG));
+                    [g[0], g[1], (self.m as u32).div_ceil(MATMUL_ROWS_TOKENS)]
+                }
+                _ => {
+                    let rows_per_group = match variant {
+                        Variant::MatvecSubgroup => 1,
+                        Variant::MatvecRows => MATVEC_ROWS_WG,
+                        _ => MATVEC_ROWS,
+                    };
+                    let g = gpu.grid(rows.div_ceil(rows_per_group));
+                    [g[0], g[1], self.m as u32]
+                }
             };
-            gpu.dispatch(
-                enc,
-                &pipeline,
-                bytemuck::bytes_of(&params),
-                &[&part.buffer, x, y],
-                groups,
-            );
+            let buffers = [&part.buffer, x, y];
+            let bound = match variant {
+                Variant::MatvecRows => rows_bindings(w.dtype, &buffers),
+                _ => buffers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &b)| (i as u32 + 1, b))
+                    .collect(),
+            };
+            gpu.dispatch_bound(enc, &pipeline, bytemuck::bytes_of(&params), &bound, groups);
         }
         Ok(())
     }

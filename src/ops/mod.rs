@@ -19,12 +19,22 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ("rmsnorm".into(), vec![norm::WGSL]),
         ("rope".into(), vec![rope::WGSL]),
         ("attention".into(), vec![attention::WGSL]),
+        ("attention_rows".into(), vec![attention::ROWS_WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),
-        ("swiglu".into(), vec![elementwise::SWIGLU_WGSL]),
+        (
+            "swiglu".into(),
+            vec![elementwise::ACT_WGSL, elementwise::SWIGLU_WGSL],
+        ),
         ("add".into(), vec![elementwise::ADD_WGSL]),
-        ("geglu".into(), vec![elementwise::GEGLU_WGSL]),
+        (
+            "geglu".into(),
+            vec![elementwise::ACT_WGSL, elementwise::GEGLU_WGSL],
+        ),
         ("bias".into(), vec![elementwise::BIAS_WGSL]),
-        ("unary".into(), vec![elementwise::UNARY_WGSL]),
+        (
+            "unary".into(),
+            vec![elementwise::ACT_WGSL, elementwise::UNARY_WGSL],
+        ),
         ("layernorm".into(), vec![norm::LAYERNORM_WGSL]),
         ("copy".into(), vec![copy::WGSL]),
     ];
@@ -32,6 +42,12 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         for variant in matmul::Variant::ALL {
             let (key, srcs) = matmul::sources(dtype, variant);
             v.push((key, srcs.to_vec()));
+        }
+        for (key, srcs) in [
+            matmul::qkv_rows_sources(dtype),
+            matmul::glu_rows_sources(dtype),
+        ] {
+            v.push((key, srcs));
         }
         let (key, srcs) = embed::sources(dtype);
         v.push((key, srcs.to_vec()));

@@ -277,11 +277,13 @@ pub fn gpu_block(dtype: DType) -> (usize, usize) {
     }
 }
 
-/// u32 words per row of `cols` elements in the GPU layout (a partial last block counts whole; for
-/// block-quantized types [`to_gpu_rows`] only accepts `cols` that are a whole number of blocks).
+/// u32 words per row of `cols` elements in the GPU layout, padded to a multiple of 4 words (a
+/// partial last block counts whole; for block-quantized types [`to_gpu_rows`] only accepts `cols`
+/// that are a whole number of blocks).
 pub fn gpu_row_words(dtype: DType, cols: usize) -> usize {
     let (qk, words) = gpu_block(dtype);
-    cols.div_ceil(qk) * words
+    // padded to 16 bytes: every row starts on a vec4 boundary (the rows kernels' vector loads)
+    (cols.div_ceil(qk) * words).next_multiple_of(4)
 }
 
 /// Nibble word of 8 quants: element `i` in bits `4i .. 4i+4`.

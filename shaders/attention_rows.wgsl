@@ -1,0 +1,86 @@
+// Causal attention for prefill on CPU-type adapters (lavapipe, SwiftShader): the same result as
+// attention.wgsl (read its header for the mask, window, soft-cap and ring rules), laid out for
+// SIMD lanes. One invocation per query: a workgroup holds WG queries of one head, each keeps its
+// query, running max m, running sum l and output accumulator in registers, and all of them walk
+// the same cached positions, so every K and V load is shared by the whole workgroup (a broadcast
+// on CPU drivers) and no barrier is needed. Online softmax: no score matrix is stored. Queries
+// past the last token compute on a clamped copy and are not stored; positions a query may not see
+// get weight 0. D (head_dim, a multiple of 4 up to 256) is fixed per pipeline.
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    tokens: u32,
+    pos0: u32,
+    window: u32,
+    ring: u32,
+    row0: u32,
+    scale: f32,
+    softcap: f32,
+    _pad4: f32,
+    _pad5: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+
+override D: u32 = 64u;
+const WG: u32 = 16u;
+
+fn slot(pos: u32) -> u32 {
+    if (p.ring > 0u) { return pos % p.ring; }
+    return pos;
+}
+
+// the first position query t (of this sequence) sees
+fn first_visible(t: u32) -> u32 {
+    let n_pos = p.pos0 + t + 1u;
+    if (p.window > 0u && n_pos > p.window) { return n_pos - p.window; }
+    return 0u;
+}
+
+@compute @workgroup_size(16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.x;
+    let t_first = wid.y * WG;
+    let t_real = t_first + lid;
+    let t = min(t_real, p.tokens - 1u);
+    let D4 = D / 4u;
+    let kvh = head / (p.n_heads / p.n_kv_heads);
+    let kv_row4 = p.n_kv_heads * D4;
+    let qbase4 = ((p.row0 + t) * p.n_heads + head) * D4;
+    var qv: array<vec4<f32>, 64>;
+    var acc: array<vec4<f32>, 64>;
+    for (var i = 0u; i < D4; i++) {
+        qv[i] = q[qbase4 + i];
+        acc[i] = vec4<f32>(0.0);
+    }
+    let n_pos = p.pos0 + t + 1u;         // this query sees positions < n_pos
+    let first = first_visible(t);
+    // positions the whole tile needs: from its first query's first to its last query's last
+    let end = p.pos0 + min(t_first + WG, p.tokens);
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var pos = first_visible(t_first); pos < end; pos++) {
+        let kb = slot(pos) * kv_row4 + kvh * D4;
+        var dv = vec4<f32>(0.0);
+        for (var i = 0u; i < D4; i++) { dv += qv[i] * kc[kb + i]; }
+        var s = (dv.x + dv.y + dv.z + dv.w) * p.scale;
+        if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
+        let visible = pos < n_pos && pos >= first;
+        s = select(-3.0e38, s, visible);
+        let mn = max(m, s);
+        let corr = exp(m - mn);
+        let e = select(0.0, exp(s - mn), visible);
+        l = l * corr + e;
+        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + e * vc[kb + i]; }
+        m = mn;
+    }
+    if (t_real < p.tokens) {
+        for (var i = 0u; i < D4; i++) { out[qbase4 + i] = acc[i] / l; }
+    }
+}
