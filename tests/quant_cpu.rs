@@ -199,7 +199,13 @@ fn gpu_layout_sizes_and_padding() {
             assert_eq!(words, t.block_bytes().div_ceil(4), "{t}: words");
         }
         let cols = 2 * t.block_elems().max(8);
-        assert_eq!(gpu_row_words(t, cols), cols / qk * words, "{t}");
+        // rows are padded to whole 16-byte vectors
+        assert_eq!(
+            gpu_row_words(t, cols),
+            (cols / qk * words).next_multiple_of(4),
+            "{t}"
+        );
+        assert_eq!(gpu_row_words(t, cols) % 4, 0, "{t}");
         let raw = random_gguf_bytes(t, 3, cols, 5);
         assert_eq!(
             to_gpu_rows(t, &raw, 3, cols).unwrap().len(),
@@ -213,7 +219,7 @@ fn gpu_layout_sizes_and_padding() {
         let raw = quantize(t, &x).unwrap();
         let w = to_gpu_rows(t, &raw, 2, 13).unwrap();
         let rw = gpu_row_words(t, 13);
-        assert_eq!(rw, 2 * gpu_block(t).1, "{t}");
+        assert_eq!(rw, (2 * gpu_block(t).1).next_multiple_of(4), "{t}");
         assert_eq!(w.len(), 2 * rw);
         let per_word = if t == DType::F32 { 1 } else { 2 };
         for r in 0..2 {

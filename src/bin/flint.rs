@@ -93,6 +93,10 @@ struct ModelArgs {
     /// Do not use subgroup kernels even where the adapter supports them.
     #[arg(long)]
     no_subgroups: bool,
+    /// Kernel layout: `gpu` (workgroups reduce across threads: real GPUs), `cpu` (one row or
+    /// query per invocation: CPU-type adapters such as lavapipe), `auto` (by the adapter's type).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
+    kernels: String,
     /// Do not show the loading progress bar.
     #[arg(long)]
     quiet: bool,
@@ -268,6 +272,11 @@ impl ModelArgs {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
             no_subgroups: self.no_subgroups,
+            rows_kernels: match self.kernels.as_str() {
+                "gpu" => Some(false),
+                "cpu" => Some(true),
+                _ => None,
+            },
             profile: self.profile,
             ..Default::default()
         }
@@ -663,7 +672,9 @@ impl ModelSizes {
             let gpu_row_bytes = match (t.dims.len(), t.dtype) {
                 (2.., Some(d)) => {
                     *by_type.entry(&t.type_name).or_default() += t.file_bytes;
-                    flint::ops::quant::gpu_row_words(d, cols) as u64 * 4
+                    // the words the kernels read (rows are padded to 16 bytes; padding is not read)
+                    let (qk, words) = flint::ops::quant::gpu_block(d);
+                    (cols.div_ceil(qk) * words) as u64 * 4
                 }
                 // vectors are uploaded as f32
                 _ => cols as u64 * 4,
@@ -738,6 +749,8 @@ struct BenchReport {
     batch: usize,
     ctx: usize,
     repetitions: usize,
+    /// `cpu` (the rows kernels) or `gpu` (see `--kernels`).
+    kernel_layout: String,
     tests: Vec<TestResult>,
     /// Weight bytes one decode step reads (flint's GPU layout).
     decode_weight_bytes_per_token: u64,
@@ -969,6 +982,12 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         batch: engine.batch,
         ctx: engine.ctx,
         repetitions: a.reps,
+        kernel_layout: if engine.gpu.caps.rows_kernels {
+            "cpu"
+        } else {
+            "gpu"
+        }
+        .to_string(),
         tests,
         decode_weight_bytes_per_token: sizes.decode_weight_bytes,
         decode_weight_gbps,
@@ -1009,8 +1028,8 @@ fn print_bench_table(r: &BenchReport) {
         );
     }
     println!(
-        "\nbatch {}, context {}, {} repetitions; {}",
-        r.batch, r.ctx, r.repetitions, r.flint_version
+        "\nbatch {}, context {}, {} repetitions, {} kernel layout; {}",
+        r.batch, r.ctx, r.repetitions, r.kernel_layout, r.flint_version
     );
     println!(
         "copy bandwidth (shaders/copy.wgsl, {:.0} MiB, read + write): {:.2} GB/s",

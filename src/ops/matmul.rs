@@ -140,16 +140,21 @@ const WV4_BINDING: u32 = 7;
 /// (`shaders/quant/rows/<type>.wgsl`), where one exists; other types decode 8 weights at a time.
 pub fn rows_group_fragment(dtype: DType) -> Option<&'static str> {
     match dtype {
+        DType::Q4_0 => Some(include_str!("../../shaders/quant/rows/q4_0.wgsl")),
         DType::Q4_1 => Some(include_str!("../../shaders/quant/rows/q4_1.wgsl")),
+        DType::Q4_K => Some(include_str!("../../shaders/quant/rows/q4_k.wgsl")),
         DType::Q8_0 => Some(include_str!("../../shaders/quant/rows/q8_0.wgsl")),
         _ => None,
     }
 }
 
+/// Helpers the 4-bit group decoders share (`shaders/quant/rows/nibbles.wgsl`).
+const NIBBLES_WGSL: &str = include_str!("../../shaders/quant/rows/nibbles.wgsl");
+
 /// The row-walk sources of a rows kernel (`row_dot`) for a weight type.
 fn row_walk(dtype: DType) -> Vec<&'static str> {
     match rows_group_fragment(dtype) {
-        Some(group) => vec![group, ROWS_DOT4_WGSL],
+        Some(group) => vec![NIBBLES_WGSL, group, ROWS_DOT4_WGSL],
         None => vec![ROWS_DOT_WGSL],
     }
 }

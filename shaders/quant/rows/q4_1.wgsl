@@ -3,23 +3,8 @@
 // 5i and its quant words at 5i+1 .. 5i+4, so with V0..V4 the five vec4s:
 //   block 0: dm V0.x, quants V0.yzw V1.x      block 1: dm V1.y, quants V1.zw V2.xy
 //   block 2: dm V2.z, quants V2.w V3.xyz      block 3: dm V3.w, quants V4.xyzw
-// A block's dot is d * sum(q x) + m * sum(x).
-
-// sum(q x) and sum(x) over one block: quant word j holds elements 8j..8j+8 (x vec4s xo+2j, xo+2j+1)
-fn q4_1_sums(qw: vec4<u32>, xo: u32) -> vec2<f32> {
-    var s = vec4<f32>(0.0);
-    var sx = vec4<f32>(0.0);
-    for (var j = 0u; j < 4u; j++) {
-        let q = vec4<u32>(qw[j]);
-        let lo = vec4<f32>((q >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
-        let hi = vec4<f32>((q >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
-        let x0 = xv4[xo + 2u * j];
-        let x1 = xv4[xo + 2u * j + 1u];
-        s += lo * x0 + hi * x1;
-        sx += x0 + x1;
-    }
-    return vec2<f32>(s.x + s.y + s.z + s.w, sx.x + sx.y + sx.z + sx.w);
-}
+// A block's dot is d * sum(q x) + m * sum(x) (sums: shaders/quant/rows/nibbles.wgsl).
+const GROUP_BLOCKS: u32 = 4u;
 
 // dot of the four blocks starting at vec4 b4 of the weight with x from vec4 xo on
 fn group_dot(b4: u32, xo: u32) -> f32 {
@@ -28,10 +13,10 @@ fn group_dot(b4: u32, xo: u32) -> f32 {
     let v2 = wv4[b4 + 2u];
     let v3 = wv4[b4 + 3u];
     let v4 = wv4[b4 + 4u];
-    let r0 = q4_1_sums(vec4<u32>(v0.y, v0.z, v0.w, v1.x), xo);
-    let r1 = q4_1_sums(vec4<u32>(v1.z, v1.w, v2.x, v2.y), xo + 8u);
-    let r2 = q4_1_sums(vec4<u32>(v2.w, v3.x, v3.y, v3.z), xo + 16u);
-    let r3 = q4_1_sums(v4, xo + 24u);
+    let r0 = nibble_sums(vec4<u32>(v0.y, v0.z, v0.w, v1.x), xo);
+    let r1 = nibble_sums(vec4<u32>(v1.z, v1.w, v2.x, v2.y), xo + 8u);
+    let r2 = nibble_sums(vec4<u32>(v2.w, v3.x, v3.y, v3.z), xo + 16u);
+    let r3 = nibble_sums(v4, xo + 24u);
     let d0 = unpack2x16float(v0.x);
     let d1 = unpack2x16float(v1.y);
     let d2 = unpack2x16float(v2.z);
