@@ -538,7 +538,16 @@ fn batched_decode_rows_equal_rows_computed_alone() {
 #[test]
 fn fused_weights_match_cpu() {
     use flint::ops::matmul::{fused_rows_apply, Glu, GluRows, QkvRows};
-    let rows_gpu = gpu(); // lavapipe: the rows kernels are the default
+    // the rows kernels with fusion forced on (whatever the Mesa version), and the GPU layout
+    static FUSED: OnceLock<Gpu> = OnceLock::new();
+    let rows_gpu = FUSED.get_or_init(|| {
+        Gpu::new(&GpuOptions {
+            rows_kernels: Some(true),
+            fused_rows: Some(true),
+            ..Default::default()
+        })
+        .expect("a GPU adapter")
+    });
     for dtype in [
         DType::Q4_1,
         DType::Q8_0,

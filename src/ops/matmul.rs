@@ -201,7 +201,9 @@ pub fn glu_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
 /// product of these weights: the adapter runs the rows kernel for this many tokens, and the
 /// weights lie one after the other in one buffer with whole blocks per row.
 pub fn fused_rows_apply(gpu: &Gpu, variant_m: usize, ws: &[&Weight]) -> bool {
-    Variant::choose(gpu, variant_m.max(1)) == Variant::MatvecRows && fused_layout(ws)
+    gpu.caps.fused_rows
+        && Variant::choose(gpu, variant_m.max(1)) == Variant::MatvecRows
+        && fused_layout(ws)
 }
 
 /// One buffer, one after the other, whole blocks per row: what the fused rows kernels read.
