@@ -180,6 +180,7 @@ fn attention(c: &mut Criterion) {
                 softcap: 0.0,
                 ring: 0,
                 row0: 0,
+                kv_f16: false,
             };
             let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
             let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();

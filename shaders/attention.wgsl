@@ -25,8 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<f32>;
-@group(0) @binding(3) var<storage, read> vc: array<f32>;
+// kc / vc and their loaders k1, v1: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
@@ -62,7 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if (pos < n_pos) {
             let kb = slot(pos) * kv_row + kvh * D;
             var dot_ = 0.0;
-            for (var d = 0u; d < D; d++) { dot_ += qs[d] * kc[kb + d]; }
+            for (var d = 0u; d < D; d++) { dot_ += qs[d] * k1(kb + d); }
             s = dot_ * p.scale;
             if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         }
@@ -80,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let vb = slot(t0 + j) * kv_row + kvh * D;
             for (var c = 0u; c < 4u; c++) {
                 let d = lid + c * WG;
-                if (d < D) { acc[c] += e * vc[vb + d]; }
+                if (d < D) { acc[c] += e * v1(vb + d); }
             }
         }
         m = tmax;

@@ -24,8 +24,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+// kc / vc and their loaders k4, v4: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
 override D: u32 = 64u;
@@ -68,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var pos = first_visible(t_first); pos < end; pos++) {
         let kb = slot(pos) * kv_row4 + kvh * D4;
         var dv = vec4<f32>(0.0);
-        for (var i = 0u; i < D4; i++) { dv += qv[i] * kc[kb + i]; }
+        for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
         var s = (dv.x + dv.y + dv.z + dv.w) * p.scale;
         if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         let visible = pos < n_pos && pos >= first;
@@ -77,7 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let corr = exp(m - mn);
         let e = select(0.0, exp(s - mn), visible);
         l = l * corr + e;
-        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + e * vc[kb + i]; }
+        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + e * v4(kb + i); }
         m = mn;
     }
     if (t_real < p.tokens) {

@@ -6,6 +6,7 @@ use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
+use flint::ops::kv::{f16_round_cpu, KvStore};
 use flint::ops::matmul::{matmul_cpu, MatMul};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
@@ -327,8 +328,11 @@ fn attention_cases(g: &Gpu) {
             softcap,
             ring: 0,
             row0: 0,
+            kv_f16: false,
         };
         let want = attention_cpu(&q, &k, &v, &a);
+        // an f16 cache holds the keys and values rounded to f16
+        let want16 = attention_cpu(&q, &f16_round_cpu(&k), &f16_round_cpu(&v), &a);
         // a ring holds position p in row p % ring: the last `ring` positions survive
         let (k, v) = if ring > 0 {
             let row = kvh * d;
@@ -353,6 +357,23 @@ fn attention_cases(g: &Gpu) {
             err < 1e-4,
             "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} cap={softcap} ring={ring}: {err}"
         );
+        // the same over an f16 cache
+        let halves =
+            |x: &[f32]| -> Vec<half::f16> { x.iter().map(|&v| half::f16::from_f32(v)).collect() };
+        let (kb, vb) = (
+            g.upload("k16", bytemuck::cast_slice(&halves(&k))),
+            g.upload("v16", bytemuck::cast_slice(&halves(&v))),
+        );
+        let a = Attention { kv_f16: true, ..a };
+        let mut enc = g.encoder();
+        a.encode(g, &mut enc, &qb, &kb, &vb, &ob).unwrap();
+        g.submit(enc);
+        let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
+        let err = max_abs(&got, &want16);
+        assert!(
+            err < 1e-4,
+            "f16 cache: attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} ring={ring}: {err}"
+        );
     }
     let bad = Attention {
         n_heads: 9,
@@ -365,6 +386,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 0,
         row0: 0,
+        kv_f16: false,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -384,6 +406,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 6,
         row0: 0,
+        kv_f16: false,
     };
     let err = small_ring
         .encode(g, &mut g.encoder(), &b, &b, &b, &b)
@@ -660,4 +683,58 @@ fn fused_weights_match_cpu() {
     let mut wb = Weight::upload(g, "b", DType::Q8_0, &b, 8, 64).unwrap();
     assert!(!Weight::fuse(g, &mut [&mut wa, &mut wb]).unwrap());
     assert!(!Weight::contiguous(&[&wa, &wb]));
+}
+
+/// f32 rows stored into an f16 cache (packed pairs) read back as the CPU's f16 rounding.
+#[test]
+fn kv_store_rounds_to_f16() {
+    let g = gpu();
+    let (kv_dim, rows) = (24, 5);
+    let k = randv(rows * kv_dim, 41);
+    let v: Vec<f32> = randv(rows * kv_dim, 42).iter().map(|x| x * 300.0).collect();
+    let (kb, vb) = (upload(g, &k), upload(g, &v));
+    let cache_rows = 7;
+    let kc = g.zeros("kc", (cache_rows * kv_dim * 2) as u64).unwrap();
+    let vc = g.zeros("vc", (cache_rows * kv_dim * 2) as u64).unwrap();
+    let mut enc = g.encoder();
+    // rows 1..4 of the input into cache rows 3..6
+    KvStore {
+        kv_dim,
+        rows: 3,
+        src_row0: 1,
+        dst_row0: 3,
+    }
+    .encode(g, &mut enc, [&kb, &vb], [&kc, &vc])
+    .unwrap();
+    g.submit(enc);
+    let read = |b: &wgpu::Buffer| -> Vec<f32> {
+        let words = g.read_u32(b, cache_rows * kv_dim / 2).unwrap();
+        bytemuck::cast_slice::<u32, half::f16>(&words)
+            .iter()
+            .map(|h| h.to_f32())
+            .collect()
+    };
+    for (got, src) in [(read(&kc), &k), (read(&vc), &v)] {
+        assert!(
+            got[..3 * kv_dim].iter().all(|&x| x == 0.0),
+            "rows before stay zero"
+        );
+        assert_eq!(
+            &got[3 * kv_dim..6 * kv_dim],
+            &f16_round_cpu(&src[kv_dim..4 * kv_dim])[..]
+        );
+        assert!(
+            got[6 * kv_dim..].iter().all(|&x| x == 0.0),
+            "rows after stay zero"
+        );
+    }
+    // odd rows cannot be packed
+    let mut enc = g.encoder();
+    let odd = KvStore {
+        kv_dim: 3,
+        rows: 1,
+        src_row0: 0,
+        dst_row0: 0,
+    };
+    assert!(odd.encode(g, &mut enc, [&kb, &vb], [&kc, &vc]).is_err());
 }

@@ -97,6 +97,9 @@ struct ModelArgs {
     /// query per invocation: CPU-type adapters such as lavapipe), `auto` (by the adapter's type).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
     kernels: String,
+    /// KV cache precision: `f32` (exact) or `f16` (half the memory, logits within about 1e-2).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    kv_cache: String,
     /// Do not show the loading progress bar.
     #[arg(long)]
     quiet: bool,
@@ -277,6 +280,7 @@ impl ModelArgs {
                 "cpu" => Some(true),
                 _ => None,
             },
+            kv_f16: self.kv_cache == "f16",
             profile: self.profile,
             ..Default::default()
         }

@@ -38,6 +38,9 @@ pub struct GpuOptions {
     /// than 23, whose llvmpipe runs these two kernels about 6.6x slower than the separate
     /// products (measured on Debian 12's Mesa 22.3.6; Mesa 26 runs them 19% faster).
     pub fused_rows: Option<bool>,
+    /// Keep the KV cache in f16 (half the memory; attention reads it through unpack2x16float, so
+    /// any adapter can). Off by default: the f32 cache is the exact path.
+    pub kv_f16: bool,
     /// Time every dispatch with GPU timestamp queries (`flint bench --profile`); native only, and
     /// only where the adapter has `TIMESTAMP_QUERY`. Each submit then waits for the GPU.
     pub profile: bool,
@@ -56,6 +59,8 @@ pub struct Caps {
     pub rows_kernels: bool,
     /// Decode fuses Q/K/V and gate/up (see [`GpuOptions::fused_rows`]).
     pub fused_rows: bool,
+    /// KV caches hold f16 (see [`GpuOptions::kv_f16`]).
+    pub kv_f16: bool,
     /// Smallest subgroup size the adapter reports (0 when unknown).
     pub subgroup_min_size: u32,
     /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
@@ -224,6 +229,7 @@ impl Gpu {
             fused_rows: opts
                 .fused_rows
                 .unwrap_or_else(|| mesa_major(&info.driver_info).is_none_or(|v| v >= 23)),
+            kv_f16: opts.kv_f16,
             subgroup_min_size: info.subgroup_min_size,
             max_binding,
             max_buffer: limits.max_buffer_size,

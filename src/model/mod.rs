@@ -561,6 +561,8 @@ pub struct KvCache {
     pub len: usize,
     /// Capacity in positions.
     pub ctx: usize,
+    /// Keys and values are stored as f16 pairs (`ops::kv`), not f32.
+    pub f16: bool,
 }
 
 impl KvCache {
@@ -568,10 +570,16 @@ impl KvCache {
     pub fn new(gpu: &Gpu, ctx: usize, kv_dim: usize, rows: Vec<usize>) -> Result<KvCache> {
         // a new cache usually replaces one: let cached bind groups release the old one's buffers
         gpu.forget_bindings();
+        let f16 = gpu.caps.kv_f16;
+        if f16 && !kv_dim.is_multiple_of(2) {
+            return Err(Error::InvalidArgument(format!(
+                "an f16 KV cache needs an even row length, not {kv_dim}"
+            )));
+        }
         let mut k = Vec::with_capacity(rows.len());
         let mut v = Vec::with_capacity(rows.len());
         for (l, &r) in rows.iter().enumerate() {
-            let bytes = (r * kv_dim * 4) as u64;
+            let bytes = (r * kv_dim * if f16 { 2 } else { 4 }) as u64;
             if bytes > gpu.caps.max_binding {
                 return Err(Error::InvalidArgument(format!(
                     "a context of {ctx} tokens needs {bytes} bytes of KV cache for layer {l}, over the \
@@ -588,6 +596,7 @@ impl KvCache {
             rows,
             len: 0,
             ctx,
+            f16,
         })
     }
 

@@ -26,6 +26,7 @@ use crate::gpu::{Gpu, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
 use crate::ops::embed::Embed;
+use crate::ops::kv::KvStore;
 use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRows};
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
@@ -772,7 +773,23 @@ impl Transformer {
                 let first = n.min(rows - start);
                 let row = (kv_dim * 4) as u64;
                 for (from, to, k) in [(row0, start, first), (row0 + first, 0, n - first)] {
-                    if k > 0 {
+                    if k == 0 {
+                        continue;
+                    }
+                    if cache.f16 {
+                        KvStore {
+                            kv_dim,
+                            rows: k,
+                            src_row0: from,
+                            dst_row0: to,
+                        }
+                        .encode(
+                            gpu,
+                            &mut enc,
+                            [&s.k, &s.v],
+                            [&cache.k[l], &cache.v[l]],
+                        )?;
+                    } else {
                         let (from, to, k) = (from as u64 * row, to as u64 * row, k as u64 * row);
                         enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, k);
                         enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, k);
@@ -789,6 +806,7 @@ impl Transformer {
                     softcap: c.attn_softcap,
                     ring,
                     row0,
+                    kv_f16: cache.f16,
                 }
                 .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
             }

@@ -8,6 +8,10 @@ use crate::gpu::Gpu;
 pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
 /// The one-query-per-invocation kernel (`shaders/attention_rows.wgsl`).
 pub const ROWS_WGSL: &str = include_str!("../../shaders/attention_rows.wgsl");
+/// The kernels' view of an f32 KV cache (`shaders/common/kv_f32.wgsl`).
+pub const KV_F32_WGSL: &str = include_str!("../../shaders/common/kv_f32.wgsl");
+/// The kernels' view of an f16 KV cache (`shaders/common/kv_f16.wgsl`).
+pub const KV_F16_WGSL: &str = include_str!("../../shaders/common/kv_f16.wgsl");
 /// Queries per workgroup of `attention_rows.wgsl` (its `WG`).
 const ROWS_QUERIES: u32 = 16;
 /// Largest head_dim `attention_rows.wgsl` holds in registers (its arrays of 64 vec4s).
@@ -52,6 +56,8 @@ pub struct Attention {
     /// First row of this sequence's queries in `q` and `out` (0 unless a batch holds several
     /// sequences).
     pub row0: usize,
+    /// The cache holds f16 (packed pairs, as `KvStore` writes them) instead of f32.
+    pub kv_f16: bool,
 }
 
 impl Attention {
@@ -97,7 +103,14 @@ impl Attention {
             0 => self.pos0 + self.tokens,
             r => r.min(self.pos0 + self.tokens),
         };
-        let kv_bytes = (rows * self.n_kv_heads * self.head_dim * 4) as u64;
+        if self.kv_f16 && !self.head_dim.is_multiple_of(2) {
+            return Err(Error::InvalidArgument(format!(
+                "attention: an f16 KV cache needs an even head_dim, not {}",
+                self.head_dim
+            )));
+        }
+        let elem = if self.kv_f16 { 2 } else { 4 };
+        let kv_bytes = (rows * self.n_kv_heads * self.head_dim * elem) as u64;
         if k_cache.size() < kv_bytes || v_cache.size() < kv_bytes {
             return Err(Error::InvalidArgument(
                 "attention: KV cache smaller than the attended positions".into(),
@@ -127,11 +140,15 @@ impl Attention {
             && self.tokens > 1
             && self.head_dim.is_multiple_of(4)
             && self.head_dim <= ROWS_MAX_HEAD_DIM;
+        let (kv, kv_key) = match self.kv_f16 {
+            true => (KV_F16_WGSL, ".kv_f16"),
+            false => (KV_F32_WGSL, ""),
+        };
         let (pipeline, groups) = if rows {
-            let key = format!("attention_rows.d{}", self.head_dim);
+            let key = format!("attention_rows.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
             (
-                gpu.pipeline_with(&key, &[ROWS_WGSL], &constants)?,
+                gpu.pipeline_with(&key, &[kv, ROWS_WGSL], &constants)?,
                 [
                     self.n_heads as u32,
                     (self.tokens as u32).div_ceil(ROWS_QUERIES),
@@ -140,7 +157,7 @@ impl Attention {
             )
         } else {
             (
-                gpu.pipeline("attention", &[WGSL])?,
+                gpu.pipeline(&format!("attention{kv_key}"), &[kv, WGSL])?,
                 [self.n_heads as u32, self.tokens as u32, 1],
             )
         };

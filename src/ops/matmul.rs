@@ -1,8 +1,15 @@
 //! Y = X Wᵀ over a weight that stays quantized on the GPU (dequantization fused into the kernel).
 //!
-//! Kernels: `shaders/matvec.wgsl` (few tokens: decode; subgroup twin `matvec_sg.wgsl`) and
-//! `shaders/matmul.wgsl` (many tokens: prefill, register-tiled). Both take the weight type's `dq8`
-//! fragment from `shaders/quant/<type>.wgsl`.
+//! Kernels, in two layouts (see `Caps::rows_kernels`):
+//! - GPU layout: `shaders/matvec.wgsl` (few tokens: decode; subgroup twin `matvec_sg.wgsl`) and
+//!   `shaders/matmul.wgsl` (many tokens: prefill, register-tiled);
+//! - CPU layout (one weight row per invocation): `shaders/matvec_rows.wgsl`,
+//!   `shaders/matmul_rows.wgsl` (8 tokens per workgroup), and for decode on weights fused at load
+//!   `shaders/qkv_rows.wgsl` and `shaders/glu_rows.wgsl`.
+//!
+//! All take the weight type's `dq8` fragment from `shaders/quant/<type>.wgsl`; the CPU-layout
+//! decode kernels use the type's vectorised group decoder from `shaders/quant/rows/` where it has
+//! one.
 
 use crate::error::{Error, Result};
 use crate::format::DType;
@@ -143,6 +150,7 @@ pub fn rows_group_fragment(dtype: DType) -> Option<&'static str> {
         DType::Q4_0 => Some(include_str!("../../shaders/quant/rows/q4_0.wgsl")),
         DType::Q4_1 => Some(include_str!("../../shaders/quant/rows/q4_1.wgsl")),
         DType::Q4_K => Some(include_str!("../../shaders/quant/rows/q4_k.wgsl")),
+        DType::Q6_K => Some(include_str!("../../shaders/quant/rows/q6_k.wgsl")),
         DType::Q8_0 => Some(include_str!("../../shaders/quant/rows/q8_0.wgsl")),
         _ => None,
     }

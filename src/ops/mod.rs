@@ -4,6 +4,7 @@ pub mod attention;
 pub mod copy;
 pub mod elementwise;
 pub mod embed;
+pub mod kv;
 pub mod matmul;
 pub mod norm;
 pub mod quant;
@@ -18,8 +19,23 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     let mut v: Vec<(String, Vec<&'static str>)> = vec![
         ("rmsnorm".into(), vec![norm::WGSL]),
         ("rope".into(), vec![rope::WGSL]),
-        ("attention".into(), vec![attention::WGSL]),
-        ("attention_rows".into(), vec![attention::ROWS_WGSL]),
+        (
+            "attention".into(),
+            vec![attention::KV_F32_WGSL, attention::WGSL],
+        ),
+        (
+            "attention.kv_f16".into(),
+            vec![attention::KV_F16_WGSL, attention::WGSL],
+        ),
+        (
+            "attention_rows".into(),
+            vec![attention::KV_F32_WGSL, attention::ROWS_WGSL],
+        ),
+        (
+            "attention_rows.kv_f16".into(),
+            vec![attention::KV_F16_WGSL, attention::ROWS_WGSL],
+        ),
+        ("kv_store".into(), vec![kv::WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),
         (
             "swiglu".into(),

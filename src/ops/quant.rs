@@ -32,7 +32,7 @@
 //! | Q8_0 | 9  | `d` · 8 words of int8 quants (GGUF bytes 2..34, now aligned) |
 //! | Q4_K | 36 | `d`, `dmin` · scales: 3 words (below) · 32 nibble words |
 //! | Q5_K | 44 | `d`, `dmin` · scales: 3 words · 8 high-bit words · 32 nibble words |
-//! | Q6_K | 53 | `d` · 16 int8 scales (4 words, GGUF order) · 32 nibble words · 16 words of 2-bit highs |
+//! | Q6_K | 56 | `d` · 16 int8 scales (4 words, GGUF order) · 3 zero words · 32 nibble words · 16 words of 2-bit highs |
 //!
 //! K-quant scales: GGUF packs the eight 6-bit scales `sc[s]` and mins `m[s]` of the 32-element
 //! sub-blocks into 12 bytes (see [`k_scale_min`]). flint keeps the same 96 bits as: word 1 = low 4
@@ -41,7 +41,9 @@
 //!
 //! Q6_K: element `e` has scale `scales[e / 16]` (GGUF's scale order, once its 128-element halves and
 //! four 32-element quarters are untangled), low 4 bits in the nibble words and its high 2 bits at bits
-//! `2 * (e % 16)` of high word `e / 16`.
+//! `2 * (e % 16)` of high word `e / 16`. Its 3 zero words make the block 56 words, a whole number
+//! of 16-byte vectors, and put the nibble and high words on vector boundaries (the rows kernels'
+//! vectorised decoder, `shaders/quant/rows/q6_k.wgsl`).
 
 use crate::format::DType;
 use crate::{Error, Result};
@@ -273,7 +275,7 @@ pub fn gpu_block(dtype: DType) -> (usize, usize) {
         DType::Q8_0 => (32, 9),
         DType::Q4_K => (256, 36),
         DType::Q5_K => (256, 44),
-        DType::Q6_K => (256, 53),
+        DType::Q6_K => (256, 56),
     }
 }
 
@@ -408,6 +410,7 @@ fn pack_block(dtype: DType, b: &[u8], out: &mut Vec<u32>) {
                     .chunks_exact(4)
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
             );
+            out.extend([0; 3]); // to a vector boundary
             nibbles(out);
             out.extend(q.chunks_exact(16).map(|c| {
                 c.iter()
@@ -526,8 +529,8 @@ pub fn gpu_dq8(dtype: DType, w: &[u32], base: usize, j: usize) -> [f32; 8] {
             let sb = j / 2;
             let sc = (w[base + 1 + sb / 4] >> (8 * (sb % 4))) as u8 as i8;
             let ds = d * sc as f32;
-            let q = nib(w[base + 5 + j]);
-            let qh = w[base + 37 + j / 2] >> (16 * (j % 2));
+            let q = nib(w[base + 8 + j]);
+            let qh = w[base + 40 + j / 2] >> (16 * (j % 2));
             (0..8).for_each(|i| y[i] = ds * ((q[i] | ((qh >> (2 * i)) & 3) << 4) as f32 - 32.0));
         }
     }

@@ -1,0 +1,10 @@
+// The attention kernels' view of an f32 KV cache (concatenated in front of attention.wgsl and
+// attention_rows.wgsl; kv_f16.wgsl is the f16 twin): element i of a layer's keys / values.
+@group(0) @binding(2) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<f32>>;
+
+fn k1(i: u32) -> f32 { return kc[i >> 2u][i & 3u]; }
+fn v1(i: u32) -> f32 { return vc[i >> 2u][i & 3u]; }
+// elements 4i .. 4i+4
+fn k4(i: u32) -> vec4<f32> { return kc[i]; }
+fn v4(i: u32) -> vec4<f32> { return vc[i]; }

@@ -1,0 +1,29 @@
+// Appends rows of keys and values to an f16 KV cache: kd[dst_row0 + r] = f16(ks[src_row0 + r]) and
+// the same for values, for r < rows, two elements per invocation packed into one word (element 2j
+// in the low half: the layout shaders/common/kv_f16.wgsl reads). pack2x16float rounds to nearest.
+
+struct Params {
+    kv_dim: u32,   // elements per row (even)
+    rows: u32,
+    src_row0: u32, // first row in ks / vs
+    dst_row0: u32, // first row in the cache
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ks: array<f32>;
+@group(0) @binding(2) var<storage, read> vs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kd: array<u32>;
+@group(0) @binding(4) var<storage, read_write> vd: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    let half_row = p.kv_dim / 2u;
+    if (i >= p.rows * half_row) { return; }
+    let r = i / half_row;
+    let c = i % half_row;
+    let s = (p.src_row0 + r) * p.kv_dim + 2u * c;
+    let d = (p.dst_row0 + r) * half_row + c;
+    kd[d] = pack2x16float(vec2<f32>(ks[s], ks[s + 1u]));
+    vd[d] = pack2x16float(vec2<f32>(vs[s], vs[s + 1u]));
+}
