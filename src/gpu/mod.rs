@@ -490,18 +490,21 @@ impl Gpu {
 
     /// Submits `enc` and returns the submission index. When profiling, the dispatches' timestamps
     /// are resolved into the same submission and read back (the call then waits for the GPU).
-    pub fn submit(&self, mut enc: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
-        let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) else {
-            return self.queue.submit(Some(enc.finish()));
-        };
-        if profiler.pending.is_empty() {
-            return self.queue.submit(Some(enc.finish()));
-        }
-        profiler.resolve(&mut enc);
-        let index = self.queue.submit(Some(enc.finish()));
+    pub fn submit(
+        &self,
+        #[allow(unused_mut)] mut enc: wgpu::CommandEncoder,
+    ) -> wgpu::SubmissionIndex {
+        // (profiling is native only: Gpu::new refuses it on the web)
         #[cfg(not(target_arch = "wasm32"))]
-        profiler.collect(&self.device);
-        index
+        if let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) {
+            if !profiler.pending.is_empty() {
+                profiler.resolve(&mut enc);
+                let index = self.queue.submit(Some(enc.finish()));
+                profiler.collect(&self.device);
+                return index;
+            }
+        }
+        self.queue.submit(Some(enc.finish()))
     }
 
     /// Per-kernel GPU time recorded since the last call (empty unless profiling), slowest first.
@@ -630,7 +633,8 @@ pub struct KernelTime {
 }
 
 /// Timestamp queries around every compute pass (flint records one pass per dispatch), resolved at
-/// submit and summed per kernel name.
+/// submit and summed per kernel name (native only: the web never creates one).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 struct Profiler {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
@@ -687,6 +691,7 @@ impl Profiler {
         })
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
         let n = self.pending.len() as u32 * 2;
         enc.resolve_query_set(&self.queries, 0..n, &self.resolve, 0);
