@@ -8,7 +8,8 @@
 //! element is one floating-point operation (2·m·n·k per product), i.e. GFLOP/s when it says Gelem/s.
 //! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
 //! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
-//! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64).
+//! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64). FLINT_KERNELS=gpu|cpu
+//! picks the kernel layout (default: the adapter's, as `flint --kernels auto`).
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -61,8 +62,17 @@ fn gpu_time<F: FnMut(&mut wgpu::CommandEncoder)>(g: &Gpu, iters: u64, f: &mut F)
 }
 
 fn gpu() -> Gpu {
-    let g = Gpu::new(&GpuOptions::default())
-        .expect("a GPU adapter (scripts/setup.sh installs lavapipe)");
+    // FLINT_KERNELS=gpu|cpu picks the kernel layout (as `flint --kernels`); default: the adapter's
+    let rows_kernels = match std::env::var("FLINT_KERNELS").as_deref() {
+        Ok("gpu") => Some(false),
+        Ok("cpu") => Some(true),
+        _ => None,
+    };
+    let g = Gpu::new(&GpuOptions {
+        rows_kernels,
+        ..Default::default()
+    })
+    .expect("a GPU adapter (scripts/setup.sh installs lavapipe)");
     eprintln!(
         "adapter: {}  subgroup_matvec: {}",
         g.describe(),

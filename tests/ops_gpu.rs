@@ -298,6 +298,10 @@ fn attention_cases(g: &Gpu) {
         (4, 2, 32, 20, 0, 6, 0.0),
         (3, 1, 8, 17, 2, 0, 0.0),
         (2, 1, 96, 33, 40, 9, 2.0),
+        // one query over many positions (decode: attention_lanes.wgsl on CPU adapters)
+        (9, 3, 64, 1, 300, 0, 0.0),
+        (4, 2, 128, 1, 77, 20, 0.0),
+        (2, 2, 256, 1, 5, 0, 1.0),
     ]
     .into_iter()
     .map(|c| (c, 0))

@@ -12,6 +12,8 @@ pub const ROWS_WGSL: &str = include_str!("../../shaders/attention_rows.wgsl");
 pub const KV_F32_WGSL: &str = include_str!("../../shaders/common/kv_f32.wgsl");
 /// The kernels' view of an f16 KV cache (`shaders/common/kv_f16.wgsl`).
 pub const KV_F16_WGSL: &str = include_str!("../../shaders/common/kv_f16.wgsl");
+/// The one-query-per-workgroup kernel with lanes over positions (`shaders/attention_lanes.wgsl`).
+pub const LANES_WGSL: &str = include_str!("../../shaders/attention_lanes.wgsl");
 /// Queries per workgroup of `attention_rows.wgsl` (its `WG`).
 const ROWS_QUERIES: u32 = 16;
 /// Largest head_dim `attention_rows.wgsl` holds in registers (its arrays of 64 vec4s).
@@ -135,11 +137,13 @@ impl Attention {
             softcap: self.softcap,
             _pad2: [0.0; 2],
         };
-        // CPU-type adapters: one query per invocation where there are several queries
-        let rows = gpu.caps.rows_kernels
-            && self.tokens > 1
+        // CPU-type adapters: one query per invocation where there are several queries, lanes
+        // over positions for a single query (decode)
+        let cpu = gpu.caps.rows_kernels
             && self.head_dim.is_multiple_of(4)
             && self.head_dim <= ROWS_MAX_HEAD_DIM;
+        let rows = cpu && self.tokens > 1;
+        let lanes = cpu && self.tokens == 1;
         let (kv, kv_key) = match self.kv_f16 {
             true => (KV_F16_WGSL, ".kv_f16"),
             false => (KV_F32_WGSL, ""),
@@ -154,6 +158,13 @@ impl Attention {
                     (self.tokens as u32).div_ceil(ROWS_QUERIES),
                     1,
                 ],
+            )
+        } else if lanes {
+            let key = format!("attention_lanes.d{}{kv_key}", self.head_dim);
+            let constants = [("D", self.head_dim as f64)];
+            (
+                gpu.pipeline_with(&key, &[kv, LANES_WGSL], &constants)?,
+                [self.n_heads as u32, 1, 1],
             )
         } else {
             (

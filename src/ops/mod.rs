@@ -35,6 +35,14 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
             "attention_rows.kv_f16".into(),
             vec![attention::KV_F16_WGSL, attention::ROWS_WGSL],
         ),
+        (
+            "attention_lanes".into(),
+            vec![attention::KV_F32_WGSL, attention::LANES_WGSL],
+        ),
+        (
+            "attention_lanes.kv_f16".into(),
+            vec![attention::KV_F16_WGSL, attention::LANES_WGSL],
+        ),
         ("kv_store".into(), vec![kv::WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),
         (
