@@ -8,22 +8,7 @@
 // only the last `ring` positions (a sliding-window layer's ring buffer): position p sits in row
 // p % ring.
 
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    tokens: u32,
-    pos0: u32,
-    window: u32,
-    ring: u32,
-    row0: u32,
-    scale: f32,
-    softcap: f32,
-    _pad4: f32,
-    _pad5: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 // kc / vc and their loaders k1, v1: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
@@ -32,11 +17,6 @@ const WG: u32 = 64u;
 const MAX_D: u32 = 256u;      // head_dim up to 256: each thread owns dims lid, lid+64, ...
 var<workgroup> qs: array<f32, MAX_D>;
 var<workgroup> sc: array<f32, WG>;
-
-fn slot(pos: u32) -> u32 {
-    if (p.ring > 0u) { return pos % p.ring; }
-    return pos;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

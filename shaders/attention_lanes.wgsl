@@ -7,22 +7,7 @@
 // to 256) is fixed per pipeline; kc / vc and their loaders k4, v4 come from
 // shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front.
 
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    tokens: u32,
-    pos0: u32,
-    window: u32,
-    ring: u32,
-    row0: u32,
-    scale: f32,
-    softcap: f32,
-    _pad4: f32,
-    _pad5: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
@@ -32,11 +17,6 @@ const MAX_D4: u32 = 64u;
 var<workgroup> lane_m: array<f32, 8>;
 var<workgroup> lane_l: array<f32, 8>;
 var<workgroup> lane_acc: array<vec4<f32>, 512>; // WG * MAX_D4: 8 KiB
-
-fn slot(pos: u32) -> u32 {
-    if (p.ring > 0u) { return pos % p.ring; }
-    return pos;
-}
 
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -7,33 +7,13 @@
 // past the last token compute on a clamped copy and are not stored; positions a query may not see
 // get weight 0. D (head_dim, a multiple of 4 up to 256) is fixed per pipeline.
 
-struct Params {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    tokens: u32,
-    pos0: u32,
-    window: u32,
-    ring: u32,
-    row0: u32,
-    scale: f32,
-    softcap: f32,
-    _pad4: f32,
-    _pad5: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 // kc / vc and their loaders k4, v4: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
 override D: u32 = 64u;
 const WG: u32 = 16u;
-
-fn slot(pos: u32) -> u32 {
-    if (p.ring > 0u) { return pos % p.ring; }
-    return pos;
-}
 
 // the first position query t (of this sequence) sees
 fn first_visible(t: u32) -> u32 {

@@ -8,6 +8,8 @@ use crate::gpu::Gpu;
 pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
 /// The one-query-per-invocation kernel (`shaders/attention_rows.wgsl`).
 pub const ROWS_WGSL: &str = include_str!("../../shaders/attention_rows.wgsl");
+/// The kernels' parameters and `slot()` (`shaders/common/attention_params.wgsl`).
+pub const PARAMS_WGSL: &str = include_str!("../../shaders/common/attention_params.wgsl");
 /// The kernels' view of an f32 KV cache (`shaders/common/kv_f32.wgsl`).
 pub const KV_F32_WGSL: &str = include_str!("../../shaders/common/kv_f32.wgsl");
 /// The kernels' view of an f16 KV cache (`shaders/common/kv_f16.wgsl`).
@@ -152,7 +154,7 @@ impl Attention {
             let key = format!("attention_rows.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
             (
-                gpu.pipeline_with(&key, &[kv, ROWS_WGSL], &constants)?,
+                gpu.pipeline_with(&key, &[PARAMS_WGSL, kv, ROWS_WGSL], &constants)?,
                 [
                     self.n_heads as u32,
                     (self.tokens as u32).div_ceil(ROWS_QUERIES),
@@ -163,12 +165,12 @@ impl Attention {
             let key = format!("attention_lanes.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
             (
-                gpu.pipeline_with(&key, &[kv, LANES_WGSL], &constants)?,
+                gpu.pipeline_with(&key, &[PARAMS_WGSL, kv, LANES_WGSL], &constants)?,
                 [self.n_heads as u32, 1, 1],
             )
         } else {
             (
-                gpu.pipeline(&format!("attention{kv_key}"), &[kv, WGSL])?,
+                gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, kv, WGSL])?,
                 [self.n_heads as u32, self.tokens as u32, 1],
             )
         };

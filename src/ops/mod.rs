@@ -21,27 +21,51 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ("rope".into(), vec![rope::WGSL]),
         (
             "attention".into(),
-            vec![attention::KV_F32_WGSL, attention::WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F32_WGSL,
+                attention::WGSL,
+            ],
         ),
         (
             "attention.kv_f16".into(),
-            vec![attention::KV_F16_WGSL, attention::WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F16_WGSL,
+                attention::WGSL,
+            ],
         ),
         (
             "attention_rows".into(),
-            vec![attention::KV_F32_WGSL, attention::ROWS_WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F32_WGSL,
+                attention::ROWS_WGSL,
+            ],
         ),
         (
             "attention_rows.kv_f16".into(),
-            vec![attention::KV_F16_WGSL, attention::ROWS_WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F16_WGSL,
+                attention::ROWS_WGSL,
+            ],
         ),
         (
             "attention_lanes".into(),
-            vec![attention::KV_F32_WGSL, attention::LANES_WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F32_WGSL,
+                attention::LANES_WGSL,
+            ],
         ),
         (
             "attention_lanes.kv_f16".into(),
-            vec![attention::KV_F16_WGSL, attention::LANES_WGSL],
+            vec![
+                attention::PARAMS_WGSL,
+                attention::KV_F16_WGSL,
+                attention::LANES_WGSL,
+            ],
         ),
         ("kv_store".into(), vec![kv::WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),

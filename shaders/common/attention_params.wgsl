@@ -1,0 +1,26 @@
+// Shared by the attention kernels (attention.wgsl, attention_rows.wgsl, attention_lanes.wgsl):
+// their uniform parameters and the cache row of a position. Concatenated in front of the kernel,
+// with the cache view (kv_f32.wgsl or kv_f16.wgsl); see src/ops/attention.rs.
+
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    tokens: u32,
+    pos0: u32,
+    window: u32,  // sliding window (0 = all positions)
+    ring: u32,    // the cache is a ring of this many rows (0 = one row per position)
+    row0: u32,    // first row of this sequence's queries in q and out
+    scale: f32,
+    softcap: f32, // 0 = off
+    _pad4: f32,
+    _pad5: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// the cache row of position pos
+fn slot(pos: u32) -> u32 {
+    if (p.ring > 0u) { return pos % p.ring; }
+    return pos;
+}
