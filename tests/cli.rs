@@ -96,9 +96,40 @@ fn info_names_architecture_and_kernels() {
         "adapter:",
         "kernels:",
         "matvec",
+        "KV cache: f32",
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
+    // the layout and cache flags reach the device: the GPU layout's kernels, the f16 cache's
+    let (code, out, err) = flint(&[
+        "info",
+        "-m",
+        MODEL,
+        "--quiet",
+        "--kernels",
+        "gpu",
+        "--kv-cache",
+        "f16",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "kernel layout: gpu",
+        "KV cache: f16",
+        "attention.kv_f16",
+        "kv_store",
+        "matvec.q4_1",
+    ] {
+        assert!(out.contains(want), "`{want}` missing from:\n{out}");
+    }
+    let (code, out, err) = flint(&["info", "-m", MODEL, "--quiet", "--kernels", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("kernel layout: cpu") && out.contains("matvec_rows.q4_1"),
+        "{out}"
+    );
+    let (code, _, err) = flint(&["info", "-m", MODEL, "--kv-cache", "f8"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("f8"), "{err}");
 }
 
 #[test]

@@ -547,6 +547,17 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     let gpu: &Gpu = &engine.gpu;
     println!("adapter: {}", gpu.describe());
+    let c = &gpu.caps;
+    println!(
+        "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache)",
+        if c.rows_kernels { "cpu" } else { "gpu" },
+        if c.rows_kernels && c.fused_rows {
+            "yes"
+        } else {
+            "no"
+        },
+        if c.kv_f16 { "f16" } else { "f32" }
+    );
     println!("capabilities: {:?}", gpu.caps);
     // Run one token so the kernels a forward pass uses are compiled, then list them.
     let mut engine = engine;
