@@ -687,9 +687,8 @@ impl ModelSizes {
             let gpu_row_bytes = match (t.dims.len(), t.dtype) {
                 (2.., Some(d)) => {
                     *by_type.entry(&t.type_name).or_default() += t.file_bytes;
-                    // the words the kernels read (rows are padded to 16 bytes; padding is not read)
-                    let (qk, words) = flint::ops::quant::gpu_block(d);
-                    (cols.div_ceil(qk) * words) as u64 * 4
+                    // the words the kernels read (row padding is not read)
+                    flint::ops::quant::gpu_row_data_words(d, cols) as u64 * 4
                 }
                 // vectors are uploaded as f32
                 _ => cols as u64 * 4,

@@ -385,12 +385,7 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
-        let bound: Vec<(u32, &wgpu::Buffer)> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| (i as u32 + 1, b))
-            .collect();
-        self.dispatch_bound(enc, kernel, params, &bound, groups);
+        self.dispatch_bound(enc, kernel, params, &numbered(buffers), groups);
     }
 
     /// [`Gpu::dispatch`] with each buffer's binding number given (a buffer may appear twice, as
@@ -595,6 +590,15 @@ impl Gpu {
         let bytes = pollster::block_on(self.read_async(buf, 0, n as u64 * 4))?;
         Ok(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes[..n * 4]))
     }
+}
+
+/// `buffers` at bindings 1, 2, ... in order (binding 0 is the uniform): [`Gpu::dispatch`]'s layout.
+pub fn numbered<'a>(buffers: &[&'a wgpu::Buffer]) -> Vec<(u32, &'a wgpu::Buffer)> {
+    buffers
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| (i as u32 + 1, b))
+        .collect()
 }
 
 /// The major version of a Mesa driver from its driver string ("Mesa 22.3.6 (LLVM 15.0.6)").

@@ -380,7 +380,7 @@ impl Transformer {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
-            let (wq, wk, wv, bq, bk, bv);
+            let (mut wq, mut wk, mut wv, bq, bk, bv);
             if cfg.fused_qkv {
                 let name = n("attn_qkv.weight");
                 let rows = q_dim + 2 * kv_dim;
@@ -415,7 +415,7 @@ impl Transformer {
             } else {
                 (None, None)
             };
-            let (w_gate, w_up) = if cfg.fused_gate_up {
+            let (mut w_gate, mut w_up) = if cfg.fused_gate_up {
                 let name = n("ffn_up.weight");
                 (
                     Some(src.weight_rows(gpu, &name, 2 * cfg.ffn, h, 0, cfg.ffn)?),
@@ -431,7 +431,6 @@ impl Transformer {
             };
             // One buffer each for Q/K/V and for gate/up (where types and shapes agree), so decode
             // on CPU-type adapters runs each set as one dispatch (qkv_rows.wgsl, glu_rows.wgsl).
-            let (mut wq, mut wk, mut wv, mut w_gate, mut w_up) = (wq, wk, wv, w_gate, w_up);
             Weight::fuse(gpu, &mut [&mut wq, &mut wk, &mut wv])?;
             if let Some(g) = w_gate.as_mut() {
                 Weight::fuse(gpu, &mut [g, &mut w_up])?;

@@ -170,11 +170,7 @@ fn row_walk(dtype: DType) -> Vec<&'static str> {
 /// The buffers of a rows-kernel dispatch: `buffers` at bindings 1.., and the weight again as
 /// vec4s where the type's row walk reads it so.
 fn rows_bindings<'a>(dtype: DType, buffers: &[&'a wgpu::Buffer]) -> Vec<(u32, &'a wgpu::Buffer)> {
-    let mut v: Vec<(u32, &wgpu::Buffer)> = buffers
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| (i as u32 + 1, b))
-        .collect();
+    let mut v = crate::gpu::numbered(buffers);
     if rows_group_fragment(dtype).is_some() {
         v.push((WV4_BINDING, buffers[0]));
     }
@@ -457,11 +453,7 @@ impl MatMul<'_> {
             let buffers = [&part.buffer, x, y];
             let bound = match variant {
                 Variant::MatvecRows => rows_bindings(w.dtype, &buffers),
-                _ => buffers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &b)| (i as u32 + 1, b))
-                    .collect(),
+                _ => crate::gpu::numbered(&buffers),
             };
             gpu.dispatch_bound(enc, &pipeline, bytemuck::bytes_of(&params), &bound, groups);
         }

@@ -283,9 +283,14 @@ pub fn gpu_block(dtype: DType) -> (usize, usize) {
 /// partial last block counts whole; for block-quantized types [`to_gpu_rows`] only accepts `cols`
 /// that are a whole number of blocks).
 pub fn gpu_row_words(dtype: DType, cols: usize) -> usize {
-    let (qk, words) = gpu_block(dtype);
     // padded to 16 bytes: every row starts on a vec4 boundary (the rows kernels' vector loads)
-    (cols.div_ceil(qk) * words).next_multiple_of(4)
+    gpu_row_data_words(dtype, cols).next_multiple_of(4)
+}
+
+/// The words of a GPU row that hold data (the kernels read these; [`gpu_row_words`] adds padding).
+pub fn gpu_row_data_words(dtype: DType, cols: usize) -> usize {
+    let (qk, words) = gpu_block(dtype);
+    cols.div_ceil(qk) * words
 }
 
 /// Nibble word of 8 quants: element `i` in bits `4i .. 4i+4`.
