@@ -1,6 +1,8 @@
 //! Kernel throughput on the adapter wgpu picks (criterion): matvec GB/s (decode) and matmul GFLOP/s
 //! (prefill) for each weight type at shapes of a 135M, a 1B and an 8B llama, attention over 512, 2k
-//! and 8k cached positions, and the copy kernel (the bandwidth `flint bench` compares against).
+//! and 8k cached positions, the copy kernel (the bandwidth `flint bench` compares against), and
+//! picking a token from a row of logits: read back the whole row and sample on the CPU, or rank
+//! it on the GPU (`shaders/top_k_*.wgsl`) and read back the k best (wall time per token).
 //!
 //!     cargo bench --bench kernels [-- FILTER] [--sample-size 10] [--measurement-time 2]
 //!
@@ -20,6 +22,8 @@ use flint::ops::attention::Attention;
 use flint::ops::copy::BufferCopy;
 use flint::ops::matmul::MatMul;
 use flint::ops::quant;
+use flint::ops::top_k::{self, TopK};
+use flint::sampling::{Sampler, SamplingParams};
 use std::time::{Duration, Instant};
 
 /// (model, tensor, rows n, row length k) of llama-family models: SmolLM2-135M, Llama-3.2-1B and
@@ -239,6 +243,57 @@ fn copy(c: &mut Criterion) {
     grp.finish();
 }
 
+fn sampling(c: &mut Criterion) {
+    let g = gpu();
+    let mut grp = c.benchmark_group("sampling");
+    grp.sampling_mode(SamplingMode::Flat);
+    // SmolLM2's and Llama 3's vocabularies; greedy and llama.cpp's default top_k
+    for vocab in [49_152usize, 128_256] {
+        let logits: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01)
+            .collect();
+        let x = g.upload("logits", bytemuck::cast_slice(&logits));
+        for k in [1usize, 40] {
+            let params = SamplingParams {
+                temperature: if k == 1 { 0.0 } else { 0.8 },
+                top_k: k,
+                seed: Some(1),
+                ..SamplingParams::default()
+            };
+            let mut sampler = Sampler::new(params).unwrap();
+            grp.bench_function(
+                BenchmarkId::from_parameter(format!("cpu.vocab{vocab}.k{k}")),
+                |b| {
+                    b.iter(|| {
+                        let mut row = g.read_f32(&x, 0, vocab).unwrap();
+                        sampler.sample(&mut row, &[]).unwrap()
+                    })
+                },
+            );
+            let op = TopK {
+                n: vocab,
+                k,
+                rows: 1,
+            };
+            let part = g.zeros("part", (op.part_words() * 4) as u64).unwrap();
+            let out = g.zeros("out", (op.out_words() * 4) as u64).unwrap();
+            grp.bench_function(
+                BenchmarkId::from_parameter(format!("gpu.vocab{vocab}.k{k}")),
+                |b| {
+                    b.iter(|| {
+                        let mut enc = g.encoder();
+                        op.encode(&g, &mut enc, &x, &part, &out).unwrap();
+                        g.submit(enc);
+                        let words = g.read_u32(&out, op.out_words()).unwrap();
+                        sampler.sample_top(&top_k::decode(&words)).unwrap()
+                    })
+                },
+            );
+        }
+    }
+    grp.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -250,6 +305,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = kernels;
     config = config();
-    targets = weight_products, attention, copy
+    targets = weight_products, attention, copy, sampling
 }
 criterion_main!(kernels);

@@ -160,6 +160,43 @@ impl State {
         }
         Ok(logits)
     }
+
+    /// [`State::feed`] that ranks the last token's logits on the GPU and returns only the `k`
+    /// best, as (token id, logit), best first ([`crate::ops::top_k`]).
+    async fn feed_top_k(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        batch: usize,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
+        }
+        if self.history.len() + tokens.len() > self.cache.ctx {
+            return Err(Error::ContextOverflow {
+                tokens: self.history.len() + tokens.len(),
+                ctx: self.cache.ctx,
+            });
+        }
+        let mut best = Vec::new();
+        for chunk in tokens.chunks(batch) {
+            best = model
+                .top_k_async(gpu, &mut self.cache, &mut self.scratch, chunk, k)
+                .await?;
+            self.history.extend_from_slice(chunk);
+        }
+        Ok(best)
+    }
+}
+
+/// What a feed during generation reads back for the next token.
+enum Next {
+    /// The whole row of logits ([`Sampler::sample`]).
+    Logits(Vec<f32>),
+    /// The best logits, ranked on the GPU ([`Sampler::sample_top`]).
+    Best(Vec<(u32, f32)>),
 }
 
 impl Engine {
@@ -443,6 +480,20 @@ impl Engine {
             .await
     }
 
+    /// [`Engine::feed`] that returns only the `k` best logits of the last token, ranked on the
+    /// GPU, as (token id, logit), best first ([`crate::ops::top_k`]; `k = 1` is greedy argmax).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn feed_top_k(&mut self, tokens: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+        pollster::block_on(self.feed_top_k_async(tokens, k))
+    }
+
+    /// [`Engine::feed_top_k`], awaiting the GPU.
+    pub async fn feed_top_k_async(&mut self, tokens: &[u32], k: usize) -> Result<Vec<(u32, f32)>> {
+        self.state
+            .feed_top_k(&self.gpu, &self.model, self.batch, tokens, k)
+            .await
+    }
+
     /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
     /// returns the last token's logits and how many tokens were computed.
     #[cfg(not(target_arch = "wasm32"))]
@@ -452,6 +503,14 @@ impl Engine {
 
     /// [`Engine::prefill`], awaiting the GPU.
     pub async fn prefill_async(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
+        let keep = self.reuse_prefix(tokens)?;
+        let logits = self.feed_async(&tokens[keep..]).await?;
+        Ok((logits, tokens.len() - keep))
+    }
+
+    /// Cuts the cache back to the longest prefix it shares with `tokens`, leaving at least the
+    /// last token to compute; returns how many tokens it kept.
+    fn reuse_prefix(&mut self, tokens: &[u32]) -> Result<usize> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
         }
@@ -472,8 +531,7 @@ impl Engine {
         let keep = common.min(tokens.len() - 1);
         self.state.cache.truncate(keep);
         self.state.history.truncate(keep);
-        let logits = self.feed_async(&tokens[keep..]).await?;
-        Ok((logits, tokens.len() - keep))
+        Ok(keep)
     }
 
     /// Generates after `prompt` (token ids, BOS included if wanted). `on_text` receives each piece
@@ -497,8 +555,18 @@ impl Engine {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(opts.sampling.clone())?;
+        // Rank on the GPU and read back a few candidates, where they decide the token.
+        let gpu_k = sampler.gpu_top_k().filter(|_| self.gpu.caps.gpu_sampling);
         let t0 = Instant::now();
-        let (mut logits, prefilled) = self.prefill_async(prompt).await?;
+        let keep = self.reuse_prefix(prompt)?;
+        let rest = &prompt[keep..];
+        let (mut next, prefilled) = match gpu_k {
+            Some(k) => (
+                Next::Best(self.feed_top_k_async(rest, k).await?),
+                rest.len(),
+            ),
+            None => (Next::Logits(self.feed_async(rest).await?), rest.len()),
+        };
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
         let mut out = Vec::new();
@@ -509,7 +577,10 @@ impl Engine {
         let mut finish = FinishReason::Length;
         let mut context: Vec<u32> = prompt.to_vec();
         while out.len() < opts.max_tokens {
-            let tok = sampler.sample(&mut logits, &context)?;
+            let tok = match &mut next {
+                Next::Logits(logits) => sampler.sample(logits, &context)?,
+                Next::Best(best) => sampler.sample_top(best)?,
+            };
             if tokenizer.is_eog(tok) {
                 finish = FinishReason::Stop;
                 break;
@@ -530,10 +601,15 @@ impl Engine {
             if out.len() >= opts.max_tokens || self.state.history.len() >= self.ctx {
                 break;
             }
-            logits = self
-                .state
-                .feed(&self.gpu, &self.model, self.batch, &[tok], Logits::Last)
-                .await?;
+            let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
+            next = match gpu_k {
+                Some(k) => Next::Best(self.state.feed_top_k(gpu, model, batch, &[tok], k).await?),
+                None => Next::Logits(
+                    self.state
+                        .feed(gpu, model, batch, &[tok], Logits::Last)
+                        .await?,
+                ),
+            };
         }
         // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
         if !stops.is_stopped() {

@@ -8,6 +8,11 @@
 //! 3. greedy argmax when [`SamplingParams::temperature`] is 0 (ties go to the lowest id),
 //! 4. otherwise top-k → top-p → min-p → temperature → softmax → one random draw.
 //!
+//! When there is no bias and no penalty, only the `top_k` best logits matter (one for greedy),
+//! and generation ranks them on the GPU ([`Sampler::gpu_top_k`], [`crate::ops::top_k`]) and
+//! hands them to [`Sampler::sample_top`], which draws exactly the token [`Sampler::sample`]
+//! would have drawn from the whole row.
+//!
 //! Also here: [`softmax`], [`log_softmax`], [`top_logprobs`] (for the server's `logprobs`), and
 //! [`StopMatcher`], which cuts streamed text at stop strings without ever emitting a partial one.
 
@@ -18,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::ops::top_k::TopK;
 use crate::{Error, Result};
 
 /// How to pick the next token. The defaults are llama.cpp's.
@@ -229,15 +235,65 @@ impl Sampler {
             return Err(all_banned());
         }
 
-        // top-k: an O(n) partition, then only the k survivors are sorted.
+        // top-k: an O(n) partition, then only the k survivors are sorted (always, so that the
+        // draw below walks them in the order the GPU's top-k returns them).
         if p.top_k > 0 && p.top_k < cand.len() {
             cand.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
             cand.truncate(p.top_k);
         }
-        let needs_order = p.top_p < 1.0;
-        if needs_order {
+        if p.top_k > 0 || p.top_p < 1.0 {
             cand.sort_unstable_by(by_logit_desc);
         }
+        self.draw()
+    }
+
+    /// How many of the best logits decide the next token when no bias or penalty can change
+    /// their order: 1 for greedy, `top_k` otherwise (if at most [`TopK::MAX_K`]). `None` when the
+    /// whole row is needed ([`Sampler::sample`]).
+    pub fn gpu_top_k(&self) -> Option<usize> {
+        let p = &self.params;
+        let penalties = p.repeat_last_n > 0
+            && (p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0);
+        if !p.logit_bias.is_empty() || penalties {
+            return None;
+        }
+        if p.temperature == 0.0 {
+            return Some(1);
+        }
+        (p.top_k > 0 && p.top_k <= TopK::MAX_K).then_some(p.top_k)
+    }
+
+    /// Picks the next token from the best logits of a row, as (token id, logit) in the order
+    /// of [`crate::ops::top_k`] (best first, equal logits by smaller id), at least
+    /// [`Sampler::gpu_top_k`] of them (or the whole vocabulary if smaller): the same token
+    /// [`Sampler::sample`] picks from the full row with the same generator state.
+    /// Errors: no candidates, a NaN or `+inf` logit among them.
+    pub fn sample_top(&mut self, best: &[(u32, f32)]) -> Result<u32> {
+        if let Some(&(id, l)) = best.iter().find(|c| c.1.is_nan() || c.1 == f32::INFINITY) {
+            return Err(Error::InvalidArgument(format!(
+                "sampling: logit of token {id} is {l} (the model produced a non-finite value)"
+            )));
+        }
+        let live = best.iter().filter(|c| c.1 > f32::NEG_INFINITY);
+        if self.params.temperature == 0.0 {
+            return live.map(|c| c.0).next().ok_or_else(all_banned);
+        }
+        self.candidates.clear();
+        self.candidates.extend(live);
+        if self.candidates.is_empty() {
+            return Err(all_banned());
+        }
+        if self.params.top_k > 0 {
+            self.candidates.truncate(self.params.top_k);
+        }
+        self.draw()
+    }
+
+    /// top-p, min-p, temperature and the random draw over `self.candidates` (non-empty, sorted
+    /// best first when top-k or top-p is on).
+    fn draw(&mut self) -> Result<u32> {
+        let p = &self.params;
+        let cand = &mut self.candidates;
         if p.top_p < 1.0 {
             let keep = top_p_len(cand, p.top_p);
             cand.truncate(keep);
@@ -322,7 +378,8 @@ fn by_logit_desc(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
 fn argmax(logits: &[f32]) -> Option<u32> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &l) in logits.iter().enumerate() {
-        if l > f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
+        // total_cmp, not `>`: +0.0 beats -0.0, as in the GPU's top-k
+        if l > f32::NEG_INFINITY && best.is_none_or(|(_, b)| l.total_cmp(&b).is_gt()) {
             best = Some((i, l));
         }
     }
@@ -548,6 +605,88 @@ mod tests {
     fn pseudo_logits(n: usize, salt: u64) -> Vec<f32> {
         let mut r = StdRng::seed_from_u64(salt);
         (0..n).map(|_| r.random::<f32>() * 10.0 - 5.0).collect()
+    }
+
+    #[test]
+    fn sample_top_draws_what_sample_draws_from_the_whole_row() {
+        let settings: [fn(&mut SamplingParams); 5] = [
+            |_| {},
+            |p| {
+                p.temperature = 0.8;
+                p.top_k = 40;
+            },
+            |p| {
+                p.temperature = 1.3;
+                p.top_k = 40;
+                p.top_p = 0.9;
+                p.min_p = 0.05;
+            },
+            |p| {
+                p.temperature = 0.5;
+                p.top_k = 1;
+            },
+            |p| {
+                p.temperature = 2.0;
+                p.top_k = 128;
+                p.top_p = 0.5;
+            },
+        ];
+        for (case, set) in settings.iter().enumerate() {
+            let (mut full, mut top) = (sampler(set), sampler(set));
+            let k = full
+                .gpu_top_k()
+                .expect("no penalty or bias: GPU candidates suffice");
+            for step in 0..200 {
+                let mut logits = pseudo_logits(5000, step);
+                // ties at the top, as quantized models produce
+                logits[7] = 6.0;
+                logits[4000] = 6.0;
+                let best = crate::ops::top_k::top_k_cpu(&logits, k);
+                let a = full.sample(&mut logits, &[1, 2, 3]).unwrap();
+                let b = top.sample_top(&best).unwrap();
+                assert_eq!(a, b, "case {case} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn gpu_top_k_only_where_the_candidates_decide() {
+        assert_eq!(sampler(|_| {}).gpu_top_k(), Some(1));
+        assert_eq!(
+            Sampler::new(SamplingParams::default()).unwrap().gpu_top_k(),
+            Some(40)
+        );
+        let none: [fn(&mut SamplingParams); 5] = [
+            |p| p.logit_bias = vec![(3, -1.0)],
+            |p| p.repeat_penalty = 1.1,
+            |p| p.presence_penalty = 0.5,
+            |p| {
+                p.temperature = 0.7;
+                p.top_k = 0;
+            },
+            |p| {
+                p.temperature = 0.7;
+                p.top_k = 129;
+            },
+        ];
+        for (i, set) in none.iter().enumerate() {
+            assert_eq!(sampler(set).gpu_top_k(), None, "case {i}");
+        }
+        // penalties over an empty window change nothing
+        let s = sampler(|p| {
+            p.repeat_penalty = 1.3;
+            p.repeat_last_n = 0;
+        });
+        assert_eq!(s.gpu_top_k(), Some(1));
+        let mut s = sampler(|p| p.temperature = 0.0);
+        let err = s
+            .sample_top(&[(5, f32::NAN), (2, 1.0)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token 5") && err.contains("non-finite"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn info_names_architecture_and_kernels() {
         "kernels:",
         "matvec",
         "KV cache: f32",
+        "sampling: ",
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
@@ -110,21 +111,38 @@ fn info_names_architecture_and_kernels() {
         "gpu",
         "--kv-cache",
         "f16",
+        "--sample-on",
+        "gpu",
     ]);
     assert_eq!(code, 0, "{err}");
     for want in [
         "kernel layout: gpu",
         "KV cache: f16",
+        "sampling: gpu",
+        "top_k_groups",
+        "top_k_merge",
         "attention.kv_f16",
         "kv_store",
         "matvec.q4_1",
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
-    let (code, out, err) = flint(&["info", "-m", MODEL, "--quiet", "--kernels", "cpu"]);
+    let (code, out, err) = flint(&[
+        "info",
+        "-m",
+        MODEL,
+        "--quiet",
+        "--kernels",
+        "cpu",
+        "--sample-on",
+        "cpu",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("kernel layout: cpu") && out.contains("matvec_rows.q4_1"),
+        out.contains("kernel layout: cpu")
+            && out.contains("matvec_rows.q4_1")
+            && out.contains("sampling: cpu")
+            && !out.contains("top_k"),
         "{out}"
     );
     let (code, _, err) = flint(&["info", "-m", MODEL, "--kv-cache", "f8"]);

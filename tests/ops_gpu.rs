@@ -12,6 +12,7 @@ use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
 use flint::ops::rope::{rope_cpu, Rope, RopeConfig, RopeMode};
 use flint::ops::softmax::{softmax, softmax_cpu};
+use flint::ops::top_k::{self, top_k_cpu, TopK};
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
 
@@ -741,4 +742,107 @@ fn kv_store_rounds_to_f16() {
         dst_row0: 0,
     };
     assert!(odd.encode(g, &mut enc, [&kb, &vb], [&kc, &vc]).is_err());
+}
+
+/// Runs the GPU top-k over `rows` rows of `x` and returns each row's (id, logit) list.
+fn gpu_top_k(g: &Gpu, x: &[f32], n: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
+    let rows = x.len() / n;
+    let op = TopK { n, k, rows };
+    let xb = upload(g, x);
+    let part = g.zeros("part", (op.part_words() * 4) as u64).unwrap();
+    let out = g.zeros("out", (op.out_words() * 4) as u64).unwrap();
+    let mut enc = g.encoder();
+    op.encode(g, &mut enc, &xb, &part, &out).unwrap();
+    g.submit(enc);
+    let words = g.read_u32(&out, op.out_words()).unwrap();
+    words.chunks(2 * k).map(top_k::decode).collect()
+}
+
+#[test]
+fn top_k_matches_cpu_with_ties_and_nan() {
+    let g = gpu();
+    // vocab-like rows, chunk-edge lengths, k around the 128-lane width, and a row shorter than k
+    for (n, k, rows) in [
+        (49_152usize, 1usize, 1usize),
+        (49_152, 40, 2),
+        (1025, 128, 1),
+        (1023, 7, 3),
+        (5, 8, 1),
+        (151_936, 64, 1),
+    ] {
+        let x = randv(n * rows, (n + k) as u64);
+        let got = gpu_top_k(g, &x, n, k);
+        for (r, got) in got.iter().enumerate() {
+            let want = top_k_cpu(&x[r * n..(r + 1) * n], k);
+            assert_eq!(got.len(), k.min(n), "n={n} k={k} row {r}");
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(
+                    (a.0, a.1.to_bits()),
+                    (b.0, b.1.to_bits()),
+                    "n={n} k={k} row {r}"
+                );
+            }
+        }
+    }
+    // ties across chunks go to the smaller id; -0.0 ranks after +0.0; NaN surfaces first
+    let n = 5000;
+    let mut x = vec![-1.0f32; n];
+    for i in [4000, 17, 2100, 1023, 1024] {
+        x[i] = 2.5;
+    }
+    x[300] = -0.0;
+    x[299] = 0.0;
+    let ids: Vec<u32> = gpu_top_k(g, &x, n, 7)[0].iter().map(|c| c.0).collect();
+    assert_eq!(ids, [17, 1023, 1024, 2100, 4000, 299, 300]);
+    assert_eq!(
+        ids,
+        top_k_cpu(&x, 7).iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    x[3333] = f32::NAN;
+    let got = gpu_top_k(g, &x, n, 2);
+    assert!(got[0][0].1.is_nan() && got[0][0].0 == 3333, "{got:?}");
+    assert_eq!(got[0][1].0, 17);
+    // what the kernels cannot do is refused up front, naming the limit
+    let x = g.zeros("x", 4 << 20).unwrap();
+    for (op, want) in [
+        (
+            TopK {
+                n: 600_000,
+                k: 1,
+                rows: 1,
+            },
+            "524288",
+        ),
+        (
+            TopK {
+                n: 1000,
+                k: 0,
+                rows: 1,
+            },
+            "k = 0",
+        ),
+        (
+            TopK {
+                n: 1000,
+                k: 129,
+                rows: 1,
+            },
+            "k = 129",
+        ),
+        (
+            TopK {
+                n: 1000,
+                k: 8,
+                rows: 2000,
+            },
+            "buffer",
+        ),
+    ] {
+        let small = g.zeros("s", 64).unwrap();
+        let err = op
+            .encode(g, &mut g.encoder(), &x, &small, &small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{op:?}: {err}");
+    }
 }

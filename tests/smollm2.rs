@@ -194,6 +194,45 @@ fn same_seed_same_text() {
 }
 
 #[test]
+fn sampling_on_the_gpu_picks_what_the_cpu_picks() {
+    let Some(e) = engine() else { return };
+    let mut e = e.lock().unwrap();
+    let prompt = e.tokenizer.encode("Once upon a time", true).unwrap();
+    let settings = [
+        SamplingParams::greedy(),
+        SamplingParams {
+            temperature: 1.0,
+            seed: Some(7),
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            temperature: 1.5,
+            top_k: 100,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: Some(3),
+            ..SamplingParams::default()
+        },
+    ];
+    for sampling in settings {
+        let opts = GenerateOptions {
+            max_tokens: 24,
+            sampling,
+            stop: vec![],
+        };
+        let mut run = |on_gpu: bool| {
+            e.gpu.caps.gpu_sampling = on_gpu;
+            e.reset();
+            e.generate(&prompt, &opts, &mut |_| true).unwrap().tokens
+        };
+        let (gpu, cpu) = (run(true), run(false));
+        e.gpu.caps.gpu_sampling = true;
+        assert_eq!(gpu.len(), 24, "{:?}", opts.sampling);
+        assert_eq!(gpu, cpu, "{:?}", opts.sampling);
+    }
+}
+
+#[test]
 fn prompt_longer_than_context_is_an_error() {
     let Some(e) = engine() else { return };
     let mut e = e.lock().unwrap();

@@ -100,6 +100,11 @@ struct ModelArgs {
     /// KV cache precision: `f32` (exact) or `f16` (half the memory, logits within about 1e-2).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     kv_cache: String,
+    /// Where the logits are ranked for sampling: `gpu` (greedy and top-k without penalties or
+    /// logit bias read back only the top-k candidates), `cpu` (the whole row every token), `auto`
+    /// (gpu on real GPUs, cpu on CPU-type adapters such as lavapipe).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
+    sample_on: String,
     /// Do not show the loading progress bar.
     #[arg(long)]
     quiet: bool,
@@ -281,6 +286,11 @@ impl ModelArgs {
                 _ => None,
             },
             kv_f16: self.kv_cache == "f16",
+            gpu_sampling: match self.sample_on.as_str() {
+                "gpu" => Some(true),
+                "cpu" => Some(false),
+                _ => None,
+            },
             profile: self.profile,
             ..Default::default()
         }
@@ -549,20 +559,25 @@ fn info(a: InfoArgs) -> Result<()> {
     println!("adapter: {}", gpu.describe());
     let c = &gpu.caps;
     println!(
-        "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache)",
+        "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache); sampling: {} (--sample-on)",
         if c.rows_kernels { "cpu" } else { "gpu" },
         if c.rows_kernels && c.fused_rows {
             "yes"
         } else {
             "no"
         },
-        if c.kv_f16 { "f16" } else { "f32" }
+        if c.kv_f16 { "f16" } else { "f32" },
+        if c.gpu_sampling { "gpu" } else { "cpu" }
     );
     println!("capabilities: {:?}", gpu.caps);
     // Run one token so the kernels a forward pass uses are compiled, then list them.
     let mut engine = engine;
     let bos = engine.tokenizer.bos_id().unwrap_or(0);
-    engine.feed(&[bos])?;
+    if engine.gpu.caps.gpu_sampling {
+        engine.feed_top_k(&[bos], 1)?;
+    } else {
+        engine.feed(&[bos])?;
+    }
     println!("kernels: {}", engine.gpu.compiled_kernels().join(", "));
     Ok(())
 }
@@ -765,6 +780,9 @@ struct BenchReport {
     repetitions: usize,
     /// `cpu` (the rows kernels) or `gpu` (see `--kernels`).
     kernel_layout: String,
+    /// Where decode's greedy pick runs: `gpu` (top-k with k = 1, 8 bytes read back per token)
+    /// or `cpu` (the whole row of logits read back; see `--sample-on`).
+    sampling: String,
     tests: Vec<TestResult>,
     /// Weight bytes one decode step reads (flint's GPU layout).
     decode_weight_bytes_per_token: u64,
@@ -947,13 +965,22 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         let mut tps = Vec::new();
         for run in 0..runs {
             engine.reset();
-            let mut logits = engine.feed(&[bos])?;
+            // greedy decode, picking each token where `--sample-on` says, as generation does
+            let gpu_pick = engine.gpu.caps.gpu_sampling;
+            let step = |e: &mut Engine, tok: u32| -> Result<u32> {
+                Ok(if gpu_pick {
+                    e.feed_top_k(&[tok], 1)?.first().map_or(0, |c| c.0)
+                } else {
+                    argmax(&e.feed(&[tok])?)
+                })
+            };
+            let mut tok = step(&mut engine, bos)?;
             if run + a.reps == runs {
                 engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
             }
             let t0 = Instant::now();
             for _ in 0..a.n_gen {
-                logits = engine.feed(&[argmax(&logits)])?;
+                tok = step(&mut engine, tok)?;
             }
             let s = t0.elapsed().as_secs_f64();
             if run + a.reps >= runs {
@@ -1002,6 +1029,12 @@ fn bench(mut a: BenchArgs) -> Result<()> {
             "gpu"
         }
         .to_string(),
+        sampling: if engine.gpu.caps.gpu_sampling {
+            "gpu"
+        } else {
+            "cpu"
+        }
+        .to_string(),
         tests,
         decode_weight_bytes_per_token: sizes.decode_weight_bytes,
         decode_weight_gbps,
@@ -1042,8 +1075,8 @@ fn print_bench_table(r: &BenchReport) {
         );
     }
     println!(
-        "\nbatch {}, context {}, {} repetitions, {} kernel layout; {}",
-        r.batch, r.ctx, r.repetitions, r.kernel_layout, r.flint_version
+        "\nbatch {}, context {}, {} repetitions, {} kernel layout, sampling on the {}; {}",
+        r.batch, r.ctx, r.repetitions, r.kernel_layout, r.sampling, r.flint_version
     );
     println!(
         "copy bandwidth (shaders/copy.wgsl, {:.0} MiB, read + write): {:.2} GB/s",

@@ -41,6 +41,12 @@ pub struct GpuOptions {
     /// Keep the KV cache in f16 (half the memory; attention reads it through unpack2x16float, so
     /// any adapter can). Off by default: the f32 cache is the exact path.
     pub kv_f16: bool,
+    /// Rank the logits for sampling on the GPU and read back only the `top_k` best
+    /// (`shaders/top_k_*.wgsl`, see [`Caps::gpu_sampling`]) instead of the whole row: `None` = on
+    /// real GPUs. CPU-type adapters read the row back for about 0.25 ms (SmolLM2's 49 152
+    /// logits, lavapipe) while the ranking kernels' workgroup barriers cost them 1.2 ms (k = 1)
+    /// to 38 ms (k = 40).
+    pub gpu_sampling: Option<bool>,
     /// Time every dispatch with GPU timestamp queries (`flint bench --profile`); native only, and
     /// only where the adapter has `TIMESTAMP_QUERY`. Each submit then waits for the GPU.
     pub profile: bool,
@@ -61,6 +67,10 @@ pub struct Caps {
     pub fused_rows: bool,
     /// KV caches hold f16 (see [`GpuOptions::kv_f16`]).
     pub kv_f16: bool,
+    /// Generation ranks the logits on the GPU and reads back only the candidates the sampler
+    /// keeps (greedy, or `top_k` without penalties or logit bias); see
+    /// [`GpuOptions::gpu_sampling`].
+    pub gpu_sampling: bool,
     /// Smallest subgroup size the adapter reports (0 when unknown).
     pub subgroup_min_size: u32,
     /// Largest storage buffer binding, in bytes (possibly lowered by [`GpuOptions`]).
@@ -230,6 +240,7 @@ impl Gpu {
                 .fused_rows
                 .unwrap_or_else(|| mesa_major(&info.driver_info).is_none_or(|v| v >= 23)),
             kv_f16: opts.kv_f16,
+            gpu_sampling: opts.gpu_sampling.unwrap_or(!cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,
             max_buffer: limits.max_buffer_size,

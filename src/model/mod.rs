@@ -226,6 +226,33 @@ impl Model {
             .forward_async(gpu, cache, scratch, tokens, want)
             .await
     }
+
+    /// One forward pass over `tokens`, then the `k` best of the last token's logits ranked on the
+    /// GPU, as (token id, logit), best first ([`crate::ops::top_k`]; `k = 1` is greedy argmax).
+    pub async fn top_k_async(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<Vec<(u32, f32)>> {
+        let mut seqs = [transformer::Seq { cache, tokens }];
+        let mut out = self.0.top_k_many_async(gpu, &mut seqs, scratch, k).await?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// [`Model::forward_many_async`] with each sequence's `k` best logits ranked on the GPU
+    /// (see [`Model::top_k_async`]).
+    pub async fn top_k_many_async(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [transformer::Seq<'_>],
+        scratch: &mut Scratch,
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.0.top_k_many_async(gpu, seqs, scratch, k).await
+    }
 }
 
 /// A tensor already on the GPU in the form [`TensorSource::weight`] or [`TensorSource::vector`]
@@ -618,6 +645,8 @@ pub struct Scratch {
     cap_tokens: usize,
     cap_logits: usize,
     cap_last: usize,
+    /// GPU top-k's candidate and result buffers ([`crate::ops::top_k`]), grown on demand.
+    top_k: Option<(wgpu::Buffer, wgpu::Buffer)>,
 }
 
 /// The buffers themselves (sized for `cap_tokens` tokens).
@@ -684,8 +713,46 @@ impl Scratch {
             self.cap_logits = logits;
             self.cap_last = last_rows;
         }
+        self.bufs()
+    }
+
+    /// The buffers of the last [`Scratch::ensure`].
+    pub fn bufs(&self) -> Result<&ScratchBufs> {
         self.bufs
             .as_ref()
             .ok_or_else(|| Error::Gpu("scratch buffers missing".into()))
+    }
+
+    /// The logits and top-k's candidate (`part_words`) and result (`out_words`) buffers, the
+    /// latter two grown when too small.
+    pub fn top_k_bufs(
+        &mut self,
+        gpu: &Gpu,
+        part_words: usize,
+        out_words: usize,
+    ) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)> {
+        let fits = |b: &wgpu::Buffer, words: usize| b.size() >= (words * 4) as u64;
+        if !matches!(&self.top_k, Some((p, o)) if fits(p, part_words) && fits(o, out_words)) {
+            let old = self.top_k.take();
+            let grow = |i: usize, words: usize| {
+                let have = old
+                    .as_ref()
+                    .map_or(0, |b| [&b.0, &b.1][i].size() as usize / 4);
+                gpu.zeros("top_k", (words.max(have) * 4) as u64)
+            };
+            self.top_k = Some((grow(0, part_words)?, grow(1, out_words)?));
+            if old.is_some() {
+                gpu.forget_bindings(); // cached bind groups would keep the old buffers alive
+            }
+        }
+        let bufs = self
+            .bufs
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("scratch buffers missing".into()))?;
+        let (part, out) = self
+            .top_k
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("top-k buffers missing".into()))?;
+        Ok((&bufs.logits, part, out))
     }
 }

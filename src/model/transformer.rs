@@ -30,6 +30,7 @@ use crate::ops::kv::KvStore;
 use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRows};
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
+use crate::ops::top_k::{self, TopK};
 
 /// Most tokens one forward pass takes: a sliding-window layer's ring cache holds its window plus
 /// this many positions (the engine's batches stay at or below it).
@@ -600,6 +601,60 @@ impl Transformer {
         scratch: &mut Scratch,
         want: Logits,
     ) -> Result<Vec<Vec<f32>>> {
+        let (enc, spans, rows) = self.encode_many(gpu, seqs, scratch, want)?;
+        gpu.submit(enc);
+        let logits_buf = &scratch.bufs()?.logits;
+        let logits = gpu
+            .read_f32_async(logits_buf, 0, rows * self.cfg.vocab)
+            .await?;
+        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.len = pos0 + n;
+        }
+        Ok(match want {
+            Logits::All => vec![logits],
+            Logits::Last => logits.chunks(self.cfg.vocab).map(|r| r.to_vec()).collect(),
+        })
+    }
+
+    /// [`Transformer::forward_many_async`] that ranks each sequence's last-token logits on the
+    /// GPU and reads back only the `k` best of each, as (token id, logit), best first, in the
+    /// CPU sampler's order ([`crate::ops::top_k`]): `8 k` bytes per sequence instead of the
+    /// vocabulary's logits. `k = 1` is greedy argmax.
+    pub async fn top_k_many_async(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [Seq<'_>],
+        scratch: &mut Scratch,
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        let (mut enc, spans, rows) = self.encode_many(gpu, seqs, scratch, Logits::Last)?;
+        let op = TopK {
+            n: self.cfg.vocab,
+            k,
+            rows,
+        };
+        let (logits, part, out) = scratch.top_k_bufs(gpu, op.part_words(), op.out_words())?;
+        op.encode(gpu, &mut enc, logits, part, out)?;
+        gpu.submit(enc);
+        let bytes = gpu.read_async(out, 0, (op.out_words() * 4) as u64).await?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..op.out_words() * 4]);
+        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
+            sq.cache.len = pos0 + n;
+        }
+        Ok(words.chunks(2 * k).map(top_k::decode).collect())
+    }
+
+    /// Records a forward pass over `seqs` up to the logits in `scratch` (not submitted): returns
+    /// the encoder, each sequence's (first row, tokens, first position), and the logit rows.
+    /// The caller submits, reads back, then sets each cache's length.
+    #[allow(clippy::type_complexity)]
+    fn encode_many(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [Seq<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+    ) -> Result<(wgpu::CommandEncoder, Vec<(usize, usize, usize)>, usize)> {
         let c = &self.cfg;
         if seqs.is_empty() {
             return Err(Error::InvalidArgument("forward: no sequences".into()));
@@ -900,17 +955,7 @@ impl Transformer {
                 &s.logits,
             )?;
         }
-        gpu.submit(enc);
-        let logits = gpu
-            .read_f32_async(&s.logits, 0, n_logit_rows * c.vocab)
-            .await?;
-        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
-            sq.cache.len = pos0 + n;
-        }
-        Ok(match want {
-            Logits::All => vec![logits],
-            Logits::Last => logits.chunks(c.vocab).map(|r| r.to_vec()).collect(),
-        })
+        Ok((enc, spans, n_logit_rows))
     }
 }
 

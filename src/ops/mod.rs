@@ -10,6 +10,7 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod softmax;
+pub mod top_k;
 
 use crate::format::DType;
 
@@ -85,6 +86,14 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         ),
         ("layernorm".into(), vec![norm::LAYERNORM_WGSL]),
         ("copy".into(), vec![copy::WGSL]),
+        (
+            "top_k_groups".into(),
+            vec![top_k::COMMON_WGSL, top_k::GROUPS_WGSL],
+        ),
+        (
+            "top_k_merge".into(),
+            vec![top_k::COMMON_WGSL, top_k::MERGE_WGSL],
+        ),
     ];
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {
