@@ -39,6 +39,9 @@ pub enum Error {
     /// A caller passed an argument out of range (sampling parameters, sizes).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Fetching a model file over HTTP failed (the message names the URL).
+    #[error("download: {0}")]
+    Download(String),
 }
 
 /// flint's result type.

@@ -9,6 +9,8 @@ pub mod error;
 pub mod format;
 pub mod gpu;
 pub mod grammar;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod hub;
 pub mod model;
 pub mod ops;
 pub mod sampling;

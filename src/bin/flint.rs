@@ -70,11 +70,14 @@ enum Cmd {
     /// Prefill and decode speed as llama-bench measures it, plus the decode's weight-streaming
     /// bandwidth against the adapter's copy bandwidth (the roofline ratio).
     Bench(BenchArgs),
+    /// Download a model file into the cache (once; resumable) and print its local path.
+    Pull(PullArgs),
 }
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// GGUF model file (default: the model scripts/setup.sh fetched).
+    /// GGUF model file or Hugging Face folder (default: the model scripts/setup.sh fetched), or
+    /// a file to download into the cache first: hf:OWNER/REPO[@REVISION]/FILE or an http(s) URL.
     #[arg(short = 'm', long = "model", env = "FLINT_MODEL")]
     model: Option<PathBuf>,
     /// Context length (KV cache positions); default: the model's, at most 4096.
@@ -239,6 +242,23 @@ struct BenchArgs {
     profile: bool,
 }
 
+#[derive(Args)]
+struct PullArgs {
+    /// hf:OWNER/REPO[@REVISION]/PATH/IN/REPO (from $HF_ENDPOINT, default https://huggingface.co;
+    /// $HF_TOKEN for gated or private repositories) or an http(s) URL. The cache is $FLINT_CACHE,
+    /// else $XDG_CACHE_HOME/flint, else ~/.cache/flint.
+    spec: String,
+    /// The file's sha256 (64 hex digits): the download, or the cached file, must match it.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Download again even if the file is cached.
+    #[arg(long)]
+    refresh: bool,
+    /// No progress bar or messages on stderr; only the path on stdout.
+    #[arg(long)]
+    quiet: bool,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -248,6 +268,7 @@ fn main() {
         Cmd::Perplexity(a) => perplexity(a),
         Cmd::Serve(a) => serve(a),
         Cmd::Bench(a) => bench(a),
+        Cmd::Pull(a) => pull(a),
     };
     if let Err(e) = result {
         eprintln!("flint: error: {e}");
@@ -256,7 +277,12 @@ fn main() {
 }
 
 impl ModelArgs {
+    /// The model's local path; a remote spec is fetched into the cache first (once).
     fn path(&self) -> Result<PathBuf> {
+        let spec = self.model.as_deref().and_then(|p| p.to_str());
+        if let Some(spec) = spec.filter(|s| flint::hub::is_remote(s)) {
+            return fetch_model(spec, None, false, self.quiet);
+        }
         let p = self
             .model
             .clone()
@@ -332,6 +358,85 @@ impl ModelArgs {
         }
         Ok(engine)
     }
+}
+
+/// The cached file of a remote model spec, downloaded first when it is not there, with a progress
+/// bar on stderr (when that is a terminal) unless `quiet`.
+fn fetch_model(spec: &str, sha256: Option<String>, refresh: bool, quiet: bool) -> Result<PathBuf> {
+    use flint::hub::{self, Event, HubOptions, Source};
+    let mut opts = HubOptions::from_env()?;
+    opts.sha256 = sha256;
+    opts.refresh = refresh;
+    let remote = match hub::parse_spec(spec, &opts)? {
+        Source::Remote(r) => r,
+        Source::Local(p) => return Ok(p),
+    };
+    if remote.is_cached() && !refresh {
+        return hub::download(&remote, &opts, &mut |_| {});
+    }
+    let say = |bar: &indicatif::ProgressBar, line: String| {
+        if !quiet {
+            bar.suspend(|| eprintln!("{line}"));
+        }
+    };
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    say(
+        &bar,
+        format!(
+            "flint: downloading {} to {}",
+            remote.url,
+            remote.path.display()
+        ),
+    );
+    let style = |template: &str| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    };
+    let path = hub::download(&remote, &opts, &mut |event| match event {
+        Event::Waiting { lock } => say(
+            &bar,
+            format!(
+                "flint: waiting for another process downloading this file ({} is locked)",
+                lock.display()
+            ),
+        ),
+        Event::Started { from, total, .. } => {
+            if let Some(total) = total {
+                bar.set_style(style(
+                    "downloading {bar:30} {binary_bytes}/{binary_total_bytes} \
+                     {binary_bytes_per_sec} eta {eta}",
+                ));
+                bar.set_length(total);
+            } else {
+                bar.set_style(style(
+                    "downloading {spinner} {binary_bytes} {binary_bytes_per_sec}",
+                ));
+            }
+            bar.set_position(from);
+            if from > 0 {
+                say(&bar, format!("flint: resuming at byte {from}"));
+            }
+        }
+        Event::Bytes { done } => bar.set_position(done),
+    });
+    bar.finish_and_clear();
+    path
+}
+
+fn pull(a: PullArgs) -> Result<()> {
+    if !flint::hub::is_remote(&a.spec) {
+        return Err(Error::InvalidArgument(format!(
+            "`{}` is a local path; pull takes hf:OWNER/REPO[@REVISION]/FILE or an http(s) URL",
+            a.spec
+        )));
+    }
+    let path = fetch_model(&a.spec, a.sha256, a.refresh, a.quiet)?;
+    println!("{}", path.display());
+    Ok(())
 }
 
 impl SampleArgs {
