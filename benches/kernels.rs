@@ -210,6 +210,25 @@ fn attention(c: &mut Criterion) {
                     b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
                 },
             );
+            // split-K (GPU layout, decode): positions spread over more workgroups
+            if a.splits(&g) > 1 {
+                let part = g
+                    .zeros("part", (Attention::part_floats(h, d) * 4) as u64)
+                    .unwrap();
+                grp.bench_function(
+                    BenchmarkId::from_parameter(format!(
+                        "ctx{ctx}.tokens{tokens}.split{}",
+                        a.splits(&g)
+                    )),
+                    |b| {
+                        let mut f = |enc: &mut wgpu::CommandEncoder| {
+                            a.encode_split(&g, enc, &q, &kc, &vc, &o, Some(&part))
+                                .unwrap()
+                        };
+                        b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
+                    },
+                );
+            }
         }
     }
     grp.finish();

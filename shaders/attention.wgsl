@@ -7,6 +7,12 @@
 // to every score: s = softcap * tanh(s / softcap), after the scale. With ring > 0 the cache holds
 // only the last `ring` positions (a sliding-window layer's ring buffer): position p sits in row
 // p % ring.
+//
+// Split-K (p.chunk > 0; long-context decode): workgroup (head, t, s) covers only positions
+// [first + s * chunk, first + (s + 1) * chunk) and writes its unnormalised partial (m, l, acc) to
+// out[((t * n_heads + head) * splits + s) * (D + 2) ..] (splits = the grid's z), for
+// attention_merge.wgsl to combine: many workgroups per head instead of one, so a long cache is
+// read by the whole device rather than by n_heads workgroups.
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -19,7 +25,8 @@ var<workgroup> qs: array<f32, MAX_D>;
 var<workgroup> sc: array<f32, WG>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
     let t = wid.y;              // query t of this sequence, row row0 + t of q and out
     let D = p.head_dim;
@@ -32,13 +39,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n_pos = p.pos0 + t + 1u;
     var first = 0u;
     if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
+    var end = n_pos;
+    if (p.chunk > 0u) {
+        first = min(n_pos, first + wid.z * p.chunk);
+        end = min(n_pos, first + p.chunk);
+    }
     var m = -3.0e38;
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var t0 = first; t0 < n_pos; t0 += WG) {
+    for (var t0 = first; t0 < end; t0 += WG) {
         let pos = t0 + lid;
         var s = -3.0e38;
-        if (pos < n_pos) {
+        if (pos < end) {
             let kb = slot(pos) * kv_row + kvh * D;
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * k1(kb + d); }
@@ -47,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         sc[lid] = s;
         workgroupBarrier();
-        let cnt = min(WG, n_pos - t0);
+        let cnt = min(WG, end - t0);
         var tmax = m;
         for (var j = 0u; j < cnt; j++) { tmax = max(tmax, sc[j]); }
         let corr = exp(m - tmax);
@@ -64,6 +76,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         m = tmax;
         workgroupBarrier();
+    }
+    if (p.chunk > 0u) {
+        let pb = ((t * p.n_heads + head) * nwg.z + wid.z) * (D + 2u);
+        if (lid == 0u) {
+            out[pb] = m;
+            out[pb + 1u] = l;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let d = lid + c * WG;
+            if (d < D) { out[pb + 2u + d] = acc[c]; }
+        }
+        return;
     }
     for (var c = 0u; c < 4u; c++) {
         let d = lid + c * WG;

@@ -9,6 +9,7 @@
 //! GGUF's dequantized weights.
 
 use flint::engine::{Engine, LoadOptions};
+use flint::gpu::GpuOptions;
 use std::path::Path;
 
 const TOL: f32 = 1e-3;
@@ -38,11 +39,38 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// Loads `path` (a folder or a GGUF) and checks its logits and greedy ids on every prompt.
+/// Both kernel layouts: the one real GPUs run (`gpu`) and the one CPU-type adapters run (`cpu`).
+fn layouts() -> [(&'static str, LoadOptions); 2] {
+    let with = |rows| LoadOptions {
+        gpu: GpuOptions {
+            rows_kernels: Some(rows),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    [("gpu layout", with(false)), ("cpu layout", with(true))]
+}
+
+/// Loads `path` (a folder or a GGUF) on both kernel layouts and checks its logits and greedy ids
+/// on every prompt.
 fn parity(arch: &str, path: &Path, prompts: &[Vec<u32>], logits: &[Vec<f32>], greedy: &[Vec<u32>]) {
-    let what = path.display();
-    let mut e = Engine::load(path, &LoadOptions::default(), &mut |_, _| {})
-        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    for (layout, opts) in layouts() {
+        parity_on(arch, path, &opts, layout, prompts, logits, greedy);
+    }
+}
+
+fn parity_on(
+    arch: &str,
+    path: &Path,
+    opts: &LoadOptions,
+    layout: &str,
+    prompts: &[Vec<u32>],
+    logits: &[Vec<f32>],
+    greedy: &[Vec<u32>],
+) {
+    let what = format!("{} ({layout})", path.display());
+    let mut e =
+        Engine::load(path, opts, &mut |_, _| {}).unwrap_or_else(|err| panic!("{what}: {err}"));
     assert_eq!(e.model.info().architecture, arch, "{what}");
     for ((prompt, want), greedy) in prompts.iter().zip(logits).zip(greedy) {
         e.reset();
@@ -500,5 +528,34 @@ fn q4_k_m_mixes_match_transformers() {
         drop(g);
         let gguf_arch = if arch == "mistral" { "llama" } else { arch };
         parity(gguf_arch, &file, &r.prompts, &r.logits, &r.greedy);
+    }
+}
+
+/// Past 512 cached positions the GPU layout splits decode attention across workgroups (split-K,
+/// attention.wgsl + attention_merge.wgsl); the CPU layout never does. Both must give the same
+/// logits at every decode step of a 700-token context.
+#[test]
+fn long_context_decode_agrees_across_layouts() {
+    let path = Path::new(DIR).join("qwen2").join("qwen2-f32.gguf");
+    let prompt: Vec<u32> = (0..700u32).map(|i| (i * 37 + 11) % 300).collect();
+    let mut engines = layouts().map(|(layout, opts)| {
+        let opts = LoadOptions {
+            ctx: Some(720),
+            ..opts
+        };
+        (layout, Engine::load(&path, &opts, &mut |_, _| {}).unwrap())
+    });
+    let [(_, gpu), (_, cpu)] = &mut engines;
+    let (mut a, mut b) = (gpu.feed(&prompt).unwrap(), cpu.feed(&prompt).unwrap());
+    for step in 0..4 {
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "step {step}: layouts differ by {diff}");
+        let next = argmax(&a);
+        a = gpu.feed(&[next]).unwrap();
+        b = cpu.feed(&[next]).unwrap();
     }
 }

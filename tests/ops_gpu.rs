@@ -846,3 +846,100 @@ fn top_k_matches_cpu_with_ties_and_nan() {
         assert!(err.contains(want), "{op:?}: {err}");
     }
 }
+
+/// Long-context decode on the GPU layout splits the positions across workgroups (split-K) and
+/// merges the partials: same result as the CPU reference and as the unsplit kernel.
+#[test]
+fn split_k_attention_matches_cpu() {
+    let g = gpu_baseline();
+    // (heads, kv_heads, head_dim, tokens, pos0, sliding window, soft-cap, ring rows, splits)
+    for (h, kvh, d, tokens, pos0, window, softcap, ring, splits) in [
+        (4, 2, 64, 1, 511, 0, 0.0, 0, 2),
+        (8, 2, 128, 1, 3000, 0, 0.0, 0, 12),
+        (2, 1, 32, 3, 20_000, 0, 0.0, 0, 64),
+        (3, 1, 80, 4, 1500, 0, 1.5, 0, 6),
+        (4, 4, 64, 2, 4000, 700, 0.0, 0, 3),
+        (4, 2, 32, 1, 5000, 1000, 0.0, 1000, 4),
+    ] {
+        let n_pos = pos0 + tokens;
+        let rows = if ring > 0 { ring } else { n_pos };
+        let q = randv(tokens * h * d, 7 + d as u64);
+        let k = randv(rows * kvh * d, 8 + d as u64);
+        let v = randv(rows * kvh * d, 9 + d as u64);
+        let a = Attention {
+            n_heads: h,
+            n_kv_heads: kvh,
+            head_dim: d,
+            tokens,
+            pos0,
+            scale: if softcap > 0.0 {
+                3.0
+            } else {
+                1.0 / (d as f32).sqrt()
+            },
+            window,
+            softcap,
+            ring,
+            row0: 0,
+            kv_f16: false,
+        };
+        assert_eq!(
+            a.splits(g),
+            splits,
+            "h={h} d={d} pos0={pos0} window={window}"
+        );
+        // the reference reads position p from row p % ring, as the kernels do
+        let want = attention_cpu(&q, &k, &v, &a);
+        let part = g
+            .zeros("part", (Attention::part_floats(h, d) * 4) as u64)
+            .unwrap();
+        let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
+        let run = |a: &Attention, kb: &wgpu::Buffer, vb: &wgpu::Buffer, part| {
+            let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
+            let mut enc = g.encoder();
+            a.encode_split(g, &mut enc, &qb, kb, vb, &ob, part).unwrap();
+            g.submit(enc);
+            g.read_f32(&ob, 0, tokens * h * d).unwrap()
+        };
+        let split = run(&a, &kb, &vb, Some(&part));
+        let whole = run(&a, &kb, &vb, None);
+        let case = format!("h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window}");
+        assert!(
+            max_abs(&split, &want) < 2e-5,
+            "{case}: vs CPU {}",
+            max_abs(&split, &want)
+        );
+        assert!(max_abs(&split, &whole) < 2e-5, "{case}: vs unsplit");
+        // and over an f16 cache
+        let to16 =
+            |x: &[f32]| -> Vec<half::f16> { x.iter().map(|&v| half::f16::from_f32(v)).collect() };
+        let (k16, v16) = (to16(&k), to16(&v));
+        let kb = g.upload("k16", bytemuck::cast_slice(&k16));
+        let vb = g.upload("v16", bytemuck::cast_slice(&v16));
+        let a16 = Attention { kv_f16: true, ..a };
+        let want16 = attention_cpu(&q, &f16_round_cpu(&k), &f16_round_cpu(&v), &a16);
+        let got16 = run(&a16, &kb, &vb, Some(&part));
+        assert!(max_abs(&got16, &want16) < 2e-5, "{case}: f16 cache");
+    }
+    // a partials buffer too small is refused
+    let a = Attention {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 64,
+        tokens: 1,
+        pos0: 4000,
+        scale: 0.125,
+        window: 0,
+        softcap: 0.0,
+        ring: 0,
+        row0: 0,
+        kv_f16: false,
+    };
+    let small = g.zeros("small", 256).unwrap();
+    let big = g.zeros("kv", 4001 * 2 * 64 * 4).unwrap();
+    let err = a
+        .encode_split(g, &mut g.encoder(), &big, &big, &big, &big, Some(&small))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("partials"), "{err}");
+}

@@ -13,7 +13,7 @@ struct Params {
     row0: u32,    // first row of this sequence's queries in q and out
     scale: f32,
     softcap: f32, // 0 = off
-    _pad4: f32,
+    chunk: u32,   // attention.wgsl split-K: positions per split (0 = one workgroup per query)
     _pad5: f32,
 }
 

@@ -647,6 +647,8 @@ pub struct Scratch {
     cap_last: usize,
     /// GPU top-k's candidate and result buffers ([`crate::ops::top_k`]), grown on demand.
     top_k: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    /// Split-K attention's partials ([`crate::ops::attention::Attention::encode_split`]).
+    att_part: Option<wgpu::Buffer>,
 }
 
 /// The buffers themselves (sized for `cap_tokens` tokens).
@@ -714,6 +716,20 @@ impl Scratch {
             self.cap_last = last_rows;
         }
         self.bufs()
+    }
+
+    /// A buffer of at least `floats` f32 for split-K attention's partials (grown on demand).
+    pub fn att_part(&mut self, gpu: &Gpu, floats: usize) -> Result<wgpu::Buffer> {
+        let bytes = (floats * 4) as u64;
+        if !matches!(&self.att_part, Some(b) if b.size() >= bytes) {
+            if self.att_part.take().is_some() {
+                gpu.forget_bindings(); // cached bind groups would keep the old buffer alive
+            }
+            self.att_part = Some(gpu.zeros("attention partials", bytes)?);
+        }
+        self.att_part
+            .clone()
+            .ok_or_else(|| Error::Gpu("attention partials missing".into()))
     }
 
     /// The buffers of the last [`Scratch::ensure`].

@@ -704,6 +704,11 @@ impl Transformer {
         let (h, hd) = (c.hidden, c.head_dim);
         let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
         let n_logit_rows = if want == Logits::All { m } else { seqs.len() };
+        // split-K decode attention's partials (GPU layout only)
+        let att_part = match gpu.caps.rows_kernels {
+            true => None,
+            false => Some(scratch.att_part(gpu, Attention::part_floats(c.n_heads, c.head_dim))?),
+        };
         let s = scratch.ensure(
             gpu,
             m,
@@ -862,7 +867,15 @@ impl Transformer {
                     row0,
                     kv_f16: cache.f16,
                 }
-                .encode(gpu, &mut enc, &s.q, &cache.k[l], &cache.v[l], &s.att)?;
+                .encode_split(
+                    gpu,
+                    &mut enc,
+                    &s.q,
+                    &cache.k[l],
+                    &cache.v[l],
+                    &s.att,
+                    att_part.as_ref(),
+                )?;
             }
             match &layer.post_attn_norm {
                 None => {

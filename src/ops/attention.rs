@@ -1,5 +1,7 @@
 //! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`; for several
-//! queries on CPU-type adapters `shaders/attention_rows.wgsl`, one query per invocation).
+//! queries on CPU-type adapters `shaders/attention_rows.wgsl`, one query per invocation; for one
+//! on them `shaders/attention_lanes.wgsl`). Long-context decode on GPUs splits the positions
+//! across workgroups (split-K, `attention.wgsl` then `shaders/attention_merge.wgsl`).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -16,6 +18,14 @@ pub const KV_F32_WGSL: &str = include_str!("../../shaders/common/kv_f32.wgsl");
 pub const KV_F16_WGSL: &str = include_str!("../../shaders/common/kv_f16.wgsl");
 /// The one-query-per-workgroup kernel with lanes over positions (`shaders/attention_lanes.wgsl`).
 pub const LANES_WGSL: &str = include_str!("../../shaders/attention_lanes.wgsl");
+/// Split-K's second pass (`shaders/attention_merge.wgsl`).
+pub const MERGE_WGSL: &str = include_str!("../../shaders/attention_merge.wgsl");
+/// Split-K: at most this many queries (decode and speculative-size batches) ...
+const SPLIT_MAX_TOKENS: usize = 4;
+/// ... whose last query sees at least two chunks of this many positions ...
+const SPLIT_CHUNK: usize = 256;
+/// ... are split into at most this many workgroups per (query, head).
+const MAX_SPLITS: usize = 64;
 /// Queries per workgroup of `attention_rows.wgsl` (its `WG`).
 const ROWS_QUERIES: u32 = 16;
 /// Largest head_dim `attention_rows.wgsl` holds in registers (its arrays of 64 vec4s).
@@ -34,7 +44,17 @@ struct Params {
     row0: u32,
     scale: f32,
     softcap: f32,
-    _pad2: [f32; 2],
+    chunk: u32,
+    _pad: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MergeParams {
+    n_heads: u32,
+    head_dim: u32,
+    splits: u32,
+    row0: u32,
 }
 
 /// Largest head dimension the kernel handles.
@@ -65,7 +85,34 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Records `out[t, h, :] = softmax(q[t, h] · K[..=pos0+t] * scale) V`.
+    /// Floats of the split-K partials buffer [`Attention::encode_split`] needs for up to
+    /// `n_heads` heads of `head_dim` (enough for any batch it splits).
+    pub fn part_floats(n_heads: usize, head_dim: usize) -> usize {
+        SPLIT_MAX_TOKENS * n_heads * MAX_SPLITS * (head_dim + 2)
+    }
+
+    /// How many workgroups each (query, head) is split into on `gpu` (1 = not split): on the
+    /// GPU layout, for at most 4 queries whose last one sees at least 512 positions, one split
+    /// per 256 positions, at most 64.
+    pub fn splits(&self, gpu: &Gpu) -> usize {
+        let span = match self.window {
+            0 => self.pos0 + self.tokens,
+            w => w.min(self.pos0 + self.tokens),
+        };
+        if self.uses_cpu_layout(gpu) || self.tokens > SPLIT_MAX_TOKENS || span < 2 * SPLIT_CHUNK {
+            return 1;
+        }
+        span.div_ceil(SPLIT_CHUNK).min(MAX_SPLITS)
+    }
+
+    fn uses_cpu_layout(&self, gpu: &Gpu) -> bool {
+        gpu.caps.rows_kernels
+            && self.head_dim.is_multiple_of(4)
+            && self.head_dim <= ROWS_MAX_HEAD_DIM
+    }
+
+    /// Records `out[t, h, :] = softmax(q[t, h] · K[..=pos0+t] * scale) V`, one workgroup per
+    /// (query, head) on the GPU layout.
     pub fn encode(
         &self,
         gpu: &Gpu,
@@ -74,6 +121,23 @@ impl Attention {
         k_cache: &wgpu::Buffer,
         v_cache: &wgpu::Buffer,
         out: &wgpu::Buffer,
+    ) -> Result<()> {
+        self.encode_split(gpu, enc, q, k_cache, v_cache, out, None)
+    }
+
+    /// [`Attention::encode`] that splits long-context decode across workgroups
+    /// ([`Attention::splits`]) when given a partials buffer of at least
+    /// [`Attention::part_floats`] floats.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_split(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k_cache: &wgpu::Buffer,
+        v_cache: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        part: Option<&wgpu::Buffer>,
     ) -> Result<()> {
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::InvalidArgument(format!(
@@ -137,19 +201,59 @@ impl Attention {
             row0: self.row0 as u32,
             scale: self.scale,
             softcap: self.softcap,
-            _pad2: [0.0; 2],
+            chunk: 0,
+            _pad: 0.0,
         };
         // CPU-type adapters: one query per invocation where there are several queries, lanes
         // over positions for a single query (decode)
-        let cpu = gpu.caps.rows_kernels
-            && self.head_dim.is_multiple_of(4)
-            && self.head_dim <= ROWS_MAX_HEAD_DIM;
+        let cpu = self.uses_cpu_layout(gpu);
         let rows = cpu && self.tokens > 1;
         let lanes = cpu && self.tokens == 1;
         let (kv, kv_key) = match self.kv_f16 {
             true => (KV_F16_WGSL, ".kv_f16"),
             false => (KV_F32_WGSL, ""),
         };
+        let splits = self.splits(gpu);
+        if let (true, Some(part)) = (splits > 1, part) {
+            let need = (self.tokens * self.n_heads * splits * (self.head_dim + 2) * 4) as u64;
+            if part.size() < need {
+                return Err(Error::InvalidArgument(format!(
+                    "attention: the split-K partials buffer holds {} bytes, {need} needed",
+                    part.size()
+                )));
+            }
+            let span = match self.window {
+                0 => self.pos0 + self.tokens,
+                w => w.min(self.pos0 + self.tokens),
+            };
+            let p = Params {
+                chunk: span.div_ceil(splits) as u32,
+                ..p
+            };
+            let pipeline = gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, kv, WGSL])?;
+            gpu.dispatch(
+                enc,
+                &pipeline,
+                bytemuck::bytes_of(&p),
+                &[q, k_cache, v_cache, part],
+                [self.n_heads as u32, self.tokens as u32, splits as u32],
+            );
+            let merge = gpu.pipeline("attention_merge", &[MERGE_WGSL])?;
+            let mp = MergeParams {
+                n_heads: self.n_heads as u32,
+                head_dim: self.head_dim as u32,
+                splits: splits as u32,
+                row0: self.row0 as u32,
+            };
+            gpu.dispatch(
+                enc,
+                &merge,
+                bytemuck::bytes_of(&mp),
+                &[part, out],
+                [self.n_heads as u32, self.tokens as u32, 1],
+            );
+            return Ok(());
+        }
         let (pipeline, groups) = if rows {
             let key = format!("attention_rows.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
