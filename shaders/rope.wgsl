@@ -1,10 +1,8 @@
 // Rotary position embedding, in place on rows row0 + m of x[row, head, dim], for tokens at
 // positions pos0 + m (one sequence of a batch that may hold several).
 // mode 0 rotates adjacent pairs (2i, 2i+1) (GGUF llama: Q/K rows were permuted at conversion);
-// mode 2 is the NeoX layout, pairs (i, i + n_rot/2). Frequency scaling follows ggml's rope_yarn
-// (ggml/src/ggml-cpu/ops.cpp: rope_yarn, rope_yarn_ramp): linear scaling via freq_scale, YaRN via
-// ext_factor with correction dims [corr0, corr1] computed on the CPU, per-dimension freq_factors
-// (Llama 3.1 `rope_freqs.weight`) when has_ff is 1.
+// mode 2 is the NeoX layout, pairs (i, i + n_rot/2). The angle: rope_cs() of
+// common/rope_angle.wgsl (concatenated in front), with per-dimension freq_factors when has_ff is 1.
 
 struct Params {
     n_heads: u32,
@@ -29,11 +27,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> ff: array<f32>;
 
-fn ramp(i0: f32) -> f32 {
-    let y = (i0 / 2.0 - p.corr0) / max(0.001, p.corr1 - p.corr0);
-    return 1.0 - min(1.0, max(0.0, y));
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let half_rot = p.n_rot / 2u;
@@ -45,18 +38,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let m = idx / (half_rot * p.n_heads);
     let pos = f32(p.pos0 + m);
 
-    var theta_extrap = pos * pow(p.freq_base, -2.0 * f32(i) / f32(p.n_rot));
-    if (p.has_ff != 0u) { theta_extrap = theta_extrap / ff[i]; }
-    let theta_interp = p.freq_scale * theta_extrap;
-    var theta = theta_interp;
-    var mscale = p.attn_factor;
-    if (p.ext_factor != 0.0) {
-        let mix = ramp(f32(2u * i)) * p.ext_factor;
-        theta = theta_interp * (1.0 - mix) + theta_extrap * mix;
-        mscale *= 1.0 + 0.1 * log(1.0 / p.freq_scale);
-    }
-    let c = cos(theta) * mscale;
-    let s = sin(theta) * mscale;
+    var ffi = 1.0;
+    if (p.has_ff != 0u) { ffi = ff[i]; }
+    let cs = rope_cs(i, pos, p.n_rot, p.freq_base, p.freq_scale, p.ext_factor, p.attn_factor,
+                     vec2<f32>(p.corr0, p.corr1), ffi);
+    let c = cs.x;
+    let s = cs.y;
 
     let base = ((p.row0 + m) * p.n_heads + h) * p.head_dim;
     var a = base + 2u * i;

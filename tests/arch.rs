@@ -39,11 +39,14 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// Both kernel layouts: the one real GPUs run (`gpu`) and the one CPU-type adapters run (`cpu`).
+/// Both kernel layouts: the one real GPUs run (`gpu`) and the one CPU-type adapters run (`cpu`),
+/// the latter with decode's fused projections on whatever the Mesa version (`qkv_rows.wgsl` or,
+/// where RoPE can follow the projection directly, `qkv_rope_rows.wgsl`; `glu_rows.wgsl`).
 fn layouts() -> [(&'static str, LoadOptions); 2] {
     let with = |rows| LoadOptions {
         gpu: GpuOptions {
             rows_kernels: Some(rows),
+            fused_rows: Some(rows),
             ..Default::default()
         },
         ..Default::default()

@@ -565,7 +565,7 @@ fn batched_decode_rows_equal_rows_computed_alone() {
 /// kernel match the CPU, and every other kernel reads the fused views (word offsets) correctly.
 #[test]
 fn fused_weights_match_cpu() {
-    use flint::ops::matmul::{fused_rows_apply, Glu, GluRows, QkvRows};
+    use flint::ops::matmul::{fused_rows_apply, Glu, GluRows, QkvRope, QkvRows};
     // the rows kernels with fusion forced on (whatever the Mesa version), and the GPU layout
     static FUSED: OnceLock<Gpu> = OnceLock::new();
     let rows_gpu = FUSED.get_or_init(|| {
@@ -618,9 +618,13 @@ fn fused_weights_match_cpu() {
                     .collect();
                 let mut enc = g.encoder();
                 if fused_rows_apply(g, m, &refs) {
-                    QkvRows { w: refs, m }
-                        .encode(g, &mut enc, &xb, [&outs[0], &outs[1], &outs[2]])
-                        .unwrap();
+                    QkvRows {
+                        w: refs,
+                        m,
+                        rope: None,
+                    }
+                    .encode(g, &mut enc, &xb, [&outs[0], &outs[1], &outs[2]])
+                    .unwrap();
                 } else {
                     // the other kernels over the fused views
                     for (w, y) in refs.iter().zip(&outs) {
@@ -640,6 +644,78 @@ fn fused_weights_match_cpu() {
                     let want = matmul_cpu(&deq(&raws[i], n), n, k, &x, m);
                     let err = max_abs(&got, &want);
                     assert!(err < 1e-3, "{dtype} m={m} weight {i}: {err}");
+                }
+            }
+            // RoPE in the epilogue (heads of 8: q 5 heads, k and v 3): q and k rotated as the rope
+            // op's CPU reference rotates them, k and v at their ring rows of a 5-row cache
+            if fused_rows_apply(g, 1, &refs) {
+                let hd = 8;
+                let mut yarn = RopeConfig::plain(RopeMode::Neox, 4, 500.0);
+                yarn.freq_scale = 0.25;
+                yarn.ext_factor = 1.0;
+                yarn.n_ctx_orig = 64;
+                let ff = [1.0f32, 4.0];
+                let ffb = upload(g, &ff);
+                let dummy = upload(g, &[0.0]);
+                for (cfg, factors, kv_ring) in [
+                    (
+                        RopeConfig::plain(RopeMode::Normal, 8, 10_000.0),
+                        false,
+                        0usize,
+                    ),
+                    (RopeConfig::plain(RopeMode::Neox, 8, 10_000.0), false, 5),
+                    (RopeConfig::plain(RopeMode::Normal, 4, 10_000.0), true, 5),
+                    (yarn.clone(), true, 0),
+                ] {
+                    let (m, pos0) = (3, 7);
+                    let x = randv(m * k, 17);
+                    let xb = upload(g, &x);
+                    let rows = if kv_ring > 0 { kv_ring } else { m };
+                    let q = g.zeros("q", (m * 40 * 4) as u64).unwrap();
+                    let kc = g.zeros("k", (rows * 24 * 4) as u64).unwrap();
+                    let vc = g.zeros("v", (rows * 24 * 4) as u64).unwrap();
+                    let mut enc = g.encoder();
+                    QkvRows {
+                        w: refs,
+                        m,
+                        rope: Some(QkvRope {
+                            cfg: &cfg,
+                            head_dim: hd,
+                            pos0,
+                            factors: factors.then_some(&ffb),
+                            dummy: &dummy,
+                            kv_ring,
+                        }),
+                    }
+                    .encode(g, &mut enc, &xb, [&q, &kc, &vc])
+                    .unwrap();
+                    g.submit(enc);
+                    let ffs = factors.then_some(&ff[..]);
+                    let mut want_q = matmul_cpu(&deq(&raws[0], 40), 40, k, &x, m);
+                    rope_cpu(&mut want_q, &cfg, 5, hd, pos0, ffs);
+                    let mut want_k = matmul_cpu(&deq(&raws[1], 24), 24, k, &x, m);
+                    rope_cpu(&mut want_k, &cfg, 3, hd, pos0, ffs);
+                    let want_v = matmul_cpu(&deq(&raws[2], 24), 24, k, &x, m);
+                    let what = format!("{dtype} {:?} n_rot {} ring {kv_ring}", cfg.mode, cfg.n_rot);
+                    let err = max_abs(&g.read_f32(&q, 0, m * 40).unwrap(), &want_q);
+                    assert!(err < 1e-3, "{what}: q {err}");
+                    let (kk, vv) = (
+                        g.read_f32(&kc, 0, rows * 24).unwrap(),
+                        g.read_f32(&vc, 0, rows * 24).unwrap(),
+                    );
+                    for t in 0..m {
+                        let row = if kv_ring > 0 { (pos0 + t) % kv_ring } else { t };
+                        let got_k = &kk[row * 24..][..24];
+                        let got_v = &vv[row * 24..][..24];
+                        assert!(
+                            max_abs(got_k, &want_k[t * 24..][..24]) < 1e-3,
+                            "{what}: k token {t}"
+                        );
+                        assert!(
+                            max_abs(got_v, &want_v[t * 24..][..24]) < 1e-3,
+                            "{what}: v token {t}"
+                        );
+                    }
                 }
             }
             // gate/up: the first two weights cut to equal halves are not contiguous; fuse two

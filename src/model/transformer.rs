@@ -27,7 +27,7 @@ use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
 use crate::ops::embed::Embed;
 use crate::ops::kv::KvStore;
-use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRows};
+use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRope, QkvRows};
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
 use crate::ops::top_k::{self, TopK};
@@ -776,8 +776,55 @@ impl Transformer {
                 false => (&s.q, &s.k),
             };
             let qkv = [&layer.wq, &layer.wk, &layer.wv];
-            if fused_rows_apply(gpu, variant_m, &qkv) {
-                QkvRows { w: qkv, m }.encode(gpu, &mut enc, &s.xn, [q_out, k_out, &s.v])?;
+            let local = window > 0 && c.rope_local.is_some();
+            let rope_cfg = if local { &c.rope_local } else { &c.rope };
+            // Phi-3 longrope: the long factors once the sequence outgrows the original context
+            // (transformers' rule; keys already cached keep the factors they were rotated with,
+            // as in transformers' generate with a cache).
+            let factors = |pos0: usize, n: usize| match (
+                local,
+                self.rope_long.is_some() && pos0 + n > c.long_rope_ctx,
+            ) {
+                (true, _) => None,
+                (false, true) => self.rope_long.as_ref(),
+                (false, false) => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
+            };
+            // One sequence, no head norm or bias between projection and rotation: RoPE runs in
+            // the fused projection's epilogue, which writes keys/values straight into an f32 cache.
+            let no_bias = layer.bq.is_none() && layer.bk.is_none() && layer.bv.is_none();
+            let fused_qkv = fused_rows_apply(gpu, variant_m, &qkv);
+            let rope_fused = match (rope_cfg, &seqs[..]) {
+                (Some(rc), [sq]) if fused_qkv && no_bias && !head_normed => {
+                    Some((rc, &*sq.cache, spans[0]))
+                }
+                _ => None,
+            };
+            if let Some((rc, cache, (_, n, pos0))) = rope_fused {
+                let (kv_ring, k_dst, v_dst) = match cache.f16 {
+                    false => (cache.rows[l], &cache.k[l], &cache.v[l]),
+                    true => (0, &s.k, &s.v),
+                };
+                let rope = QkvRope {
+                    cfg: rc,
+                    head_dim: hd,
+                    pos0,
+                    factors: factors(pos0, n),
+                    dummy: &self.dummy,
+                    kv_ring,
+                };
+                QkvRows {
+                    w: qkv,
+                    m,
+                    rope: Some(rope),
+                }
+                .encode(gpu, &mut enc, &s.xn, [q_out, k_dst, v_dst])?;
+            } else if fused_qkv {
+                QkvRows {
+                    w: qkv,
+                    m,
+                    rope: None,
+                }
+                .encode(gpu, &mut enc, &s.xn, [q_out, k_out, &s.v])?;
             } else {
                 mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, q_out)?;
                 mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, k_out)?;
@@ -790,23 +837,11 @@ impl Transformer {
                 head_norm(c.n_heads).encode(gpu, &mut enc, &s.att, qn, &s.q)?;
                 head_norm(c.n_kv_heads).encode(gpu, &mut enc, &s.res, kn, &s.k)?;
             }
-            let local = window > 0 && c.rope_local.is_some();
-            let rope_cfg = if local { &c.rope_local } else { &c.rope };
             // per sequence: its positions, its cache
             for (sq, &(row0, n, pos0)) in seqs.iter().zip(&spans) {
                 let cache = &sq.cache;
-                if let Some(rc) = rope_cfg {
-                    // Phi-3 longrope: the long factors once the sequence outgrows the original
-                    // context (transformers' rule; keys already cached keep the factors they were
-                    // rotated with, as in transformers' generate with a cache).
-                    let factors = match (
-                        local,
-                        self.rope_long.is_some() && pos0 + n > c.long_rope_ctx,
-                    ) {
-                        (true, _) => None,
-                        (false, true) => self.rope_long.as_ref(),
-                        (false, false) => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
-                    };
+                if let (Some(rc), None) = (rope_cfg, rope_fused) {
+                    let factors = factors(pos0, n);
                     for (buf, heads) in [(&s.q, c.n_heads), (&s.k, c.n_kv_heads)] {
                         Rope {
                             cfg: rc,
@@ -832,7 +867,8 @@ impl Transformer {
                 let first = n.min(rows - start);
                 let row = (kv_dim * 4) as u64;
                 for (from, to, k) in [(row0, start, first), (row0 + first, 0, n - first)] {
-                    if k == 0 {
+                    // (the fused projection already wrote an f32 cache's rows)
+                    if k == 0 || (rope_fused.is_some() && !cache.f16) {
                         continue;
                     }
                     if cache.f16 {

@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use crate::format::DType;
 use crate::gpu::{Gpu, Weight};
+use crate::ops::rope::{RopeConfig, RopeMode};
 
 /// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
 #[repr(C)]
@@ -189,6 +190,21 @@ pub fn qkv_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
     )
 }
 
+/// Pipeline key and sources of `qkv_rope_rows.wgsl` (qkv_rows.wgsl with RoPE in the epilogue).
+pub fn qkv_rope_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
+    (
+        format!("qkv_rope_rows.{}", dtype.name().to_ascii_lowercase()),
+        [dq8_fragment(dtype)]
+            .into_iter()
+            .chain(row_walk(dtype))
+            .chain([
+                crate::ops::rope::ANGLE_WGSL,
+                include_str!("../../shaders/qkv_rope_rows.wgsl"),
+            ])
+            .collect(),
+    )
+}
+
 /// Pipeline key and sources of `glu_rows.wgsl` for a weight type.
 pub fn glu_rows_sources(dtype: DType) -> (String, Vec<&'static str>) {
     (
@@ -245,12 +261,54 @@ struct QkvParams {
     _pad: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct QkvRopeParams {
+    k: u32,
+    n: u32,
+    nq: u32,
+    nk: u32,
+    row_words: u32,
+    w_offset: u32,
+    x_stride: u32,
+    head_dim: u32,
+    n_rot: u32,
+    neox: u32,
+    pos0: u32,
+    kv_ring: u32,
+    freq_base: f32,
+    freq_scale: f32,
+    ext_factor: f32,
+    attn_factor: f32,
+    corr0: f32,
+    corr1: f32,
+    has_ff: u32,
+    _pad: u32,
+}
+
+/// The RoPE epilogue of [`QkvRows`] (`shaders/qkv_rope_rows.wgsl`): q and k leave the kernel
+/// rotated for positions `pos0..pos0 + m` (one sequence), as [`crate::ops::rope::Rope`] would
+/// rotate them, and keys/values can go straight into a KV cache.
+pub struct QkvRope<'a> {
+    pub cfg: &'a RopeConfig,
+    pub head_dim: usize,
+    pub pos0: usize,
+    /// Frequency divisors (`n_rot / 2` floats), if the model has them.
+    pub factors: Option<&'a wgpu::Buffer>,
+    /// Bound in place of absent factors.
+    pub dummy: &'a wgpu::Buffer,
+    /// Keys and values of token `m` go to row `(pos0 + m) % kv_ring` of the k and v outputs (an
+    /// f32 KV cache of `kv_ring` rows); 0 = row `m` (scratch).
+    pub kv_ring: usize,
+}
+
 /// `q, k, v = Wq x, Wk x, Wv x` for `m` tokens in one dispatch
 /// (`shaders/qkv_rows.wgsl`), for weights [`Weight::fuse`] put in one buffer; see
-/// [`fused_rows_apply`].
+/// [`fused_rows_apply`]. With `rope`, q and k are also rotated (`shaders/qkv_rope_rows.wgsl`).
 pub struct QkvRows<'a> {
     pub w: [&'a Weight; 3],
     pub m: usize,
+    pub rope: Option<QkvRope<'a>>,
 }
 
 impl QkvRows<'_> {
@@ -274,6 +332,9 @@ impl QkvRows<'_> {
             (x, wq.cols),
             &[(out[0], wq.rows), (out[1], wk.rows), (out[2], wv.rows)],
         )?;
+        if let Some(rope) = &self.rope {
+            return self.encode_rope(gpu, enc, x, out, rope);
+        }
         let (key, srcs) = qkv_rows_sources(wq.dtype);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         let n = wq.rows + wk.rows + wv.rows;
@@ -293,6 +354,82 @@ impl QkvRows<'_> {
             &pipeline,
             bytemuck::bytes_of(&params),
             &rows_bindings(wq.dtype, &[&wq.parts[0].buffer, x, out[0], out[1], out[2]]),
+            [g[0], g[1], self.m as u32],
+        );
+        Ok(())
+    }
+
+    fn encode_rope(
+        &self,
+        gpu: &Gpu,
+        enc: &mut wgpu::CommandEncoder,
+        x: &wgpu::Buffer,
+        out: [&wgpu::Buffer; 3],
+        rope: &QkvRope,
+    ) -> Result<()> {
+        let [wq, wk, wv] = self.w;
+        let (c, hd) = (rope.cfg, rope.head_dim);
+        let whole_heads = [wq.rows, wk.rows, wv.rows]
+            .iter()
+            .all(|r| hd > 0 && r.is_multiple_of(hd));
+        if c.n_rot == 0
+            || !c.n_rot.is_multiple_of(2)
+            || c.n_rot > hd
+            || !hd.is_multiple_of(2)
+            || !whole_heads
+        {
+            return Err(Error::InvalidArgument(format!(
+                "qkv_rope_rows: rotary dims {} and head_dim {hd} must be even, n_rot <= head_dim, \
+                 and q/k/v whole heads ({}, {}, {} rows)",
+                c.n_rot, wq.rows, wk.rows, wv.rows
+            )));
+        }
+        if rope.kv_ring > 0 {
+            for (buf, rows) in [(out[1], wk.rows), (out[2], wv.rows)] {
+                if buf.size() < (rope.kv_ring * rows * 4) as u64 {
+                    return Err(Error::InvalidArgument(format!(
+                        "qkv_rope_rows: a KV cache of {} rows does not fit its buffer",
+                        rope.kv_ring
+                    )));
+                }
+            }
+        }
+        let [corr0, corr1] = c.corr_dims();
+        let n = wq.rows + wk.rows + wv.rows;
+        let params = QkvRopeParams {
+            k: wq.cols as u32,
+            n: n as u32,
+            nq: wq.rows as u32,
+            nk: wk.rows as u32,
+            row_words: wq.row_words as u32,
+            w_offset: wq.parts[0].word0 as u32,
+            x_stride: wq.cols as u32,
+            head_dim: hd as u32,
+            n_rot: c.n_rot as u32,
+            neox: (c.mode == RopeMode::Neox) as u32,
+            pos0: rope.pos0 as u32,
+            kv_ring: rope.kv_ring as u32,
+            freq_base: c.freq_base,
+            freq_scale: c.freq_scale,
+            ext_factor: c.ext_factor,
+            attn_factor: c.attn_factor,
+            corr0,
+            corr1,
+            has_ff: rope.factors.is_some() as u32,
+            _pad: 0,
+        };
+        let (key, srcs) = qkv_rope_rows_sources(wq.dtype);
+        let pipeline = gpu.pipeline(&key, &srcs)?;
+        let g = gpu.grid(((n / 2) as u32).div_ceil(MATVEC_ROWS_WG));
+        let ff = rope.factors.unwrap_or(rope.dummy);
+        gpu.dispatch_bound(
+            enc,
+            &pipeline,
+            bytemuck::bytes_of(&params),
+            &rows_bindings(
+                wq.dtype,
+                &[&wq.parts[0].buffer, x, out[0], out[1], out[2], ff],
+            ),
             [g[0], g[1], self.m as u32],
         );
         Ok(())

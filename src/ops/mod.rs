@@ -19,7 +19,7 @@ use crate::format::DType;
 pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     let mut v: Vec<(String, Vec<&'static str>)> = vec![
         ("rmsnorm".into(), vec![norm::WGSL]),
-        ("rope".into(), vec![rope::WGSL]),
+        ("rope".into(), vec![rope::ANGLE_WGSL, rope::WGSL]),
         (
             "attention".into(),
             vec![
@@ -103,6 +103,7 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         }
         for (key, srcs) in [
             matmul::qkv_rows_sources(dtype),
+            matmul::qkv_rope_rows_sources(dtype),
             matmul::glu_rows_sources(dtype),
         ] {
             v.push((key, srcs));

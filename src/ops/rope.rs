@@ -8,6 +8,9 @@ use crate::gpu::Gpu;
 
 /// The kernel (`shaders/rope.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/rope.wgsl");
+/// The angle of a rotated pair (`shaders/common/rope_angle.wgsl`), shared with
+/// `shaders/qkv_rope_rows.wgsl`.
+pub const ANGLE_WGSL: &str = include_str!("../../shaders/common/rope_angle.wgsl");
 
 /// Which dimensions form the rotated pairs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +144,7 @@ impl Rope<'_> {
             _pad2: 0.0,
             _pad3: 0.0,
         };
-        let pipeline = gpu.pipeline("rope", &[WGSL])?;
+        let pipeline = gpu.pipeline("rope", &[ANGLE_WGSL, WGSL])?;
         let n = (self.tokens * self.n_heads * c.n_rot / 2) as u32;
         gpu.dispatch(
             enc,
