@@ -65,7 +65,10 @@ export class Core {
 
   /**
    * Loads `model` (see source.js). options: { cache, wasmUrl, gpu, ctx, batch,
-   * maxStorageBufferBindingSize, noSubgroups, noF16 }; onProgress({ loaded, total, ... }).
+   * maxStorageBufferBindingSize, noSubgroups, noF16, kernels: 'auto'|'gpu'|'cpu',
+   * kvCache: 'f32'|'f16', sampleOn: 'auto'|'gpu'|'cpu' }; onProgress({ loaded, total, ... }).
+   * Everything but cache/wasmUrl/gpu/signal goes to the wasm module as JSON, which rejects
+   * unknown options and values with an Error naming them (src/web/options.rs).
    */
   static async load(model, options = {}, onProgress = () => {}) {
     const { cache = true, wasmUrl, gpu, signal, ...loadOptions } = options;
@@ -96,7 +99,10 @@ export class Core {
     return this.#engine;
   }
 
-  /** Adapter, capabilities, chosen kernels, model, load and memory statistics. */
+  /**
+   * Adapter, capabilities (with what kernels/kvCache/sampleOn resolved to: caps.kernelLayout,
+   * caps.kvCache, caps.sampleOn), chosen kernels, model, load and memory statistics.
+   */
   info() {
     const rust = JSON.parse(this.#live().info());
     return {

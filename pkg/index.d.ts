@@ -41,6 +41,26 @@ export interface CreateEngineOptions {
   noSubgroups?: boolean;
   /** Do not use `shader-f16` even where it exists. */
   noF16?: boolean;
+  /**
+   * Kernel layout (the CLI's `--kernels`): `'gpu'` (workgroups reduce across threads: real GPUs),
+   * `'cpu'` (one weight row or query per invocation: CPU-type adapters such as SwiftShader),
+   * `'auto'` (default: by the adapter's type). Reported as `info().caps.kernelLayout`.
+   */
+  kernels?: 'auto' | 'gpu' | 'cpu';
+  /**
+   * KV cache precision (the CLI's `--kv-cache`): `'f32'` (default, exact) or `'f16'` (half the
+   * memory; needs no `shader-f16`; logits within about 1e-2, so greedy text may differ).
+   * Reported as `info().caps.kvCache`.
+   */
+  kvCache?: 'f32' | 'f16';
+  /**
+   * Where greedy picks run (the CLI's `--sample-on`): `'gpu'` (a greedy request, `temperature: 0`
+   * without `logit_bias` or penalties, ranks the logits on the GPU and reads back one token
+   * instead of the whole row of logits), `'cpu'` (the whole row every token), `'auto'` (default:
+   * gpu on real GPUs, cpu on CPU-type adapters). The same tokens either way; other requests
+   * always read the row. Reported as `info().caps.sampleOn`.
+   */
+  sampleOn?: 'auto' | 'gpu' | 'cpu';
 }
 
 export type Role = 'system' | 'user' | 'assistant' | (string & {});
@@ -178,6 +198,12 @@ export interface EngineInfo {
     maxStorageBufferBindingSize: number;
     maxBufferSize: number;
     maxComputeInvocationsPerWorkgroup: number;
+    /** The kernel layout in use (what the `kernels` option resolved to). */
+    kernelLayout: 'gpu' | 'cpu';
+    /** The KV cache's precision (the `kvCache` option). */
+    kvCache: 'f32' | 'f16';
+    /** Where greedy picks rank the logits (what the `sampleOn` option resolved to). */
+    sampleOn: 'gpu' | 'cpu';
   };
   /** The compute kernels compiled so far (their names say the variant: f32/f16, subgroup or not). */
   kernels: string[];

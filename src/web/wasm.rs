@@ -4,10 +4,11 @@
 //! message names the problem.
 
 use super::loader::{self, LoadStats, RangeReader};
+use super::options::parse_load_options;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::engine::{Engine, FinishReason, GenerateOptions, LoadOptions};
+use crate::engine::{Engine, FinishReason, GenerateOptions};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions};
+use crate::gpu::Gpu;
 use crate::sampling::SamplingParams;
 use js_sys::{Function, Promise, Uint8Array};
 use serde::Deserialize;
@@ -72,22 +73,6 @@ impl RangeReader for JsReader {
     }
 }
 
-/// Options of [`load_model`] (JSON, camelCase; all optional).
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
-struct WebLoadOptions {
-    /// Context length (KV cache positions); default min(model's, 4096).
-    ctx: Option<usize>,
-    /// Most prompt tokens per forward pass.
-    batch: Option<usize>,
-    /// Use a lower storage-binding limit than the device's (tensors are then split more).
-    max_storage_buffer_binding_size: Option<u64>,
-    /// Use the shared-memory kernels even where subgroups exist.
-    no_subgroups: bool,
-    /// Do not use `shader-f16`.
-    no_f16: bool,
-}
-
 /// What [`WebEngine::generate`] continues (JSON): chat messages through the model's template,
 /// raw text, or token ids.
 #[derive(Deserialize)]
@@ -124,7 +109,7 @@ pub struct WebEngine {
 
 /// Opens the WebGPU device and streams the GGUF at `url` (only used in messages) of `size` bytes
 /// through `read(offset, length) => Promise<Uint8Array>` to it. `options` is a JSON object (see
-/// `WebLoadOptions`); `progress(loadedBytes, totalBytes)` is called as tensors arrive.
+/// [`parse_load_options`]); `progress(loadedBytes, totalBytes)` is called as tensors arrive.
 #[wasm_bindgen(js_name = loadModel)]
 pub async fn load_model(
     url: String,
@@ -133,15 +118,8 @@ pub async fn load_model(
     options: String,
     progress: Function,
 ) -> std::result::Result<WebEngine, JsValue> {
-    let o: WebLoadOptions = serde_json::from_str(&options)
-        .map_err(|e| js_error(Error::InvalidArgument(format!("load options: {e}"))))?;
-    let gpu_opts = GpuOptions {
-        max_binding_override: o.max_storage_buffer_binding_size,
-        no_subgroups: o.no_subgroups,
-        no_f16: o.no_f16,
-        ..GpuOptions::default()
-    };
-    let gpu = Gpu::new_async(&gpu_opts).await.map_err(|e| match e {
+    let load = parse_load_options(&options).map_err(js_error)?;
+    let gpu = Gpu::new_async(&load.gpu).await.map_err(|e| match e {
         Error::NoAdapter(m) => JsError::new(&format!(
             "no WebGPU adapter: the browser (or Node's `webgpu` package) offers none ({m}); \
              WebGPU may be disabled or unsupported here"
@@ -149,12 +127,6 @@ pub async fn load_model(
         .into(),
         e => js_error(e),
     })?;
-    let defaults = LoadOptions::default();
-    let load = LoadOptions {
-        ctx: o.ctx,
-        batch: o.batch.unwrap_or(defaults.batch),
-        ..defaults
-    };
     let mut reader = JsReader {
         url,
         size: size as u64,
@@ -232,6 +204,10 @@ impl Inner {
                 "maxStorageBufferBindingSize": g.caps.max_binding,
                 "maxBufferSize": g.caps.max_buffer,
                 "maxComputeInvocationsPerWorkgroup": g.caps.max_invocations,
+                // what the kernels/kvCache/sampleOn load options resolved to
+                "kernelLayout": if g.caps.rows_kernels { "cpu" } else { "gpu" },
+                "kvCache": if g.caps.kv_f16 { "f16" } else { "f32" },
+                "sampleOn": if g.caps.gpu_sampling { "gpu" } else { "cpu" },
             },
             "kernels": g.compiled_kernels(),
             "model": {

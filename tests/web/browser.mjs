@@ -1,7 +1,8 @@
 // The npm package in headless Chromium (Debian chromium, WebGPU on SwiftShader), driven by
 // playwright-core: loads SmolLM2 from a local HTTP server in a Web Worker, checks greedy tokens
 // against the native engine's (tests/fixtures/web/greedy.json), that the page stays responsive,
-// the peak wasm memory, then relaunches the browser on the same profile and checks that a second
+// the peak wasm memory, the device choices in info and a bad device option rejected through the
+// worker, then relaunches the browser on the same profile and checks that a second
 // load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/)
 // and saves a screenshot to target/web-test/demo.png.
 //   node tests/web/browser.mjs     (after scripts/build-web.sh)
@@ -93,7 +94,22 @@ try {
   check(a.info.wasmMemoryBytes < fileBytes / 2, 'peak wasm memory is far below the model size',
     `${(a.info.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB vs ${(fileBytes / 2 ** 20).toFixed(1)} MiB`);
   check(a.maxGapMs < 1000, 'the page stays responsive while the worker loads and generates', `longest gap ${a.maxGapMs.toFixed(0)} ms`);
+  const { kernelLayout, kvCache, sampleOn } = a.info.caps;
+  check(['gpu', 'cpu'].includes(kernelLayout) && kvCache === 'f32' && ['gpu', 'cpu'].includes(sampleOn),
+    'the worker reports the kernel layout, KV cache and sampling place', `${kernelLayout}, ${kvCache}, ${sampleOn}`);
   const served1 = server.counts.get(MODEL_PATH);
+  // A bad device option is rejected inside the worker; the message comes back naming it.
+  const badOption = await page.evaluate(async (modelPath) => {
+    const { createEngine } = await import('/pkg/index.js');
+    try {
+      await createEngine({ model: modelPath, sampleOn: 'npu' });
+      return 'loaded';
+    } catch (e) {
+      return e.message;
+    }
+  }, MODEL_PATH);
+  check(/sampleOn must be "auto", "gpu" or "cpu", not "npu"/.test(badOption),
+    'an unknown sampleOn value is rejected in the worker, naming the option', badOption);
   await ctx.close();
 
   // 2. Same profile, new browser: the second load reads the cache, on the page's thread.

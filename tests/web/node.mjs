@@ -1,7 +1,8 @@
 // The npm package in Node 20 with the `webgpu` package (Dawn; on machines without a GPU, point it at
 // Chromium's SwiftShader: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json). Loads
 // SmolLM2 from a local HTTP server through the range loader, checks greedy tokens against the
-// native engine's (tests/fixtures/web/greedy.json), streaming, abort, errors, unload.
+// native engine's (tests/fixtures/web/greedy.json), streaming, abort, errors, unload, and the
+// device options (kernels, kvCache, sampleOn).
 //   node tests/web/node.mjs     (after scripts/build-web.sh)
 import { cpSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -110,7 +111,43 @@ try {
     check(/unloaded/.test(e.message), 'calls after unload fail', e.message);
   }
 
-  // 8. Load errors: network (404), not a GGUF, model too large for the device's limits.
+  // 8. Device options (kernels, kvCache, sampleOn: the CLI's --kernels, --kv-cache, --sample-on):
+  //    info reports what each resolved to; greedy ids do not depend on where the pick runs (f32
+  //    cache). The f16 cache may change them: only their count is checked. Few tokens: the
+  //    GPU-layout kernels and the top-k ranking are several times slower on SwiftShader.
+  const dev = (caps) => ({ kernelLayout: caps.kernelLayout, kvCache: caps.kvCache, sampleOn: caps.sampleOn });
+  const sameDev = (caps, want) => Object.keys(want).every((k) => caps[k] === want[k]);
+  summary.defaultDevice = dev(info.caps);
+  check(['gpu', 'cpu'].includes(info.caps.kernelLayout) && info.caps.kvCache === 'f32' &&
+    ['gpu', 'cpu'].includes(info.caps.sampleOn), 'info reports the kernel layout, KV cache and sampling place',
+  JSON.stringify(summary.defaultDevice));
+  const withOptions = async (opts, prompt, n) => {
+    const t = performance.now();
+    const e = await createEngine({ model: modelUrl, ctx: 64, ...opts });
+    try {
+      const { caps } = await e.info();
+      const g = await e.completions.create({ prompt, max_tokens: n, temperature: 0 });
+      return { caps, ids: g.choices[0].token_ids, ms: Math.round(performance.now() - t) };
+    } finally {
+      await e.unload();
+    }
+  };
+  summary.deviceOptionsMs = {};
+  // The default load's kernel layout and cache, with the greedy pick on the other side.
+  const other = info.caps.sampleOn === 'gpu' ? 'cpu' : 'gpu';
+  const o = await withOptions({ sampleOn: other }, FIXTURE.prompt, 4);
+  summary.deviceOptionsMs[`sampleOn ${other}`] = o.ms;
+  check(sameDev(o.caps, { ...summary.defaultDevice, sampleOn: other }), `{ sampleOn: '${other}' } is reported`,
+    JSON.stringify(dev(o.caps)));
+  check(sameIds(o.ids, ids.slice(0, 4)), `greedy ids picked on the ${other.toUpperCase()} equal those picked on the ` +
+    `${info.caps.sampleOn.toUpperCase()} (f32 cache)`, JSON.stringify(o.ids));
+  const want = { kernelLayout: 'gpu', kvCache: 'f16', sampleOn: 'gpu' };
+  const h = await withOptions({ kernels: 'gpu', kvCache: 'f16', sampleOn: 'gpu' }, [ids[0]], 3);
+  summary.deviceOptionsMs['kernels gpu, kvCache f16, sampleOn gpu'] = h.ms;
+  check(sameDev(h.caps, want), "{ kernels: 'gpu', kvCache: 'f16', sampleOn: 'gpu' } is reported", JSON.stringify(dev(h.caps)));
+  check(h.ids.length === 3, 'with the f16 KV cache, greedy generation gives the 3 tokens asked for', JSON.stringify(h.ids));
+
+  // 9. Load errors: network (404), not a GGUF, model too large for the device's limits, a bad option.
   const loadErr = async (opts, re, what) => {
     try {
       const e = await createEngine(opts);
@@ -125,6 +162,8 @@ try {
   await loadErr({ model: 'http://127.0.0.1:9/none.gguf' }, /network error/, 'an unreachable server is a network error');
   await loadErr({ model: modelUrl, maxStorageBufferBindingSize: 256 }, /exceeds the adapter's max storage binding/,
     'a model too large for the binding limit is rejected');
+  await loadErr({ model: modelUrl, kvCache: 'f8' }, /kvCache must be "f32" or "f16", not "f8"/,
+    'an unknown kvCache value is rejected, naming the option');
 } catch (e) {
   check(false, 'unexpected error', e?.stack ?? String(e));
 } finally {
