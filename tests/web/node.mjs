@@ -76,7 +76,7 @@ try {
 
   // 5. Abort mid-stream: the iterator throws AbortError, the engine stays usable.
   const ac = new AbortController();
-  const s2 = await engine.chat.completions.create({ messages: [SYSTEM, { role: 'user', content: 'Count to one hundred.' }], stream: true, max_tokens: 50 }, { signal: ac.signal });
+  const s2 = await engine.chat.completions.create({ messages: [SYSTEM, { role: 'user', content: 'Count to one hundred.' }], stream: true, max_tokens: 50, temperature: 0 }, { signal: ac.signal });
   let n = 0;
   let aborted = null;
   try {
