@@ -99,6 +99,11 @@ class InWorker {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       return await this.#call('load', { model, options }, { onProgress });
+    } catch (e) {
+      // a failed load leaves no engine: stop the worker rather than keep its wasm module alive
+      this.#w.terminate();
+      this.#dead = e;
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
