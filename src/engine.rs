@@ -327,14 +327,20 @@ impl Engine {
         1 + self.slots.len()
     }
 
-    fn slot_mut(&mut self, slot: usize) -> Result<&mut State> {
-        match slot {
-            0 => Ok(&mut self.state),
+    /// A slot's state with what a feed into it needs (the GPU, the model, the batch size).
+    fn slot_parts(&mut self, slot: usize) -> Result<(&Gpu, &Model, usize, &mut State)> {
+        let st = match slot {
+            0 => &mut self.state,
             i => self
                 .slots
                 .get_mut(i - 1)
-                .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist"))),
-        }
+                .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist")))?,
+        };
+        Ok((&self.gpu, &self.model, self.batch, st))
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> Result<&mut State> {
+        Ok(self.slot_parts(slot)?.3)
     }
 
     /// Tokens held in a slot's KV cache.
@@ -370,35 +376,25 @@ impl Engine {
     /// [`Engine::prefill`] for a slot (blocking, native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn prefill_slot(&mut self, slot: usize, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument("empty prompt".into()));
-        }
-        if tokens.len() > self.ctx {
-            return Err(Error::ContextOverflow {
-                tokens: tokens.len(),
-                ctx: self.ctx,
-            });
-        }
-        let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
-        let st = match slot {
-            0 => &mut self.state,
-            i => self
-                .slots
-                .get_mut(i - 1)
-                .ok_or_else(|| Error::InvalidArgument(format!("slot {slot} does not exist")))?,
-        };
-        let common = st
-            .history
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // Recompute at least the last token: its logits are not stored.
-        let keep = common.min(tokens.len() - 1);
-        st.cache.truncate(keep);
-        st.history.truncate(keep);
+        let keep = self.reuse_prefix(slot, tokens)?;
+        let (gpu, model, batch, st) = self.slot_parts(slot)?;
         let logits = pollster::block_on(st.feed(gpu, model, batch, &tokens[keep..], Logits::Last))?;
         Ok((logits, tokens.len() - keep))
+    }
+
+    /// [`Engine::prefill_slot`] that returns only the `k` best logits of the last token, ranked
+    /// on the GPU, as (token id, logit), best first (see [`Engine::feed_top_k`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn prefill_slot_top_k(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<(Vec<(u32, f32)>, usize)> {
+        let keep = self.reuse_prefix(slot, tokens)?;
+        let (gpu, model, batch, st) = self.slot_parts(slot)?;
+        let best = pollster::block_on(st.feed_top_k(gpu, model, batch, &tokens[keep..], k))?;
+        Ok((best, tokens.len() - keep))
     }
 
     /// One decode step for several slots in one forward pass: `steps[i] = (slot, token)` appends
@@ -406,6 +402,38 @@ impl Engine {
     /// order. Each slot's logits equal what [`Engine::feed`] of that token alone would give.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn feed_many(&mut self, steps: &[(usize, u32)]) -> Result<Vec<Vec<f32>>> {
+        self.step_many(steps, |model, gpu, seqs, scratch| {
+            model.forward_many(gpu, seqs, scratch, Logits::Last)
+        })
+    }
+
+    /// [`Engine::feed_many`] that returns only the `k` best logits of each slot's next token,
+    /// ranked on the GPU, as (token id, logit), best first: `8 k` bytes read back per slot
+    /// instead of the vocabulary's logits (see [`Engine::feed_top_k`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn feed_many_top_k(
+        &mut self,
+        steps: &[(usize, u32)],
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        self.step_many(steps, |model, gpu, seqs, scratch| {
+            pollster::block_on(model.top_k_many_async(gpu, seqs, scratch, k))
+        })
+    }
+
+    /// Checks `steps` (see [`Engine::feed_many`]), runs `pass` over their slots' caches and, if
+    /// it succeeds, appends each token to its slot's history.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn step_many<T>(
+        &mut self,
+        steps: &[(usize, u32)],
+        pass: impl FnOnce(
+            &Model,
+            &Gpu,
+            &mut [crate::model::transformer::Seq<'_>],
+            &mut Scratch,
+        ) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         use crate::model::transformer::Seq;
         let mut seen = vec![false; self.slots()];
         for &(slot, _) in steps {
@@ -456,15 +484,14 @@ impl Engine {
                     tokens: t,
                 })
                 .collect();
-            self.model
-                .forward_many(&self.gpu, &mut seqs, &mut scratch, Logits::Last)
+            pass(&self.model, &self.gpu, &mut seqs, &mut scratch)
         };
         order[0].scratch = scratch;
-        let logits = result?;
+        let out = result?;
         for (st, t) in order.iter_mut().zip(&tokens) {
             st.history.push(t[0]);
         }
-        Ok(logits)
+        Ok(out)
     }
 
     /// Runs `tokens` after what is in the cache, in batches, and returns the last token's logits.
@@ -503,14 +530,14 @@ impl Engine {
 
     /// [`Engine::prefill`], awaiting the GPU.
     pub async fn prefill_async(&mut self, tokens: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let keep = self.reuse_prefix(tokens)?;
+        let keep = self.reuse_prefix(0, tokens)?;
         let logits = self.feed_async(&tokens[keep..]).await?;
         Ok((logits, tokens.len() - keep))
     }
 
-    /// Cuts the cache back to the longest prefix it shares with `tokens`, leaving at least the
-    /// last token to compute; returns how many tokens it kept.
-    fn reuse_prefix(&mut self, tokens: &[u32]) -> Result<usize> {
+    /// Cuts a slot's cache back to the longest prefix it shares with `tokens`, leaving at least
+    /// the last token to compute; returns how many tokens it kept.
+    fn reuse_prefix(&mut self, slot: usize, tokens: &[u32]) -> Result<usize> {
         if tokens.is_empty() {
             return Err(Error::InvalidArgument("empty prompt".into()));
         }
@@ -520,8 +547,8 @@ impl Engine {
                 ctx: self.ctx,
             });
         }
-        let common = self
-            .state
+        let st = self.slot_mut(slot)?;
+        let common = st
             .history
             .iter()
             .zip(tokens)
@@ -529,8 +556,8 @@ impl Engine {
             .count();
         // Recompute at least the last token: its logits are not stored.
         let keep = common.min(tokens.len() - 1);
-        self.state.cache.truncate(keep);
-        self.state.history.truncate(keep);
+        st.cache.truncate(keep);
+        st.history.truncate(keep);
         Ok(keep)
     }
 
@@ -558,7 +585,7 @@ impl Engine {
         // Rank on the GPU and read back a few candidates, where they decide the token.
         let gpu_k = sampler.gpu_top_k().filter(|_| self.gpu.caps.gpu_sampling);
         let t0 = Instant::now();
-        let keep = self.reuse_prefix(prompt)?;
+        let keep = self.reuse_prefix(0, prompt)?;
         let rest = &prompt[keep..];
         let (mut next, prefilled) = match gpu_k {
             Some(k) => (

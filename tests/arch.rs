@@ -496,6 +496,71 @@ fn engine_slots_decode_together_as_alone() {
     assert!(err.contains("does not exist"), "{err}");
 }
 
+/// The top-k twins of the slot functions ([`Engine::prefill_slot_top_k`],
+/// [`Engine::feed_many_top_k`]) return the k best, in the CPU reference's order, of exactly the
+/// logits [`Engine::prefill_slot`] / [`Engine::feed_many`] return for the same tokens, reuse a
+/// cached prefix the same way, keep the same history, and refuse the same bad steps without
+/// touching any slot.
+#[test]
+fn engine_slot_top_k_twins_rank_the_logits() {
+    use flint::ops::top_k::top_k_cpu;
+    let dir = Path::new(DIR).join("gemma2");
+    let mut e = Engine::load(&dir, &LoadOptions::default(), &mut |_, _| {}).unwrap();
+    e.set_slots(4).unwrap();
+    let prompts: [&[u32]; 2] = [&[1, 72, 101, 108, 9, 9], &[1, 150, 151, 152, 153]];
+    // prompt i goes to slots 2i (logits) and 2i + 1 (candidates)
+    let (mut rows, mut best) = (Vec::new(), Vec::new());
+    for (i, p) in prompts.iter().enumerate() {
+        let (row, n) = e.prefill_slot(2 * i, p).unwrap();
+        let (top, m) = e.prefill_slot_top_k(2 * i + 1, p, 40).unwrap();
+        assert_eq!((n, m), (p.len(), p.len()));
+        assert_eq!(top_k_cpu(&row, 40), top, "prefill of prompt {i}");
+        rows.push(row);
+        best.push(top);
+    }
+    for (step, k) in [1, 128, 7, 40].into_iter().enumerate() {
+        let toks: Vec<u32> = rows.iter().map(|r| argmax(r)).collect();
+        rows = e.feed_many(&[(0, toks[0]), (2, toks[1])]).unwrap();
+        best = e.feed_many_top_k(&[(1, toks[0]), (3, toks[1])], k).unwrap();
+        for (i, (row, top)) in rows.iter().zip(&best).enumerate() {
+            assert_eq!(top.len(), k, "step {step}, prompt {i}");
+            assert_eq!(top_k_cpu(row, k), *top, "step {step}, prompt {i}, k {k}");
+        }
+        assert_eq!(e.slot_history(0), e.slot_history(1), "step {step}");
+        assert_eq!(e.slot_history(2), e.slot_history(3), "step {step}");
+    }
+    // bad steps: the same errors as feed_many, and no slot moves
+    let held: Vec<Vec<u32>> = (0..4).map(|s| e.slot_history(s).to_vec()).collect();
+    let bad = [
+        (vec![(1, 5), (1, 6)], 40, "twice"),
+        (vec![(9, 5)], 40, "does not exist"),
+        (vec![(1, 5), (3, 6)], 0, "k = 0"),
+        (vec![(1, 5)], 129, "k = 129"),
+    ];
+    for (steps, k, want) in &bad {
+        let (steps, k) = (&steps[..], *k);
+        let err = e.feed_many_top_k(steps, k).unwrap_err().to_string();
+        assert!(err.contains(want), "{steps:?} k {k}: {err}");
+    }
+    let err = e
+        .prefill_slot_top_k(9, &[1, 2], 40)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let err = e.prefill_slot_top_k(1, &[], 40).unwrap_err().to_string();
+    assert!(err.contains("empty prompt"), "{err}");
+    for (s, h) in held.iter().enumerate() {
+        assert_eq!(e.slot_history(s), &h[..], "slot {s} moved");
+    }
+    // after the refused steps the caches still agree, and a longer prompt reuses the cached prefix
+    let mut longer = held[0].clone();
+    longer.push(argmax(&rows[0]));
+    let (row, n) = e.prefill_slot(0, &longer).unwrap();
+    let (top, m) = e.prefill_slot_top_k(1, &longer, 40).unwrap();
+    assert_eq!((n, m), (1, 1), "only the new token is computed");
+    assert_eq!(top_k_cpu(&row, 40), top);
+}
+
 /// Stand-ins for real Q4_K_M checkpoints (scripts/make-arch-fixtures.py --q4km): per family a tiny
 /// random model with hidden 256, converted by llama.cpp's converter and quantized by its own
 /// `llama-quantize ... Q4_K_M`, so the file holds the mix real ones do (Q4_K, Q6_K, and

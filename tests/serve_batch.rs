@@ -1,20 +1,27 @@
 //! Continuous batching in `flint serve` (SmolLM2-135M-Instruct over real HTTP): requests that
 //! run together are decoded in one batched forward pass per token, and each returns exactly the
-//! text it returns alone. Also prints aggregate decode throughput with 1, 4 and 8 concurrent
-//! requests (`--nocapture`; the 4-request figure with FLINT_BATCH_THROUGHPUT=1). Set FLINT_SKIP_MODEL_TESTS=1 to skip.
+//! text it returns alone; with GPU sampling (`--sample-on gpu`) the server returns exactly what
+//! it returns with CPU sampling. Also prints aggregate decode throughput with 1, 4 and 8
+//! concurrent requests (`--nocapture`; the 4-request figure with FLINT_BATCH_THROUGHPUT=1). Set
+//! FLINT_SKIP_MODEL_TESTS=1 to skip.
 
 use flint::engine::{Engine, LoadOptions};
+use flint::gpu::GpuOptions;
 use flint::serve::ServeConfig;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const MAX_TOKENS: u64 = 4;
 
-/// POSTs a JSON body and returns the parsed JSON reply (status 200 asserted).
-fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
+/// One server at a time: the tests time batching, and the machine may have few cores.
+static SERVER: Mutex<()> = Mutex::new(());
+
+/// POSTs a JSON body and returns the reply's body (status 200 asserted; chunked bodies joined).
+fn post_text(addr: SocketAddr, path: &str, body: &Value) -> String {
     let body = body.to_string();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
@@ -28,7 +35,28 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
     s.read_to_string(&mut out).unwrap();
     let (head, body) = out.split_once("\r\n\r\n").expect("HTTP reply");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let (mut rest, mut joined) = (body, String::new());
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("chunk size line");
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            return joined;
+        }
+        joined.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+}
+
+/// POSTs a JSON body and returns the parsed JSON reply (status 200 asserted).
+fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
+    let body = post_text(addr, path, body);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 fn get(addr: SocketAddr, path: &str) -> Value {
@@ -41,6 +69,21 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// `/health` once no request is queued or running: a request's admission is released just
+/// after its reply is sent, so a group sent right after the previous one's replies could find
+/// `--max-concurrency` still taken (429), and the counters still moving.
+fn idle_health(addr: SocketAddr) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let h = get(addr, "/health");
+        if h["active"] == 0 && h["queued"] == 0 {
+            return h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "never idle: {h}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Greedy completions of `prompts`, all sent at once; returns (texts, completion tokens, seconds).
@@ -72,6 +115,7 @@ fn eight_concurrent_requests_equal_each_alone() {
     if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
         return;
     }
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let opts = LoadOptions {
         ctx: Some(128),
         ..Default::default()
@@ -110,9 +154,9 @@ fn eight_concurrent_requests_equal_each_alone() {
         alone_tokens += n;
     }
     let alone_secs = t0.elapsed().as_secs_f64();
-    let h1 = get(addr, "/health");
+    let h1 = idle_health(addr);
     let (together, tokens, secs) = run_together(addr, &prompts);
-    let h2 = get(addr, "/health");
+    let h2 = idle_health(addr);
     for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(a, b, "prompt {i} ({:?}): batched text differs", prompts[i]);
     }
@@ -140,4 +184,186 @@ fn eight_concurrent_requests_equal_each_alone() {
         );
     }
     server.shutdown();
+}
+
+/// A streamed completion's chunks joined into the shape of a whole one's `choices[0]` and `usage`.
+fn post_streamed(addr: SocketAddr, body: &Value) -> Value {
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let sse = post_text(addr, "/v1/completions", &body);
+    let (mut text, mut finish, mut usage) = (String::new(), Value::Null, Value::Null);
+    let mut done = false;
+    for data in sse
+        .split("\n\n")
+        .filter_map(|ev| ev.trim().strip_prefix("data: "))
+    {
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}"));
+        match v["choices"].as_array().and_then(|c| c.first()) {
+            Some(c) => {
+                text.push_str(c["text"].as_str().unwrap_or(""));
+                if !c["finish_reason"].is_null() {
+                    finish = c["finish_reason"].clone();
+                }
+            }
+            None => usage = v["usage"].clone(),
+        }
+    }
+    assert!(done, "no [DONE]: {sse}");
+    json!({"choices": [{"text": text, "finish_reason": finish}], "usage": usage})
+}
+
+/// What the tests compare of a reply: the choice (text, finish reason, logprobs) and the usage.
+fn outcome(reply: &Value) -> Value {
+    json!({"choice": reply["choices"][0], "usage": reply["usage"]})
+}
+
+/// Sends `bodies` to /v1/completions all at once (`stream: true` in a body streams it) and
+/// returns each one's [`outcome`], in order.
+fn complete_together(addr: SocketAddr, bodies: &[Value]) -> Vec<Value> {
+    let handles: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|b| {
+            std::thread::spawn(move || {
+                if b["stream"] == json!(true) {
+                    outcome(&post_streamed(addr, &b))
+                } else {
+                    outcome(&post(addr, "/v1/completions", &b))
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn counter(h: &Value, name: &str) -> u64 {
+    h[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/health has no {name}: {h}"))
+}
+
+/// `flint serve --sample-on gpu` returns exactly what `--sample-on cpu` returns: all-greedy
+/// batches (one streamed) rank on the GPU and read back only the argmax; batches that mix in
+/// seeded sampling (`top_k` 0 over the API: it needs the whole row), logprobs or penalties
+/// fall back to the logits, and still give the same results.
+#[test]
+fn gpu_sampling_serves_what_cpu_sampling_serves() {
+    if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
+        return;
+    }
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let greedy = |p: &str| json!({"model": "smol", "prompt": p, "max_tokens": 4, "temperature": 0});
+    // every prompt parts from the others after BOS (so each prefill computes its whole prompt,
+    // whichever slot it lands in) and is used once per server
+    let all_greedy = vec![
+        greedy("The capital of France is"),
+        greedy("Water boils at a temperature of"),
+        greedy("My favourite colour is blue because"),
+        {
+            let mut b = greedy("Once upon a time there was a");
+            b["stream"] = json!(true);
+            b
+        },
+    ];
+    let seeded = |p: &str, seed: u64| {
+        json!({"model": "smol", "prompt": p, "max_tokens": 4, "temperature": 0.9,
+               "top_p": 0.95, "seed": seed})
+    };
+    let mixed = vec![
+        greedy("To make a cup of tea, first"),
+        seeded("Rust is a programming language that", 7),
+        greedy("In the year 1969, astronauts"),
+        seeded("Seven times eight equals", 11),
+    ];
+    let row_only = vec![
+        json!({"model": "smol", "prompt": "A good breakfast includes", "max_tokens": 4,
+               "temperature": 0, "logprobs": 2}),
+        json!({"model": "smol", "prompt": "Mountains are formed when", "max_tokens": 4,
+               "temperature": 0, "presence_penalty": 1.5}),
+    ];
+    let mut results = Vec::new();
+    for on_gpu in [false, true] {
+        let t0 = Instant::now();
+        let opts = LoadOptions {
+            ctx: Some(128),
+            gpu: GpuOptions {
+                gpu_sampling: Some(on_gpu), // what `--sample-on gpu|cpu` sets
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let engine =
+            Engine::load(MODEL, &opts, &mut |_, _| {}).expect("load SmolLM2 (scripts/setup.sh)");
+        let config = ServeConfig {
+            port: 0,
+            model_id: "smol".into(),
+            max_concurrency: 4,
+            parallel: 4,
+            ..Default::default()
+        };
+        let server = flint::serve::spawn(engine, config).unwrap();
+        let addr = server.addr;
+        let h0 = idle_health(addr);
+        let a = complete_together(addr, &all_greedy);
+        let h1 = idle_health(addr);
+        let b = complete_together(addr, &mixed);
+        let h2 = idle_health(addr);
+        let c = complete_together(addr, &row_only);
+        let h3 = idle_health(addr);
+        server.shutdown();
+        let delta = |x: &Value, y: &Value, name: &str| counter(y, name) - counter(x, name);
+        let (passes, steps) = (
+            delta(&h0, &h1, "decode_passes"),
+            delta(&h0, &h1, "decode_steps"),
+        );
+        // alone, 4 requests x 4 tokens take 12 passes for 16 steps
+        assert!(
+            passes * 2 <= steps,
+            "{passes} passes for {steps} steps: the greedy requests were not batched"
+        );
+        // all-greedy: every prefill and every decode pass ranks on the GPU (with GPU sampling)
+        let want = if on_gpu { passes + 4 } else { 0 };
+        assert_eq!(
+            delta(&h0, &h1, "gpu_sampled_passes"),
+            want,
+            "all greedy, GPU sampling {on_gpu}"
+        );
+        // logprobs and penalties need the row: nothing ranked on the GPU
+        assert_eq!(delta(&h2, &h3, "gpu_sampled_passes"), 0, "logprobs/penalty");
+        eprintln!(
+            "sampling on the {}: {:.1} s (load, 10 requests x 4 tokens); GPU-ranked passes: \
+             {} (all greedy: {passes} decode passes, 4 prefills), {} (mixed), {} (row only)",
+            if on_gpu { "GPU" } else { "CPU" },
+            t0.elapsed().as_secs_f64(),
+            delta(&h0, &h1, "gpu_sampled_passes"),
+            delta(&h1, &h2, "gpu_sampled_passes"),
+            delta(&h2, &h3, "gpu_sampled_passes"),
+        );
+        results.push([a, b, c]);
+    }
+    let (cpu, gpu) = (&results[0], &results[1]);
+    for (phase, name) in ["all greedy", "mixed greedy/seeded", "logprobs/penalty"]
+        .iter()
+        .enumerate()
+    {
+        for (i, (c, g)) in cpu[phase].iter().zip(&gpu[phase]).enumerate() {
+            assert_eq!(c, g, "{name} request {i}: GPU sampling differs from CPU");
+            assert_eq!(
+                c["usage"]["completion_tokens"], 4,
+                "{name} request {i}: {c}"
+            );
+            assert!(
+                !c["choice"]["text"].as_str().unwrap().is_empty(),
+                "{name} request {i}: {c}"
+            );
+        }
+    }
+    // the logprobs request did report them
+    let lp = &cpu[2][0]["choice"]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().map(Vec::len), Some(4), "{lp}");
 }

@@ -329,6 +329,7 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
         "cancelled": c.cancelled.load(Ordering::Relaxed),
         "decode_steps": steps,
         "decode_passes": c.passes.load(Ordering::Relaxed),
+        "gpu_sampled_passes": c.gpu_sampled_passes.load(Ordering::Relaxed),
         "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
         "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
     }))

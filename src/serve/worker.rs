@@ -12,6 +12,13 @@
 //! change results: a sequence's rows in the batched pass are computed exactly as when it runs
 //! alone (the product kernels are chosen per sequence, see `Model::forward_many`).
 //!
+//! With GPU sampling on (`flint serve --sample-on gpu`, the default on real GPUs), a pass in
+//! which every request's next token is decided by its best few logits (greedy, or top-k with no
+//! bias or penalty; no `logprobs` and no response format, which need the whole row) ranks them
+//! on the GPU and reads back only those candidates ([`Engine::prefill_slot_top_k`],
+//! [`Engine::feed_many_top_k`]); [`Sampler::sample_top`] then picks exactly the token
+//! [`Sampler::sample`] would have picked from the row.
+//!
 //! A job whose client disconnected is skipped if it is still queued, and a running one is
 //! dropped at its next step, freeing its slot (visible in `/health`).
 
@@ -102,6 +109,9 @@ pub struct Counters {
     pub mask_us: AtomicU64,
     /// Batched forward passes (one per decode step of all active requests together).
     pub passes: AtomicU64,
+    /// Prefills and batched decode passes that ranked the next tokens on the GPU and read back
+    /// only the best candidates instead of the logits.
+    pub gpu_sampled_passes: AtomicU64,
     /// Prompt tokens served from the KV cache instead of being computed.
     pub cached_prompt_tokens: AtomicU64,
 }
@@ -190,7 +200,7 @@ pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
             let free: Vec<usize> = (0..slots)
                 .filter(|i| active.iter().all(|a| a.slot != *i))
                 .collect();
-            match guarded(|| Sequence::start(&mut engine, &shared, job, &free)) {
+            match guarded(|| Sequence::start(&mut engine, &shared, &counters, job, &free)) {
                 Ok(None) => {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
@@ -249,11 +259,31 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
     }
     if !feeds.is_empty() {
         counters.passes.fetch_add(1, Ordering::Relaxed);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.feed_many(&feeds)));
+        // GPU candidates only if they decide every fed sequence's next token; each gets the
+        // largest k's: sample_top takes at least gpu_top_k() of them, best first, and cuts
+        // them to its own top_k (greedy takes the first)
+        let k = fed
+            .iter()
+            .map(|&i| active[i].gpu_k)
+            .try_fold(0, |k, ki| ki.map(|ki| k.max(ki)));
+        let pass = || -> crate::Result<Vec<Scores>> {
+            Ok(match k {
+                Some(k) => {
+                    counters.gpu_sampled_passes.fetch_add(1, Ordering::Relaxed);
+                    let best = engine.feed_many_top_k(&feeds, k)?;
+                    best.into_iter().map(Scores::Best).collect()
+                }
+                None => {
+                    let logits = engine.feed_many(&feeds)?;
+                    logits.into_iter().map(Scores::Logits).collect()
+                }
+            })
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(pass));
         match r {
-            Ok(Ok(logits)) => {
-                for (&i, l) in fed.iter().zip(logits) {
-                    active[i].logits = l;
+            Ok(Ok(scores)) => {
+                for (&i, s) in fed.iter().zip(scores) {
+                    active[i].next = s;
                 }
             }
             failed => {
@@ -291,6 +321,14 @@ enum Next {
     Finished(FinishReason),
 }
 
+/// What a forward pass read back for a sequence's next token.
+enum Scores {
+    /// The whole row of logits ([`Sampler::sample`]).
+    Logits(Vec<f32>),
+    /// The best logits, ranked on the GPU, best first ([`Sampler::sample_top`]).
+    Best(Vec<(u32, f32)>),
+}
+
 /// A request being generated: everything one decode step needs.
 struct Sequence {
     /// The engine slot (KV cache) holding this sequence.
@@ -298,8 +336,11 @@ struct Sequence {
     events: UnboundedSender<Event>,
     _slot: Slot,
     sampler: Sampler,
-    /// Logits for the next token (from the prefill or the last feed).
-    logits: Vec<f32>,
+    /// How many GPU-ranked candidates decide this sequence's next token, when they can (GPU
+    /// sampling on, [`Sampler::gpu_top_k`], no logprobs, no grammar); `None`: it needs the row.
+    gpu_k: Option<usize>,
+    /// Scores for the next token (from the prefill or the last feed).
+    next: Scores,
     /// Prompt and generated tokens (the penalties' window).
     context: Vec<u32>,
     generated: usize,
@@ -321,6 +362,7 @@ impl Sequence {
     fn start(
         engine: &mut Engine,
         shared: &Shared,
+        counters: &Counters,
         job: Job,
         free: &[usize],
     ) -> Result<Option<Sequence>, ApiError> {
@@ -364,9 +406,22 @@ impl Sequence {
         let slot = engine
             .best_slot(free, &tokens)
             .ok_or_else(|| ApiError::server("no free slot"))?;
-        let (logits, computed) = engine
-            .prefill_slot(slot, &tokens)
-            .map_err(|e| ApiError::server(e.to_string()))?;
+        // the whole row is needed for logprobs and for the grammar's mask
+        let gpu_k = sampler.gpu_top_k().filter(|_| {
+            engine.gpu.caps.gpu_sampling && job.logprobs.is_none() && job.grammar.is_none()
+        });
+        let (next, computed) = match gpu_k {
+            Some(k) => {
+                counters.gpu_sampled_passes.fetch_add(1, Ordering::Relaxed);
+                engine
+                    .prefill_slot_top_k(slot, &tokens, k)
+                    .map(|(best, n)| (Scores::Best(best), n))
+            }
+            None => engine
+                .prefill_slot(slot, &tokens)
+                .map(|(logits, n)| (Scores::Logits(logits), n)),
+        }
+        .map_err(|e| ApiError::server(e.to_string()))?;
         if job
             .events
             .send(Event::Started {
@@ -385,7 +440,8 @@ impl Sequence {
             events: job.events,
             _slot: job._slot,
             sampler,
-            logits,
+            gpu_k,
+            next,
             cached: tokens.len() - computed,
             context: tokens,
             generated: 0,
@@ -410,10 +466,21 @@ impl Sequence {
             return Ok(Next::Finished(FinishReason::Cancelled));
         }
         counters.steps.fetch_add(1, Ordering::Relaxed);
-        let raw = self.logprobs.map(|_| self.logits.clone());
+        let logits = match &mut self.next {
+            Scores::Logits(logits) => logits,
+            // no logprobs or grammar here (see `gpu_k`): the candidates decide the token
+            Scores::Best(best) => {
+                let tok = self
+                    .sampler
+                    .sample_top(best)
+                    .map_err(|e| ApiError::server(e.to_string()))?;
+                return self.emit(engine, shared, tok, None);
+            }
+        };
+        let raw = self.logprobs.map(|_| logits.clone());
         if let Some((g, m)) = &self.grammar {
             let t0 = Instant::now();
-            let n = shared.table.apply(g, m, &mut self.logits, &mut self.mask);
+            let n = shared.table.apply(g, m, logits, &mut self.mask);
             counters
                 .mask_us
                 .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -425,8 +492,20 @@ impl Sequence {
         }
         let tok = self
             .sampler
-            .sample(&mut self.logits, &self.context)
+            .sample(logits, &self.context)
             .map_err(|e| ApiError::server(e.to_string()))?;
+        self.emit(engine, shared, tok, raw)
+    }
+
+    /// Reports the chosen token `tok`; `raw` is its row before the grammar mask, when logprobs
+    /// are asked for.
+    fn emit(
+        &mut self,
+        engine: &Engine,
+        shared: &Shared,
+        tok: u32,
+        raw: Option<Vec<f32>>,
+    ) -> Result<Next, ApiError> {
         if let Some((g, m)) = &mut self.grammar {
             if !shared.table.accept(g, m, tok) {
                 return Err(ApiError::server(format!(
