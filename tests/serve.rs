@@ -329,6 +329,26 @@ fn completion_of_the_capital_of_france() {
     eprintln!("completions: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// A client may send its next request as soon as its last one is answered: a finished request
+/// no longer counts against `--max-concurrency` (4 clients at the limit of 4, each sending 3
+/// requests back to back, never get 429).
+#[test]
+fn back_to_back_requests_are_admitted() {
+    let Some(_) = fixture() else { return };
+    let _g = gen_lock();
+    let body = json!({"model": MODEL_ID, "prompt": "Hi", "max_tokens": 1, "temperature": 0});
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for i in 0..3 {
+                    let r = post("/v1/completions", &body);
+                    assert_eq!(r.status, 200, "request {i}: {}", r.text());
+                }
+            });
+        }
+    });
+}
+
 /// Opens a streaming chat request and returns the socket without reading.
 fn open_stream(addr: SocketAddr, max_tokens: u32) -> TcpStream {
     let mut b = chat_body(true);
@@ -471,6 +491,9 @@ fn bad_requests_get_named_openai_errors() {
         (json!({"stop": 3}), "stop", 400),
         (json!({"n": 2}), "n", 400),
         (json!({"top_p": 7}), "top_p", 400),
+        (json!({"top_k": -1}), "top_k", 400),
+        (json!({"top_k": "40"}), "top_k", 400),
+        (json!({"min_p": 1.5}), "min_p", 400),
         (json!({"logit_bias": {"x": 1}}), "logit_bias", 400),
         (
             json!({"messages": [{"role": "user", "content": 5}]}),
@@ -610,6 +633,8 @@ fn malformed_bodies_always_get_4xx_json() {
         "max_completion_tokens",
         "temperature",
         "top_p",
+        "top_k",
+        "min_p",
         "seed",
         "stop",
         "presence_penalty",

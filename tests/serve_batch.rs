@@ -248,9 +248,9 @@ fn counter(h: &Value, name: &str) -> u64 {
 }
 
 /// `flint serve --sample-on gpu` returns exactly what `--sample-on cpu` returns: all-greedy
-/// batches (one streamed) rank on the GPU and read back only the argmax; batches that mix in
-/// seeded sampling (`top_k` 0 over the API: it needs the whole row), logprobs or penalties
-/// fall back to the logits, and still give the same results.
+/// batches (one streamed) rank on the GPU and read back only the argmax; greedy requests mixed
+/// with seeded top-k sampling (`top_k` 40, the llama.cpp extension) read back the 40 best;
+/// requests with logprobs or penalties fall back to the logits. All give the same results.
 #[test]
 fn gpu_sampling_serves_what_cpu_sampling_serves() {
     if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
@@ -272,7 +272,7 @@ fn gpu_sampling_serves_what_cpu_sampling_serves() {
     ];
     let seeded = |p: &str, seed: u64| {
         json!({"model": "smol", "prompt": p, "max_tokens": 4, "temperature": 0.9,
-               "top_p": 0.95, "seed": seed})
+               "top_p": 0.95, "top_k": 40, "seed": seed})
     };
     let mixed = vec![
         greedy("To make a cup of tea, first"),
@@ -332,6 +332,13 @@ fn gpu_sampling_serves_what_cpu_sampling_serves() {
             delta(&h0, &h1, "gpu_sampled_passes"),
             want,
             "all greedy, GPU sampling {on_gpu}"
+        );
+        // greedy with seeded top-k: ranked on the GPU too (k = 40 for the whole batch)
+        let mixed_gpu = delta(&h1, &h2, "gpu_sampled_passes");
+        assert_eq!(
+            mixed_gpu > 0,
+            on_gpu,
+            "mixed greedy/top-k: {mixed_gpu} GPU-ranked passes"
         );
         // logprobs and penalties need the row: nothing ranked on the GPU
         assert_eq!(delta(&h2, &h3, "gpu_sampled_passes"), 0, "logprobs/penalty");

@@ -294,6 +294,20 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
     let presence_penalty = opt_num(m, "presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
     let frequency_penalty = opt_num(m, "frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
     let seed = opt_int(m, "seed")?.map(|s| s as u64);
+    // Extensions llama.cpp's server and vLLM also accept (OpenAI has no top-k or min-p): off
+    // unless given. A small top_k lets the GPU rank the candidates (`--sample-on`).
+    let top_k = match opt_int(m, "top_k")? {
+        None => 0,
+        Some(k) if (0..=1_000_000).contains(&k) => k as usize,
+        Some(k) => {
+            return Err(ApiError::invalid(
+                format!("'top_k' = {k}: it must be between 0 (off) and 1000000."),
+                Some("top_k"),
+            )
+            .with_code("invalid_value"))
+        }
+    };
+    let min_p = opt_num(m, "min_p", 0.0, 1.0)?.unwrap_or(0.0);
     let stop = match get(m, "stop") {
         None => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
@@ -355,9 +369,9 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
             max_tokens: 0,
             sampling: SamplingParams {
                 temperature,
-                top_k: 0,
+                top_k,
                 top_p,
-                min_p: 0.0,
+                min_p,
                 repeat_penalty: 1.0,
                 repeat_last_n: 64,
                 presence_penalty,

@@ -252,7 +252,7 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
             }
             Err(e) => {
                 engine.reset_slot(seq.slot);
-                let _ = seq.events.send(Event::Error(e));
+                seq.send_last(Event::Error(e));
                 done[i] = true;
             }
         }
@@ -293,9 +293,7 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
                 };
                 for &i in &fed {
                     engine.reset_slot(active[i].slot);
-                    let _ = active[i]
-                        .events
-                        .send(Event::Error(ApiError::server(msg.clone())));
+                    active[i].send_last(Event::Error(ApiError::server(msg.clone())));
                     done[i] = true;
                 }
             }
@@ -334,7 +332,9 @@ struct Sequence {
     /// The engine slot (KV cache) holding this sequence.
     slot: usize,
     events: UnboundedSender<Event>,
-    _slot: Slot,
+    /// The request's place under `--max-concurrency`, given back just before its last event
+    /// (see [`Sequence::send_last`]).
+    admission: Option<Slot>,
     sampler: Sampler,
     /// How many GPU-ranked candidates decide this sequence's next token, when they can (GPU
     /// sampling on, [`Sampler::gpu_top_k`], no logprobs, no grammar); `None`: it needs the row.
@@ -438,7 +438,7 @@ impl Sequence {
         Ok(Some(Sequence {
             slot,
             events: job.events,
-            _slot: job._slot,
+            admission: Some(job._slot),
             sampler,
             gpu_k,
             next,
@@ -563,11 +563,18 @@ impl Sequence {
                 });
             }
         }
-        let _ = self.events.send(Event::Done {
+        self.send_last(Event::Done {
             completion_tokens: self.generated,
             finish,
         });
         finish
+    }
+
+    /// Sends the request's last event after giving back its admission: a client that sends its
+    /// next request as soon as this one is answered must not find it still counted (429).
+    fn send_last(&mut self, event: Event) {
+        self.admission = None;
+        let _ = self.events.send(event);
     }
 }
 
