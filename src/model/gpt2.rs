@@ -102,10 +102,7 @@ fn hf_name(gguf: &str) -> Option<Vec<String>> {
         "output.weight" => return Some(vec!["lm_head.weight".into()]),
         _ => {}
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, name) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (base, suffix) = name.rsplit_once('.')?;
+    let (layer, base, suffix) = super::gguf_block_name(gguf)?;
     let hf = match base {
         "attn_norm" => "ln_1",
         "attn_qkv" => "attn.c_attn",

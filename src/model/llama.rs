@@ -119,9 +119,7 @@ pub fn from_gguf(g: &Gguf, arch: &str) -> Result<Config> {
     let k = Keys { g, arch };
     let mut c = k.base()?;
     c.rope = Some(k.rope(RopeMode::Normal, c.head_dim)?);
-    if let Some(w) = k.opt("attention.sliding_window").filter(|&w| w > 0) {
-        c.windows = vec![w; c.n_layers];
-    }
+    c.slide_every_layer(k.opt("attention.sliding_window"));
     Ok(c)
 }
 
@@ -225,9 +223,7 @@ pub fn from_hf(c: &HfConfig) -> Result<Config> {
             return Err(c.key_error(key, "biases are not supported for this architecture yet"));
         }
     }
-    if let Some(w) = c.opt_usize("sliding_window")?.filter(|&w| w > 0) {
-        cfg.windows = vec![w; cfg.n_layers];
-    }
+    cfg.slide_every_layer(c.opt_usize("sliding_window")?);
     Ok(cfg)
 }
 
@@ -246,10 +242,7 @@ fn hf_name(gguf: &str) -> Option<Vec<String>> {
         "output.weight" => return one("lm_head.weight"),
         _ => {}
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, name) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (base, suffix) = name.rsplit_once('.')?;
+    let (layer, base, suffix) = super::gguf_block_name(gguf)?;
     let hf = match base {
         "attn_norm" => "input_layernorm",
         "attn_q" => "self_attn.q_proj",

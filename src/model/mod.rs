@@ -107,6 +107,16 @@ pub struct HfNames {
     pub transposed: fn(&str) -> bool,
 }
 
+/// The parts of a GGUF block tensor name `blk.{layer}.{base}.{suffix}` (e.g. `blk.3.attn_q.weight`
+/// -> (3, "attn_q", "weight")), which each architecture's [`HfNames`] maps to its checkpoint's.
+pub(crate) fn gguf_block_name(gguf: &str) -> Option<(usize, &str, &str)> {
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, name) = rest.split_once('.')?;
+    let layer = layer.parse().ok()?;
+    let (base, suffix) = name.rsplit_once('.')?;
+    Some((layer, base, suffix))
+}
+
 /// A loaded model of any supported architecture.
 pub struct Model(Transformer);
 
@@ -770,5 +780,28 @@ impl Scratch {
             .as_ref()
             .ok_or_else(|| Error::Gpu("top-k buffers missing".into()))?;
         Ok((&bufs.logits, part, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gguf_block_names_split_into_layer_base_suffix() {
+        assert_eq!(
+            super::gguf_block_name("blk.3.attn_q.weight"),
+            Some((3, "attn_q", "weight"))
+        );
+        assert_eq!(
+            super::gguf_block_name("blk.12.ffn_down.bias"),
+            Some((12, "ffn_down", "bias"))
+        );
+        for bad in [
+            "token_embd.weight",
+            "blk.x.attn_q.weight",
+            "blk.3",
+            "blk.3.attn_q",
+        ] {
+            assert_eq!(super::gguf_block_name(bad), None, "{bad}");
+        }
     }
 }

@@ -33,9 +33,7 @@ pub fn from_gguf(g: &Gguf) -> Result<Config> {
     c.long_rope_ctx = k
         .opt("rope.scaling.original_context_length")
         .unwrap_or(c.ctx_train);
-    if let Some(w) = k.opt("attention.sliding_window").filter(|&w| w > 0) {
-        c.windows = vec![w; c.n_layers];
-    }
+    c.slide_every_layer(k.opt("attention.sliding_window"));
     Ok(c)
 }
 
@@ -141,9 +139,7 @@ pub fn from_hf(c: &HfConfig) -> Result<Config> {
         }
     }
     cfg.rope = Some(rope);
-    if let Some(w) = c.opt_usize("sliding_window")?.filter(|&w| w > 0) {
-        cfg.windows = vec![w; cfg.n_layers];
-    }
+    cfg.slide_every_layer(c.opt_usize("sliding_window")?);
     Ok(cfg)
 }
 
@@ -161,10 +157,7 @@ fn hf_name(gguf: &str) -> Option<Vec<String>> {
         "output.weight" => return one("lm_head.weight"),
         _ => {}
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, name) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (base, suffix) = name.rsplit_once('.')?;
+    let (layer, base, suffix) = super::gguf_block_name(gguf)?;
     let hf = match base {
         "attn_norm" => "input_layernorm",
         "attn_qkv" => "self_attn.qkv_proj",

@@ -123,6 +123,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The same sliding window on every layer (Mistral, Phi-3) when `window` is given and not 0.
+    pub fn slide_every_layer(&mut self, window: Option<usize>) {
+        if let Some(w) = window.filter(|&w| w > 0) {
+            self.windows = vec![w; self.n_layers];
+        }
+    }
+
     /// A configuration with the llama defaults for everything but the shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn base(
