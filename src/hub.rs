@@ -258,7 +258,9 @@ fn parse_url(spec: &str, opts: &HubOptions) -> Result<Remote> {
     }
     let mut key = PathBuf::from("url");
     key.push(host_dir);
-    let (file, dirs) = segments.split_last().expect("not empty");
+    let Some((file, dirs)) = segments.split_last() else {
+        return Err(bad("it names a folder, not a file"));
+    };
     key.extend(dirs.iter().map(|s| file_name_safe(s)));
     if let Some(q) = uri.query() {
         key.push(format!("q-{}", &hex(&Sha256::digest(q.as_bytes()))[..16]));
