@@ -26,6 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.x + wid.y * nwg.x) * WG + lid;
     let m = wid.z;
+    x_prologue(lid, m * p.x_stride / 4u);
     if (i >= p.F) { return; }
     let xb = m * p.x_stride / 4u;
     let g = row_dot(p.w_offset + i * p.row_words, xb);

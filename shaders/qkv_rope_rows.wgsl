@@ -46,6 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let j = (wid.x + wid.y * nwg.x) * WG + lid;
     let m = wid.z;
+    x_prologue(lid, m * p.x_stride / 4u);
     if (j >= p.N / 2u) { return; }
     let half = p.head_dim / 2u;
     let half_rot = p.n_rot / 2u;

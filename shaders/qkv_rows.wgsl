@@ -27,6 +27,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let row = (wid.x + wid.y * nwg.x) * WG + lid;
     let m = wid.z;
+    x_prologue(lid, m * p.x_stride / 4u);
     if (row >= p.N) { return; }
     let s = row_dot(p.w_offset + row * p.row_words, m * p.x_stride / 4u);
     let nv = p.N - p.nq - p.nk;

@@ -6,6 +6,9 @@
 
 @group(0) @binding(2) var<storage, read> xv4: array<vec4<f32>>;
 
+// (the group decoders' run sums: shaders/quant/rows/nibbles.wgsl; nothing to prepare here)
+fn x_prologue(lid: u32, xb: u32) {}
+
 // sum_k W[k] x[k] for the row whose first word is w[rbase] and the token whose x starts at xv4[xb]
 fn row_dot(rbase: u32, xb: u32) -> f32 {
     var acc = vec4<f32>(0.0);

@@ -2,6 +2,7 @@
 // loads (q4_group in shaders/quant/rows/nibbles.wgsl; block layout: shaders/quant/q4_0.wgsl, only
 // d in the first word). value = d * (q - 8), so a block's dot is d * (sum(q x) - 8 sum(x)).
 const GROUP_BLOCKS: u32 = 4u;
+const XSUM: bool = true; // x_prologue's run sums (nibbles.wgsl)
 
 // dot of the four blocks starting at vec4 b4 of the weight with x from vec4 xo on
 fn group_dot(b4: u32, xo: u32) -> f32 {

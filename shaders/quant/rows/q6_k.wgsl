@@ -4,6 +4,7 @@
 // high-bit word of elements 16t..16t+16. value = d * scale_b * (q - 32) for sub-block b of 16, so
 // sub-block b contributes d * scale_b * (sum(q x) - 32 sum(x)).
 const GROUP_BLOCKS: u32 = 1u;
+const XSUM: bool = false; // no run sums needed (nibbles.wgsl's x_prologue only waits)
 
 // dot of the block starting at vec4 b4 of the weight with x from vec4 xo on
 fn group_dot(b4: u32, xo: u32) -> f32 {

@@ -5,6 +5,7 @@
 //   block 0: d V0.x, quants V0.yzw V1 V2.x       block 1: d V2.y, quants V2.zw V3 V4.xy
 //   block 2: d V4.z, quants V4.w V5 V6.xyz       block 3: d V6.w, quants V7 V8
 const GROUP_BLOCKS: u32 = 4u;
+const XSUM: bool = false; // no run sums needed (nibbles.wgsl's x_prologue only waits)
 
 // four int8 of a word, sign-extended
 fn q8_0_i8x4(w: u32) -> vec4<f32> {
