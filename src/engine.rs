@@ -123,6 +123,20 @@ impl State {
         self.history.clear();
     }
 
+    /// `tokens` are something to feed and fit after what the cache holds.
+    fn check_fits(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
+        }
+        if self.history.len() + tokens.len() > self.cache.ctx {
+            return Err(Error::ContextOverflow {
+                tokens: self.history.len() + tokens.len(),
+                ctx: self.cache.ctx,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `tokens` after what is in the cache, `batch` at a time; returns the last token's logits.
     /// With [`Logits::All`], every token's logits, concatenated (batches are then also capped so
     /// one batch's logits fit the binding limit).
@@ -134,15 +148,7 @@ impl State {
         tokens: &[u32],
         want: Logits,
     ) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
-        }
-        if self.history.len() + tokens.len() > self.cache.ctx {
-            return Err(Error::ContextOverflow {
-                tokens: self.history.len() + tokens.len(),
-                ctx: self.cache.ctx,
-            });
-        }
+        self.check_fits(tokens)?;
         let batch = match want {
             Logits::Last => batch,
             Logits::All => batch.min(((gpu.caps.max_binding / 4) as usize / model.vocab()).max(1)),
@@ -171,15 +177,7 @@ impl State {
         tokens: &[u32],
         k: usize,
     ) -> Result<Vec<(u32, f32)>> {
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument("nothing to feed: no tokens".into()));
-        }
-        if self.history.len() + tokens.len() > self.cache.ctx {
-            return Err(Error::ContextOverflow {
-                tokens: self.history.len() + tokens.len(),
-                ctx: self.cache.ctx,
-            });
-        }
+        self.check_fits(tokens)?;
         let mut best = Vec::new();
         for chunk in tokens.chunks(batch) {
             best = model
@@ -188,6 +186,22 @@ impl State {
             self.history.extend_from_slice(chunk);
         }
         Ok(best)
+    }
+
+    /// Feeds `tokens` and reads back what picks the next token: the `k` best logits ranked on
+    /// the GPU when `gpu_k` is `Some(k)`, else the last token's whole row.
+    async fn feed_next(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        batch: usize,
+        tokens: &[u32],
+        gpu_k: Option<usize>,
+    ) -> Result<Next> {
+        Ok(match gpu_k {
+            Some(k) => Next::Best(self.feed_top_k(gpu, model, batch, tokens, k).await?),
+            None => Next::Logits(self.feed(gpu, model, batch, tokens, Logits::Last).await?),
+        })
     }
 }
 
@@ -587,13 +601,9 @@ impl Engine {
         let t0 = Instant::now();
         let keep = self.reuse_prefix(0, prompt)?;
         let rest = &prompt[keep..];
-        let (mut next, prefilled) = match gpu_k {
-            Some(k) => (
-                Next::Best(self.feed_top_k_async(rest, k).await?),
-                rest.len(),
-            ),
-            None => (Next::Logits(self.feed_async(rest).await?), rest.len()),
-        };
+        let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
+        let mut next = self.state.feed_next(gpu, model, batch, rest, gpu_k).await?;
+        let prefilled = rest.len();
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
         let mut out = Vec::new();
@@ -628,15 +638,10 @@ impl Engine {
             if out.len() >= opts.max_tokens || self.state.history.len() >= self.ctx {
                 break;
             }
-            let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
-            next = match gpu_k {
-                Some(k) => Next::Best(self.state.feed_top_k(gpu, model, batch, &[tok], k).await?),
-                None => Next::Logits(
-                    self.state
-                        .feed(gpu, model, batch, &[tok], Logits::Last)
-                        .await?,
-                ),
-            };
+            next = self
+                .state
+                .feed_next(gpu, model, batch, &[tok], gpu_k)
+                .await?;
         }
         // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
         if !stops.is_stopped() {

@@ -656,7 +656,8 @@ pub struct Scratch {
     cap_logits: usize,
     cap_last: usize,
     /// GPU top-k's candidate and result buffers ([`crate::ops::top_k`]), grown on demand.
-    top_k: Option<(wgpu::Buffer, wgpu::Buffer)>,
+    top_k_part: Option<wgpu::Buffer>,
+    top_k_out: Option<wgpu::Buffer>,
     /// Split-K attention's partials ([`crate::ops::attention::Attention::encode_split`]).
     att_part: Option<wgpu::Buffer>,
 }
@@ -730,16 +731,7 @@ impl Scratch {
 
     /// A buffer of at least `floats` f32 for split-K attention's partials (grown on demand).
     pub fn att_part(&mut self, gpu: &Gpu, floats: usize) -> Result<wgpu::Buffer> {
-        let bytes = (floats * 4) as u64;
-        if !matches!(&self.att_part, Some(b) if b.size() >= bytes) {
-            if self.att_part.take().is_some() {
-                gpu.forget_bindings(); // cached bind groups would keep the old buffer alive
-            }
-            self.att_part = Some(gpu.zeros("attention partials", bytes)?);
-        }
-        self.att_part
-            .clone()
-            .ok_or_else(|| Error::Gpu("attention partials missing".into()))
+        grown(gpu, &mut self.att_part, "attention partials", floats).cloned()
     }
 
     /// The buffers of the last [`Scratch::ensure`].
@@ -757,30 +749,32 @@ impl Scratch {
         part_words: usize,
         out_words: usize,
     ) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer)> {
-        let fits = |b: &wgpu::Buffer, words: usize| b.size() >= (words * 4) as u64;
-        if !matches!(&self.top_k, Some((p, o)) if fits(p, part_words) && fits(o, out_words)) {
-            let old = self.top_k.take();
-            let grow = |i: usize, words: usize| {
-                let have = old
-                    .as_ref()
-                    .map_or(0, |b| [&b.0, &b.1][i].size() as usize / 4);
-                gpu.zeros("top_k", (words.max(have) * 4) as u64)
-            };
-            self.top_k = Some((grow(0, part_words)?, grow(1, out_words)?));
-            if old.is_some() {
-                gpu.forget_bindings(); // cached bind groups would keep the old buffers alive
-            }
-        }
+        let part = grown(gpu, &mut self.top_k_part, "top_k candidates", part_words)?;
+        let out = grown(gpu, &mut self.top_k_out, "top_k result", out_words)?;
         let bufs = self
             .bufs
             .as_ref()
             .ok_or_else(|| Error::Gpu("scratch buffers missing".into()))?;
-        let (part, out) = self
-            .top_k
-            .as_ref()
-            .ok_or_else(|| Error::Gpu("top-k buffers missing".into()))?;
         Ok((&bufs.logits, part, out))
     }
+}
+
+/// `slot`'s buffer, replaced by a zeroed one of `words` 4-byte words when it holds fewer.
+fn grown<'a>(
+    gpu: &Gpu,
+    slot: &'a mut Option<wgpu::Buffer>,
+    label: &str,
+    words: usize,
+) -> Result<&'a wgpu::Buffer> {
+    let bytes = (words * 4) as u64;
+    if !matches!(slot, Some(b) if b.size() >= bytes) {
+        if slot.take().is_some() {
+            gpu.forget_bindings(); // cached bind groups would keep the old buffer alive
+        }
+        *slot = Some(gpu.zeros(label, bytes)?);
+    }
+    slot.as_ref()
+        .ok_or_else(|| Error::Gpu(format!("{label} buffer missing")))
 }
 
 #[cfg(test)]
