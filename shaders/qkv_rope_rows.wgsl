@@ -9,6 +9,7 @@
 // else to row m (scratch, for an f16 cache's kv_store pass). Concatenated after the type's `dq8`
 // fragment, rows_dot.wgsl and rope_angle.wgsl.
 
+// qkv_rows.wgsl's parameters, then the rotation's (src/ops/matmul.rs QkvRopeParams)
 struct Params {
     K: u32,         // row length
     N: u32,         // rows of the stack (nq + nk + nv)
@@ -17,19 +18,19 @@ struct Params {
     row_words: u32, // u32 words per weight row
     w_offset: u32,  // word of w where the stack starts
     x_stride: u32,  // floats between tokens in x
+    _pad: u32,
     head_dim: u32,
     n_rot: u32,
     neox: u32,
     pos0: u32,
     kv_ring: u32,
-    freq_base: f32,
+    has_ff: u32,
+    freq_base: f32, // freq_base .. corr1: rope_cs()'s (src/ops/rope.rs AngleParams)
     freq_scale: f32,
     ext_factor: f32,
     attn_factor: f32,
     corr0: f32,
     corr1: f32,
-    has_ff: u32,
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use crate::format::DType;
 use crate::gpu::{Gpu, Weight};
-use crate::ops::rope::{RopeConfig, RopeMode};
+use crate::ops::rope::{AngleParams, RopeConfig, RopeMode};
 
 /// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
 #[repr(C)]
@@ -264,26 +264,14 @@ struct QkvParams {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct QkvRopeParams {
-    k: u32,
-    n: u32,
-    nq: u32,
-    nk: u32,
-    row_words: u32,
-    w_offset: u32,
-    x_stride: u32,
+    qkv: QkvParams,
     head_dim: u32,
     n_rot: u32,
     neox: u32,
     pos0: u32,
     kv_ring: u32,
-    freq_base: f32,
-    freq_scale: f32,
-    ext_factor: f32,
-    attn_factor: f32,
-    corr0: f32,
-    corr1: f32,
     has_ff: u32,
-    _pad: u32,
+    angle: AngleParams,
 }
 
 /// The RoPE epilogue of [`QkvRows`] (`shaders/qkv_rope_rows.wgsl`): q and k leave the kernel
@@ -312,6 +300,21 @@ pub struct QkvRows<'a> {
 }
 
 impl QkvRows<'_> {
+    /// The stack's shape, as both kernels' uniforms begin.
+    fn params(&self) -> QkvParams {
+        let [wq, wk, wv] = self.w;
+        QkvParams {
+            k: wq.cols as u32,
+            n: (wq.rows + wk.rows + wv.rows) as u32,
+            nq: wq.rows as u32,
+            nk: wk.rows as u32,
+            row_words: wq.row_words as u32,
+            w_offset: wq.parts[0].word0 as u32,
+            x_stride: wq.cols as u32,
+            _pad: 0,
+        }
+    }
+
     pub fn encode(
         &self,
         gpu: &Gpu,
@@ -338,16 +341,7 @@ impl QkvRows<'_> {
         let (key, srcs) = qkv_rows_sources(wq.dtype);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         let n = wq.rows + wk.rows + wv.rows;
-        let params = QkvParams {
-            k: wq.cols as u32,
-            n: n as u32,
-            nq: wq.rows as u32,
-            nk: wk.rows as u32,
-            row_words: wq.row_words as u32,
-            w_offset: wq.parts[0].word0 as u32,
-            x_stride: wq.cols as u32,
-            _pad: 0,
-        };
+        let params = self.params();
         let g = gpu.grid((n as u32).div_ceil(MATVEC_ROWS_WG));
         gpu.dispatch_bound(
             enc,
@@ -394,29 +388,16 @@ impl QkvRows<'_> {
                 }
             }
         }
-        let [corr0, corr1] = c.corr_dims();
         let n = wq.rows + wk.rows + wv.rows;
         let params = QkvRopeParams {
-            k: wq.cols as u32,
-            n: n as u32,
-            nq: wq.rows as u32,
-            nk: wk.rows as u32,
-            row_words: wq.row_words as u32,
-            w_offset: wq.parts[0].word0 as u32,
-            x_stride: wq.cols as u32,
+            qkv: self.params(),
             head_dim: hd as u32,
             n_rot: c.n_rot as u32,
             neox: (c.mode == RopeMode::Neox) as u32,
             pos0: rope.pos0 as u32,
             kv_ring: rope.kv_ring as u32,
-            freq_base: c.freq_base,
-            freq_scale: c.freq_scale,
-            ext_factor: c.ext_factor,
-            attn_factor: c.attn_factor,
-            corr0,
-            corr1,
             has_ff: rope.factors.is_some() as u32,
-            _pad: 0,
+            angle: c.angle_params(),
         };
         let (key, srcs) = qkv_rope_rows_sources(wq.dtype);
         let pipeline = gpu.pipeline(&key, &srcs)?;

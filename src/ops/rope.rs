@@ -72,6 +72,34 @@ impl RopeConfig {
     }
 }
 
+/// The uniform fields `rope_cs()` reads (`shaders/common/rope_angle.wgsl`), laid out as both
+/// `rope.wgsl` and `qkv_rope_rows.wgsl` hold them.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct AngleParams {
+    freq_base: f32,
+    freq_scale: f32,
+    ext_factor: f32,
+    attn_factor: f32,
+    corr0: f32,
+    corr1: f32,
+}
+
+impl RopeConfig {
+    /// This configuration's [`AngleParams`] (YaRN correction dims included).
+    pub(crate) fn angle_params(&self) -> AngleParams {
+        let [corr0, corr1] = self.corr_dims();
+        AngleParams {
+            freq_base: self.freq_base,
+            freq_scale: self.freq_scale,
+            ext_factor: self.ext_factor,
+            attn_factor: self.attn_factor,
+            corr0,
+            corr1,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -83,12 +111,7 @@ struct Params {
     mode: u32,
     has_ff: u32,
     row0: u32,
-    freq_base: f32,
-    freq_scale: f32,
-    ext_factor: f32,
-    attn_factor: f32,
-    corr0: f32,
-    corr1: f32,
+    angle: AngleParams,
     _pad2: f32,
     _pad3: f32,
 }
@@ -125,7 +148,6 @@ impl Rope<'_> {
         if x.size() < ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64 {
             return Err(Error::InvalidArgument("rope: buffer too small".into()));
         }
-        let [corr0, corr1] = c.corr_dims();
         let p = Params {
             n_heads: self.n_heads as u32,
             head_dim: self.head_dim as u32,
@@ -135,12 +157,7 @@ impl Rope<'_> {
             mode: if c.mode == RopeMode::Neox { 2 } else { 0 },
             has_ff: freq_factors.is_some() as u32,
             row0: self.row0 as u32,
-            freq_base: c.freq_base,
-            freq_scale: c.freq_scale,
-            ext_factor: c.ext_factor,
-            attn_factor: c.attn_factor,
-            corr0,
-            corr1,
+            angle: c.angle_params(),
             _pad2: 0.0,
             _pad3: 0.0,
         };
