@@ -197,19 +197,20 @@ impl State {
         batch: usize,
         tokens: &[u32],
         gpu_k: Option<usize>,
-    ) -> Result<Next> {
+    ) -> Result<Scores> {
         Ok(match gpu_k {
-            Some(k) => Next::Best(self.feed_top_k(gpu, model, batch, tokens, k).await?),
-            None => Next::Logits(self.feed(gpu, model, batch, tokens, Logits::Last).await?),
+            Some(k) => Scores::Best(self.feed_top_k(gpu, model, batch, tokens, k).await?),
+            None => Scores::Logits(self.feed(gpu, model, batch, tokens, Logits::Last).await?),
         })
     }
 }
 
-/// What a feed during generation reads back for the next token.
-enum Next {
+/// What a forward pass read back for a sequence's next token (generation here, the server's
+/// worker per request).
+pub enum Scores {
     /// The whole row of logits ([`Sampler::sample`]).
     Logits(Vec<f32>),
-    /// The best logits, ranked on the GPU ([`Sampler::sample_top`]).
+    /// The best logits, ranked on the GPU, best first ([`Sampler::sample_top`]).
     Best(Vec<(u32, f32)>),
 }
 
@@ -615,8 +616,8 @@ impl Engine {
         let mut context: Vec<u32> = prompt.to_vec();
         while out.len() < opts.max_tokens {
             let tok = match &mut next {
-                Next::Logits(logits) => sampler.sample(logits, &context)?,
-                Next::Best(best) => sampler.sample_top(best)?,
+                Scores::Logits(logits) => sampler.sample(logits, &context)?,
+                Scores::Best(best) => sampler.sample_top(best)?,
             };
             if tokenizer.is_eog(tok) {
                 finish = FinishReason::Stop;

@@ -24,7 +24,7 @@
 
 use super::api::ApiError;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::engine::{Engine, FinishReason, GenerateOptions};
+use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
 use crate::grammar::{Grammar, Matcher, TokenTable};
 use crate::sampling::{top_logprobs, Sampler, StopMatcher};
 use crate::Error;
@@ -317,14 +317,6 @@ enum Next {
     Feed(u32),
     /// The sequence is finished (its `Done` event sent, or its client gone).
     Finished(FinishReason),
-}
-
-/// What a forward pass read back for a sequence's next token.
-enum Scores {
-    /// The whole row of logits ([`Sampler::sample`]).
-    Logits(Vec<f32>),
-    /// The best logits, ranked on the GPU, best first ([`Sampler::sample_top`]).
-    Best(Vec<(u32, f32)>),
 }
 
 /// A request being generated: everything one decode step needs.
