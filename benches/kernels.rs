@@ -20,6 +20,7 @@ use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::Attention;
 use flint::ops::copy::BufferCopy;
+use flint::ops::kv::LayerKv;
 use flint::ops::matmul::MatMul;
 use flint::ops::quant;
 use flint::ops::top_k::{self, TopK};
@@ -200,13 +201,17 @@ fn attention(c: &mut Criterion) {
             let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();
             let vc = g.zeros("v", (ctx * kvh * d * 4) as u64).unwrap();
             let o = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
+            let kv = LayerKv {
+                k: &kc,
+                v: &vc,
+                base: None,
+            };
             grp.throughput(Throughput::BytesDecimal(2 * (ctx * kvh * d * 4) as u64));
             grp.bench_function(
                 BenchmarkId::from_parameter(format!("ctx{ctx}.tokens{tokens}")),
                 |b| {
-                    let mut f = |enc: &mut wgpu::CommandEncoder| {
-                        a.encode(&g, enc, &q, &kc, &vc, &o).unwrap()
-                    };
+                    let mut f =
+                        |enc: &mut wgpu::CommandEncoder| a.encode(&g, enc, &q, kv, &o).unwrap();
                     b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
                 },
             );
@@ -222,8 +227,7 @@ fn attention(c: &mut Criterion) {
                     )),
                     |b| {
                         let mut f = |enc: &mut wgpu::CommandEncoder| {
-                            a.encode_split(&g, enc, &q, &kc, &vc, &o, Some(&part))
-                                .unwrap()
+                            a.encode_split(&g, enc, &q, kv, &o, Some(&part)).unwrap()
                         };
                         b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
                     },

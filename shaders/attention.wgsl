@@ -16,7 +16,7 @@
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-// kc / vc and their loaders k1, v1: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
+// kc / vc, their loaders k1, v1 and bases k_base1, v_base1: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
@@ -35,6 +35,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let qbase = ((p.row0 + t) * p.n_heads + head) * D;
     for (var d = lid; d < D; d += WG) { qs[d] = q[qbase + d]; }
     workgroupBarrier();
+    // q . base_k: the part of every score the cache's base holds (0 for an f32 cache)
+    var qk0 = 0.0;
+    for (var d = 0u; d < D; d++) { qk0 += qs[d] * k_base1(kvh * D + d); }
 
     let n_pos = p.pos0 + t + 1u;
     var first = 0u;
@@ -54,7 +57,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let kb = slot(pos) * kv_row + kvh * D;
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * k1(kb + d); }
-            s = dot_ * p.scale;
+            s = (dot_ + qk0) * p.scale;
             if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         }
         sc[lid] = s;
@@ -85,12 +88,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         for (var c = 0u; c < 4u; c++) {
             let d = lid + c * WG;
-            if (d < D) { out[pb + 2u + d] = acc[c]; }
+            if (d < D) { out[pb + 2u + d] = acc[c] + l * v_base1(kvh * D + d); }
         }
         return;
     }
     for (var c = 0u; c < 4u; c++) {
         let d = lid + c * WG;
-        if (d < D) { out[qbase + d] = acc[c] / l; }
+        if (d < D) { out[qbase + d] = acc[c] / l + v_base1(kvh * D + d); }
     }
 }

@@ -4,7 +4,7 @@
 // (position p goes to lane p % WG), each keeps its own running max m, sum l and accumulator in
 // registers (online softmax, no score matrix), and one barrier merges the lanes' partial results.
 // Unlike attention.wgsl, no lane repeats another's exp or V loads. D (head_dim, a multiple of 4 up
-// to 256) is fixed per pipeline; kc / vc and their loaders k4, v4 come from
+// to 256) is fixed per pipeline; kc / vc, their loaders k4, v4 and bases k_base4, v_base4 come from
 // shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front.
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
@@ -32,6 +32,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         qv[i] = q[qbase4 + i];
         acc[i] = vec4<f32>(0.0);
     }
+    // q . base_k: the part of every score the cache's base holds (0 for an f32 cache)
+    var qk0 = 0.0;
+    for (var i = 0u; i < D4; i++) { qk0 += dot(qv[i], k_base4(kvh * D4 + i)); }
     let n_pos = p.pos0 + t + 1u;
     var first = 0u;
     if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
@@ -41,7 +44,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let kb = slot(pos) * kv_row4 + kvh * D4;
         var dv = vec4<f32>(0.0);
         for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
-        var s = (dv.x + dv.y + dv.z + dv.w) * p.scale;
+        var s = (dv.x + dv.y + dv.z + dv.w + qk0) * p.scale;
         if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         let mn = max(m, s);
         let corr = exp(m - mn);
@@ -63,6 +66,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = lid; i < D4; i += WG) {
         var o = vec4<f32>(0.0);
         for (var j = 0u; j < WG; j++) { o += lane_acc[j * MAX_D4 + i] * exp(lane_m[j] - big); }
-        out[qbase4 + i] = o / total;
+        out[qbase4 + i] = o / total + v_base4(kvh * D4 + i);
     }
 }

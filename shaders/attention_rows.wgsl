@@ -9,7 +9,7 @@
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-// kc / vc and their loaders k4, v4: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
+// kc / vc, their loaders k4, v4 and bases k_base4, v_base4: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
 override D: u32 = 64u;
@@ -38,6 +38,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         qv[i] = q[qbase4 + i];
         acc[i] = vec4<f32>(0.0);
     }
+    // q . base_k: the part of every score the cache's base holds (0 for an f32 cache)
+    var qk0 = 0.0;
+    for (var i = 0u; i < D4; i++) { qk0 += dot(qv[i], k_base4(kvh * D4 + i)); }
     let n_pos = p.pos0 + t + 1u;         // this query sees positions < n_pos
     let first = first_visible(t);
     // positions the whole tile needs: from its first query's first to its last query's last
@@ -48,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let kb = slot(pos) * kv_row4 + kvh * D4;
         var dv = vec4<f32>(0.0);
         for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
-        var s = (dv.x + dv.y + dv.z + dv.w) * p.scale;
+        var s = (dv.x + dv.y + dv.z + dv.w + qk0) * p.scale;
         if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         let visible = pos < n_pos && pos >= first;
         s = select(-3.0e38, s, visible);
@@ -60,6 +63,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m = mn;
     }
     if (t_real < p.tokens) {
-        for (var i = 0u; i < D4; i++) { out[qbase4 + i] = acc[i] / l; }
+        for (var i = 0u; i < D4; i++) { out[qbase4 + i] = acc[i] / l + v_base4(kvh * D4 + i); }
     }
 }

@@ -1,6 +1,8 @@
-// Appends rows of keys and values to an f16 KV cache: kd[dst_row0 + r] = f16(ks[src_row0 + r]) and
-// the same for values, for r < rows, two elements per invocation packed into one word (element 2j
-// in the low half: the layout shaders/common/kv_f16.wgsl reads). pack2x16float rounds to nearest.
+// Appends rows of keys and values to an f16 KV cache: kd[dst_row0 + r] = f16(ks[src_row0 + r] -
+// base_k) and vd the same with base_v, for r < rows (base: kv_base.wgsl, this sequence's
+// per-channel f32 base, keys then values), two elements per invocation packed into one word
+// (element 2j in the low half: the layout shaders/common/kv_f16.wgsl reads). pack2x16float rounds
+// to nearest.
 
 struct Params {
     kv_dim: u32,   // elements per row (even)
@@ -14,6 +16,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> vs: array<f32>;
 @group(0) @binding(3) var<storage, read_write> kd: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vd: array<u32>;
+@group(0) @binding(5) var<storage, read> base: array<vec2<f32>>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -24,6 +27,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let c = i % half_row;
     let s = (p.src_row0 + r) * p.kv_dim + 2u * c;
     let d = (p.dst_row0 + r) * half_row + c;
-    kd[d] = pack2x16float(vec2<f32>(ks[s], ks[s + 1u]));
-    vd[d] = pack2x16float(vec2<f32>(vs[s], vs[s + 1u]));
+    kd[d] = pack2x16float(vec2<f32>(ks[s], ks[s + 1u]) - base[c]);
+    vd[d] = pack2x16float(vec2<f32>(vs[s], vs[s + 1u]) - base[half_row + c]);
 }

@@ -6,7 +6,7 @@ use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
-use flint::ops::kv::{f16_round_cpu, KvStore};
+use flint::ops::kv::{f16_cached_cpu, kv_base_cpu, KvStore, LayerKv};
 use flint::ops::matmul::{matmul_cpu, MatMul};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
@@ -61,6 +61,21 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// Rows `x` as an f16 cache with per-channel `base` holds them (f16 of x - base, packed).
+fn upload_f16_cache(g: &Gpu, x: &[f32], base: &[f32]) -> wgpu::Buffer {
+    let h: Vec<half::f16> = x
+        .iter()
+        .zip(base.iter().cycle())
+        .map(|(&v, &b)| half::f16::from_f32(v - b))
+        .collect();
+    g.upload("kv16", bytemuck::cast_slice(&h))
+}
+
+/// An f32 cache's view.
+fn kv32<'a>(k: &'a wgpu::Buffer, v: &'a wgpu::Buffer) -> LayerKv<'a> {
+    LayerKv { k, v, base: None }
 }
 
 fn upload(g: &Gpu, v: &[f32]) -> wgpu::Buffer {
@@ -336,8 +351,17 @@ fn attention_cases(g: &Gpu) {
             kv_f16: false,
         };
         let want = attention_cpu(&q, &k, &v, &a);
-        // an f16 cache holds the keys and values rounded to f16
-        let want16 = attention_cpu(&q, &f16_round_cpu(&k), &f16_round_cpu(&v), &a);
+        // an f16 cache holds keys and values as a per-channel f32 base plus an f16 difference
+        // (the bases here: offsets the keys and values do not share, so the rounding differs)
+        let row = kvh * d;
+        let kbase: Vec<f32> = randv(row, 4 + d as u64).iter().map(|x| 8.0 * x).collect();
+        let vbase = randv(row, 5 + d as u64);
+        let want16 = attention_cpu(
+            &q,
+            &f16_cached_cpu(&k, &kbase),
+            &f16_cached_cpu(&v, &vbase),
+            &a,
+        );
         // a ring holds position p in row p % ring: the last `ring` positions survive
         let (k, v) = if ring > 0 {
             let row = kvh * d;
@@ -354,7 +378,7 @@ fn attention_cases(g: &Gpu) {
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
         let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
         let mut enc = g.encoder();
-        a.encode(g, &mut enc, &qb, &kb, &vb, &ob).unwrap();
+        a.encode(g, &mut enc, &qb, kv32(&kb, &vb), &ob).unwrap();
         g.submit(enc);
         let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
         let err = max_abs(&got, &want);
@@ -363,15 +387,22 @@ fn attention_cases(g: &Gpu) {
             "attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} cap={softcap} ring={ring}: {err}"
         );
         // the same over an f16 cache
-        let halves =
-            |x: &[f32]| -> Vec<half::f16> { x.iter().map(|&v| half::f16::from_f32(v)).collect() };
         let (kb, vb) = (
-            g.upload("k16", bytemuck::cast_slice(&halves(&k))),
-            g.upload("v16", bytemuck::cast_slice(&halves(&v))),
+            upload_f16_cache(g, &k, &kbase),
+            upload_f16_cache(g, &v, &vbase),
         );
+        let base = upload(g, &[kbase, vbase].concat());
         let a = Attention { kv_f16: true, ..a };
+        let kv = LayerKv {
+            k: &kb,
+            v: &vb,
+            base: Some(&base),
+        };
         let mut enc = g.encoder();
-        a.encode(g, &mut enc, &qb, &kb, &vb, &ob).unwrap();
+        a.encode(g, &mut enc, &qb, kv, &ob).unwrap();
+        // without its base an f16 cache is refused
+        let no_base = a.encode(g, &mut g.encoder(), &qb, kv32(&kb, &vb), &ob);
+        assert!(no_base.unwrap_err().to_string().contains("base buffer"));
         g.submit(enc);
         let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
         let err = max_abs(&got, &want16);
@@ -395,7 +426,7 @@ fn attention_cases(g: &Gpu) {
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
-        .encode(g, &mut g.encoder(), &b, &b, &b, &b)
+        .encode(g, &mut g.encoder(), &b, kv32(&b, &b), &b)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a multiple"), "{err}");
@@ -414,7 +445,7 @@ fn attention_cases(g: &Gpu) {
         kv_f16: false,
     };
     let err = small_ring
-        .encode(g, &mut g.encoder(), &b, &b, &b, &b)
+        .encode(g, &mut g.encoder(), &b, kv32(&b, &b), &b)
         .unwrap_err()
         .to_string();
     assert!(err.contains("ring cache"), "{err}");
@@ -766,28 +797,54 @@ fn fused_weights_match_cpu() {
     assert!(!Weight::contiguous(&[&wa, &wb]));
 }
 
-/// f32 rows stored into an f16 cache (packed pairs) read back as the CPU's f16 rounding.
+/// f32 rows stored into an f16 cache: the rows that begin a sequence set the per-channel base
+/// (their mean), and every row is held as f16(x - base), the CPU reference's rounding exactly.
+/// With a large per-channel component shared across rows (as real keys have) the base makes the
+/// cache many times more precise than plain f16.
 #[test]
-fn kv_store_rounds_to_f16() {
+fn kv_store_holds_f16_differences_from_the_base() {
     let g = gpu();
-    let (kv_dim, rows) = (24, 5);
-    let k = randv(rows * kv_dim, 41);
-    let v: Vec<f32> = randv(rows * kv_dim, 42).iter().map(|x| x * 300.0).collect();
+    let (kv_dim, rows) = (24, 6);
+    // channel c of every row: a shared offset of up to +-300, plus a per-row part in -1..1
+    let offset = |c: usize| 300.0 * ((c as f32) * 0.7).sin();
+    let shared = |x: Vec<f32>| -> Vec<f32> {
+        let off = x.iter().enumerate().map(|(i, v)| v + offset(i % kv_dim));
+        off.collect()
+    };
+    let k = shared(randv(rows * kv_dim, 41));
+    let v = shared(randv(rows * kv_dim, 42));
     let (kb, vb) = (upload(g, &k), upload(g, &v));
     let cache_rows = 7;
     let kc = g.zeros("kc", (cache_rows * kv_dim * 2) as u64).unwrap();
     let vc = g.zeros("vc", (cache_rows * kv_dim * 2) as u64).unwrap();
+    let base = g.zeros("base", (kv_dim * 8) as u64).unwrap();
+    let kv = LayerKv {
+        k: &kc,
+        v: &vc,
+        base: Some(&base),
+    };
     let mut enc = g.encoder();
-    // rows 1..4 of the input into cache rows 3..6
-    KvStore {
+    // rows 1..4 of the input begin the sequence in cache rows 2..5; row 5 follows into row 5
+    let store = |src_row0, rows, dst_row0, sets_base| KvStore {
         kv_dim,
-        rows: 3,
-        src_row0: 1,
-        dst_row0: 3,
-    }
-    .encode(g, &mut enc, [&kb, &vb], [&kc, &vc])
-    .unwrap();
+        rows,
+        src_row0,
+        dst_row0,
+        sets_base,
+    };
+    store(1, 3, 2, true)
+        .encode(g, &mut enc, [&kb, &vb], kv)
+        .unwrap();
+    store(5, 1, 5, false)
+        .encode(g, &mut enc, [&kb, &vb], kv)
+        .unwrap();
     g.submit(enc);
+    let got_base = g.read_f32(&base, 0, 2 * kv_dim).unwrap();
+    let want_base = kv_base_cpu(&k[kv_dim..4 * kv_dim], &v[kv_dim..4 * kv_dim], kv_dim);
+    assert!(
+        max_abs(&got_base, &want_base) < 1e-4,
+        "base: the first rows' mean"
+    );
     let read = |b: &wgpu::Buffer| -> Vec<f32> {
         let words = g.read_u32(b, cache_rows * kv_dim / 2).unwrap();
         bytemuck::cast_slice::<u32, half::f16>(&words)
@@ -795,29 +852,49 @@ fn kv_store_rounds_to_f16() {
             .map(|h| h.to_f32())
             .collect()
     };
-    for (got, src) in [(read(&kc), &k), (read(&vc), &v)] {
+    let stored = [1, 2, 3, 5]; // input rows held in cache rows 2..6
+    for (got, src, base) in [
+        (read(&kc), &k, &got_base[..kv_dim]),
+        (read(&vc), &v, &got_base[kv_dim..]),
+    ] {
         assert!(
-            got[..3 * kv_dim].iter().all(|&x| x == 0.0),
+            got[..2 * kv_dim].iter().all(|&x| x == 0.0),
             "rows before stay zero"
-        );
-        assert_eq!(
-            &got[3 * kv_dim..6 * kv_dim],
-            &f16_round_cpu(&src[kv_dim..4 * kv_dim])[..]
         );
         assert!(
             got[6 * kv_dim..].iter().all(|&x| x == 0.0),
             "rows after stay zero"
         );
+        let src: Vec<f32> = stored
+            .iter()
+            .flat_map(|&r| src[r * kv_dim..][..kv_dim].to_vec())
+            .collect();
+        let held: Vec<f32> = got[2 * kv_dim..6 * kv_dim]
+            .iter()
+            .zip(base.iter().cycle())
+            .map(|(d, b)| b + d)
+            .collect();
+        assert_eq!(held, f16_cached_cpu(&src, base));
+        // plain f16 rounds values near 300 to steps of 0.25; the differences are within 1..2
+        let plain: Vec<f32> = src
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect();
+        let (err, plain_err) = (max_abs(&held, &src), max_abs(&plain, &src));
+        assert!(
+            err * 50.0 < plain_err,
+            "error {err} with the base, {plain_err} without"
+        );
     }
-    // odd rows cannot be packed
+    // odd rows cannot be packed; an f16 cache without its base is refused
     let mut enc = g.encoder();
     let odd = KvStore {
         kv_dim: 3,
-        rows: 1,
-        src_row0: 0,
-        dst_row0: 0,
+        ..store(0, 1, 0, false)
     };
-    assert!(odd.encode(g, &mut enc, [&kb, &vb], [&kc, &vc]).is_err());
+    assert!(odd.encode(g, &mut enc, [&kb, &vb], kv).is_err());
+    let no_base = store(0, 1, 0, false).encode(g, &mut enc, [&kb, &vb], kv32(&kc, &vc));
+    assert!(no_base.unwrap_err().to_string().contains("base"));
 }
 
 /// Runs the GPU top-k over `rows` rows of `x` and returns each row's (id, logit) list.
@@ -970,15 +1047,15 @@ fn split_k_attention_matches_cpu() {
             .zeros("part", (Attention::part_floats(h, d) * 4) as u64)
             .unwrap();
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
-        let run = |a: &Attention, kb: &wgpu::Buffer, vb: &wgpu::Buffer, part| {
+        let run = |a: &Attention, kv: LayerKv, part| {
             let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
             let mut enc = g.encoder();
-            a.encode_split(g, &mut enc, &qb, kb, vb, &ob, part).unwrap();
+            a.encode_split(g, &mut enc, &qb, kv, &ob, part).unwrap();
             g.submit(enc);
             g.read_f32(&ob, 0, tokens * h * d).unwrap()
         };
-        let split = run(&a, &kb, &vb, Some(&part));
-        let whole = run(&a, &kb, &vb, None);
+        let split = run(&a, kv32(&kb, &vb), Some(&part));
+        let whole = run(&a, kv32(&kb, &vb), None);
         let case = format!("h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window}");
         assert!(
             max_abs(&split, &want) < 2e-5,
@@ -987,15 +1064,27 @@ fn split_k_attention_matches_cpu() {
         );
         assert!(max_abs(&split, &whole) < 2e-5, "{case}: vs unsplit");
         // and over an f16 cache
-        let to16 =
-            |x: &[f32]| -> Vec<half::f16> { x.iter().map(|&v| half::f16::from_f32(v)).collect() };
-        let (k16, v16) = (to16(&k), to16(&v));
-        let kb = g.upload("k16", bytemuck::cast_slice(&k16));
-        let vb = g.upload("v16", bytemuck::cast_slice(&v16));
+        let row = kvh * d;
+        let kbase: Vec<f32> = randv(row, 10 + d as u64).iter().map(|x| 8.0 * x).collect();
+        let vbase = randv(row, 11 + d as u64);
+        let kb = upload_f16_cache(g, &k, &kbase);
+        let vb = upload_f16_cache(g, &v, &vbase);
+        let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
         let a16 = Attention { kv_f16: true, ..a };
-        let want16 = attention_cpu(&q, &f16_round_cpu(&k), &f16_round_cpu(&v), &a16);
-        let got16 = run(&a16, &kb, &vb, Some(&part));
+        let (k16, v16) = (f16_cached_cpu(&k, &kbase), f16_cached_cpu(&v, &vbase));
+        let want16 = attention_cpu(&q, &k16, &v16, &a16);
+        let kv = LayerKv {
+            k: &kb,
+            v: &vb,
+            base: Some(&base),
+        };
+        let got16 = run(&a16, kv, Some(&part));
         assert!(max_abs(&got16, &want16) < 2e-5, "{case}: f16 cache");
+        let whole16 = run(&a16, kv, None);
+        assert!(
+            max_abs(&whole16, &want16) < 2e-5,
+            "{case}: f16 cache, unsplit"
+        );
     }
     // a partials buffer too small is refused
     let a = Attention {
@@ -1014,7 +1103,14 @@ fn split_k_attention_matches_cpu() {
     let small = g.zeros("small", 256).unwrap();
     let big = g.zeros("kv", 4001 * 2 * 64 * 4).unwrap();
     let err = a
-        .encode_split(g, &mut g.encoder(), &big, &big, &big, &big, Some(&small))
+        .encode_split(
+            g,
+            &mut g.encoder(),
+            &big,
+            kv32(&big, &big),
+            &big,
+            Some(&small),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("partials"), "{err}");

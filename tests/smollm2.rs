@@ -275,10 +275,10 @@ fn perplexity_matches_llama_cpp() {
     );
 }
 
-/// The f16 KV cache (`--kv-cache f16`) keeps logits within 2e-2 of the exact f32 path, after a
+/// The f16 KV cache (`--kv-cache f16`) keeps logits within 1.5e-2 of the exact f32 path, after a
 /// prompt and after decoding on top of the cached positions, and greedy decoding agrees.
 #[test]
-fn f16_kv_cache_stays_within_2e_2_of_f32() {
+fn f16_kv_cache_stays_within_1_5e_2_of_f32() {
     let Some(e32) = engine() else { return };
     let opts = LoadOptions {
         ctx: Some(512),
@@ -301,10 +301,12 @@ fn f16_kv_cache_stays_within_2e_2_of_f32() {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
         eprintln!("step {step}: max |f16 KV - f32 KV| logit difference {diff:e}");
-        // measured 5.0e-3 .. 1.2e-2 (logits span about +-20): the f16 rounding of keys and values,
-        // about equally (rounding only K: 8.9e-3, only V: 8.0e-3 from transformers' logits, where
-        // the f32 cache is within 1e-4)
-        assert!(diff < 2e-2, "step {step}: logits differ by {diff}");
+        // measured 4.0e-3 .. 1.03e-2 (logits span about +-20): the f16 rounding of keys and
+        // values, about equally (rounding only K: 8.9e-3, only V: 8.0e-3 from transformers'
+        // logits, where the f32 cache is within 1e-4). Without the cache's base (f16 of the
+        // values themselves, not of their difference from the first rows' mean) it was 5.4e-3 ..
+        // 1.41e-2 over the same steps.
+        assert!(diff < 1.5e-2, "step {step}: logits differ by {diff}");
         let next = argmax(&a);
         assert_eq!(argmax(&b), next, "step {step}: greedy ids part");
         a = e32.feed(&[next]).unwrap();

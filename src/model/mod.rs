@@ -14,6 +14,7 @@ use crate::format::gguf::Gguf;
 use crate::format::hf::{HfConfig, HfModel};
 use crate::format::{DType, ModelFile};
 use crate::gpu::{Gpu, Weight};
+use crate::ops::kv::LayerKv;
 use crate::ops::quant;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -592,6 +593,8 @@ fn transpose(data: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<Vec<
 pub struct KvCache {
     pub k: Vec<wgpu::Buffer>,
     pub v: Vec<wgpu::Buffer>,
+    /// An f16 cache's per-layer base ([`crate::ops::kv`]); empty for an f32 cache.
+    pub base: Vec<wgpu::Buffer>,
     /// Rows (positions) each layer's buffers hold.
     pub rows: Vec<usize>,
     /// Positions filled so far.
@@ -615,6 +618,7 @@ impl KvCache {
         }
         let mut k = Vec::with_capacity(rows.len());
         let mut v = Vec::with_capacity(rows.len());
+        let mut base = Vec::new();
         for (l, &r) in rows.iter().enumerate() {
             let bytes = (r * kv_dim * if f16 { 2 } else { 4 }) as u64;
             if bytes > gpu.caps.max_binding {
@@ -626,15 +630,28 @@ impl KvCache {
             }
             k.push(gpu.zeros(&format!("k_cache.{l}"), bytes)?);
             v.push(gpu.zeros(&format!("v_cache.{l}"), bytes)?);
+            if f16 {
+                base.push(gpu.zeros(&format!("kv_base.{l}"), (kv_dim * 8) as u64)?);
+            }
         }
         Ok(KvCache {
             k,
             v,
+            base,
             rows,
             len: 0,
             ctx,
             f16,
         })
+    }
+
+    /// Layer `l`'s buffers as the kernels take them.
+    pub fn layer(&self, l: usize) -> LayerKv<'_> {
+        LayerKv {
+            k: &self.k[l],
+            v: &self.v[l],
+            base: self.base.get(l),
+        }
     }
 
     /// Forgets positions from `len` on (they will be overwritten).
@@ -644,7 +661,8 @@ impl KvCache {
 
     /// Bytes of GPU memory the cache holds.
     pub fn gpu_bytes(&self) -> u64 {
-        self.k.iter().chain(&self.v).map(|b| b.size()).sum()
+        let all = self.k.iter().chain(&self.v).chain(&self.base);
+        all.map(|b| b.size()).sum()
     }
 }
 

@@ -884,12 +884,14 @@ impl Transformer {
                             rows: k,
                             src_row0: from,
                             dst_row0: to,
+                            // the sequence's first rows set the cache's base
+                            sets_base: pos0 == 0 && from == row0,
                         }
                         .encode(
                             gpu,
                             &mut enc,
                             [&s.k, &s.v],
-                            [&cache.k[l], &cache.v[l]],
+                            cache.layer(l),
                         )?;
                     } else {
                         let (from, to, k) = (from as u64 * row, to as u64 * row, k as u64 * row);
@@ -914,8 +916,7 @@ impl Transformer {
                     gpu,
                     &mut enc,
                     &s.q,
-                    &cache.k[l],
-                    &cache.v[l],
+                    cache.layer(l),
                     &s.att,
                     att_part.as_ref(),
                 )?;

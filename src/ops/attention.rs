@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::ops::kv::LayerKv;
 
 /// The kernel (`shaders/attention.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
@@ -80,7 +81,7 @@ pub struct Attention {
     /// First row of this sequence's queries in `q` and `out` (0 unless a batch holds several
     /// sequences).
     pub row0: usize,
-    /// The cache holds f16 (packed pairs, as `KvStore` writes them) instead of f32.
+    /// The cache holds f16 (packed pairs, as `KvStore` writes them, with a base) instead of f32.
     pub kv_f16: bool,
 }
 
@@ -118,24 +119,21 @@ impl Attention {
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
         q: &wgpu::Buffer,
-        k_cache: &wgpu::Buffer,
-        v_cache: &wgpu::Buffer,
+        kv: LayerKv,
         out: &wgpu::Buffer,
     ) -> Result<()> {
-        self.encode_split(gpu, enc, q, k_cache, v_cache, out, None)
+        self.encode_split(gpu, enc, q, kv, out, None)
     }
 
     /// [`Attention::encode`] that splits long-context decode across workgroups
     /// ([`Attention::splits`]) when given a partials buffer of at least
     /// [`Attention::part_floats`] floats.
-    #[allow(clippy::too_many_arguments)]
     pub fn encode_split(
         &self,
         gpu: &Gpu,
         enc: &mut wgpu::CommandEncoder,
         q: &wgpu::Buffer,
-        k_cache: &wgpu::Buffer,
-        v_cache: &wgpu::Buffer,
+        kv: LayerKv,
         out: &wgpu::Buffer,
         part: Option<&wgpu::Buffer>,
     ) -> Result<()> {
@@ -179,11 +177,22 @@ impl Attention {
         }
         let elem = if self.kv_f16 { 2 } else { 4 };
         let kv_bytes = (rows * self.n_kv_heads * self.head_dim * elem) as u64;
-        if k_cache.size() < kv_bytes || v_cache.size() < kv_bytes {
+        if kv.k.size() < kv_bytes || kv.v.size() < kv_bytes {
             return Err(Error::InvalidArgument(
                 "attention: KV cache smaller than the attended positions".into(),
             ));
         }
+        // an f16 cache's base: keys' and values' per-channel f32 (shaders/common/kv_f16.wgsl)
+        let base_bytes = (2 * self.n_kv_heads * self.head_dim * 4) as u64;
+        let base = match (self.kv_f16, kv.base) {
+            (false, _) => None,
+            (true, Some(b)) if b.size() >= base_bytes => Some(b),
+            (true, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "attention: an f16 KV cache needs a base buffer of {base_bytes} bytes"
+                )))
+            }
+        };
         let q_bytes = ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64;
         if q.size() < q_bytes || out.size() < q_bytes {
             return Err(Error::InvalidArgument(
@@ -209,7 +218,7 @@ impl Attention {
         let cpu = self.uses_cpu_layout(gpu);
         let rows = cpu && self.tokens > 1;
         let lanes = cpu && self.tokens == 1;
-        let (kv, kv_key) = match self.kv_f16 {
+        let (view, kv_key) = match self.kv_f16 {
             true => (KV_F16_WGSL, ".kv_f16"),
             false => (KV_F32_WGSL, ""),
         };
@@ -230,12 +239,13 @@ impl Attention {
                 chunk: span.div_ceil(splits) as u32,
                 ..p
             };
-            let pipeline = gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, kv, WGSL])?;
+            let pipeline =
+                gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, view, WGSL])?;
             gpu.dispatch(
                 enc,
                 &pipeline,
                 bytemuck::bytes_of(&p),
-                &[q, k_cache, v_cache, part],
+                &kv_bufs(q, kv, part, base),
                 [self.n_heads as u32, self.tokens as u32, splits as u32],
             );
             let merge = gpu.pipeline("attention_merge", &[MERGE_WGSL])?;
@@ -258,7 +268,7 @@ impl Attention {
             let key = format!("attention_rows.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
             (
-                gpu.pipeline_with(&key, &[PARAMS_WGSL, kv, ROWS_WGSL], &constants)?,
+                gpu.pipeline_with(&key, &[PARAMS_WGSL, view, ROWS_WGSL], &constants)?,
                 [
                     self.n_heads as u32,
                     (self.tokens as u32).div_ceil(ROWS_QUERIES),
@@ -269,12 +279,12 @@ impl Attention {
             let key = format!("attention_lanes.d{}{kv_key}", self.head_dim);
             let constants = [("D", self.head_dim as f64)];
             (
-                gpu.pipeline_with(&key, &[PARAMS_WGSL, kv, LANES_WGSL], &constants)?,
+                gpu.pipeline_with(&key, &[PARAMS_WGSL, view, LANES_WGSL], &constants)?,
                 [self.n_heads as u32, 1, 1],
             )
         } else {
             (
-                gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, kv, WGSL])?,
+                gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, view, WGSL])?,
                 [self.n_heads as u32, self.tokens as u32, 1],
             )
         };
@@ -282,11 +292,23 @@ impl Attention {
             enc,
             &pipeline,
             bytemuck::bytes_of(&p),
-            &[q, k_cache, v_cache, out],
+            &kv_bufs(q, kv, out, base),
             groups,
         );
         Ok(())
     }
+}
+
+/// The attention kernels' buffers, bindings 1.. (the base only for an f16 cache).
+fn kv_bufs<'a>(
+    q: &'a wgpu::Buffer,
+    kv: LayerKv<'a>,
+    out: &'a wgpu::Buffer,
+    base: Option<&'a wgpu::Buffer>,
+) -> Vec<&'a wgpu::Buffer> {
+    let mut b = vec![q, kv.k, kv.v, out];
+    b.extend(base);
+    b
 }
 
 /// CPU reference. `q[t, h, d]`, caches `[pos, kv_h, d]` (rows `pos % ring` for a ring); returns

@@ -69,6 +69,7 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
             ],
         ),
         ("kv_store".into(), vec![kv::WGSL]),
+        ("kv_base".into(), vec![kv::BASE_WGSL]),
         ("attention_merge".into(), vec![attention::MERGE_WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),
         (
