@@ -11,7 +11,8 @@
 //! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
 //! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
 //! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64). FLINT_KERNELS=gpu|cpu
-//! picks the kernel layout (default: the adapter's, as `flint --kernels auto`).
+//! picks the kernel layout (default: the adapter's, as `flint --kernels auto`); FLINT_MATMUL=f16 stages
+//! the GPU layout's matmul operands as f16 (as `flint --matmul f16`).
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -75,13 +76,15 @@ fn gpu() -> Gpu {
     };
     let g = Gpu::new(&GpuOptions {
         rows_kernels,
+        matmul_f16: std::env::var("FLINT_MATMUL").is_ok_and(|v| v == "f16"),
         ..Default::default()
     })
     .expect("a GPU adapter (scripts/setup.sh installs lavapipe)");
     eprintln!(
-        "adapter: {}  subgroup_matvec: {}",
+        "adapter: {}  subgroup_matvec: {}  matmul_f16: {}",
         g.describe(),
-        g.caps.subgroup_matvec
+        g.caps.subgroup_matvec,
+        g.caps.matmul_f16
     );
     g
 }

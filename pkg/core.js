@@ -66,7 +66,8 @@ export class Core {
   /**
    * Loads `model` (see source.js). options: { cache, wasmUrl, gpu, ctx, batch,
    * maxStorageBufferBindingSize, noSubgroups, noF16, kernels: 'auto'|'gpu'|'cpu',
-   * kvCache: 'f32'|'f16', sampleOn: 'auto'|'gpu'|'cpu' }; onProgress({ loaded, total, ... }).
+   * kvCache: 'f32'|'f16', matmul: 'f32'|'f16', sampleOn: 'auto'|'gpu'|'cpu' };
+   * onProgress({ loaded, total, ... }).
    * Everything but cache/wasmUrl/gpu/signal goes to the wasm module as JSON, which rejects
    * unknown options and values with an Error naming them (src/web/options.rs).
    */
@@ -100,8 +101,9 @@ export class Core {
   }
 
   /**
-   * Adapter, capabilities (with what kernels/kvCache/sampleOn resolved to: caps.kernelLayout,
-   * caps.kvCache, caps.sampleOn), chosen kernels, model, load and memory statistics.
+   * Adapter, capabilities (with what kernels/kvCache/matmul/sampleOn resolved to:
+   * caps.kernelLayout, caps.kvCache, caps.matmul, caps.sampleOn), chosen kernels, model, load and
+   * memory statistics.
    */
   info() {
     const rust = JSON.parse(this.#live().info());

@@ -54,6 +54,13 @@ export interface CreateEngineOptions {
    */
   kvCache?: 'f32' | 'f16';
   /**
+   * Prefill matmul operands (the CLI's `--matmul`): `'f32'` (default, exact) or `'f16'`
+   * (activations and dequantized weights staged as f16 in workgroup memory, f32 arithmetic; the
+   * `gpu` kernel layout only). Needs `shader-f16`: loading fails, naming it, where it is missing.
+   * Reported as `info().caps.matmul`.
+   */
+  matmul?: 'f32' | 'f16';
+  /**
    * Where greedy picks run (the CLI's `--sample-on`): `'gpu'` (a greedy request, `temperature: 0`
    * without `logit_bias` or penalties, ranks the logits on the GPU and reads back one token
    * instead of the whole row of logits), `'cpu'` (the whole row every token), `'auto'` (default:
@@ -202,6 +209,8 @@ export interface EngineInfo {
     kernelLayout: 'gpu' | 'cpu';
     /** The KV cache's precision (the `kvCache` option). */
     kvCache: 'f32' | 'f16';
+    /** The prefill matmul's operands (the `matmul` option). */
+    matmul: 'f32' | 'f16';
     /** Where greedy picks rank the logits (what the `sampleOn` option resolved to). */
     sampleOn: 'gpu' | 'cpu';
   };

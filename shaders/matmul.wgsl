@@ -1,14 +1,16 @@
 // Y[m, n] (+)= sum_k W[n, k] * X[m, k] for many tokens at once: the prefill product.
 // Register-tiled: a 64-thread workgroup computes a 32-row x 32-token tile, 4x4 per thread, staging a
-// dequantized 32x32 slice of W (via the type's `dq8` fragment) and of X in shared memory. The fragment
-// and shaders/common/matmul_io.wgsl (parameters, bindings, x8) are concatenated in front.
+// dequantized 32x32 slice of W (via the type's `dq8` fragment) and of X in shared memory, as `tile`
+// elements (f32, or f16 where asked: shaders/common/tile_f32.wgsl / tile_f16.wgsl) multiplied and
+// accumulated in f32. The tile type, the fragment and shaders/common/matmul_io.wgsl (parameters,
+// bindings, x8) are concatenated in front.
 
 const TN: u32 = 32u; // weight rows per tile
 const TM: u32 = 32u; // tokens per tile
 const TK: u32 = 32u; // depth per step
 const TKP: u32 = 33u; // padded shared-memory row
-var<workgroup> ws: array<f32, 1056>; // TN * TKP
-var<workgroup> xs: array<f32, 1056>; // TM * TKP
+var<workgroup> ws: array<tile, 1056>; // TN * TKP
+var<workgroup> xs: array<tile, 1056>; // TM * TKP
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -29,8 +31,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 d = dq8(p.w_offset + row * p.row_words + (k / QK) * QWORDS, (k % QK) / 8u);
             }
             let s = r * TKP + g * 8u;
-            ws[s] = d[0].x; ws[s + 1u] = d[0].y; ws[s + 2u] = d[0].z; ws[s + 3u] = d[0].w;
-            ws[s + 4u] = d[1].x; ws[s + 5u] = d[1].y; ws[s + 6u] = d[1].z; ws[s + 7u] = d[1].w;
+            ws[s] = tile(d[0].x); ws[s + 1u] = tile(d[0].y);
+            ws[s + 2u] = tile(d[0].z); ws[s + 3u] = tile(d[0].w);
+            ws[s + 4u] = tile(d[1].x); ws[s + 5u] = tile(d[1].y);
+            ws[s + 6u] = tile(d[1].z); ws[s + 7u] = tile(d[1].w);
         }
         // X slice: TM tokens x TK
         for (var i = lid; i < TM * TK; i += 64u) {
@@ -38,14 +42,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let kk = i % TK;
             var v = 0.0;
             if (m0 + mm < p.M && k0 + kk < p.K) { v = x[(m0 + mm) * p.x_stride + k0 + kk]; }
-            xs[mm * TKP + kk] = v;
+            xs[mm * TKP + kk] = tile(v);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let b = vec4<f32>(ws[(tx * 4u) * TKP + kk], ws[(tx * 4u + 1u) * TKP + kk],
-                              ws[(tx * 4u + 2u) * TKP + kk], ws[(tx * 4u + 3u) * TKP + kk]);
+            let b = vec4<f32>(vec4<tile>(ws[(tx * 4u) * TKP + kk], ws[(tx * 4u + 1u) * TKP + kk],
+                                         ws[(tx * 4u + 2u) * TKP + kk], ws[(tx * 4u + 3u) * TKP + kk]));
             for (var i = 0u; i < 4u; i++) {
-                acc[i] += xs[(ty * 4u + i) * TKP + kk] * b;
+                acc[i] += f32(xs[(ty * 4u + i) * TKP + kk]) * b;
             }
         }
         workgroupBarrier();

@@ -111,6 +111,8 @@ fn info_names_architecture_and_kernels() {
         "gpu",
         "--kv-cache",
         "f16",
+        "--matmul",
+        "f16",
         "--sample-on",
         "gpu",
     ]);
@@ -118,6 +120,8 @@ fn info_names_architecture_and_kernels() {
     for want in [
         "kernel layout: gpu",
         "KV cache: f16",
+        "prefill matmul: f16",
+        "kv_base",
         "sampling: gpu",
         "top_k_groups",
         "top_k_merge",

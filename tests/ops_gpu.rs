@@ -7,7 +7,7 @@ use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
 use flint::ops::kv::{f16_cached_cpu, kv_base_cpu, KvStore, LayerKv};
-use flint::ops::matmul::{matmul_cpu, MatMul};
+use flint::ops::matmul::{matmul_cpu, MatMul, Variant};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
 use flint::ops::rope::{rope_cpu, Rope, RopeConfig, RopeMode};
@@ -82,12 +82,31 @@ fn upload(g: &Gpu, v: &[f32]) -> wgpu::Buffer {
     g.upload("test", bytemuck::cast_slice(v))
 }
 
+/// A device whose prefill matmul stages f16 operands (GPU layout), where the adapter has
+/// shader-f16.
+fn gpu_f16_matmul() -> Option<&'static Gpu> {
+    static G: OnceLock<Option<Gpu>> = OnceLock::new();
+    G.get_or_init(|| {
+        let opts = GpuOptions {
+            rows_kernels: Some(false),
+            matmul_f16: true,
+            ..Default::default()
+        };
+        Gpu::new(&opts).ok()
+    })
+    .as_ref()
+}
+
+fn round_f16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
 fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate: bool) {
     let seed = (n * 31 + k * 7 + m) as u64;
     let raw = quant::random_gguf_bytes(dtype, n, k, seed);
     let mut wf = vec![0.0f32; n * k];
     quant::dequantize(dtype, &raw, &mut wf).unwrap();
-    let x = randv(m * k, seed + 1);
+    let mut x = randv(m * k, seed + 1);
     let y0 = randv(m * n, seed + 2);
     let w = Weight::upload(g, "w", dtype, &raw, n, k).unwrap();
     let xb = upload(g, &x);
@@ -103,6 +122,12 @@ fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate:
     .unwrap();
     g.submit(enc);
     let got = g.read_f32(&yb, 0, m * n).unwrap();
+    // f16 tiles: the reference takes the operands rounded to f16 (and the products in f32)
+    let f16_tiles = g.caps.matmul_f16 && Variant::choose(g, m) == Variant::Matmul;
+    if f16_tiles {
+        wf = round_f16(&wf);
+        x = round_f16(&x);
+    }
     let mut want = matmul_cpu(&wf, n, k, &x, m);
     if accumulate {
         want.iter_mut().zip(&y0).for_each(|(a, b)| *a += b);
@@ -195,6 +220,55 @@ fn matmul_baseline_kernels_and_split_buffers_match_cpu() {
     );
     check_matmul(g, DType::F32, n, k, 1, false);
     check_matmul(g, DType::Q4_K, 400, 1024, 9, false);
+}
+
+/// `--matmul f16`: the prefill matmul with f16 tiles is the product of the operands rounded to f16,
+/// multiplied and accumulated in f32 (within 1e-4 of that CPU reference), for every weight type.
+#[test]
+fn matmul_f16_tiles_match_cpu_on_f16_operands() {
+    let Some(g) = gpu_f16_matmul() else {
+        eprintln!("adapter has no shader-f16: the f16 tiles cannot run here");
+        return;
+    };
+    assert!(g.caps.matmul_f16 && !g.caps.rows_kernels);
+    for dtype in DType::ALL {
+        for (n, k, m) in shapes(dtype).into_iter().filter(|s| s.2 > 4) {
+            assert_eq!(Variant::choose(g, m), Variant::Matmul);
+            check_matmul(g, dtype, n, k, m, m % 2 == 1);
+        }
+    }
+    // and they differ from the exact product by f16 rounding, not more
+    let (n, k, m) = (64, 576, 40);
+    let raw = quant::random_gguf_bytes(DType::F32, n, k, 77);
+    let wf: Vec<f32> = bytemuck::cast_slice(&raw).to_vec();
+    let x = randv(m * k, 78);
+    let w = Weight::upload(g, "w", DType::F32, &raw, n, k).unwrap();
+    let (xb, yb) = (upload(g, &x), g.zeros("y", (m * n * 4) as u64).unwrap());
+    let mut enc = g.encoder();
+    let mm = MatMul {
+        w: &w,
+        m,
+        accumulate: false,
+        variant_m: m,
+    };
+    mm.encode(g, &mut enc, &xb, &yb).unwrap();
+    g.submit(enc);
+    let got = g.read_f32(&yb, 0, m * n).unwrap();
+    let exact = matmul_cpu(&wf, n, k, &x, m);
+    let scale = exact.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+    let err = max_abs(&got, &exact) / scale;
+    assert!(
+        err > 1e-6 && err < 2e-3,
+        "f16 tiles vs exact: rel err {err}"
+    );
+    // no shader-f16 (turned off): asking for f16 tiles is refused by name
+    let off = Gpu::new(&GpuOptions {
+        matmul_f16: true,
+        no_f16: true,
+        ..Default::default()
+    });
+    let msg = off.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("shader-f16"), "{msg}");
 }
 
 #[test]

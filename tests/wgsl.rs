@@ -43,7 +43,21 @@ fn every_kernel_validates_with_naga() {
             base.ends_with("_sg"),
             "{key}: only *_sg twins may use subgroups"
         );
-        if uses_subgroups {
+        // shader-f16 kernels are `.tiles_f16` twins of a baseline kernel, validated with f16 types
+        let uses_f16 = src.contains("enable f16;");
+        assert_eq!(
+            uses_f16,
+            key.ends_with(".tiles_f16"),
+            "{key}: only .tiles_f16 twins enable f16"
+        );
+        if uses_f16 {
+            let twin = key.trim_end_matches(".tiles_f16");
+            assert!(
+                kernels.iter().any(|(k, _)| k == twin),
+                "{key} has no baseline twin {twin}"
+            );
+            validate(key, &src, baseline | Capabilities::SHADER_FLOAT16).unwrap();
+        } else if uses_subgroups {
             let twin = key.replacen("_sg", "", 1);
             assert!(
                 kernels.iter().any(|(k, _)| *k == twin),

@@ -103,6 +103,10 @@ struct ModelArgs {
     /// KV cache precision: `f32` (exact) or `f16` (half the memory, logits within about 1e-2).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     kv_cache: String,
+    /// Prefill matmul operands: `f32` (exact) or `f16` (activations and dequantized weights staged
+    /// as f16 in workgroup memory, f32 arithmetic; the `gpu` kernel layout, needs shader-f16).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    matmul: String,
     /// Where the logits are ranked for sampling: `gpu` (greedy and top-k without penalties or
     /// logit bias read back only the top-k candidates), `cpu` (the whole row every token), `auto`
     /// (gpu on real GPUs, cpu on CPU-type adapters such as lavapipe).
@@ -312,6 +316,7 @@ impl ModelArgs {
                 _ => None,
             },
             kv_f16: self.kv_cache == "f16",
+            matmul_f16: self.matmul == "f16",
             gpu_sampling: match self.sample_on.as_str() {
                 "gpu" => Some(true),
                 "cpu" => Some(false),
@@ -664,7 +669,7 @@ fn info(a: InfoArgs) -> Result<()> {
     println!("adapter: {}", gpu.describe());
     let c = &gpu.caps;
     println!(
-        "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache); sampling: {} (--sample-on)",
+        "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache); prefill matmul: {} (--matmul); sampling: {} (--sample-on)",
         if c.rows_kernels { "cpu" } else { "gpu" },
         if c.rows_kernels && c.fused_rows {
             "yes"
@@ -672,6 +677,11 @@ fn info(a: InfoArgs) -> Result<()> {
             "no"
         },
         if c.kv_f16 { "f16" } else { "f32" },
+        match (c.matmul_f16, c.rows_kernels) {
+            (false, _) => "f32",
+            (true, false) => "f16",
+            (true, true) => "f16 (unused: the cpu layout has no tiled matmul)",
+        },
         if c.gpu_sampling { "gpu" } else { "cpu" }
     );
     println!("capabilities: {:?}", gpu.caps);

@@ -41,6 +41,11 @@ pub struct GpuOptions {
     /// Keep the KV cache in f16 (half the memory; attention reads it through unpack2x16float, so
     /// any adapter can). Off by default: the f32 cache is the exact path.
     pub kv_f16: bool,
+    /// Stage the prefill matmul's operands (activations and dequantized weights) as f16 in
+    /// workgroup memory, still multiplying and accumulating in f32 (`shaders/common/tile_f16.wgsl`;
+    /// the GPU kernel layout's `matmul.wgsl`). Needs `shader-f16`. Off by default: f32 tiles are
+    /// the exact path.
+    pub matmul_f16: bool,
     /// Rank the logits for sampling on the GPU and read back only the `top_k` best
     /// (`shaders/top_k_*.wgsl`, see [`Caps::gpu_sampling`]) instead of the whole row: `None` = on
     /// real GPUs. CPU-type adapters read the row back for about 0.25 ms (SmolLM2's 49 152
@@ -67,6 +72,8 @@ pub struct Caps {
     pub fused_rows: bool,
     /// KV caches hold f16 (see [`GpuOptions::kv_f16`]).
     pub kv_f16: bool,
+    /// The prefill matmul stages its operands as f16 (see [`GpuOptions::matmul_f16`]).
+    pub matmul_f16: bool,
     /// Generation ranks the logits on the GPU and reads back only the candidates the sampler
     /// keeps (greedy, or `top_k` without penalties or logit bias); see
     /// [`GpuOptions::gpu_sampling`].
@@ -187,6 +194,17 @@ impl Gpu {
         let limits = adapter.limits();
 
         let f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        if opts.matmul_f16 && !f16 {
+            return Err(Error::Gpu(format!(
+                "f16 matmul operands need shader-f16, which `{}` does not offer here{}",
+                info.name,
+                if opts.no_f16 {
+                    " (it is turned off)"
+                } else {
+                    ""
+                }
+            )));
+        }
         let subgroups = features.contains(wgpu::Features::SUBGROUP)
             && !opts.no_subgroups
             && std::env::var("FLINT_NO_SUBGROUPS").is_err();
@@ -240,6 +258,7 @@ impl Gpu {
                 .fused_rows
                 .unwrap_or_else(|| mesa_major(&info.driver_info).is_none_or(|v| v >= 23)),
             kv_f16: opts.kv_f16,
+            matmul_f16: opts.matmul_f16,
             gpu_sampling: opts.gpu_sampling.unwrap_or(!cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,

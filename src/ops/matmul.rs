@@ -107,8 +107,9 @@ impl Variant {
     }
 }
 
-/// The pipeline key and the WGSL sources (concatenated in this order) of a weight product.
-pub fn sources(dtype: DType, variant: Variant) -> (String, Vec<&'static str>) {
+/// The pipeline key and the WGSL sources (concatenated in this order) of a weight product; `f16`
+/// stages `matmul.wgsl`'s tiles as f16 (the other kernels have no tiles and ignore it).
+pub fn sources(dtype: DType, variant: Variant, f16: bool) -> (String, Vec<&'static str>) {
     let (name, kernel) = match variant {
         Variant::Matvec => ("matvec", include_str!("../../shaders/matvec.wgsl")),
         Variant::MatvecRows => (
@@ -122,11 +123,21 @@ pub fn sources(dtype: DType, variant: Variant) -> (String, Vec<&'static str>) {
             include_str!("../../shaders/matmul_rows.wgsl"),
         ),
     };
-    let key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
-    let mut srcs = vec![
+    let mut key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
+    let mut srcs = vec![];
+    if variant == Variant::Matmul {
+        srcs.push(match f16 {
+            true => include_str!("../../shaders/common/tile_f16.wgsl"),
+            false => include_str!("../../shaders/common/tile_f32.wgsl"),
+        });
+        if f16 {
+            key.push_str(".tiles_f16");
+        }
+    }
+    srcs.extend([
         dq8_fragment(dtype),
         include_str!("../../shaders/common/matmul_io.wgsl"),
-    ];
+    ]);
     match variant {
         Variant::MatvecRows => srcs.extend(row_walk(dtype)),
         Variant::MatmulRows => srcs.push(ROWS_DOT_WGSL), // its x binding; its own loop
@@ -533,7 +544,7 @@ impl MatMul<'_> {
                 v => v,
             };
         }
-        let (key, srcs) = sources(w.dtype, variant);
+        let (key, srcs) = sources(w.dtype, variant, gpu.caps.matmul_f16);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
             let params = Params {

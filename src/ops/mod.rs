@@ -99,9 +99,11 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     ];
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {
-            let (key, srcs) = matmul::sources(dtype, variant);
+            let (key, srcs) = matmul::sources(dtype, variant, false);
             v.push((key, srcs.to_vec()));
         }
+        let (key, srcs) = matmul::sources(dtype, matmul::Variant::Matmul, true);
+        v.push((key, srcs.to_vec()));
         for (key, srcs) in [
             matmul::qkv_rows_sources(dtype),
             matmul::qkv_rope_rows_sources(dtype),

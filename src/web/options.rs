@@ -29,6 +29,9 @@ struct WebLoadOptions {
     kernels: Option<Value>,
     /// KV cache precision, as `--kv-cache`: `f32` (exact) or `f16` (half the memory).
     kv_cache: Option<Value>,
+    /// Prefill matmul operands, as `--matmul`: `f32` (exact) or `f16` (staged as f16; needs
+    /// shader-f16).
+    matmul: Option<Value>,
     /// Where the logits are ranked for sampling, as `--sample-on`: `auto` (gpu on real GPUs),
     /// `gpu` (only the top-k candidates are read back), `cpu` (the whole row).
     sample_on: Option<Value>,
@@ -68,6 +71,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         _ => None,
     };
     let kv_f16 = choice("kvCache", &o.kv_cache, &["f32", "f16"])? == Some("f16");
+    let matmul_f16 = choice("matmul", &o.matmul, &["f32", "f16"])? == Some("f16");
     let gpu_sampling = match auto_gpu_cpu("sampleOn", &o.sample_on)? {
         Some("gpu") => Some(true),
         Some("cpu") => Some(false),
@@ -81,6 +85,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
             no_f16: o.no_f16,
             rows_kernels,
             kv_f16,
+            matmul_f16,
             gpu_sampling,
             ..GpuOptions::default()
         },
@@ -101,11 +106,11 @@ mod tests {
     fn defaults() {
         for json in [
             "{}",
-            r#"{"kernels":"auto","kvCache":"f32","sampleOn":"auto"}"#,
+            r#"{"kernels":"auto","kvCache":"f32","matmul":"f32","sampleOn":"auto"}"#,
         ] {
             let o = parse_load_options(json).unwrap();
             assert_eq!(o.gpu.rows_kernels, None);
-            assert!(!o.gpu.kv_f16);
+            assert!(!o.gpu.kv_f16 && !o.gpu.matmul_f16);
             assert_eq!(o.gpu.gpu_sampling, None);
             assert_eq!((o.ctx, o.batch), (None, LoadOptions::default().batch));
         }
@@ -118,13 +123,13 @@ mod tests {
     fn choices_map_to_gpu_options() {
         let o = parse_load_options(
             r#"{"ctx":512,"batch":64,"maxStorageBufferBindingSize":1024,"noSubgroups":true,
-                "noF16":true,"kernels":"gpu","kvCache":"f16","sampleOn":"gpu"}"#,
+                "noF16":true,"kernels":"gpu","kvCache":"f16","matmul":"f16","sampleOn":"gpu"}"#,
         )
         .unwrap();
         assert_eq!((o.ctx, o.batch), (Some(512), 64));
         let g = &o.gpu;
         assert_eq!(g.max_binding_override, Some(1024));
-        assert!(g.no_subgroups && g.no_f16 && g.kv_f16);
+        assert!(g.no_subgroups && g.no_f16 && g.kv_f16 && g.matmul_f16);
         assert_eq!((g.rows_kernels, g.gpu_sampling), (Some(false), Some(true)));
         let o = parse_load_options(r#"{"kernels":"cpu","sampleOn":"cpu"}"#).unwrap();
         assert_eq!(
@@ -148,6 +153,7 @@ mod tests {
             r#"invalid argument: load options: sampleOn must be "auto", "gpu" or "cpu", not true"#
         );
         assert!(err(r#"{"kvCache":16}"#).contains("kvCache must be"));
+        assert!(err(r#"{"matmul":"f8"}"#).contains(r#"matmul must be "f32" or "f16""#));
         // snake_case (the Rust name) is an unknown field, as any other
         assert!(err(r#"{"kv_cache":"f16"}"#).contains("unknown field `kv_cache`"));
     }

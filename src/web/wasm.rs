@@ -204,9 +204,10 @@ impl Inner {
                 "maxStorageBufferBindingSize": g.caps.max_binding,
                 "maxBufferSize": g.caps.max_buffer,
                 "maxComputeInvocationsPerWorkgroup": g.caps.max_invocations,
-                // what the kernels/kvCache/sampleOn load options resolved to
+                // what the kernels/kvCache/matmul/sampleOn load options resolved to
                 "kernelLayout": if g.caps.rows_kernels { "cpu" } else { "gpu" },
                 "kvCache": if g.caps.kv_f16 { "f16" } else { "f32" },
+                "matmul": if g.caps.matmul_f16 { "f16" } else { "f32" },
                 "sampleOn": if g.caps.gpu_sampling { "gpu" } else { "cpu" },
             },
             "kernels": g.compiled_kernels(),

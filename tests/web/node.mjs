@@ -118,8 +118,8 @@ try {
   const dev = (caps) => ({ kernelLayout: caps.kernelLayout, kvCache: caps.kvCache, sampleOn: caps.sampleOn });
   const sameDev = (caps, want) => Object.keys(want).every((k) => caps[k] === want[k]);
   summary.defaultDevice = dev(info.caps);
-  check(['gpu', 'cpu'].includes(info.caps.kernelLayout) && info.caps.kvCache === 'f32' &&
-    ['gpu', 'cpu'].includes(info.caps.sampleOn), 'info reports the kernel layout, KV cache and sampling place',
+  check(['gpu', 'cpu'].includes(info.caps.kernelLayout) && info.caps.kvCache === 'f32' && info.caps.matmul === 'f32' &&
+    ['gpu', 'cpu'].includes(info.caps.sampleOn), 'info reports the kernel layout, KV cache, matmul operands and sampling place',
   JSON.stringify(summary.defaultDevice));
   const withOptions = async (opts, prompt, n) => {
     const t = performance.now();
@@ -164,6 +164,8 @@ try {
     'a model too large for the binding limit is rejected');
   await loadErr({ model: modelUrl, kvCache: 'f8' }, /kvCache must be "f32" or "f16", not "f8"/,
     'an unknown kvCache value is rejected, naming the option');
+  await loadErr({ model: modelUrl, matmul: 'bf16' }, /matmul must be "f32" or "f16", not "bf16"/,
+    'an unknown matmul value is rejected, naming the option');
 } catch (e) {
   check(false, 'unexpected error', e?.stack ?? String(e));
 } finally {
