@@ -4,8 +4,9 @@
 # Debian's llama.cpp packages (scripts/sid-root.sh builds it; scripts/in-sid.sh enters it). flint's
 # release binary runs there unchanged, so both use the root's Mesa (lavapipe) and Vulkan loader.
 #
-#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [--no-cpu] [--adapter NAME]
+#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [-d 0] [--no-cpu] [--adapter NAME]
 #
+# -d: tokens already in the KV cache when each test starts (both tools' -d / --n-depth).
 # Rows: flint (Vulkan), llama.cpp Vulkan (-ngl 99) and llama.cpp CPU (-ngl 0 -nopo 1, skipped by --no-cpu),
 # each with the median tokens/s of the pp and tg tests, and the ratio flint / llama.cpp.
 # ggml skips CPU-type Vulkan devices (lavapipe) unless GGML_VK_VISIBLE_DEVICES names them, so the
@@ -18,16 +19,17 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-p=512 n=128 r=5 cpu=1 adapter=llvmpipe
+p=512 n=128 r=5 d=0 cpu=1 adapter=llvmpipe
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) model=$2; shift 2 ;;
     -p) p=$2; shift 2 ;;
     -n) n=$2; shift 2 ;;
     -r) r=$2; shift 2 ;;
+    -d) d=$2; shift 2 ;;
     --no-cpu) cpu=0; shift ;;
     --adapter) adapter=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,13 +72,13 @@ echo "bench-peers: ggml Vulkan device: $(echo "$devices" | grep -i vulkan | grep
 run_llama() { # NAME NGL [EXTRA...]
   local name=$1 ngl=$2
   shift 2
-  echo "bench-peers: llama-bench -ngl $ngl $* -p $p -n $n -r $r"
-  scripts/in-sid.sh llama-bench -m "$inner_model" -p "$p" -n "$n" -r "$r" -ngl "$ngl" "$@" -b 2048 -ub 512 -o json \
+  echo "bench-peers: llama-bench -ngl $ngl $* -p $p -n $n -d $d -r $r"
+  scripts/in-sid.sh llama-bench -m "$inner_model" -p "$p" -n "$n" -d "$d" -r "$r" -ngl "$ngl" "$@" -b 2048 -ub 512 -o json \
     > "$out/$name.json" 2> "$out/$name.log" || { tail -n 20 "$out/$name.log" >&2; die "llama-bench -ngl $ngl failed"; }
 }
 
-echo "bench-peers: flint bench -p $p -n $n -r $r --backend vulkan --adapter $adapter"
-scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -r "$r" --batch 512 \
+echo "bench-peers: flint bench -p $p -n $n -d $d -r $r --backend vulkan --adapter $adapter"
+scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -d "$d" -r "$r" --batch 512 \
   --backend vulkan --adapter "$adapter" --quiet --json > "$out/flint.json" 2> "$out/flint.log" \
   || { tail -n 20 "$out/flint.log" >&2; die "flint bench failed"; }
 run_llama llama-vulkan 99
@@ -84,9 +86,10 @@ run_llama llama-vulkan 99
 # not to (measured: pp512 11.4 t/s "on CPU" without it, the Vulkan device doing the work)
 [ "$cpu" = 1 ] && run_llama llama-cpu 0 -nopo 1
 
-python3 - "$out" "$p" "$n" "$cpu" <<'EOF'
+python3 - "$out" "$p" "$n" "$cpu" "$d" <<'EOF'
 import json, statistics, sys
-out, p, n, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+out, p, n, cpu, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+at = lambda test: f"{test} @ d{d}" if d else test
 f = json.load(open(f"{out}/flint.json"))
 rows = [("flint", f"{f['backend']} ({f['adapter']})",
          {t["test"]: t["median_tps"] for t in f["tests"]})]
@@ -94,14 +97,14 @@ def llama(name, label):
     res = {}
     dev = ""
     for t in json.load(open(f"{out}/{name}.json")):
-        test = f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}"
+        test = at(f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}")
         res[test] = statistics.median(t["samples_ts"])
         dev = t.get("gpu_info", "") if "ngl99" in label else t.get("cpu_info", "")
     return (label, dev, res)
 rows.append(llama("llama-vulkan", "llama.cpp ngl99"))
 if cpu:
     rows.append(llama("llama-cpu", "llama.cpp ngl0"))
-tests = [t for t in (f"pp{p}", f"tg{n}") if any(t in r[2] for r in rows)]
+tests = [t for t in (at(f"pp{p}"), at(f"tg{n}")) if any(t in r[2] for r in rows)]
 print(f"\nmodel {f['model']} ({f['architecture']} {f['quant']}, {f['model_bytes']/2**20:.1f} MiB), "
       f"{f['repetitions']} repetitions, median t/s")
 head = "| engine | device | " + " | ".join(f"{t} t/s" for t in tests) + " | " + \

@@ -442,6 +442,11 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
         assert!(0.0 < f("min_tps") && f("min_tps") <= f("median_tps"), "{t}");
         assert!(f("median_tps") <= f("max_tps"), "{t}");
     }
+    assert!(tests.iter().all(|t| t["n_depth"] == 0));
+    assert_eq!(
+        (&r["kv_cache"], &r["matmul"]),
+        (&"f32".into(), &"f32".into())
+    );
     assert_eq!(r["architecture"], "llama");
     assert_eq!(r["quant"], "Q4_1");
     assert!(!r["adapter"].as_str().unwrap().is_empty());
@@ -469,7 +474,8 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
     let ratio = r["roofline_ratio"].as_f64().unwrap();
     assert!((ratio - gbps / copy).abs() < 1e-9, "{ratio}");
 
-    // the table: one row per test, then the bandwidth lines
+    // the table: one row per test, then the bandwidth lines; here at a depth of 40 cached
+    // tokens (llama-bench's -d) in an f16 cache
     let (code, out, err) = flint(&[
         "bench",
         "-m",
@@ -478,6 +484,10 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
         "4",
         "-n",
         "1",
+        "-d",
+        "40",
+        "--kv-cache",
+        "f16",
         "-r",
         "1",
         "--no-warmup",
@@ -490,8 +500,9 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
     );
     for want in [
         "| llama Q4_1 |",
-        "| pp4 |",
-        "| tg1 |",
+        "| pp4 @ d40 |",
+        "| tg1 @ d40 |",
+        "f16 KV cache, f32 prefill matmul",
         "copy bandwidth",
         "roofline ratio",
     ] {

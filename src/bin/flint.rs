@@ -231,6 +231,11 @@ struct BenchArgs {
     /// Tokens of the decode test (tgN): greedy steps of one token after a one-token prompt; 0 skips it.
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     n_gen: usize,
+    /// Tokens already in the KV cache when each test starts (llama-bench's -d): every repetition
+    /// first fills the cache with this many (untimed), so attention reads a long context. The
+    /// tests are then named `pp512 @ d4096`, `tg128 @ d4096`.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    n_depth: usize,
     /// Repetitions of each test; min, median and max are over these.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
@@ -850,6 +855,8 @@ struct TestResult {
     test: String,
     n_prompt: usize,
     n_gen: usize,
+    /// Tokens in the KV cache before the test (`-d`).
+    n_depth: usize,
     min_tps: f64,
     median_tps: f64,
     max_tps: f64,
@@ -857,7 +864,11 @@ struct TestResult {
 }
 
 impl TestResult {
-    fn new(test: String, n_prompt: usize, n_gen: usize, samples_tps: Vec<f64>) -> TestResult {
+    fn new(
+        test: String,
+        (n_prompt, n_gen, n_depth): (usize, usize, usize),
+        samples_tps: Vec<f64>,
+    ) -> TestResult {
         let mut s = samples_tps.clone();
         s.sort_by(f64::total_cmp);
         let median = if s.len() % 2 == 1 {
@@ -869,6 +880,7 @@ impl TestResult {
             test,
             n_prompt,
             n_gen,
+            n_depth,
             min_tps: s[0],
             median_tps: median,
             max_tps: s[s.len() - 1],
@@ -898,6 +910,10 @@ struct BenchReport {
     /// Where decode's greedy pick runs: `gpu` (top-k with k = 1, 8 bytes read back per token)
     /// or `cpu` (the whole row of logits read back; see `--sample-on`).
     sampling: String,
+    /// KV cache precision (`--kv-cache`).
+    kv_cache: String,
+    /// Prefill matmul operands (`--matmul`; f16 only on the gpu layout).
+    matmul: String,
     tests: Vec<TestResult>,
     /// Weight bytes one decode step reads (flint's GPU layout).
     decode_weight_bytes_per_token: u64,
@@ -1026,18 +1042,29 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     }
     let path = a.model.path()?;
     let sizes = ModelSizes::of(&ModelFile::open(&path)?);
-    // the decode test holds its one-token prompt and n_gen tokens
-    let need = a.n_prompt.max(a.n_gen + 1);
+    // the decode test holds its one-token prompt and n_gen tokens, both after the depth
+    let need = a.n_depth + a.n_prompt.max(a.n_gen + 1);
     let mut engine = a.model.load(Some(need.max(a.model.ctx.unwrap_or(0))))?;
     let vocab = engine.tokenizer.vocab_size().max(1) as u32;
     let bos = engine.tokenizer.bos_id().unwrap_or(0);
-    // llama-bench's prompt: random token ids (fixed seed, so runs compare)
-    let prompt: Vec<u32> = {
+    // llama-bench's prompt and depth: random token ids (fixed seed, so runs compare)
+    let (prompt, depth): (Vec<u32>, Vec<u32>) = {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-        (0..a.n_prompt)
-            .map(|_| rng.random_range(0..vocab))
-            .collect()
+        let mut ids = |n| (0..n).map(|_| rng.random_range(0..vocab)).collect();
+        (ids(a.n_prompt), ids(a.n_depth))
+    };
+    // each repetition starts from a cache holding the depth's tokens (filled untimed)
+    let fill = |e: &mut Engine| -> Result<()> {
+        e.reset();
+        if !depth.is_empty() {
+            e.feed(&depth)?;
+        }
+        Ok(())
+    };
+    let at = |test: String| match a.n_depth {
+        0 => test,
+        d => format!("{test} @ d{d}"),
     };
     let runs = a.reps + usize::from(!a.no_warmup);
     let mut tests = Vec::new();
@@ -1045,7 +1072,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     if a.n_prompt > 0 {
         let mut tps = Vec::new();
         for run in 0..runs {
-            engine.reset();
+            fill(&mut engine)?;
             if run + a.reps == runs {
                 engine.gpu.take_profile(); // the warm-up run's kernels are not counted
             }
@@ -1065,13 +1092,12 @@ fn bench(mut a: BenchArgs) -> Result<()> {
             }
         }
         tests.push(TestResult::new(
-            format!("pp{}", a.n_prompt),
-            a.n_prompt,
-            0,
+            at(format!("pp{}", a.n_prompt)),
+            (a.n_prompt, 0, a.n_depth),
             tps,
         ));
         profiles.push(TestProfile::new(
-            format!("pp{}", a.n_prompt),
+            at(format!("pp{}", a.n_prompt)),
             a.n_prompt * a.reps,
             engine.gpu.take_profile(),
         ));
@@ -1079,7 +1105,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     if a.n_gen > 0 {
         let mut tps = Vec::new();
         for run in 0..runs {
-            engine.reset();
+            fill(&mut engine)?;
             // greedy decode, picking each token where `--sample-on` says, as generation does
             let gpu_pick = engine.gpu.caps.gpu_sampling;
             let step = |e: &mut Engine, tok: u32| -> Result<u32> {
@@ -1110,9 +1136,13 @@ fn bench(mut a: BenchArgs) -> Result<()> {
                 );
             }
         }
-        tests.push(TestResult::new(format!("tg{}", a.n_gen), 0, a.n_gen, tps));
+        tests.push(TestResult::new(
+            at(format!("tg{}", a.n_gen)),
+            (0, a.n_gen, a.n_depth),
+            tps,
+        ));
         profiles.push(TestProfile::new(
-            format!("tg{}", a.n_gen),
+            at(format!("tg{}", a.n_gen)),
             a.n_gen * a.reps,
             engine.gpu.take_profile(),
         ));
@@ -1148,6 +1178,13 @@ fn bench(mut a: BenchArgs) -> Result<()> {
             "gpu"
         } else {
             "cpu"
+        }
+        .to_string(),
+        kv_cache: if engine.gpu.caps.kv_f16 { "f16" } else { "f32" }.to_string(),
+        matmul: if engine.gpu.caps.matmul_f16 && !engine.gpu.caps.rows_kernels {
+            "f16"
+        } else {
+            "f32"
         }
         .to_string(),
         tests,
@@ -1190,8 +1227,16 @@ fn print_bench_table(r: &BenchReport) {
         );
     }
     println!(
-        "\nbatch {}, context {}, {} repetitions, {} kernel layout, sampling on the {}; {}",
-        r.batch, r.ctx, r.repetitions, r.kernel_layout, r.sampling, r.flint_version
+        "\nbatch {}, context {}, {} repetitions, {} kernel layout, {} KV cache, {} prefill matmul, \
+         sampling on the {}; {}",
+        r.batch,
+        r.ctx,
+        r.repetitions,
+        r.kernel_layout,
+        r.kv_cache,
+        r.matmul,
+        r.sampling,
+        r.flint_version
     );
     println!(
         "copy bandwidth (shaders/copy.wgsl, {:.0} MiB, read + write): {:.2} GB/s",
