@@ -6,7 +6,7 @@ use flint::format::DType;
 use flint::gpu::{Gpu, GpuOptions, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
-use flint::ops::kv::{f16_cached_cpu, kv_base_cpu, KvStore, LayerKv};
+use flint::ops::kv::{f16_cache_cpu, f16_cached_cpu, kv_base_cpu, KvStore, LayerKv};
 use flint::ops::matmul::{matmul_cpu, MatMul, Variant};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
@@ -65,12 +65,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 /// Rows `x` as an f16 cache with per-channel `base` holds them (f16 of x - base, packed).
 fn upload_f16_cache(g: &Gpu, x: &[f32], base: &[f32]) -> wgpu::Buffer {
-    let h: Vec<half::f16> = x
-        .iter()
-        .zip(base.iter().cycle())
-        .map(|(&v, &b)| half::f16::from_f32(v - b))
-        .collect();
-    g.upload("kv16", bytemuck::cast_slice(&h))
+    g.upload("kv16", bytemuck::cast_slice(&f16_cache_cpu(x, base)))
 }
 
 /// An f32 cache's view.
@@ -98,7 +93,7 @@ fn gpu_f16_matmul() -> Option<&'static Gpu> {
 }
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+    f16_cached_cpu(x, &[0.0]) // f16 rounding is the cache's with a zero base
 }
 
 fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate: bool) {

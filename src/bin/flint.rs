@@ -681,12 +681,8 @@ fn info(a: InfoArgs) -> Result<()> {
         } else {
             "no"
         },
-        if c.kv_f16 { "f16" } else { "f32" },
-        match (c.matmul_f16, c.rows_kernels) {
-            (false, _) => "f32",
-            (true, false) => "f16",
-            (true, true) => "f16 (unused: the cpu layout has no tiled matmul)",
-        },
+        c.kv_cache_label(),
+        c.matmul_label(),
         if c.gpu_sampling { "gpu" } else { "cpu" }
     );
     println!("capabilities: {:?}", gpu.caps);
@@ -1180,13 +1176,8 @@ fn bench(mut a: BenchArgs) -> Result<()> {
             "cpu"
         }
         .to_string(),
-        kv_cache: if engine.gpu.caps.kv_f16 { "f16" } else { "f32" }.to_string(),
-        matmul: if engine.gpu.caps.matmul_f16 && !engine.gpu.caps.rows_kernels {
-            "f16"
-        } else {
-            "f32"
-        }
-        .to_string(),
+        kv_cache: engine.gpu.caps.kv_cache_label().to_string(),
+        matmul: engine.gpu.caps.matmul_label().to_string(),
         tests,
         decode_weight_bytes_per_token: sizes.decode_weight_bytes,
         decode_weight_gbps,

@@ -92,6 +92,29 @@ pub struct Caps {
     pub max_workgroups_per_dim: u32,
 }
 
+impl Caps {
+    /// How KV caches store keys and values: "f16" or "f32". `flint info`, `flint bench` and the
+    /// web `info()` all report this one label.
+    pub fn kv_cache_label(&self) -> &'static str {
+        if self.kv_f16 {
+            "f16"
+        } else {
+            "f32"
+        }
+    }
+
+    /// The precision of the tiled prefill matmul's operands (`matmul.wgsl`). On the cpu kernel
+    /// layout the rows kernels take the products and only weights whose row length they cannot
+    /// take fall back to the tiled matmul, so f16 tiles are used there only for those.
+    pub fn matmul_label(&self) -> &'static str {
+        match (self.matmul_f16, self.rows_kernels) {
+            (false, _) => "f32",
+            (true, false) => "f16",
+            (true, true) => "f16 (tiled fallback only: the cpu layout's rows kernels are f32)",
+        }
+    }
+}
+
 /// A GPU device with its queue, capabilities and compiled pipelines.
 pub struct Gpu {
     pub device: wgpu::Device,

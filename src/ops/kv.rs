@@ -123,11 +123,22 @@ pub fn kv_base_cpu(k: &[f32], v: &[f32], kv_dim: usize) -> Vec<f32> {
     [mean(k), mean(v)].concat()
 }
 
-/// CPU reference: what an f16 cache with per-channel `base` (`kv_dim` long) holds for rows `x`,
-/// read back as f32: base + f16(x - base), rounded to nearest even.
-pub fn f16_cached_cpu(x: &[f32], base: &[f32]) -> Vec<f32> {
+/// CPU reference: the f16 values an f16 cache with per-channel `base` (`kv_dim` long) stores
+/// for rows `x`: f16(x - base), rounded to nearest even.
+pub fn f16_cache_cpu(x: &[f32], base: &[f32]) -> Vec<half::f16> {
     x.iter()
         .zip(base.iter().cycle())
-        .map(|(&v, &b)| b + half::f16::from_f32(v - b).to_f32())
+        .map(|(&v, &b)| half::f16::from_f32(v - b))
+        .collect()
+}
+
+/// CPU reference: what an f16 cache with per-channel `base` holds for rows `x`, read back as
+/// f32: base + f16(x - base).
+pub fn f16_cached_cpu(x: &[f32], base: &[f32]) -> Vec<f32> {
+    let stored = f16_cache_cpu(x, base);
+    stored
+        .iter()
+        .zip(base.iter().cycle())
+        .map(|(h, &b)| b + h.to_f32())
         .collect()
 }

@@ -206,8 +206,8 @@ impl Inner {
                 "maxComputeInvocationsPerWorkgroup": g.caps.max_invocations,
                 // what the kernels/kvCache/matmul/sampleOn load options resolved to
                 "kernelLayout": if g.caps.rows_kernels { "cpu" } else { "gpu" },
-                "kvCache": if g.caps.kv_f16 { "f16" } else { "f32" },
-                "matmul": if g.caps.matmul_f16 { "f16" } else { "f32" },
+                "kvCache": g.caps.kv_cache_label(),
+                "matmul": g.caps.matmul_label(),
                 "sampleOn": if g.caps.gpu_sampling { "gpu" } else { "cpu" },
             },
             "kernels": g.compiled_kernels(),
