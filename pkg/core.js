@@ -126,6 +126,19 @@ export class Core {
     return JSON.parse(r);
   }
 
+  /** options: { nPrompt, nGen, nDepth, repetitions, warmup } (src/web/wasm.rs checks them);
+   * onRun({ test, run, runs, tokensPerSecond }) after each repetition. */
+  async bench(options, onRun = () => {}) {
+    const r = await this.#live().bench(JSON.stringify(options ?? {}), (test, run, runs, tokensPerSecond) => {
+      try {
+        onRun({ test, run, runs, tokensPerSecond });
+      } catch {
+        // a throwing callback must not break the measurement
+      }
+    });
+    return JSON.parse(r);
+  }
+
   tokenize(prompt) {
     return Array.from(this.#live().tokenize(JSON.stringify(prompt)));
   }

@@ -209,8 +209,9 @@ export interface EngineInfo {
     kernelLayout: 'gpu' | 'cpu';
     /** The KV cache's precision (the `kvCache` option). */
     kvCache: 'f32' | 'f16';
-    /** The prefill matmul's operands (the `matmul` option). */
-    matmul: 'f32' | 'f16';
+    /** The prefill matmul's operands (the `matmul` option; on the cpu kernel layout f16 tiles serve
+     * only the weights the rows kernels cannot take). */
+    matmul: 'f32' | 'f16' | string;
     /** Where greedy picks rank the logits (what the `sampleOn` option resolved to). */
     sampleOn: 'gpu' | 'cpu';
   };
@@ -233,6 +234,65 @@ export interface EngineInfo {
   worker: boolean;
 }
 
+/** What {@link Engine.bench} measures: llama-bench's -p, -n, -d and -r. */
+export interface BenchOptions {
+  /** Prompt tokens of the prefill test `ppN` (random ids, one prompt from an empty cache); 0 skips it. Default 512. */
+  nPrompt?: number;
+  /** Greedy decode steps of the decode test `tgN`, after a one-token prompt; 0 skips it. Default 128. */
+  nGen?: number;
+  /** Tokens put in the KV cache (untimed) before every repetition. Default 0. */
+  nDepth?: number;
+  /** Timed repetitions of each test. Default 5. */
+  repetitions?: number;
+  /** Run each test once untimed first. Default true. */
+  warmup?: boolean;
+  /** Called after every repetition (warm-up included). */
+  onRun?: (run: { test: string; run: number; runs: number; tokensPerSecond: number }) => void;
+}
+
+export interface BenchTest {
+  /** `pp512`, `tg128`, `tg128 @ d4096`. */
+  test: string;
+  n_prompt: number;
+  n_gen: number;
+  n_depth: number;
+  min_tps: number;
+  median_tps: number;
+  max_tps: number;
+  samples_tps: number[];
+}
+
+/** The report `flint bench --json` prints, field for field. */
+export interface BenchReport {
+  flint_version: string;
+  model: string;
+  architecture: string;
+  quant: string;
+  model_bytes: number;
+  params: number;
+  adapter: string;
+  backend: string;
+  device_type: string;
+  driver: string;
+  batch: number;
+  ctx: number;
+  repetitions: number;
+  kernel_layout: 'gpu' | 'cpu';
+  sampling: 'gpu' | 'cpu';
+  kv_cache: string;
+  matmul: string;
+  tests: BenchTest[];
+  /** Weight bytes one decode step reads. */
+  decode_weight_bytes_per_token: number;
+  /** decode_weight_bytes_per_token x median decode tokens/s, in GB/s (null without a decode test). */
+  decode_weight_gbps: number | null;
+  /** The adapter's copy bandwidth (read + write), measured in the same run. */
+  copy_gbps: number;
+  copy_bytes: number;
+  /** decode_weight_gbps / copy_gbps. */
+  roofline_ratio: number | null;
+}
+
 export declare class Engine {
   private constructor();
   /** The model's name (its file name without `.gguf`). */
@@ -252,6 +312,9 @@ export declare class Engine {
   info(): Promise<EngineInfo>;
   tokenize(p: { messages: ChatMessage[] } | { prompt: string }): Promise<number[]>;
   reset(): Promise<void>;
+  /** Measures prefill and decode tokens/s on this device as `flint bench` does; empties the KV cache.
+   * Rejects if the engine's context cannot hold the tests (load with a larger `ctx`). */
+  bench(options?: BenchOptions): Promise<BenchReport>;
   /** Frees the GPU memory; the engine cannot be used afterwards. */
   unload(): Promise<void>;
 }

@@ -32,6 +32,7 @@ class InThread {
       return true;
     });
   }
+  async bench(options, onRun) { return this.#core.bench(options, onRun); }
   async tokenize(prompt) { return this.#core.tokenize(prompt); }
   async info() { return { ...this.#core.info(), worker: false }; }
   async reset() { this.#core.reset(); }
@@ -111,6 +112,7 @@ class InWorker {
   generate(prompt, options, onText, signal) {
     return this.#call('generate', { prompt, options }, { onText, signal });
   }
+  bench(options, onRun) { return this.#call('bench', { options }, { onProgress: onRun }); }
   tokenize(prompt) { return this.#call('tokenize', { prompt }); }
   async info() { return { ...(await this.#call('info', {})), worker: true }; }
   reset() { return this.#call('reset', {}); }
@@ -252,6 +254,18 @@ export class Engine {
       : typeof prompt === 'string' ? { text: prompt } : null;
     if (!p) throw fail('tokenize takes { messages } or { prompt: string }');
     return this.#queued(() => this.#backend.tokenize(p));
+  }
+
+  /**
+   * Measures prefill and decode tokens/s on this device as `flint bench` does (llama-bench's
+   * pp/tg tests) and returns the same report; empties the KV cache.
+   * @param {import('./index').BenchOptions} options
+   */
+  async bench(options = {}) {
+    if (!options || typeof options !== 'object') throw fail('bench() takes an options object');
+    const { onRun, ...rest } = options;
+    if (onRun != null && typeof onRun !== 'function') throw fail('`onRun` must be a function');
+    return this.#queued(() => this.#backend.bench(rest, onRun ?? (() => {})));
   }
 
   /** Forgets the conversation held in the KV cache (a new prompt with a shared prefix reuses it). */

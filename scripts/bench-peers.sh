@@ -4,8 +4,10 @@
 # Debian's llama.cpp packages (scripts/sid-root.sh builds it; scripts/in-sid.sh enters it). flint's
 # release binary runs there unchanged, so both use the root's Mesa (lavapipe) and Vulkan loader.
 #
-#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [-d 0] [--no-cpu] [--adapter NAME]
+#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [-d 0] [--no-cpu] [--web] [--adapter NAME]
 #
+# --web: also flint's web build (pkg/, scripts/build-web.sh) in Node through Dawn (npm `webgpu`) on the
+# same lavapipe (scripts/bench-web.mjs; Node comes from the root's apt, installed on first use).
 # -d: tokens already in the KV cache when each test starts (both tools' -d / --n-depth).
 # Rows: flint (Vulkan), llama.cpp Vulkan (-ngl 99) and llama.cpp CPU (-ngl 0 -nopo 1, skipped by --no-cpu),
 # each with the median tokens/s of the pp and tg tests, and the ratio flint / llama.cpp.
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-p=512 n=128 r=5 d=0 cpu=1 adapter=llvmpipe
+p=512 n=128 r=5 d=0 cpu=1 web=0 adapter=llvmpipe
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) model=$2; shift 2 ;;
@@ -28,8 +30,9 @@ while [ $# -gt 0 ]; do
     -r) r=$2; shift 2 ;;
     -d) d=$2; shift 2 ;;
     --no-cpu) cpu=0; shift ;;
+    --web) web=1; shift ;;
     --adapter) adapter=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -81,14 +84,26 @@ echo "bench-peers: flint bench -p $p -n $n -d $d -r $r --backend vulkan --adapte
 scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -d "$d" -r "$r" --batch 512 \
   --backend vulkan --adapter "$adapter" --quiet --json > "$out/flint.json" 2> "$out/flint.log" \
   || { tail -n 20 "$out/flint.log" >&2; die "flint bench failed"; }
+if [ "$web" = 1 ]; then
+  [ -f pkg/flint_wasm_bg.wasm ] || scripts/build-web.sh
+  [ -d target/web-tools/node/node_modules/webgpu ] || scripts/setup-web.sh
+  scripts/in-sid.sh sh -c 'command -v node >/dev/null || apt-get install -y --no-install-recommends nodejs >/dev/null' \
+    || die "could not install nodejs in the sid root"
+  echo "bench-peers: node scripts/bench-web.mjs -p $p -n $n -d $d -r $r (wasm, Dawn)"
+  VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.json scripts/in-sid.sh node scripts/bench-web.mjs -m "$inner_model" \
+    -p "$p" -n "$n" -d "$d" -r "$r" --batch 512 --json > "$out/flint-web.json" 2> "$out/flint-web.log" \
+    || { tail -n 20 "$out/flint-web.log" >&2; die "bench-web.mjs failed"; }
+  grep -qi "\"adapter\": \".*$adapter" "$out/flint-web.json" || die "the web build did not run on \`$adapter\` (see $out/flint-web.json)"
+fi
 run_llama llama-vulkan 99
 # -nopo 1: with -ngl 0 ggml still offloads large-batch products to the Vulkan device unless told
 # not to (measured: pp512 11.4 t/s "on CPU" without it, the Vulkan device doing the work)
 [ "$cpu" = 1 ] && run_llama llama-cpu 0 -nopo 1
 
-python3 - "$out" "$p" "$n" "$cpu" "$d" <<'EOF'
+python3 - "$out" "$p" "$n" "$cpu" "$d" "$web" <<'EOF'
 import json, statistics, sys
 out, p, n, cpu, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
+web = sys.argv[6] == "1"
 at = lambda test: f"{test} @ d{d}" if d else test
 f = json.load(open(f"{out}/flint.json"))
 rows = [("flint", f"{f['backend']} ({f['adapter']})",
@@ -101,6 +116,10 @@ def llama(name, label):
         res[test] = statistics.median(t["samples_ts"])
         dev = t.get("gpu_info", "") if "ngl99" in label else t.get("cpu_info", "")
     return (label, dev, res)
+if web:
+    w = json.load(open(f"{out}/flint-web.json"))
+    rows.append(("flint web (wasm, Dawn)", f"{w['backend']} ({w['adapter']})",
+                 {t["test"]: t["median_tps"] for t in w["tests"]}))
 rows.append(llama("llama-vulkan", "llama.cpp ngl99"))
 if cpu:
     rows.append(llama("llama-cpu", "llama.cpp ngl0"))

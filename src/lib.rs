@@ -3,6 +3,7 @@
 //! The data path: file ([`format`]) -> tensors -> GPU buffers ([`gpu`]) -> layer ops ([`ops`]) ->
 //! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]).
 
+pub mod bench;
 pub mod chat;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,7 @@
 // The flint chat demo: load a GGUF by URL (progress in bytes), then chat with streamed answers,
-// tokens per second and a stop button. Everything runs in a Web Worker on this device's GPU.
+// tokens per second and a stop button, and a benchmark of this device (engine.bench(): the native
+// `flint bench`'s tests; sizes from the page's query, e.g. ?pp=128&tg=32&reps=3). Everything runs
+// in a Web Worker on this device's GPU.
 import { createEngine } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -17,7 +19,8 @@ function setState(state) {
   $('input').disabled = !engine || state === 'loading';
   $('send').disabled = !ready;
   $('stop').disabled = state !== 'generating';
-  $('load').disabled = state === 'loading' || state === 'generating';
+  $('load').disabled = state === 'loading' || state === 'generating' || state === 'benchmarking';
+  $('bench').disabled = !ready;
 }
 
 function addMessage(role, text = '') {
@@ -125,7 +128,37 @@ async function send(ev) {
   }
 }
 
+/** llama-bench's pp/tg tests on this device; the result goes into the conversation as a note. */
+async function bench() {
+  if (chat.dataset.state !== 'ready') return;
+  const q = new URLSearchParams(location.search);
+  const size = (key, dflt) => (/^\d+$/.test(q.get(key) ?? '') ? Number(q.get(key)) : dflt);
+  const options = { nPrompt: size('pp', 128), nGen: size('tg', 32), repetitions: Math.max(1, size('reps', 3)) };
+  setState('benchmarking');
+  const div = addMessage('bench', `Measuring pp${options.nPrompt} and tg${options.nGen} ` +
+    `(${options.repetitions} runs each after a warm-up)…`);
+  try {
+    const r = await engine.bench({
+      ...options,
+      onRun: ({ test, run, runs, tokensPerSecond }) => {
+        $('stats').textContent = `${test} run ${run}/${runs}: ${rate(tokensPerSecond)} tok/s`;
+      },
+    });
+    const tests = r.tests.map((t) => `${t.test} ${rate(t.median_tps)} tok/s`).join(' · ');
+    const roof = r.roofline_ratio == null ? '' : `; decode streams the weights at ${rate(r.decode_weight_gbps)} GB/s, ` +
+      `${(r.roofline_ratio * 100).toFixed(0)}% of the ${rate(r.copy_gbps)} GB/s copy bandwidth`;
+    div.querySelector('.text').textContent = `${r.adapter || 'WebGPU'}: ${tests} (median of ${r.repetitions})${roof}.`;
+    $('stats').textContent = tests;
+  } catch (e) {
+    div.className = 'msg error';
+    div.querySelector('.text').textContent = `Benchmark failed: ${e.message}`;
+  } finally {
+    setState('ready');
+  }
+}
+
 $('load').addEventListener('click', load);
+$('bench').addEventListener('click', bench);
 $('composer').addEventListener('submit', send);
 $('stop').addEventListener('click', () => running?.abort());
 $('input').addEventListener('keydown', (ev) => {

@@ -1,6 +1,7 @@
 //! `flint`: run, chat with, inspect and score GGUF language models on any wgpu GPU.
 
 use clap::{Args, Parser, Subcommand};
+use flint::bench::{BenchReport, BenchSpec, ModelSizes};
 use flint::chat::{ChatMessage, ChatTemplate};
 use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
@@ -10,7 +11,6 @@ use flint::{Error, Result};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::LazyLock;
-use std::time::Instant;
 
 /// The model scripts/setup.sh fetches.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -747,285 +747,16 @@ fn serve(a: ServeArgs) -> Result<()> {
     flint::serve::run(engine, config)
 }
 
-/// Sizes of a model file that `flint bench` reports.
-struct ModelSizes {
-    /// Bytes of every tensor in the file.
-    file_bytes: u64,
-    /// Parameters (elements of every tensor).
-    params: u64,
-    /// The weight type holding the most bytes (what llama-bench calls the model's type).
-    quant: String,
-    /// Bytes one decode step streams from the weights in flint's GPU layout: every matrix once
-    /// (the output head, which is the embedding table when tied), every norm vector, and one row of
-    /// an untied embedding table. The KV cache and activations are not counted.
-    decode_weight_bytes: u64,
-}
-
-/// Tensor facts `ModelSizes::of` needs, from either format's directory.
-struct TensorFacts {
-    name: String,
-    dtype: Option<flint::format::DType>,
-    type_name: String,
-    /// Row length first (ggml order).
-    dims: Vec<u64>,
-    file_bytes: u64,
-}
-
-impl ModelSizes {
-    fn of(file: &ModelFile) -> ModelSizes {
-        let (tensors, embd, head): (Vec<TensorFacts>, &str, &str) = match file {
-            ModelFile::Gguf(g) => (
-                g.tensors
-                    .iter()
-                    .map(|t| TensorFacts {
-                        name: t.name.clone(),
-                        dtype: flint::format::DType::from_ggml_id(t.ggml_type),
-                        type_name: flint::format::dtype::ggml_type_layout(t.ggml_type)
-                            .map(|l| l.name.to_string())
-                            .unwrap_or_else(|| format!("type{}", t.ggml_type)),
-                        dims: t.dims.clone(),
-                        file_bytes: t.n_bytes,
-                    })
-                    .collect(),
-                "token_embd.weight",
-                "output.weight",
-            ),
-            ModelFile::Hf(h) => (
-                h.tensors
-                    .names()
-                    .filter_map(|n| h.tensors.get(n))
-                    .map(|(_, t)| TensorFacts {
-                        name: t.name.clone(),
-                        dtype: t.flint_dtype().ok(),
-                        type_name: t.dtype.clone(),
-                        dims: t.shape.iter().rev().copied().collect(),
-                        file_bytes: t.n_bytes,
-                    })
-                    .collect(),
-                "model.embed_tokens.weight",
-                "lm_head.weight",
-            ),
-        };
-        let tied = !tensors.iter().any(|t| t.name == head);
-        let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
-        let (mut file_bytes, mut params, mut decode) = (0u64, 0u64, 0u64);
-        for t in &tensors {
-            file_bytes += t.file_bytes;
-            let elems: u64 = t.dims.iter().product();
-            params += elems;
-            let cols = t.dims.first().copied().unwrap_or(1) as usize;
-            let rows = elems / (cols.max(1) as u64);
-            let gpu_row_bytes = match (t.dims.len(), t.dtype) {
-                (2.., Some(d)) => {
-                    *by_type.entry(&t.type_name).or_default() += t.file_bytes;
-                    // the words the kernels read (row padding is not read)
-                    flint::ops::quant::gpu_row_data_words(d, cols) as u64 * 4
-                }
-                // vectors are uploaded as f32
-                _ => cols as u64 * 4,
-            };
-            decode += if t.name == embd && !tied {
-                gpu_row_bytes
-            } else {
-                gpu_row_bytes * rows
-            };
-        }
-        let quant = by_type
-            .iter()
-            .max_by_key(|(_, b)| **b)
-            .map(|(t, _)| t.to_string())
-            .unwrap_or_else(|| "?".into());
-        ModelSizes {
-            file_bytes,
-            params,
-            quant,
-            decode_weight_bytes: decode,
-        }
-    }
-}
-
-/// Tokens per second of each repetition, and their min / median / max.
-#[derive(serde::Serialize)]
-struct TestResult {
-    /// llama-bench's name: `pp512`, `tg128`.
-    test: String,
-    n_prompt: usize,
-    n_gen: usize,
-    /// Tokens in the KV cache before the test (`-d`).
-    n_depth: usize,
-    min_tps: f64,
-    median_tps: f64,
-    max_tps: f64,
-    samples_tps: Vec<f64>,
-}
-
-impl TestResult {
-    fn new(
-        test: String,
-        (n_prompt, n_gen, n_depth): (usize, usize, usize),
-        samples_tps: Vec<f64>,
-    ) -> TestResult {
-        let mut s = samples_tps.clone();
-        s.sort_by(f64::total_cmp);
-        let median = if s.len() % 2 == 1 {
-            s[s.len() / 2]
-        } else {
-            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-        };
-        TestResult {
-            test,
-            n_prompt,
-            n_gen,
-            n_depth,
-            min_tps: s[0],
-            median_tps: median,
-            max_tps: s[s.len() - 1],
-            samples_tps,
-        }
-    }
-}
-
-/// What `flint bench --json` prints.
-#[derive(serde::Serialize)]
-struct BenchReport {
-    flint_version: String,
-    model: String,
-    architecture: String,
-    quant: String,
-    model_bytes: u64,
-    params: u64,
-    adapter: String,
-    backend: String,
-    device_type: String,
-    driver: String,
-    batch: usize,
-    ctx: usize,
-    repetitions: usize,
-    /// `cpu` (the rows kernels) or `gpu` (see `--kernels`).
-    kernel_layout: String,
-    /// Where decode's greedy pick runs: `gpu` (top-k with k = 1, 8 bytes read back per token)
-    /// or `cpu` (the whole row of logits read back; see `--sample-on`).
-    sampling: String,
-    /// KV cache precision (`--kv-cache`).
-    kv_cache: String,
-    /// Prefill matmul operands (`--matmul`; f16 only on the gpu layout).
-    matmul: String,
-    tests: Vec<TestResult>,
-    /// Weight bytes one decode step reads (flint's GPU layout).
-    decode_weight_bytes_per_token: u64,
-    /// decode_weight_bytes_per_token x median decode tok/s.
-    decode_weight_gbps: Option<f64>,
-    /// Best of the copy kernel's runs, counting bytes read + bytes written.
-    copy_gbps: f64,
-    copy_bytes: u64,
-    /// decode_weight_gbps / copy_gbps.
-    roofline_ratio: Option<f64>,
-    /// With --profile: GPU time per kernel in each test.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    profiles: Vec<TestProfile>,
-}
-
-/// Where one test's GPU time went (`flint bench --profile`), per token over the timed runs.
-#[derive(serde::Serialize)]
-struct TestProfile {
-    test: String,
-    tokens: usize,
-    /// Slowest kernel first.
-    kernels: Vec<KernelShare>,
-}
-
-#[derive(serde::Serialize)]
-struct KernelShare {
-    kernel: String,
-    ms_per_token: f64,
-    dispatches_per_token: f64,
-    share: f64,
-}
-
-impl TestProfile {
-    fn new(test: String, tokens: usize, times: Vec<flint::gpu::KernelTime>) -> TestProfile {
-        let total: f64 = times.iter().map(|t| t.seconds).sum();
-        let per = tokens.max(1) as f64;
-        let kernels = times
-            .into_iter()
-            .map(|t| KernelShare {
-                ms_per_token: t.seconds * 1e3 / per,
-                dispatches_per_token: t.calls as f64 / per,
-                share: if total > 0.0 { t.seconds / total } else { 0.0 },
-                kernel: t.kernel,
-            })
-            .collect();
-        TestProfile {
-            test,
-            tokens,
-            kernels,
-        }
-    }
-}
-
-/// Largest element's index (greedy decoding).
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 {
-                (i, x)
-            } else {
-                best
-            }
-        })
-        .0 as u32
-}
-
-/// Copy bandwidth of the adapter in GB/s (read + written bytes) and the bytes copied: the best of
-/// `reps` timings of `shaders/copy.wgsl` over the largest buffer one binding allows (at most
-/// 256 MiB), for a few launch shapes (one word per invocation, or a grid-stride loop over 1024 or
-/// 64 workgroups: CPU adapters run few workgroups much faster), best shape wins.
-fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<(f64, u64)> {
-    use flint::ops::copy::BufferCopy;
-    let bytes = (256u64 << 20)
-        .min(gpu.caps.max_binding)
-        .min(gpu.caps.max_buffer)
-        & !15;
-    // Not zeros: some GPUs compress uniform memory.
-    let words: Vec<u32> = (0..bytes / 4)
-        .map(|i| (i as u32).wrapping_mul(2654435761))
-        .collect();
-    let src = gpu.upload("copy.src", bytemuck::cast_slice(&words));
-    drop(words);
-    let dst = gpu.zeros("copy.dst", bytes)?;
-    let wait = || {
-        gpu.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the copy: {e}")))
-    };
-    const PER_SUBMIT: usize = 2;
-    let mut best = f64::MAX;
-    for max_workgroups in [None, Some(1024), Some(64)] {
-        let op = BufferCopy {
-            bytes,
-            max_workgroups,
-        };
-        for rep in 0..=reps {
-            let mut enc = gpu.encoder();
-            for _ in 0..PER_SUBMIT {
-                op.encode(gpu, &mut enc, &src, &dst)?;
-            }
-            let t0 = Instant::now();
-            gpu.submit(enc);
-            wait()?;
-            // the first submission also compiles and first-touches: untimed
-            if rep > 0 {
-                best = best.min(t0.elapsed().as_secs_f64() / PER_SUBMIT as f64);
-            }
-        }
-    }
-    gpu.check("copy bandwidth")?;
-    Ok((2.0 * bytes as f64 / best / 1e9, bytes))
-}
-
 fn bench(mut a: BenchArgs) -> Result<()> {
     a.model.profile = a.profile;
+    let spec = BenchSpec {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        n_depth: a.n_depth,
+        reps: a.reps,
+        warmup: !a.no_warmup,
+    };
+    // before the model loads, naming the flags
     if a.reps == 0 {
         return Err(Error::InvalidArgument(
             "-r/--repetitions must be at least 1".into(),
@@ -1038,154 +769,25 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     }
     let path = a.model.path()?;
     let sizes = ModelSizes::of(&ModelFile::open(&path)?);
-    // the decode test holds its one-token prompt and n_gen tokens, both after the depth
-    let need = a.n_depth + a.n_prompt.max(a.n_gen + 1);
-    let mut engine = a.model.load(Some(need.max(a.model.ctx.unwrap_or(0))))?;
-    let vocab = engine.tokenizer.vocab_size().max(1) as u32;
-    let bos = engine.tokenizer.bos_id().unwrap_or(0);
-    // llama-bench's prompt and depth: random token ids (fixed seed, so runs compare)
-    let (prompt, depth): (Vec<u32>, Vec<u32>) = {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
-        let mut ids = |n| (0..n).map(|_| rng.random_range(0..vocab)).collect();
-        (ids(a.n_prompt), ids(a.n_depth))
-    };
-    // each repetition starts from a cache holding the depth's tokens (filled untimed)
-    let fill = |e: &mut Engine| -> Result<()> {
-        e.reset();
-        if !depth.is_empty() {
-            e.feed(&depth)?;
+    let ctx = spec.ctx_needed().max(a.model.ctx.unwrap_or(0));
+    let mut engine = a.model.load(Some(ctx))?;
+    let quiet = a.model.quiet;
+    let mut on_run = |test: &str, run: usize, runs: usize, tps: f64| {
+        if !quiet {
+            eprintln!("flint: {test} run {run}/{runs}: {tps:.2} tok/s");
         }
-        Ok(())
     };
-    let at = |test: String| match a.n_depth {
-        0 => test,
-        d => format!("{test} @ d{d}"),
-    };
-    let runs = a.reps + usize::from(!a.no_warmup);
-    let mut tests = Vec::new();
-    let mut profiles = Vec::new();
-    if a.n_prompt > 0 {
-        let mut tps = Vec::new();
-        for run in 0..runs {
-            fill(&mut engine)?;
-            if run + a.reps == runs {
-                engine.gpu.take_profile(); // the warm-up run's kernels are not counted
-            }
-            let t0 = Instant::now();
-            engine.feed(&prompt)?; // returns the logits: the GPU is done
-            let s = t0.elapsed().as_secs_f64();
-            if run + a.reps >= runs {
-                tps.push(a.n_prompt as f64 / s);
-            }
-            if !a.model.quiet {
-                eprintln!(
-                    "flint: pp{} run {}/{runs}: {:.1} tok/s",
-                    a.n_prompt,
-                    run + 1,
-                    a.n_prompt as f64 / s
-                );
-            }
-        }
-        tests.push(TestResult::new(
-            at(format!("pp{}", a.n_prompt)),
-            (a.n_prompt, 0, a.n_depth),
-            tps,
-        ));
-        profiles.push(TestProfile::new(
-            at(format!("pp{}", a.n_prompt)),
-            a.n_prompt * a.reps,
-            engine.gpu.take_profile(),
-        ));
+    let mut report = pollster::block_on(flint::bench::run(
+        &mut engine,
+        &spec,
+        &sizes,
+        path.display().to_string(),
+        &mut on_run,
+    ))?;
+    report.flint_version = VERSION.clone();
+    if !a.profile {
+        report.profiles.clear();
     }
-    if a.n_gen > 0 {
-        let mut tps = Vec::new();
-        for run in 0..runs {
-            fill(&mut engine)?;
-            // greedy decode, picking each token where `--sample-on` says, as generation does
-            let gpu_pick = engine.gpu.caps.gpu_sampling;
-            let step = |e: &mut Engine, tok: u32| -> Result<u32> {
-                Ok(if gpu_pick {
-                    e.feed_top_k(&[tok], 1)?.first().map_or(0, |c| c.0)
-                } else {
-                    argmax(&e.feed(&[tok])?)
-                })
-            };
-            let mut tok = step(&mut engine, bos)?;
-            if run + a.reps == runs {
-                engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
-            }
-            let t0 = Instant::now();
-            for _ in 0..a.n_gen {
-                tok = step(&mut engine, tok)?;
-            }
-            let s = t0.elapsed().as_secs_f64();
-            if run + a.reps >= runs {
-                tps.push(a.n_gen as f64 / s);
-            }
-            if !a.model.quiet {
-                eprintln!(
-                    "flint: tg{} run {}/{runs}: {:.2} tok/s",
-                    a.n_gen,
-                    run + 1,
-                    a.n_gen as f64 / s
-                );
-            }
-        }
-        tests.push(TestResult::new(
-            at(format!("tg{}", a.n_gen)),
-            (0, a.n_gen, a.n_depth),
-            tps,
-        ));
-        profiles.push(TestProfile::new(
-            at(format!("tg{}", a.n_gen)),
-            a.n_gen * a.reps,
-            engine.gpu.take_profile(),
-        ));
-    }
-    engine.reset();
-    let (copy_gbps, copy_bytes) = copy_bandwidth(&engine.gpu, a.reps)?;
-    let tg = tests.iter().find(|t| t.n_gen > 0);
-    let decode_weight_gbps = tg.map(|t| sizes.decode_weight_bytes as f64 * t.median_tps / 1e9);
-    let info = &engine.gpu.info;
-    let report = BenchReport {
-        flint_version: VERSION.clone(),
-        model: path.display().to_string(),
-        architecture: engine.model.info().architecture,
-        quant: sizes.quant,
-        model_bytes: sizes.file_bytes,
-        params: sizes.params,
-        adapter: info.name.clone(),
-        backend: format!("{:?}", info.backend),
-        device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info)
-            .trim()
-            .to_string(),
-        batch: engine.batch,
-        ctx: engine.ctx,
-        repetitions: a.reps,
-        kernel_layout: if engine.gpu.caps.rows_kernels {
-            "cpu"
-        } else {
-            "gpu"
-        }
-        .to_string(),
-        sampling: if engine.gpu.caps.gpu_sampling {
-            "gpu"
-        } else {
-            "cpu"
-        }
-        .to_string(),
-        kv_cache: engine.gpu.caps.kv_cache_label().to_string(),
-        matmul: engine.gpu.caps.matmul_label().to_string(),
-        tests,
-        decode_weight_bytes_per_token: sizes.decode_weight_bytes,
-        decode_weight_gbps,
-        copy_gbps,
-        copy_bytes,
-        roofline_ratio: decode_weight_gbps.map(|g| g / copy_gbps),
-        profiles: if a.profile { profiles } else { Vec::new() },
-    };
     if a.json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::InvalidArgument(format!("encoding the report: {e}")))?;

@@ -9,6 +9,7 @@
 //!
 //! Peak memory is the header plus one piece, not the model: the bytes go to the GPU as they come.
 
+use crate::bench::ModelSizes;
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, GGUF_MAGIC};
@@ -96,6 +97,8 @@ pub struct LoadStats {
     pub max_read: usize,
     /// Bytes the weights occupy on the GPU.
     pub gpu_bytes: u64,
+    /// The file's tensor sizes, for the benchmark's report.
+    pub sizes: ModelSizes,
 }
 
 /// Streams the GGUF behind `reader` to `gpu` and builds an engine: tokenizer and chat template from
@@ -111,6 +114,7 @@ pub async fn load<R: RangeReader>(
     let g = read_header(reader).await?;
     let mut stats = LoadStats {
         header_bytes: g.bytes().len() as u64,
+        sizes: ModelSizes::of_gguf(&g),
         ..LoadStats::default()
     };
     let tokenizer = Tokenizer::from_gguf(&g)?;

@@ -94,8 +94,51 @@ struct WebGenerateOptions {
     sampling: SamplingParams,
 }
 
+/// Options of [`WebEngine::bench`] (JSON; llama-bench's -p, -n, -d, -r).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WebBenchOptions {
+    #[serde(default = "default_n_prompt")]
+    n_prompt: usize,
+    #[serde(default = "default_n_gen")]
+    n_gen: usize,
+    #[serde(default)]
+    n_depth: usize,
+    #[serde(default = "default_reps")]
+    repetitions: usize,
+    #[serde(default = "default_warmup")]
+    warmup: bool,
+}
+
+fn default_n_prompt() -> usize {
+    512
+}
+fn default_n_gen() -> usize {
+    128
+}
+fn default_reps() -> usize {
+    5
+}
+fn default_warmup() -> bool {
+    true
+}
+
+impl WebBenchOptions {
+    fn spec(&self) -> crate::bench::BenchSpec {
+        crate::bench::BenchSpec {
+            n_prompt: self.n_prompt,
+            n_gen: self.n_gen,
+            n_depth: self.n_depth,
+            reps: self.repetitions,
+            warmup: self.warmup,
+        }
+    }
+}
+
 struct Inner {
     engine: Engine,
+    /// Where the model came from (the report names it).
+    url: String,
     template: Option<Result<ChatTemplate>>,
     stats: LoadStats,
 }
@@ -128,7 +171,7 @@ pub async fn load_model(
         e => js_error(e),
     })?;
     let mut reader = JsReader {
-        url,
+        url: url.clone(),
         size: size as u64,
         read,
     };
@@ -150,6 +193,7 @@ pub async fn load_model(
     Ok(WebEngine {
         inner: Rc::new(RefCell::new(Some(Inner {
             engine,
+            url,
             template,
             stats,
         }))),
@@ -275,6 +319,53 @@ impl WebEngine {
                 *s = Some(inner);
             }
             result.map(|v| JsValue::from_str(&v.to_string()))
+        })
+    }
+
+    /// Measures prefill and decode tokens/s as `flint bench` does ([`crate::bench`]) with
+    /// `options` (JSON `{"nPrompt", "nGen", "nDepth", "repetitions", "warmup"}`, all optional:
+    /// 512, 128, 0, 5, true); `on_run(test, run, runs, tokensPerSecond)` is called after each
+    /// repetition. Resolves to the JSON report `flint bench --json` prints. The KV cache is
+    /// emptied.
+    pub fn bench(&self, options: String, on_run: Function) -> Promise {
+        let slot = self.inner.clone();
+        future_to_promise(async move {
+            let spec = serde_json::from_str::<WebBenchOptions>(&options)
+                .map_err(|e| Error::InvalidArgument(format!("bench options: {e}")))
+                .and_then(|o| {
+                    let spec = o.spec();
+                    spec.check()?;
+                    Ok(spec)
+                })
+                .map_err(js_error)?;
+            let mut inner = slot
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut s| s.take())
+                .ok_or_else(busy)?;
+            let mut report_run = |test: &str, run: usize, runs: usize, tps: f64| {
+                let args = js_sys::Array::of4(
+                    &JsValue::from_str(test),
+                    &JsValue::from_f64(run as f64),
+                    &JsValue::from_f64(runs as f64),
+                    &JsValue::from_f64(tps),
+                );
+                let _ = on_run.apply(&JsValue::NULL, &args);
+            };
+            let sizes = inner.stats.sizes.clone();
+            let model = inner.url.clone();
+            let result =
+                crate::bench::run(&mut inner.engine, &spec, &sizes, model, &mut report_run).await;
+            if result.is_err() {
+                inner.engine.reset();
+            }
+            if let Ok(mut s) = slot.try_borrow_mut() {
+                *s = Some(inner);
+            }
+            let report = result.map_err(js_error)?;
+            serde_json::to_string(&report)
+                .map(|t| JsValue::from_str(&t))
+                .map_err(|e| js_error(Error::InvalidArgument(format!("encoding the report: {e}"))))
         })
     }
 

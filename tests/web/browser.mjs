@@ -3,7 +3,8 @@
 // against the native engine's (tests/fixtures/web/greedy.json), that the page stays responsive,
 // the peak wasm memory, the device choices in info and a bad device option rejected through the
 // worker, then relaunches the browser on the same profile and checks that a second
-// load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/)
+// load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/:
+// a streamed answer, Stop, the Benchmark button)
 // and saves a screenshot to target/web-test/demo.png.
 //   node tests/web/browser.mjs     (after scripts/build-web.sh)
 import { mkdirSync, rmSync, statSync } from 'node:fs';
@@ -125,8 +126,8 @@ try {
   check(b.info.cacheBytes === fileBytes && b.info.networkBytes === 0, 'second load reads every byte from the cache');
   check(b.info.worker === false && sameIds(b.ids, FIXTURE.ids.slice(0, 4)), 'in-thread mode gives the same tokens');
 
-  // 3. The demo page: type a message, get streamed text, take a screenshot.
-  await page.goto(`${server.url}/www/`);
+  // 3. The demo page: type a message, get streamed text, run the (small) benchmark, take a screenshot.
+  await page.goto(`${server.url}/www/?pp=8&tg=2&reps=1`);
   await page.click('#load');
   await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
   await page.fill('#input', 'What is the capital of France?');
@@ -143,11 +144,17 @@ try {
   const stopped = await page.textContent('.msg.assistant:last-child');
   const stats = await page.textContent('#stats');
   mkdirSync(OUT, { recursive: true });
-  await page.screenshot({ path: `${OUT}/demo.png`, fullPage: true });
   check(answer.length > 0 && /tok\/s/.test(stats), 'demo streams an answer and shows tokens/s',
     `${JSON.stringify(answer.slice(0, 80))} | ${stats}`);
   check(partial.length < answer.length, 'demo text grew while streaming', `${partial.length} -> ${answer.length} chars`);
   check(/stopped$/.test(stopped), 'the stop button stops the answer');
+  // The Benchmark button: engine.bench() through the worker, progress in the footer, a note.
+  await page.click('#bench');
+  await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
+  const benchNote = await page.textContent('.msg.bench:last-child');
+  check(/pp8 [\d.]+ tok\/s · tg2 [\d.]+ tok\/s \(median of 1\); decode streams the weights at [\d.]+ GB\/s/.test(benchNote),
+    'the demo\'s Benchmark button reports pp8 / tg2 tokens/s and the roofline', benchNote);
+  await page.screenshot({ path: `${OUT}/demo.png`, fullPage: true });
   summary.screenshot = `${OUT}/demo.png`;
   await ctx.close();
 } catch (e) {

@@ -102,6 +102,39 @@ try {
   await bad({ messages: [{ role: 'user', content: 'hi' }], temperature: 5 }, /temperature/, 'bad temperature rejected');
   await bad({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_object' } }, /response_format/, 'unsupported response_format rejected');
 
+  // 6b. engine.bench(): the native `flint bench` code (src/bench.rs) in wasm, same report.
+  const runs = [];
+  const b = await engine.bench({ nPrompt: 16, nGen: 4, repetitions: 2, onRun: (x) => runs.push(x) });
+  check(JSON.stringify(b.tests.map((t) => t.test)) === '["pp16","tg4"]' && b.tests.every((t) =>
+    t.samples_tps.length === 2 && t.min_tps > 0 && t.min_tps <= t.median_tps && t.median_tps <= t.max_tps),
+  'bench: pp16 and tg4, min <= median <= max over 2 repetitions', JSON.stringify(b.tests.map((t) => [t.test, t.samples_tps])));
+  check(runs.length === 6 && runs[0].test === 'pp16' && runs[2].run === 3 && runs.at(-1).test === 'tg4' &&
+    runs.every((x) => x.runs === 3 && x.tokensPerSecond > 0), 'bench: onRun after each run, the warm-up included',
+  JSON.stringify(runs.map((x) => `${x.test} ${x.run}/${x.runs}`)));
+  check(b.quant === 'Q4_1' && b.architecture === 'llama' && b.model === modelUrl && b.adapter === info.adapter &&
+    b.decode_weight_bytes_per_token > 50e6 && b.copy_gbps > 0 && b.roofline_ratio > 0 &&
+    Math.abs(b.decode_weight_gbps / b.copy_gbps - b.roofline_ratio) < 1e-9,
+  'bench report: model, adapter, copy bandwidth and roofline ratio',
+  `copy ${b.copy_gbps?.toFixed(2)} GB/s, roofline ${b.roofline_ratio?.toFixed(3)}`);
+  summary.bench = Object.fromEntries(b.tests.map((t) => [t.test, +t.median_tps.toFixed(2)]));
+  summary.bench.copyGBs = +b.copy_gbps.toFixed(2);
+  const badBench = async (opts, re, what) => {
+    try {
+      await engine.bench(opts);
+      check(false, what, 'no error');
+    } catch (e) {
+      check(e instanceof Error && re.test(e.message), what, e.message);
+    }
+  };
+  await badBench({ nPrompt: 0, nGen: 0 }, /nothing to measure/, 'bench: nothing to measure is an error');
+  await badBench({ nGen: 2, repetitions: 0 }, /repetitions must be at least 1/, 'bench: zero repetitions is an error');
+  await badBench({ nPrompt: 600 }, /context of 600 tokens/, 'bench: tests longer than the context are an error');
+  await badBench({ nPromt: 8 }, /unknown field `nPromt`/, 'bench: an unknown option is named');
+  await badBench({ nGen: -1 }, /nGen|invalid value/, 'bench: a negative length is an error');
+  const after = await engine.completions.create({ prompt: FIXTURE.prompt, max_tokens: 2, temperature: 0 });
+  check(sameIds(after.choices[0].token_ids, FIXTURE.ids.slice(0, 2)), 'engine generates the same ids after a bench',
+    JSON.stringify(after.choices[0].token_ids));
+
   // 7. Unload frees the engine; later calls fail clearly.
   await engine.unload();
   try {
