@@ -129,7 +129,10 @@ export class Core {
   /** options: { nPrompt, nGen, nDepth, repetitions, warmup } (src/web/wasm.rs checks them);
    * onRun({ test, run, runs, tokensPerSecond }) after each repetition. */
   async bench(options, onRun = () => {}) {
-    const r = await this.#live().bench(JSON.stringify(options ?? {}), (test, run, runs, tokensPerSecond) => {
+    // a length or a list of lengths (one test per value); the wasm side takes lists
+    const o = { ...options };
+    for (const k of ['nPrompt', 'nGen', 'nDepth']) if (typeof o[k] === 'number') o[k] = [o[k]];
+    const r = await this.#live().bench(JSON.stringify(o), (test, run, runs, tokensPerSecond) => {
       try {
         onRun({ test, run, runs, tokensPerSecond });
       } catch {

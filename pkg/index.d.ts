@@ -234,14 +234,15 @@ export interface EngineInfo {
   worker: boolean;
 }
 
-/** What {@link Engine.bench} measures: llama-bench's -p, -n, -d and -r. */
+/** What {@link Engine.bench} measures: llama-bench's -p, -n, -d and -r. A list of lengths runs one test
+ * per value (every test at every depth, depth first). */
 export interface BenchOptions {
   /** Prompt tokens of the prefill test `ppN` (random ids, one prompt from an empty cache); 0 skips it. Default 512. */
-  nPrompt?: number;
+  nPrompt?: number | number[];
   /** Greedy decode steps of the decode test `tgN`, after a one-token prompt; 0 skips it. Default 128. */
-  nGen?: number;
+  nGen?: number | number[];
   /** Tokens put in the KV cache (untimed) before every repetition. Default 0. */
-  nDepth?: number;
+  nDepth?: number | number[];
   /** Timed repetitions of each test. Default 5. */
   repetitions?: number;
   /** Run each test once untimed first. Default true. */

@@ -5,6 +5,7 @@
 // the same report, so the web path's figures compare with `flint bench` on the same machine.
 //
 //   node scripts/bench-web.mjs [-m MODEL.gguf] [-p 512] [-n 128] [-d 0] [-r 5] [--ctx N] [--batch N]
+//   (-p, -n, -d take comma-separated lists, as llama-bench's do: one test per value)
 //       [--kernels auto|gpu|cpu] [--kv-cache f32|f16] [--sample-on auto|gpu|cpu] [--json]
 //
 // Dawn uses the Vulkan driver the loader finds: on a machine without a GPU, pick one with
@@ -18,13 +19,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
-const opt = { model: `${ROOT}models/SmolLM2-135M-Instruct.Q4_1.gguf`, p: 512, n: 128, d: 0, r: 5, json: false };
+const opt = { model: `${ROOT}models/SmolLM2-135M-Instruct.Q4_1.gguf`, p: [512], n: [128], d: [0], r: 5, json: false };
 const load = {};
 const flags = {
   '-m': (v) => { opt.model = v; },
-  '-p': (v) => { opt.p = count(v, '-p'); },
-  '-n': (v) => { opt.n = count(v, '-n'); },
-  '-d': (v) => { opt.d = count(v, '-d'); },
+  '-p': (v) => { opt.p = counts(v, '-p'); },
+  '-n': (v) => { opt.n = counts(v, '-n'); },
+  '-d': (v) => { opt.d = counts(v, '-d'); },
   '-r': (v) => { opt.r = count(v, '-r'); },
   '--ctx': (v) => { load.ctx = count(v, '--ctx'); },
   '--batch': (v) => { load.batch = count(v, '--batch'); },
@@ -40,6 +41,10 @@ function die(message) {
 function count(v, flag) {
   if (!/^\d+$/.test(v ?? '')) die(`${flag} takes a non-negative integer, not ${JSON.stringify(v)}`);
   return Number(v);
+}
+/** llama-bench's lists: `-p 128,512`. */
+function counts(v, flag) {
+  return String(v ?? '').split(',').map((x) => count(x, flag));
 }
 
 for (let i = 0; i < args.length; i++) {
@@ -64,7 +69,8 @@ const { createEngine } = await import(pathToFileURL(`${ROOT}pkg/index.js`).href)
 const webgpu = await import(pathToFileURL(tools.resolve('webgpu')).href);
 Object.assign(globalThis, webgpu.globals);
 
-const need = opt.d + Math.max(opt.p, opt.n + 1);
+const most = (v) => Math.max(...v);
+const need = most(opt.d) + Math.max(most(opt.p), most(opt.n) + 1);
 let engine;
 try {
   engine = await createEngine({

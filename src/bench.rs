@@ -16,15 +16,16 @@ use crate::gpu::{Gpu, KernelTime};
 use crate::ops::copy::BufferCopy;
 use web_time::Instant;
 
-/// What to measure.
+/// What to measure: like llama-bench, every prefill length and every decode length, each at
+/// every depth (depth first: `pp512`, `tg128`, `pp512 @ d1024`, `tg128 @ d1024`).
 #[derive(Clone, Debug)]
 pub struct BenchSpec {
-    /// Prompt tokens of the prefill test (0 skips it).
-    pub n_prompt: usize,
-    /// Greedy decode steps of the decode test (0 skips it).
-    pub n_gen: usize,
+    /// Prompt tokens of each prefill test `ppN` (0 is skipped).
+    pub n_prompt: Vec<usize>,
+    /// Greedy decode steps of each decode test `tgN` (0 is skipped).
+    pub n_gen: Vec<usize>,
     /// Tokens put in the KV cache (untimed) before every repetition of each test.
-    pub n_depth: usize,
+    pub n_depth: Vec<usize>,
     /// Timed repetitions of each test.
     pub reps: usize,
     /// Run each test once untimed first (pipeline compilation, first-touch of buffers).
@@ -32,10 +33,11 @@ pub struct BenchSpec {
 }
 
 impl BenchSpec {
-    /// Positions the tests need: the depth, then the prompt, or the one-token prompt and the
-    /// decoded tokens.
+    /// Positions the tests need: the deepest depth, then the longest prompt, or the one-token
+    /// prompt and the most decoded tokens.
     pub fn ctx_needed(&self) -> usize {
-        self.n_depth + self.n_prompt.max(self.n_gen + 1)
+        let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+        most(&self.n_depth) + most(&self.n_prompt).max(most(&self.n_gen) + 1)
     }
 
     /// Refuses a spec that measures nothing.
@@ -45,9 +47,14 @@ impl BenchSpec {
                 "bench: the repetitions must be at least 1".into(),
             ));
         }
-        if self.n_prompt == 0 && self.n_gen == 0 {
+        if self.n_prompt.iter().chain(&self.n_gen).all(|&n| n == 0) {
             return Err(Error::InvalidArgument(
-                "bench: nothing to measure, the prompt and decode lengths are both 0".into(),
+                "bench: nothing to measure, the prompt and decode lengths are all 0".into(),
+            ));
+        }
+        if self.n_depth.is_empty() {
+            return Err(Error::InvalidArgument(
+                "bench: no depth given (0 for an empty cache)".into(),
             ));
         }
         Ok(())
@@ -232,7 +239,8 @@ pub struct BenchReport {
     pub tests: Vec<TestResult>,
     /// Weight bytes one decode step reads (flint's GPU layout).
     pub decode_weight_bytes_per_token: u64,
-    /// decode_weight_bytes_per_token x median decode tok/s.
+    /// decode_weight_bytes_per_token x median tok/s of the (first) decode test at the smallest
+    /// depth.
     pub decode_weight_gbps: Option<f64>,
     /// Best of the copy kernel's runs, counting bytes read + bytes written.
     pub copy_gbps: f64,
@@ -301,88 +309,85 @@ pub async fn run(
     spec.check()?;
     if spec.ctx_needed() > engine.ctx {
         return Err(Error::InvalidArgument(format!(
-            "bench: the tests need a context of {} tokens (depth {} + {}), the engine has {}: \
-             load it with a larger context",
+            "bench: the tests need a context of {} tokens, the engine has {}: load it with a \
+             larger context",
             spec.ctx_needed(),
-            spec.n_depth,
-            spec.n_prompt.max(spec.n_gen + 1),
             engine.ctx
         )));
     }
     let vocab = engine.tokenizer.vocab_size().max(1) as u32;
     let bos = engine.tokenizer.bos_id().unwrap_or(0);
-    // llama-bench's prompt and depth: random token ids (fixed seed, so runs compare)
+    // llama-bench's prompts and depths: random token ids (fixed seed, so runs compare); a depth
+    // of d is the first d of one sequence
+    let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
     let (prompt, depth): (Vec<u32>, Vec<u32>) = {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed);
         let mut ids = |n| (0..n).map(|_| rng.random_range(0..vocab)).collect();
-        (ids(spec.n_prompt), ids(spec.n_depth))
-    };
-    let name = |test: String| match spec.n_depth {
-        0 => test,
-        d => format!("{test} @ d{d}"),
+        (ids(most(&spec.n_prompt)), ids(most(&spec.n_depth)))
     };
     let runs = spec.reps + usize::from(spec.warmup);
     // the timed runs are the last `reps`
     let timed = |run: usize| run + spec.reps >= runs;
     let mut tests = Vec::new();
     let mut profiles = Vec::new();
-    if spec.n_prompt > 0 {
-        let test = name(format!("pp{}", spec.n_prompt));
-        let mut tps = Vec::new();
-        for run in 0..runs {
-            fill(engine, &depth).await?;
-            if run + spec.reps == runs {
-                engine.gpu.take_profile(); // the warm-up run's kernels are not counted
+    for &d in &spec.n_depth {
+        let depth = &depth[..d];
+        let name = |test: String| match d {
+            0 => test,
+            d => format!("{test} @ d{d}"),
+        };
+        for &n_prompt in spec.n_prompt.iter().filter(|&&n| n > 0) {
+            let test = name(format!("pp{n_prompt}"));
+            let mut tps = Vec::new();
+            for run in 0..runs {
+                fill(engine, depth).await?;
+                if run + spec.reps == runs {
+                    engine.gpu.take_profile(); // the warm-up run's kernels are not counted
+                }
+                let t0 = Instant::now();
+                engine.feed_async(&prompt[..n_prompt]).await?; // returns the logits: the GPU is done
+                let r = n_prompt as f64 / t0.elapsed().as_secs_f64();
+                if timed(run) {
+                    tps.push(r);
+                }
+                on_run(&test, run + 1, runs, r);
             }
-            let t0 = Instant::now();
-            engine.feed_async(&prompt).await?; // returns the logits: the GPU is done
-            let r = spec.n_prompt as f64 / t0.elapsed().as_secs_f64();
-            if timed(run) {
-                tps.push(r);
-            }
-            on_run(&test, run + 1, runs, r);
+            let times = engine.gpu.take_profile();
+            profiles.extend(TestProfile::new(test.clone(), n_prompt * spec.reps, times));
+            tests.push(TestResult::new(test, (n_prompt, 0, d), tps));
         }
-        let times = engine.gpu.take_profile();
-        profiles.extend(TestProfile::new(
-            test.clone(),
-            spec.n_prompt * spec.reps,
-            times,
-        ));
-        tests.push(TestResult::new(test, (spec.n_prompt, 0, spec.n_depth), tps));
-    }
-    if spec.n_gen > 0 {
-        let test = name(format!("tg{}", spec.n_gen));
-        let mut tps = Vec::new();
-        for run in 0..runs {
-            fill(engine, &depth).await?;
-            let mut tok = greedy_step(engine, bos).await?;
-            if run + spec.reps == runs {
-                engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
+        for &n_gen in spec.n_gen.iter().filter(|&&n| n > 0) {
+            let test = name(format!("tg{n_gen}"));
+            let mut tps = Vec::new();
+            for run in 0..runs {
+                fill(engine, depth).await?;
+                let mut tok = greedy_step(engine, bos).await?;
+                if run + spec.reps == runs {
+                    engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
+                }
+                let t0 = Instant::now();
+                for _ in 0..n_gen {
+                    tok = greedy_step(engine, tok).await?;
+                }
+                let r = n_gen as f64 / t0.elapsed().as_secs_f64();
+                if timed(run) {
+                    tps.push(r);
+                }
+                on_run(&test, run + 1, runs, r);
             }
-            let t0 = Instant::now();
-            for _ in 0..spec.n_gen {
-                tok = greedy_step(engine, tok).await?;
-            }
-            let r = spec.n_gen as f64 / t0.elapsed().as_secs_f64();
-            if timed(run) {
-                tps.push(r);
-            }
-            on_run(&test, run + 1, runs, r);
+            let times = engine.gpu.take_profile();
+            profiles.extend(TestProfile::new(test.clone(), n_gen * spec.reps, times));
+            tests.push(TestResult::new(test, (0, n_gen, d), tps));
         }
-        let times = engine.gpu.take_profile();
-        profiles.extend(TestProfile::new(
-            test.clone(),
-            spec.n_gen * spec.reps,
-            times,
-        ));
-        tests.push(TestResult::new(test, (0, spec.n_gen, spec.n_depth), tps));
     }
     engine.reset();
     let (copy_gbps, copy_bytes) = copy_bandwidth(&engine.gpu, spec.reps).await?;
+    // weight streaming of the decode test whose cache is the emptiest (its time is the weights')
     let decode_weight_gbps = tests
         .iter()
-        .find(|t| t.n_gen > 0)
+        .filter(|t| t.n_gen > 0)
+        .min_by_key(|t| t.n_depth)
         .map(|t| sizes.decode_weight_bytes as f64 * t.median_tps / 1e9);
     let caps = &engine.gpu.caps;
     let info = &engine.gpu.info;
@@ -514,9 +519,9 @@ mod tests {
     #[test]
     fn spec_is_checked() {
         let s = BenchSpec {
-            n_prompt: 0,
-            n_gen: 0,
-            n_depth: 0,
+            n_prompt: vec![0],
+            n_gen: vec![0, 0],
+            n_depth: vec![0],
             reps: 1,
             warmup: true,
         };
@@ -526,15 +531,22 @@ mod tests {
             .to_string()
             .contains("nothing to measure"));
         let s = BenchSpec {
-            n_prompt: 8,
+            n_prompt: vec![8],
             reps: 0,
             ..s
         };
         assert!(s.check().unwrap_err().to_string().contains("repetitions"));
+        let s = BenchSpec { reps: 1, ..s };
+        s.check().unwrap();
         let s = BenchSpec {
-            n_depth: 100,
-            n_gen: 16,
-            reps: 1,
+            n_depth: vec![],
+            ..s
+        };
+        assert!(s.check().unwrap_err().to_string().contains("no depth"));
+        let s = BenchSpec {
+            n_depth: vec![0, 100, 50],
+            n_prompt: vec![8, 0],
+            n_gen: vec![16, 4],
             ..s
         };
         assert_eq!(s.ctx_needed(), 117);

@@ -474,18 +474,18 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
     let ratio = r["roofline_ratio"].as_f64().unwrap();
     assert!((ratio - gbps / copy).abs() < 1e-9, "{ratio}");
 
-    // the table: one row per test, then the bandwidth lines; here at a depth of 40 cached
-    // tokens (llama-bench's -d) in an f16 cache
+    // the table: one row per test, then the bandwidth lines; here with lists (llama-bench's):
+    // two prompt lengths, each test at depths 0 and 40 (cached tokens, -d), in an f16 cache
     let (code, out, err) = flint(&[
         "bench",
         "-m",
         MODEL,
         "-p",
-        "4",
+        "4,2",
         "-n",
         "1",
         "-d",
-        "40",
+        "0,40",
         "--kv-cache",
         "f16",
         "-r",
@@ -500,7 +500,11 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
     );
     for want in [
         "| llama Q4_1 |",
+        "| pp4 |",
+        "| pp2 |",
+        "| tg1 |",
         "| pp4 @ d40 |",
+        "| pp2 @ d40 |",
         "| tg1 @ d40 |",
         "f16 KV cache, f32 prefill matmul",
         "copy bandwidth",
@@ -508,6 +512,14 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
+    // llama-bench's order: depth first, then the prompt lengths as given, then the decode tests
+    let at = |row: &str| out.find(row).unwrap();
+    assert!(
+        at("| pp4 |") < at("| pp2 |")
+            && at("| pp2 |") < at("| tg1 |")
+            && at("| tg1 |") < at("| pp4 @ d40 |"),
+        "{out}"
+    );
     let (code, _, err) = flint(&["bench", "-m", MODEL, "-r", "0"]);
     assert_eq!(code, 1);
     assert!(err.contains("at least 1"), "{err}");

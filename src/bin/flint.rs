@@ -225,17 +225,35 @@ struct ServeArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt tokens of the prefill test (ppN): one prompt from an empty cache; 0 skips it.
-    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-    n_prompt: usize,
-    /// Tokens of the decode test (tgN): greedy steps of one token after a one-token prompt; 0 skips it.
-    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-    n_gen: usize,
+    /// Prompt tokens of the prefill test (ppN): one prompt from an empty cache; 0 skips it. A
+    /// comma-separated list runs one test per value, as llama-bench does (`-p 128,512`).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Tokens of the decode test (tgN): greedy steps of one token after a one-token prompt; 0
+    /// skips it. A comma-separated list runs one test per value.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
     /// Tokens already in the KV cache when each test starts (llama-bench's -d): every repetition
     /// first fills the cache with this many (untimed), so attention reads a long context. The
-    /// tests are then named `pp512 @ d4096`, `tg128 @ d4096`.
-    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
-    n_depth: usize,
+    /// tests are then named `pp512 @ d4096`, `tg128 @ d4096`. A comma-separated list runs every
+    /// test at each depth (`-d 0,1024,4096`).
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    n_depth: Vec<usize>,
     /// Repetitions of each test; min, median and max are over these.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
@@ -750,9 +768,9 @@ fn serve(a: ServeArgs) -> Result<()> {
 fn bench(mut a: BenchArgs) -> Result<()> {
     a.model.profile = a.profile;
     let spec = BenchSpec {
-        n_prompt: a.n_prompt,
-        n_gen: a.n_gen,
-        n_depth: a.n_depth,
+        n_prompt: a.n_prompt.clone(),
+        n_gen: a.n_gen.clone(),
+        n_depth: a.n_depth.clone(),
         reps: a.reps,
         warmup: !a.no_warmup,
     };
@@ -762,7 +780,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
             "-r/--repetitions must be at least 1".into(),
         ));
     }
-    if a.n_prompt == 0 && a.n_gen == 0 {
+    if a.n_prompt.iter().chain(&a.n_gen).all(|&n| n == 0) {
         return Err(Error::InvalidArgument(
             "nothing to measure: -p and -n are both 0".into(),
         ));

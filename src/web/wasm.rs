@@ -94,27 +94,31 @@ struct WebGenerateOptions {
     sampling: SamplingParams,
 }
 
-/// Options of [`WebEngine::bench`] (JSON; llama-bench's -p, -n, -d, -r).
+/// Options of [`WebEngine::bench`] (JSON; llama-bench's -p, -n, -d, -r). The lengths are lists
+/// (one test per value; pkg/core.js makes a single number a list).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct WebBenchOptions {
     #[serde(default = "default_n_prompt")]
-    n_prompt: usize,
+    n_prompt: Vec<usize>,
     #[serde(default = "default_n_gen")]
-    n_gen: usize,
-    #[serde(default)]
-    n_depth: usize,
+    n_gen: Vec<usize>,
+    #[serde(default = "default_n_depth")]
+    n_depth: Vec<usize>,
     #[serde(default = "default_reps")]
     repetitions: usize,
     #[serde(default = "default_warmup")]
     warmup: bool,
 }
 
-fn default_n_prompt() -> usize {
-    512
+fn default_n_prompt() -> Vec<usize> {
+    vec![512]
 }
-fn default_n_gen() -> usize {
-    128
+fn default_n_gen() -> Vec<usize> {
+    vec![128]
+}
+fn default_n_depth() -> Vec<usize> {
+    vec![0]
 }
 fn default_reps() -> usize {
     5
@@ -126,9 +130,9 @@ fn default_warmup() -> bool {
 impl WebBenchOptions {
     fn spec(&self) -> crate::bench::BenchSpec {
         crate::bench::BenchSpec {
-            n_prompt: self.n_prompt,
-            n_gen: self.n_gen,
-            n_depth: self.n_depth,
+            n_prompt: self.n_prompt.clone(),
+            n_gen: self.n_gen.clone(),
+            n_depth: self.n_depth.clone(),
             reps: self.repetitions,
             warmup: self.warmup,
         }
@@ -324,7 +328,7 @@ impl WebEngine {
 
     /// Measures prefill and decode tokens/s as `flint bench` does ([`crate::bench`]) with
     /// `options` (JSON `{"nPrompt", "nGen", "nDepth", "repetitions", "warmup"}`, all optional:
-    /// 512, 128, 0, 5, true); `on_run(test, run, runs, tokensPerSecond)` is called after each
+    /// [512], [128], [0], 5, true); `on_run(test, run, runs, tokensPerSecond)` is called after each
     /// repetition. Resolves to the JSON report `flint bench --json` prints. The KV cache is
     /// emptied.
     pub fn bench(&self, options: String, on_run: Function) -> Promise {

@@ -104,17 +104,20 @@ try {
 
   // 6b. engine.bench(): the native `flint bench` code (src/bench.rs) in wasm, same report.
   const runs = [];
-  const b = await engine.bench({ nPrompt: 16, nGen: 4, repetitions: 2, onRun: (x) => runs.push(x) });
-  check(JSON.stringify(b.tests.map((t) => t.test)) === '["pp16","tg4"]' && b.tests.every((t) =>
+  const b = await engine.bench({ nPrompt: 8, nGen: 2, nDepth: [0, 4], repetitions: 2, onRun: (x) => runs.push(x) });
+  const benchTests = JSON.stringify(b.tests.map((t) => [t.test, t.n_prompt, t.n_gen, t.n_depth]));
+  check(benchTests === '[["pp8",8,0,0],["tg2",0,2,0],["pp8 @ d4",8,0,4],["tg2 @ d4",0,2,4]]' && b.tests.every((t) =>
     t.samples_tps.length === 2 && t.min_tps > 0 && t.min_tps <= t.median_tps && t.median_tps <= t.max_tps),
-  'bench: pp16 and tg4, min <= median <= max over 2 repetitions', JSON.stringify(b.tests.map((t) => [t.test, t.samples_tps])));
-  check(runs.length === 6 && runs[0].test === 'pp16' && runs[2].run === 3 && runs.at(-1).test === 'tg4' &&
+  'bench: pp8 and tg2 at depths 0 and 4, min <= median <= max over 2 repetitions',
+  JSON.stringify(b.tests.map((t) => [t.test, t.samples_tps])));
+  check(runs.length === 12 && runs[0].test === 'pp8' && runs[2].run === 3 && runs.at(-1).test === 'tg2 @ d4' &&
     runs.every((x) => x.runs === 3 && x.tokensPerSecond > 0), 'bench: onRun after each run, the warm-up included',
   JSON.stringify(runs.map((x) => `${x.test} ${x.run}/${x.runs}`)));
   check(b.quant === 'Q4_1' && b.architecture === 'llama' && b.model === modelUrl && b.adapter === info.adapter &&
     b.decode_weight_bytes_per_token > 50e6 && b.copy_gbps > 0 && b.roofline_ratio > 0 &&
-    Math.abs(b.decode_weight_gbps / b.copy_gbps - b.roofline_ratio) < 1e-9,
-  'bench report: model, adapter, copy bandwidth and roofline ratio',
+    Math.abs(b.decode_weight_gbps / b.copy_gbps - b.roofline_ratio) < 1e-9 &&
+    Math.abs(b.decode_weight_gbps - b.decode_weight_bytes_per_token * b.tests[1].median_tps / 1e9) < 1e-9,
+  'bench report: model, adapter, copy bandwidth, roofline ratio from the depth-0 decode test',
   `copy ${b.copy_gbps?.toFixed(2)} GB/s, roofline ${b.roofline_ratio?.toFixed(3)}`);
   summary.bench = Object.fromEntries(b.tests.map((t) => [t.test, +t.median_tps.toFixed(2)]));
   summary.bench.copyGBs = +b.copy_gbps.toFixed(2);
