@@ -337,48 +337,41 @@ pub async fn run(
             0 => test,
             d => format!("{test} @ d{d}"),
         };
-        for &n_prompt in spec.n_prompt.iter().filter(|&&n| n > 0) {
-            let test = name(format!("pp{n_prompt}"));
+        let prefills = spec.n_prompt.iter().map(|&n| (n, 0));
+        let decodes = spec.n_gen.iter().map(|&n| (0, n));
+        for (n_prompt, n_gen) in prefills.chain(decodes).filter(|&(p, g)| p + g > 0) {
+            let test = name(match n_gen {
+                0 => format!("pp{n_prompt}"),
+                n => format!("tg{n}"),
+            });
             let mut tps = Vec::new();
             for run in 0..runs {
                 fill(engine, depth).await?;
+                // a decode test starts from a one-token prompt, untimed
+                let mut tok = match n_gen {
+                    0 => bos,
+                    _ => greedy_step(engine, bos).await?,
+                };
                 if run + spec.reps == runs {
                     engine.gpu.take_profile(); // the warm-up run's kernels are not counted
                 }
                 let t0 = Instant::now();
-                engine.feed_async(&prompt[..n_prompt]).await?; // returns the logits: the GPU is done
-                let r = n_prompt as f64 / t0.elapsed().as_secs_f64();
-                if timed(run) {
-                    tps.push(r);
+                if n_prompt > 0 {
+                    engine.feed_async(&prompt[..n_prompt]).await?; // the logits: the GPU is done
                 }
-                on_run(&test, run + 1, runs, r);
-            }
-            let times = engine.gpu.take_profile();
-            profiles.extend(TestProfile::new(test.clone(), n_prompt * spec.reps, times));
-            tests.push(TestResult::new(test, (n_prompt, 0, d), tps));
-        }
-        for &n_gen in spec.n_gen.iter().filter(|&&n| n > 0) {
-            let test = name(format!("tg{n_gen}"));
-            let mut tps = Vec::new();
-            for run in 0..runs {
-                fill(engine, depth).await?;
-                let mut tok = greedy_step(engine, bos).await?;
-                if run + spec.reps == runs {
-                    engine.gpu.take_profile(); // nor the warm-up run's, nor the one-token prompt
-                }
-                let t0 = Instant::now();
                 for _ in 0..n_gen {
                     tok = greedy_step(engine, tok).await?;
                 }
-                let r = n_gen as f64 / t0.elapsed().as_secs_f64();
+                let r = (n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64();
                 if timed(run) {
                     tps.push(r);
                 }
                 on_run(&test, run + 1, runs, r);
             }
             let times = engine.gpu.take_profile();
-            profiles.extend(TestProfile::new(test.clone(), n_gen * spec.reps, times));
-            tests.push(TestResult::new(test, (0, n_gen, d), tps));
+            let tokens = (n_prompt + n_gen) * spec.reps;
+            profiles.extend(TestProfile::new(test.clone(), tokens, times));
+            tests.push(TestResult::new(test, (n_prompt, n_gen, d), tps));
         }
     }
     engine.reset();
