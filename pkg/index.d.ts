@@ -49,7 +49,7 @@ export interface CreateEngineOptions {
   kernels?: 'auto' | 'gpu' | 'cpu';
   /**
    * KV cache precision (the CLI's `--kv-cache`): `'f32'` (default, exact) or `'f16'` (half the
-   * memory; needs no `shader-f16`; logits within about 1e-2, so greedy text may differ).
+   * memory; needs no `shader-f16`; logits within about 2e-2, so greedy text may differ).
    * Reported as `info().caps.kvCache`.
    */
   kvCache?: 'f32' | 'f16';
