@@ -18,7 +18,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use flint::format::DType;
-use flint::gpu::{Gpu, GpuOptions, Weight};
+use flint::gpu::{Gpu, GpuOptions, KvType, Weight};
 use flint::ops::attention::Attention;
 use flint::ops::copy::BufferCopy;
 use flint::ops::kv::LayerKv;
@@ -198,7 +198,7 @@ fn attention(c: &mut Criterion) {
                 softcap: 0.0,
                 ring: 0,
                 row0: 0,
-                kv_f16: false,
+                kv: KvType::F32,
             };
             let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
             let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();
@@ -208,6 +208,7 @@ fn attention(c: &mut Criterion) {
                 k: &kc,
                 v: &vc,
                 base: None,
+                scale: None,
             };
             grp.throughput(Throughput::BytesDecimal(2 * (ctx * kvh * d * 4) as u64));
             grp.bench_function(

@@ -48,11 +48,13 @@ export interface CreateEngineOptions {
    */
   kernels?: 'auto' | 'gpu' | 'cpu';
   /**
-   * KV cache precision (the CLI's `--kv-cache`): `'f32'` (default, exact) or `'f16'` (half the
-   * memory; needs no `shader-f16`; logits within about 2e-2, so greedy text may differ).
+   * KV cache precision (the CLI's `--kv-cache`): `'f32'` (default, exact), `'q16'` (half the
+   * memory: 16-bit fixed point with a scale per position and KV head; logits within 1e-2) or
+   * `'f16'` (half the memory; logits within about 2e-2, so greedy text may differ). Neither
+   * 16-bit type needs `shader-f16`.
    * Reported as `info().caps.kvCache`.
    */
-  kvCache?: 'f32' | 'f16';
+  kvCache?: 'f32' | 'f16' | 'q16';
   /**
    * Prefill matmul operands (the CLI's `--matmul`): `'f32'` (default, exact) or `'f16'`
    * (activations and dequantized weights staged as f16 in workgroup memory, f32 arithmetic; the
@@ -208,7 +210,7 @@ export interface EngineInfo {
     /** The kernel layout in use (what the `kernels` option resolved to). */
     kernelLayout: 'gpu' | 'cpu';
     /** The KV cache's precision (the `kvCache` option). */
-    kvCache: 'f32' | 'f16';
+    kvCache: 'f32' | 'f16' | 'q16';
     /** The prefill matmul's operands (the `matmul` option; on the cpu kernel layout f16 tiles serve
      * only the weights the rows kernels cannot take). */
     matmul: 'f32' | 'f16' | string;

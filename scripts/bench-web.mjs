@@ -6,7 +6,7 @@
 //
 //   node scripts/bench-web.mjs [-m MODEL.gguf] [-p 512] [-n 128] [-d 0] [-r 5] [--ctx N] [--batch N]
 //   (-p, -n, -d take comma-separated lists, as llama-bench's do: one test per value)
-//       [--kernels auto|gpu|cpu] [--kv-cache f32|f16] [--sample-on auto|gpu|cpu] [--json]
+//       [--kernels auto|gpu|cpu] [--kv-cache f32|f16|q16] [--sample-on auto|gpu|cpu] [--json]
 //
 // Dawn uses the Vulkan driver the loader finds: on a machine without a GPU, pick one with
 // VK_ICD_FILENAMES. Chromium's SwiftShader (/usr/lib/chromium/vk_swiftshader_icd.json) works on
@@ -52,7 +52,7 @@ for (let i = 0; i < args.length; i++) {
   if (a === '--json') opt.json = true;
   else if (a === '-h' || a === '--help') {
     console.log('usage: node scripts/bench-web.mjs [-m MODEL.gguf] [-p 512] [-n 128] [-d 0] [-r 5] [--ctx N] [--batch N] ' +
-      '[--kernels auto|gpu|cpu] [--kv-cache f32|f16] [--sample-on auto|gpu|cpu] [--json]');
+      '[--kernels auto|gpu|cpu] [--kv-cache f32|f16|q16] [--sample-on auto|gpu|cpu] [--json]');
     process.exit(0);
   } else if (flags[a]) flags[a](args[++i]);
   else die(`unknown argument ${a} (see --help)`);

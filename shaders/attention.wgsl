@@ -16,7 +16,8 @@
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-// kc / vc, their loaders k1, v1 and bases k_base1, v_base1: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
+// kc / vc, their loaders k1, v1, scales k_scale, v_scale and bases k_base1, v_base1:
+// shaders/common/kv_f32.wgsl, kv_f16.wgsl or kv_q16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
@@ -57,7 +58,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let kb = slot(pos) * kv_row + kvh * D;
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * k1(kb + d); }
-            s = (dot_ + qk0) * p.scale;
+            // (k_scale: the segment's scale, 1 unless q16)
+            s = (dot_ * k_scale(slot(pos) * p.n_kv_heads + kvh) + qk0) * p.scale;
             if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         }
         sc[lid] = s;
@@ -72,9 +74,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let e = exp(sc[j] - tmax);
             l += e;
             let vb = slot(t0 + j) * kv_row + kvh * D;
+            let ev = e * v_scale(slot(t0 + j) * p.n_kv_heads + kvh);
             for (var c = 0u; c < 4u; c++) {
                 let d = lid + c * WG;
-                if (d < D) { acc[c] += e * v1(vb + d); }
+                if (d < D) { acc[c] += ev * v1(vb + d); }
             }
         }
         m = tmax;

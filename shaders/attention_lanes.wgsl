@@ -4,8 +4,9 @@
 // (position p goes to lane p % WG), each keeps its own running max m, sum l and accumulator in
 // registers (online softmax, no score matrix), and one barrier merges the lanes' partial results.
 // Unlike attention.wgsl, no lane repeats another's exp or V loads. D (head_dim, a multiple of 4 up
-// to 256) is fixed per pipeline; kc / vc, their loaders k4, v4 and bases k_base4, v_base4 come from
-// shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front.
+// to 256) is fixed per pipeline; kc / vc, their loaders k4, v4, scales k_scale, v_scale and bases
+// k_base4, v_base4 come from shaders/common/kv_f32.wgsl, kv_f16.wgsl or kv_q16.wgsl, concatenated
+// in front.
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -42,15 +43,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var l = 0.0;
     for (var pos = first + lid; pos < n_pos; pos += WG) {
         let kb = slot(pos) * kv_row4 + kvh * D4;
+        let seg = slot(pos) * p.n_kv_heads + kvh; // its scales' segment (1 unless q16)
         var dv = vec4<f32>(0.0);
         for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
-        var s = (dv.x + dv.y + dv.z + dv.w + qk0) * p.scale;
+        var s = ((dv.x + dv.y + dv.z + dv.w) * k_scale(seg) + qk0) * p.scale;
         if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         let mn = max(m, s);
         let corr = exp(m - mn);
         let e = exp(s - mn);
         l = l * corr + e;
-        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + e * v4(kb + i); }
+        let ev = e * v_scale(seg);
+        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + ev * v4(kb + i); }
         m = mn;
     }
     // merge the lanes: weights exp(m_j - M), M the largest lane max (a lane that saw no position

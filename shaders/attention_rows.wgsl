@@ -9,7 +9,8 @@
 
 // Params, p and slot(): shaders/common/attention_params.wgsl, concatenated in front
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-// kc / vc, their loaders k4, v4 and bases k_base4, v_base4: shaders/common/kv_f32.wgsl or kv_f16.wgsl, concatenated in front
+// kc / vc, their loaders k4, v4, scales k_scale, v_scale and bases k_base4, v_base4:
+// shaders/common/kv_f32.wgsl, kv_f16.wgsl or kv_q16.wgsl, concatenated in front
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 
 override D: u32 = 64u;
@@ -49,9 +50,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var l = 0.0;
     for (var pos = first_visible(t_first); pos < end; pos++) {
         let kb = slot(pos) * kv_row4 + kvh * D4;
+        let seg = slot(pos) * p.n_kv_heads + kvh; // its scales' segment (1 unless q16)
         var dv = vec4<f32>(0.0);
         for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
-        var s = (dv.x + dv.y + dv.z + dv.w + qk0) * p.scale;
+        var s = ((dv.x + dv.y + dv.z + dv.w) * k_scale(seg) + qk0) * p.scale;
         if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         let visible = pos < n_pos && pos >= first;
         s = select(-3.0e38, s, visible);
@@ -59,7 +61,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let corr = exp(m - mn);
         let e = select(0.0, exp(s - mn), visible);
         l = l * corr + e;
-        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + e * v4(kb + i); }
+        let ev = e * v_scale(seg);
+        for (var i = 0u; i < D4; i++) { acc[i] = acc[i] * corr + ev * v4(kb + i); }
         m = mn;
     }
     if (t_real < p.tokens) {

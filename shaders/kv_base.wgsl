@@ -1,10 +1,10 @@
-// The base of an f16 KV cache: base[c] = the mean of keys ks[src_row0 + r, c] over the rows r <
-// rows that begin a sequence, and base[kv_dim + c] the same for values. kv_store.wgsl then stores
-// each key and value as its f16 difference from the base, and the attention kernels add the base
-// back in f32 (shaders/common/kv_f16.wgsl). Keys and values share a large per-channel component
-// across positions (SageAttention, Zhang et al. 2024, "smooth K", subtracts the keys' mean for the
-// same reason): f16 rounds the small differences with a small absolute error instead of the large
-// values. One invocation per channel.
+// The base of a 16-bit KV cache: base[c] = the mean of keys ks[src_row0 + r, c] over the rows r <
+// rows that begin a sequence, and base[kv_dim + c] the same for values. kv_store.wgsl (f16) and
+// kv_store_q16.wgsl (q16) then store each key and value as its difference from the base, and the
+// attention kernels add the base back in f32 (shaders/common/kv_f16.wgsl, kv_q16.wgsl). Keys and
+// values share a large per-channel component across positions (SageAttention, Zhang et al. 2024,
+// "smooth K", subtracts the keys' mean for the same reason): 16 bits round the small differences
+// with a small absolute error instead of the large values. One invocation per channel.
 
 struct Params {
     kv_dim: u32,   // elements per row

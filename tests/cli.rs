@@ -131,6 +131,16 @@ fn info_names_architecture_and_kernels() {
     ] {
         assert!(out.contains(want), "`{want}` missing from:\n{out}");
     }
+    // the q16 cache: its store kernel and the attention kernel through its view
+    let (code, out, err) = flint(&["info", "-m", MODEL, "--quiet", "--kv-cache", "q16"]);
+    assert_eq!(code, 0, "{err}");
+    for want in ["KV cache: q16", "kv_base", "kv_store_q16", ".kv_q16"] {
+        assert!(out.contains(want), "`{want}` missing from:\n{out}");
+    }
+    // an unknown cache type is refused, listing the types
+    let (code, _, err) = flint(&["info", "-m", MODEL, "--kv-cache", "f8"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("f32, f16, q16"), "{err}");
     let (code, out, err) = flint(&[
         "info",
         "-m",

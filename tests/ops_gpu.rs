@@ -3,10 +3,12 @@
 //! Kernels with a subgroup twin run both ways.
 
 use flint::format::DType;
-use flint::gpu::{Gpu, GpuOptions, Weight};
+use flint::gpu::{Gpu, GpuOptions, KvType, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
-use flint::ops::kv::{f16_cache_cpu, f16_cached_cpu, kv_base_cpu, KvStore, LayerKv};
+use flint::ops::kv::{
+    f16_cache_cpu, f16_cached_cpu, kv_base_cpu, q16_cache_cpu, q16_cached_cpu, KvStore, LayerKv,
+};
 use flint::ops::matmul::{matmul_cpu, MatMul, Variant};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
@@ -68,9 +70,32 @@ fn upload_f16_cache(g: &Gpu, x: &[f32], base: &[f32]) -> wgpu::Buffer {
     g.upload("kv16", bytemuck::cast_slice(&f16_cache_cpu(x, base)))
 }
 
+/// Keys and values `[k, v]` as a q16 cache with per-channel bases `[kbase, vbase]` and segments
+/// of `head_dim` holds them: the packed 16-bit keys, values, and the (key, value) scale pairs.
+fn upload_q16_cache(
+    g: &Gpu,
+    [k, v]: [&[f32]; 2],
+    [kbase, vbase]: [&[f32]; 2],
+    head_dim: usize,
+) -> (wgpu::Buffer, wgpu::Buffer, wgpu::Buffer) {
+    let (ki, ks) = q16_cache_cpu(k, kbase, head_dim);
+    let (vi, vs) = q16_cache_cpu(v, vbase, head_dim);
+    let scales: Vec<f32> = ks.iter().zip(&vs).flat_map(|(&a, &b)| [a, b]).collect();
+    (
+        g.upload("kq16", bytemuck::cast_slice(&ki)),
+        g.upload("vq16", bytemuck::cast_slice(&vi)),
+        upload(g, &scales),
+    )
+}
+
 /// An f32 cache's view.
 fn kv32<'a>(k: &'a wgpu::Buffer, v: &'a wgpu::Buffer) -> LayerKv<'a> {
-    LayerKv { k, v, base: None }
+    LayerKv {
+        k,
+        v,
+        base: None,
+        scale: None,
+    }
 }
 
 fn upload(g: &Gpu, v: &[f32]) -> wgpu::Buffer {
@@ -417,7 +442,7 @@ fn attention_cases(g: &Gpu) {
             softcap,
             ring: 0,
             row0: 0,
-            kv_f16: false,
+            kv: KvType::F32,
         };
         let want = attention_cpu(&q, &k, &v, &a);
         // an f16 cache holds keys and values as a per-channel f32 base plus an f16 difference
@@ -429,6 +454,13 @@ fn attention_cases(g: &Gpu) {
             &q,
             &f16_cached_cpu(&k, &kbase),
             &f16_cached_cpu(&v, &vbase),
+            &a,
+        );
+        // a q16 cache: the same differences as 16-bit fractions of a scale per (position, head)
+        let want_q16 = attention_cpu(
+            &q,
+            &q16_cached_cpu(&k, &kbase, d),
+            &q16_cached_cpu(&v, &vbase, d),
             &a,
         );
         // a ring holds position p in row p % ring: the last `ring` positions survive
@@ -460,12 +492,16 @@ fn attention_cases(g: &Gpu) {
             upload_f16_cache(g, &k, &kbase),
             upload_f16_cache(g, &v, &vbase),
         );
-        let base = upload(g, &[kbase, vbase].concat());
-        let a = Attention { kv_f16: true, ..a };
+        let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
+        let a = Attention {
+            kv: KvType::F16,
+            ..a
+        };
         let kv = LayerKv {
             k: &kb,
             v: &vb,
             base: Some(&base),
+            scale: None,
         };
         let mut enc = g.encoder();
         a.encode(g, &mut enc, &qb, kv, &ob).unwrap();
@@ -479,6 +515,31 @@ fn attention_cases(g: &Gpu) {
             err < 1e-4,
             "f16 cache: attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} ring={ring}: {err}"
         );
+        // the same over a q16 cache
+        let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
+        let a = Attention {
+            kv: KvType::Q16,
+            ..a
+        };
+        let kv = LayerKv {
+            k: &kq,
+            v: &vq,
+            base: Some(&base),
+            scale: Some(&sq),
+        };
+        let mut enc = g.encoder();
+        a.encode(g, &mut enc, &qb, kv, &ob).unwrap();
+        // without its scales a q16 cache is refused
+        let no_scale = LayerKv { scale: None, ..kv };
+        let err = a.encode(g, &mut g.encoder(), &qb, no_scale, &ob);
+        assert!(err.unwrap_err().to_string().contains("scale buffer"));
+        g.submit(enc);
+        let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
+        let err = max_abs(&got, &want_q16);
+        assert!(
+            err < 1e-4,
+            "q16 cache: attention h={h} kv={kvh} d={d} t={tokens} pos0={pos0} window={window} ring={ring}: {err}"
+        );
     }
     let bad = Attention {
         n_heads: 9,
@@ -491,7 +552,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv_f16: false,
+        kv: KvType::F32,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -511,7 +572,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 6,
         row0: 0,
-        kv_f16: false,
+        kv: KvType::F32,
     };
     let err = small_ring
         .encode(g, &mut g.encoder(), &b, kv32(&b, &b), &b)
@@ -891,11 +952,14 @@ fn kv_store_holds_f16_differences_from_the_base() {
         k: &kc,
         v: &vc,
         base: Some(&base),
+        scale: None,
     };
     let mut enc = g.encoder();
     // rows 1..4 of the input begin the sequence in cache rows 2..5; row 5 follows into row 5
     let store = |src_row0, rows, dst_row0, sets_base| KvStore {
+        kind: KvType::F16,
         kv_dim,
+        head_dim: 8,
         rows,
         src_row0,
         dst_row0,
@@ -959,11 +1023,151 @@ fn kv_store_holds_f16_differences_from_the_base() {
     let mut enc = g.encoder();
     let odd = KvStore {
         kv_dim: 3,
+        head_dim: 3,
         ..store(0, 1, 0, false)
     };
     assert!(odd.encode(g, &mut enc, [&kb, &vb], kv).is_err());
     let no_base = store(0, 1, 0, false).encode(g, &mut enc, [&kb, &vb], kv32(&kc, &vc));
     assert!(no_base.unwrap_err().to_string().contains("base"));
+}
+
+/// f32 rows stored into a q16 cache: after the same per-channel base as f16, each (row, KV head)
+/// segment holds its largest |x - base| as its scale and every element as a 16-bit fraction of
+/// it, the CPU reference's integers within one step (the GPU's 1 / scale may round differently).
+/// Against f16 of the same differences the largest error is several times smaller.
+#[test]
+fn kv_store_holds_q16_fractions_of_each_heads_scale() {
+    let g = gpu();
+    let (n_heads, head_dim, rows) = (3, 8, 5);
+    let kv_dim = n_heads * head_dim;
+    // per channel a shared offset; per head a different spread; head 1 the same in rows 0 and 1
+    let make = |seed| -> Vec<f32> {
+        let x = randv(rows * kv_dim, seed);
+        (0..rows * kv_dim)
+            .map(|i| {
+                let (r, c) = (i / kv_dim, i % kv_dim);
+                let spread = [0.5, 4.0, 60.0][c / head_dim];
+                let r = if r == 1 && c / head_dim == 1 { 0 } else { r };
+                50.0 * ((c as f32) * 0.3).cos() + spread * x[r * kv_dim + c]
+            })
+            .collect()
+    };
+    let (k, v) = (make(51), make(52));
+    let (kb, vb) = (upload(g, &k), upload(g, &v));
+    let cache_rows = 6;
+    let kc = g.zeros("kc", (cache_rows * kv_dim * 2) as u64).unwrap();
+    let vc = g.zeros("vc", (cache_rows * kv_dim * 2) as u64).unwrap();
+    let base = g.zeros("base", (kv_dim * 8) as u64).unwrap();
+    let scale = g.zeros("scale", (cache_rows * n_heads * 8) as u64).unwrap();
+    let kv = LayerKv {
+        k: &kc,
+        v: &vc,
+        base: Some(&base),
+        scale: Some(&scale),
+    };
+    // rows 0..2 begin the sequence in cache rows 1..3 (their mean is the base, so head 1 of both
+    // is all zero differences: a zero scale); rows 2..5 follow into rows 3..6
+    let store = |src_row0, rows, dst_row0, sets_base| KvStore {
+        kind: KvType::Q16,
+        kv_dim,
+        head_dim,
+        rows,
+        src_row0,
+        dst_row0,
+        sets_base,
+    };
+    let mut enc = g.encoder();
+    store(0, 2, 1, true)
+        .encode(g, &mut enc, [&kb, &vb], kv)
+        .unwrap();
+    store(2, 3, 3, false)
+        .encode(g, &mut enc, [&kb, &vb], kv)
+        .unwrap();
+    g.submit(enc);
+    let got_base = g.read_f32(&base, 0, 2 * kv_dim).unwrap();
+    let want_base = kv_base_cpu(&k[..2 * kv_dim], &v[..2 * kv_dim], kv_dim);
+    assert!(
+        max_abs(&got_base, &want_base) < 1e-4,
+        "base: the first rows' mean"
+    );
+    let scales = g.read_f32(&scale, 0, cache_rows * n_heads * 2).unwrap();
+    assert!(
+        scales[..2 * n_heads].iter().all(|&s| s == 0.0),
+        "row 0 stays unscaled"
+    );
+    let ints = |b: &wgpu::Buffer| -> Vec<i16> {
+        let words = g.read_u32(b, cache_rows * kv_dim / 2).unwrap();
+        bytemuck::cast_slice::<u32, i16>(&words).to_vec()
+    };
+    for (w, got, src, base) in [
+        (0, ints(&kc), &k, &got_base[..kv_dim]),
+        (1, ints(&vc), &v, &got_base[kv_dim..]),
+    ] {
+        assert!(got[..kv_dim].iter().all(|&x| x == 0), "row 0 stays zero");
+        let (want, want_scales) = q16_cache_cpu(src, base, head_dim);
+        let got_scales: Vec<f32> = (0..rows * n_heads)
+            .map(|s| scales[2 * (n_heads + s) + w])
+            .collect();
+        assert!(
+            max_abs(&got_scales, &want_scales) < 1e-4,
+            "scales {got_scales:?} vs {want_scales:?}"
+        );
+        let steps = got[kv_dim..]
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .max()
+            .unwrap();
+        assert!(
+            steps <= 1,
+            "stored integers {steps} steps from the reference"
+        );
+        // each segment's largest difference is stored as +-32767; the all-zero one as zeros
+        for (i, seg) in got[kv_dim..].chunks(head_dim).enumerate() {
+            let big = seg.iter().map(|x| x.unsigned_abs()).max().unwrap();
+            let zero = i % n_heads == 1 && i < 2 * n_heads; // head 1 of rows 0 and 1
+            assert_eq!(big, if zero { 0 } else { 32767 }, "segment {i}: {seg:?}");
+        }
+        assert_eq!(got_scales[n_heads + 1], 0.0, "an all-zero segment's scale");
+        // held values against the inputs: within scale / 32767 per segment, and far finer than
+        // f16 of the same differences on the wide heads
+        let held = q16_cached_cpu(src, base, head_dim);
+        let via_f16 = f16_cached_cpu(src, base);
+        for h in 0..n_heads {
+            let seg = |x: &[f32]| -> Vec<f32> {
+                (0..rows)
+                    .flat_map(|r| x[r * kv_dim + h * head_dim..][..head_dim].to_vec())
+                    .collect()
+            };
+            let (e16, eq) = (
+                max_abs(&seg(&via_f16), &seg(src)),
+                max_abs(&seg(&held), &seg(src)),
+            );
+            let widest = want_scales
+                .iter()
+                .skip(h)
+                .step_by(n_heads)
+                .cloned()
+                .fold(0.0, f32::max);
+            assert!(
+                eq <= widest / 32767.0 * 0.51 + 1e-6,
+                "head {h}: error {eq}, scale {widest}"
+            );
+            if h == 2 {
+                assert!(eq * 4.0 < e16, "head {h}: q16 error {eq} vs f16 {e16}");
+            }
+        }
+    }
+    // a q16 store without its scale buffer is refused by name
+    let no_scale = LayerKv { scale: None, ..kv };
+    let err = store(0, 1, 0, false).encode(g, &mut g.encoder(), [&kb, &vb], no_scale);
+    assert!(err.unwrap_err().to_string().contains("scale buffer"));
+    // heads that do not divide the row are refused
+    let bad = KvStore {
+        head_dim: 5,
+        ..store(0, 1, 0, false)
+    };
+    assert!(bad.encode(g, &mut g.encoder(), [&kb, &vb], kv).is_err());
 }
 
 /// Runs the GPU top-k over `rows` rows of `x` and returns each row's (id, logit) list.
@@ -1103,7 +1307,7 @@ fn split_k_attention_matches_cpu() {
             softcap,
             ring,
             row0: 0,
-            kv_f16: false,
+            kv: KvType::F32,
         };
         assert_eq!(
             a.splits(g),
@@ -1139,13 +1343,17 @@ fn split_k_attention_matches_cpu() {
         let kb = upload_f16_cache(g, &k, &kbase);
         let vb = upload_f16_cache(g, &v, &vbase);
         let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
-        let a16 = Attention { kv_f16: true, ..a };
+        let a16 = Attention {
+            kv: KvType::F16,
+            ..a
+        };
         let (k16, v16) = (f16_cached_cpu(&k, &kbase), f16_cached_cpu(&v, &vbase));
         let want16 = attention_cpu(&q, &k16, &v16, &a16);
         let kv = LayerKv {
             k: &kb,
             v: &vb,
             base: Some(&base),
+            scale: None,
         };
         let got16 = run(&a16, kv, Some(&part));
         assert!(max_abs(&got16, &want16) < 2e-5, "{case}: f16 cache");
@@ -1153,6 +1361,32 @@ fn split_k_attention_matches_cpu() {
         assert!(
             max_abs(&whole16, &want16) < 2e-5,
             "{case}: f16 cache, unsplit"
+        );
+        // and over a q16 cache
+        let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
+        let aq = Attention {
+            kv: KvType::Q16,
+            ..a
+        };
+        let want_q = attention_cpu(
+            &q,
+            &q16_cached_cpu(&k, &kbase, d),
+            &q16_cached_cpu(&v, &vbase, d),
+            &aq,
+        );
+        let kv = LayerKv {
+            k: &kq,
+            v: &vq,
+            base: Some(&base),
+            scale: Some(&sq),
+        };
+        assert!(
+            max_abs(&run(&aq, kv, Some(&part)), &want_q) < 2e-5,
+            "{case}: q16 cache"
+        );
+        assert!(
+            max_abs(&run(&aq, kv, None), &want_q) < 2e-5,
+            "{case}: q16 cache, unsplit"
         );
     }
     // a partials buffer too small is refused
@@ -1167,7 +1401,7 @@ fn split_k_attention_matches_cpu() {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv_f16: false,
+        kv: KvType::F32,
     };
     let small = g.zeros("small", 256).unwrap();
     let big = g.zeros("kv", 4001 * 2 * 64 * 4).unwrap();

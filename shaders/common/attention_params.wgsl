@@ -1,6 +1,6 @@
 // Shared by the attention kernels (attention.wgsl, attention_rows.wgsl, attention_lanes.wgsl):
 // their uniform parameters and the cache row of a position. Concatenated in front of the kernel,
-// with the cache view (kv_f32.wgsl or kv_f16.wgsl); see src/ops/attention.rs.
+// with the cache view (kv_f32.wgsl, kv_f16.wgsl or kv_q16.wgsl); see src/ops/attention.rs.
 
 struct Params {
     n_heads: u32,

@@ -13,6 +13,9 @@ fn v1(i: u32) -> f32 { return unpack2x16float(vc[i >> 2u][(i >> 1u) & 1u])[i & 1
 // elements 4i .. 4i+4
 fn k4(i: u32) -> vec4<f32> { let w = kc[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn v4(i: u32) -> vec4<f32> { let w = vc[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+// the scales of segment s = row * n_kv_heads + KV head (an f16 cache is not scaled)
+fn k_scale(s: u32) -> f32 { return 1.0; }
+fn v_scale(s: u32) -> f32 { return 1.0; }
 // the bases of element i of a row, and of elements 4i .. 4i+4
 fn k_base1(i: u32) -> f32 { return kv_base[i]; }
 fn v_base1(i: u32) -> f32 { return kv_base[p.n_kv_heads * p.head_dim + i]; }

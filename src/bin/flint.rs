@@ -5,7 +5,7 @@ use flint::bench::{BenchReport, BenchSpec, ModelSizes};
 use flint::chat::{ChatMessage, ChatTemplate};
 use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
-use flint::gpu::{Gpu, GpuOptions};
+use flint::gpu::{Gpu, GpuOptions, KvType};
 use flint::sampling::SamplingParams;
 use flint::{Error, Result};
 use std::io::{BufRead, Write};
@@ -100,10 +100,11 @@ struct ModelArgs {
     /// query per invocation: CPU-type adapters such as lavapipe), `auto` (by the adapter's type).
     #[arg(long, default_value = "auto", value_parser = ["auto", "gpu", "cpu"])]
     kernels: String,
-    /// KV cache precision: `f32` (exact) or `f16` (half the memory; logits within about 2e-2,
-    /// 9e-3 on average on SmolLM2).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    kv_cache: String,
+    /// KV cache precision: `f32` (exact), or half the memory with `q16` (16-bit fixed point with
+    /// a scale per position and KV head; logits within 1e-2 of f32 on SmolLM2) or `f16` (logits
+    /// within about 2e-2, 9e-3 on average).
+    #[arg(long, default_value = "f32", value_parser = kv_type)]
+    kv_cache: KvType,
     /// Prefill matmul operands: `f32` (exact) or `f16` (activations and dequantized weights staged
     /// as f16 in workgroup memory, f32 arithmetic; the `gpu` kernel layout, needs shader-f16).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
@@ -339,7 +340,7 @@ impl ModelArgs {
                 "cpu" => Some(true),
                 _ => None,
             },
-            kv_f16: self.kv_cache == "f16",
+            kv_cache: self.kv_cache,
             matmul_f16: self.matmul == "f16",
             gpu_sampling: match self.sample_on.as_str() {
                 "gpu" => Some(true),
@@ -880,4 +881,9 @@ fn print_bench_table(r: &BenchReport) {
             );
         }
     }
+}
+
+/// `--kv-cache`'s parser: a [`KvType`] name.
+fn kv_type(name: &str) -> std::result::Result<KvType, String> {
+    KvType::parse(name).map_err(|e| e.to_string())
 }

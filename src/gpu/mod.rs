@@ -12,6 +12,55 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
+/// How a KV cache stores keys and values. The two 16-bit types halve the cache's memory; every
+/// adapter can use them (the kernels read them through `unpack2x16float` / `unpack2x16snorm`, no
+/// `shader-f16` needed). See `src/ops/kv.rs` for the layouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    /// f32: the exact path.
+    #[default]
+    F32,
+    /// f16 differences from a per-sequence, per-channel f32 base.
+    F16,
+    /// 16-bit fixed point: the differences from the same base, as signed 16-bit fractions of
+    /// their (position, KV head) row's largest magnitude, with that f32 scale beside them.
+    Q16,
+}
+
+impl KvType {
+    /// Every type, in the order the CLI and the web options list them.
+    pub const ALL: [KvType; 3] = [KvType::F32, KvType::F16, KvType::Q16];
+
+    /// The name `--kv-cache` and the web's `kvCache` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q16 => "q16",
+        }
+    }
+
+    /// The type named `name` ([`KvType::name`]), or an error listing the names.
+    pub fn parse(name: &str) -> Result<KvType> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown KV cache type `{name}`: expected one of f32, f16, q16"
+                ))
+            })
+    }
+
+    /// Bytes one cached key (or value) element takes.
+    pub fn elem_bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 | KvType::Q16 => 2,
+        }
+    }
+}
+
 /// How to choose an adapter and which optional capabilities to use.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -38,9 +87,8 @@ pub struct GpuOptions {
     /// than 23, whose llvmpipe runs these two kernels about 6.6x slower than the separate
     /// products (measured on Debian 12's Mesa 22.3.6; Mesa 26 runs them 19% faster).
     pub fused_rows: Option<bool>,
-    /// Keep the KV cache in f16 (half the memory; attention reads it through unpack2x16float, so
-    /// any adapter can). Off by default: the f32 cache is the exact path.
-    pub kv_f16: bool,
+    /// How the KV cache stores keys and values ([`KvType`]): f32 by default, the exact path.
+    pub kv_cache: KvType,
     /// Stage the prefill matmul's operands (activations and dequantized weights) as f16 in
     /// workgroup memory, still multiplying and accumulating in f32 (`shaders/common/tile_f16.wgsl`;
     /// the GPU kernel layout's `matmul.wgsl`). Needs `shader-f16`. Off by default: f32 tiles are
@@ -70,8 +118,8 @@ pub struct Caps {
     pub rows_kernels: bool,
     /// Decode fuses Q/K/V and gate/up (see [`GpuOptions::fused_rows`]).
     pub fused_rows: bool,
-    /// KV caches hold f16 (see [`GpuOptions::kv_f16`]).
-    pub kv_f16: bool,
+    /// How KV caches store keys and values (see [`GpuOptions::kv_cache`]).
+    pub kv_cache: KvType,
     /// The prefill matmul stages its operands as f16 (see [`GpuOptions::matmul_f16`]).
     pub matmul_f16: bool,
     /// Generation ranks the logits on the GPU and reads back only the candidates the sampler
@@ -93,14 +141,10 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// How KV caches store keys and values: "f16" or "f32". `flint info`, `flint bench` and the
+    /// How KV caches store keys and values ([`KvType::name`]). `flint info`, `flint bench` and the
     /// web `info()` all report this one label.
     pub fn kv_cache_label(&self) -> &'static str {
-        if self.kv_f16 {
-            "f16"
-        } else {
-            "f32"
-        }
+        self.kv_cache.name()
     }
 
     /// The precision of the tiled prefill matmul's operands (`matmul.wgsl`). On the cpu kernel
@@ -280,7 +324,7 @@ impl Gpu {
             fused_rows: opts
                 .fused_rows
                 .unwrap_or_else(|| mesa_major(&info.driver_info).is_none_or(|v| v >= 23)),
-            kv_f16: opts.kv_f16,
+            kv_cache: opts.kv_cache,
             matmul_f16: opts.matmul_f16,
             gpu_sampling: opts.gpu_sampling.unwrap_or(!cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
 use crate::format::hf::{HfConfig, HfModel};
 use crate::format::{DType, ModelFile};
-use crate::gpu::{Gpu, Weight};
+use crate::gpu::{Gpu, KvType, Weight};
 use crate::ops::kv::LayerKv;
 use crate::ops::quant;
 use std::borrow::Cow;
@@ -593,34 +593,48 @@ fn transpose(data: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<Vec<
 pub struct KvCache {
     pub k: Vec<wgpu::Buffer>,
     pub v: Vec<wgpu::Buffer>,
-    /// An f16 cache's per-layer base ([`crate::ops::kv`]); empty for an f32 cache.
+    /// A 16-bit cache's per-layer base ([`crate::ops::kv`]); empty for an f32 cache.
     pub base: Vec<wgpu::Buffer>,
+    /// A q16 cache's per-layer scales, two f32 per (row, KV head) ([`crate::ops::kv`]); empty for
+    /// the other types.
+    pub scale: Vec<wgpu::Buffer>,
     /// Rows (positions) each layer's buffers hold.
     pub rows: Vec<usize>,
     /// Positions filled so far.
     pub len: usize,
     /// Capacity in positions.
     pub ctx: usize,
-    /// Keys and values are stored as f16 pairs (`ops::kv`), not f32.
-    pub f16: bool,
+    /// How keys and values are stored ([`KvType`]).
+    pub kind: KvType,
+    /// Elements per KV head.
+    pub head_dim: usize,
 }
 
 impl KvCache {
-    /// Allocates key and value buffers of `rows[l] * kv_dim` floats for each layer `l`.
-    pub fn new(gpu: &Gpu, ctx: usize, kv_dim: usize, rows: Vec<usize>) -> Result<KvCache> {
+    /// Allocates key and value buffers of `rows[l]` rows of `n_kv_heads * head_dim` elements for
+    /// each layer `l`, of the type the device's options chose.
+    pub fn new(
+        gpu: &Gpu,
+        ctx: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        rows: Vec<usize>,
+    ) -> Result<KvCache> {
         // a new cache usually replaces one: let cached bind groups release the old one's buffers
         gpu.forget_bindings();
-        let f16 = gpu.caps.kv_f16;
-        if f16 && !kv_dim.is_multiple_of(2) {
+        let kind = gpu.caps.kv_cache;
+        let kv_dim = n_kv_heads * head_dim;
+        if kind != KvType::F32 && !head_dim.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
-                "an f16 KV cache needs an even row length, not {kv_dim}"
+                "a {} KV cache needs an even head_dim, not {head_dim}",
+                kind.name()
             )));
         }
         let mut k = Vec::with_capacity(rows.len());
         let mut v = Vec::with_capacity(rows.len());
-        let mut base = Vec::new();
+        let (mut base, mut scale) = (Vec::new(), Vec::new());
         for (l, &r) in rows.iter().enumerate() {
-            let bytes = (r * kv_dim * if f16 { 2 } else { 4 }) as u64;
+            let bytes = (r * kv_dim * kind.elem_bytes()) as u64;
             if bytes > gpu.caps.max_binding {
                 return Err(Error::InvalidArgument(format!(
                     "a context of {ctx} tokens needs {bytes} bytes of KV cache for layer {l}, over the \
@@ -630,18 +644,24 @@ impl KvCache {
             }
             k.push(gpu.zeros(&format!("k_cache.{l}"), bytes)?);
             v.push(gpu.zeros(&format!("v_cache.{l}"), bytes)?);
-            if f16 {
+            if kind != KvType::F32 {
                 base.push(gpu.zeros(&format!("kv_base.{l}"), (kv_dim * 8) as u64)?);
+            }
+            if kind == KvType::Q16 {
+                let bytes = (r * n_kv_heads * 8) as u64;
+                scale.push(gpu.zeros(&format!("kv_scale.{l}"), bytes)?);
             }
         }
         Ok(KvCache {
             k,
             v,
             base,
+            scale,
             rows,
             len: 0,
             ctx,
-            f16,
+            kind,
+            head_dim,
         })
     }
 
@@ -651,6 +671,7 @@ impl KvCache {
             k: &self.k[l],
             v: &self.v[l],
             base: self.base.get(l),
+            scale: self.scale.get(l),
         }
     }
 
@@ -661,7 +682,12 @@ impl KvCache {
 
     /// Bytes of GPU memory the cache holds.
     pub fn gpu_bytes(&self) -> u64 {
-        let all = self.k.iter().chain(&self.v).chain(&self.base);
+        let all = self
+            .k
+            .iter()
+            .chain(&self.v)
+            .chain(&self.base)
+            .chain(&self.scale);
         all.map(|b| b.size()).sum()
     }
 }

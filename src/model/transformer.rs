@@ -22,7 +22,7 @@
 
 use super::{KvCache, Logits, ModelInfo, Scratch, TensorSource};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Weight};
+use crate::gpu::{Gpu, KvType, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
 use crate::ops::embed::Embed;
@@ -549,7 +549,7 @@ impl Transformer {
             .iter()
             .map(|&w| if w > 0 { ctx.min(w + slack) } else { ctx })
             .collect();
-        KvCache::new(gpu, ctx, self.cfg.n_kv_heads * self.cfg.head_dim, rows)
+        KvCache::new(gpu, ctx, self.cfg.n_kv_heads, self.cfg.head_dim, rows)
     }
 
     /// Runs `tokens` (positions `cache.len..`) through the model in one GPU submission, appends
@@ -807,9 +807,9 @@ impl Transformer {
                 _ => None,
             };
             if let Some((rc, cache, (_, n, pos0))) = rope_fused {
-                let (kv_ring, k_dst, v_dst) = match cache.f16 {
-                    false => (cache.rows[l], &cache.k[l], &cache.v[l]),
-                    true => (0, &s.k, &s.v),
+                let (kv_ring, k_dst, v_dst) = match cache.kind {
+                    KvType::F32 => (cache.rows[l], &cache.k[l], &cache.v[l]),
+                    KvType::F16 | KvType::Q16 => (0, &s.k, &s.v),
                 };
                 let rope = QkvRope {
                     cfg: rc,
@@ -875,12 +875,15 @@ impl Transformer {
                 let row = (kv_dim * 4) as u64;
                 for (from, to, k) in [(row0, start, first), (row0 + first, 0, n - first)] {
                     // (the fused projection already wrote an f32 cache's rows)
-                    if k == 0 || (rope_fused.is_some() && !cache.f16) {
+                    let f32_cache = cache.kind == KvType::F32;
+                    if k == 0 || (rope_fused.is_some() && f32_cache) {
                         continue;
                     }
-                    if cache.f16 {
+                    if !f32_cache {
                         KvStore {
+                            kind: cache.kind,
                             kv_dim,
+                            head_dim: hd,
                             rows: k,
                             src_row0: from,
                             dst_row0: to,
@@ -910,7 +913,7 @@ impl Transformer {
                     softcap: c.attn_softcap,
                     ring,
                     row0,
-                    kv_f16: cache.f16,
+                    kv: cache.kind,
                 }
                 .encode_split(
                     gpu,

@@ -4,7 +4,7 @@
 //! across workgroups (split-K, `attention.wgsl` then `shaders/attention_merge.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, KvType};
 use crate::ops::kv::LayerKv;
 
 /// The kernel (`shaders/attention.wgsl`).
@@ -17,6 +17,17 @@ pub const PARAMS_WGSL: &str = include_str!("../../shaders/common/attention_param
 pub const KV_F32_WGSL: &str = include_str!("../../shaders/common/kv_f32.wgsl");
 /// The kernels' view of an f16 KV cache (`shaders/common/kv_f16.wgsl`).
 pub const KV_F16_WGSL: &str = include_str!("../../shaders/common/kv_f16.wgsl");
+/// The kernels' view of a q16 KV cache (`shaders/common/kv_q16.wgsl`).
+pub const KV_Q16_WGSL: &str = include_str!("../../shaders/common/kv_q16.wgsl");
+
+/// The cache view a cache type is read through, and the suffix of its pipelines' keys.
+pub fn kv_view(kind: KvType) -> (&'static str, &'static str) {
+    match kind {
+        KvType::F32 => (KV_F32_WGSL, ""),
+        KvType::F16 => (KV_F16_WGSL, ".kv_f16"),
+        KvType::Q16 => (KV_Q16_WGSL, ".kv_q16"),
+    }
+}
 /// The one-query-per-workgroup kernel with lanes over positions (`shaders/attention_lanes.wgsl`).
 pub const LANES_WGSL: &str = include_str!("../../shaders/attention_lanes.wgsl");
 /// Split-K's second pass (`shaders/attention_merge.wgsl`).
@@ -81,8 +92,9 @@ pub struct Attention {
     /// First row of this sequence's queries in `q` and `out` (0 unless a batch holds several
     /// sequences).
     pub row0: usize,
-    /// The cache holds f16 (packed pairs, as `KvStore` writes them, with a base) instead of f32.
-    pub kv_f16: bool,
+    /// How the cache holds keys and values (16-bit types as `KvStore` writes them, with a base
+    /// and, for q16, scales).
+    pub kv: KvType,
 }
 
 impl Attention {
@@ -169,29 +181,42 @@ impl Attention {
             0 => self.pos0 + self.tokens,
             r => r.min(self.pos0 + self.tokens),
         };
-        if self.kv_f16 && !self.head_dim.is_multiple_of(2) {
+        let sixteen = self.kv != KvType::F32;
+        if sixteen && !self.head_dim.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
-                "attention: an f16 KV cache needs an even head_dim, not {}",
+                "attention: a {} KV cache needs an even head_dim, not {}",
+                self.kv.name(),
                 self.head_dim
             )));
         }
-        let elem = if self.kv_f16 { 2 } else { 4 };
-        let kv_bytes = (rows * self.n_kv_heads * self.head_dim * elem) as u64;
+        let kv_bytes = (rows * self.n_kv_heads * self.head_dim * self.kv.elem_bytes()) as u64;
         if kv.k.size() < kv_bytes || kv.v.size() < kv_bytes {
             return Err(Error::InvalidArgument(
                 "attention: KV cache smaller than the attended positions".into(),
             ));
         }
-        // an f16 cache's base: keys' and values' per-channel f32 (shaders/common/kv_f16.wgsl)
+        // a 16-bit cache's base: keys' and values' per-channel f32 (shaders/common/kv_f16.wgsl)
         let base_bytes = (2 * self.n_kv_heads * self.head_dim * 4) as u64;
-        let base = match (self.kv_f16, kv.base) {
+        let base = match (sixteen, kv.base) {
             (false, _) => None,
             (true, Some(b)) if b.size() >= base_bytes => Some(b),
             (true, _) => {
                 return Err(Error::InvalidArgument(format!(
-                    "attention: an f16 KV cache needs a base buffer of {base_bytes} bytes"
+                    "attention: a {} KV cache needs a base buffer of {base_bytes} bytes",
+                    self.kv.name()
                 )))
             }
+        };
+        // a q16 cache's scales: (keys', values') f32 per (row, KV head) (shaders/common/kv_q16.wgsl)
+        let scale_bytes = (rows * self.n_kv_heads * 8) as u64;
+        let scale = match (self.kv, kv.scale) {
+            (KvType::Q16, Some(b)) if b.size() >= scale_bytes => Some(b),
+            (KvType::Q16, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "attention: a q16 KV cache needs a scale buffer of {scale_bytes} bytes"
+                )))
+            }
+            _ => None,
         };
         let q_bytes = ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64;
         if q.size() < q_bytes || out.size() < q_bytes {
@@ -218,10 +243,7 @@ impl Attention {
         let cpu = self.uses_cpu_layout(gpu);
         let rows = cpu && self.tokens > 1;
         let lanes = cpu && self.tokens == 1;
-        let (view, kv_key) = match self.kv_f16 {
-            true => (KV_F16_WGSL, ".kv_f16"),
-            false => (KV_F32_WGSL, ""),
-        };
+        let (view, kv_key) = kv_view(self.kv);
         let splits = self.splits(gpu);
         if let (true, Some(part)) = (splits > 1, part) {
             let need = (self.tokens * self.n_heads * splits * (self.head_dim + 2) * 4) as u64;
@@ -245,7 +267,7 @@ impl Attention {
                 enc,
                 &pipeline,
                 bytemuck::bytes_of(&p),
-                &kv_bufs(q, kv, part, base),
+                &kv_bufs(q, kv, part, base, scale),
                 [self.n_heads as u32, self.tokens as u32, splits as u32],
             );
             let merge = gpu.pipeline("attention_merge", &[MERGE_WGSL])?;
@@ -292,22 +314,25 @@ impl Attention {
             enc,
             &pipeline,
             bytemuck::bytes_of(&p),
-            &kv_bufs(q, kv, out, base),
+            &kv_bufs(q, kv, out, base, scale),
             groups,
         );
         Ok(())
     }
 }
 
-/// The attention kernels' buffers, bindings 1.. (the base only for an f16 cache).
+/// The attention kernels' buffers, bindings 1.. (the base only for a 16-bit cache, the scales
+/// only for q16).
 fn kv_bufs<'a>(
     q: &'a wgpu::Buffer,
     kv: LayerKv<'a>,
     out: &'a wgpu::Buffer,
     base: Option<&'a wgpu::Buffer>,
+    scale: Option<&'a wgpu::Buffer>,
 ) -> Vec<&'a wgpu::Buffer> {
     let mut b = vec![q, kv.k, kv.v, out];
     b.extend(base);
+    b.extend(scale);
     b
 }
 

@@ -20,55 +20,8 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     let mut v: Vec<(String, Vec<&'static str>)> = vec![
         ("rmsnorm".into(), vec![norm::WGSL]),
         ("rope".into(), vec![rope::ANGLE_WGSL, rope::WGSL]),
-        (
-            "attention".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F32_WGSL,
-                attention::WGSL,
-            ],
-        ),
-        (
-            "attention.kv_f16".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F16_WGSL,
-                attention::WGSL,
-            ],
-        ),
-        (
-            "attention_rows".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F32_WGSL,
-                attention::ROWS_WGSL,
-            ],
-        ),
-        (
-            "attention_rows.kv_f16".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F16_WGSL,
-                attention::ROWS_WGSL,
-            ],
-        ),
-        (
-            "attention_lanes".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F32_WGSL,
-                attention::LANES_WGSL,
-            ],
-        ),
-        (
-            "attention_lanes.kv_f16".into(),
-            vec![
-                attention::PARAMS_WGSL,
-                attention::KV_F16_WGSL,
-                attention::LANES_WGSL,
-            ],
-        ),
         ("kv_store".into(), vec![kv::WGSL]),
+        ("kv_store_q16".into(), vec![kv::Q16_WGSL]),
         ("kv_base".into(), vec![kv::BASE_WGSL]),
         ("attention_merge".into(), vec![attention::MERGE_WGSL]),
         ("softmax".into(), vec![softmax::WGSL]),
@@ -97,6 +50,20 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
             vec![top_k::COMMON_WGSL, top_k::MERGE_WGSL],
         ),
     ];
+    // the attention kernels through each cache type's view
+    for kind in crate::gpu::KvType::ALL {
+        let (view, suffix) = attention::kv_view(kind);
+        for (name, kernel) in [
+            ("attention", attention::WGSL),
+            ("attention_rows", attention::ROWS_WGSL),
+            ("attention_lanes", attention::LANES_WGSL),
+        ] {
+            v.push((
+                format!("{name}{suffix}"),
+                vec![attention::PARAMS_WGSL, view, kernel],
+            ));
+        }
+    }
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {
             let (key, srcs) = matmul::sources(dtype, variant, false);

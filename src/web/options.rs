@@ -4,7 +4,7 @@
 
 use crate::engine::LoadOptions;
 use crate::error::{Error, Result};
-use crate::gpu::GpuOptions;
+use crate::gpu::{GpuOptions, KvType};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ struct WebLoadOptions {
     /// Kernel layout, as the CLI's `--kernels`: `auto` (by the adapter's type), `gpu`
     /// (workgroups reduce across threads), `cpu` (one row or query per invocation).
     kernels: Option<Value>,
-    /// KV cache precision, as `--kv-cache`: `f32` (exact) or `f16` (half the memory).
+    /// KV cache precision, as `--kv-cache`: `f32` (exact), `q16` or `f16` (half the memory).
     kv_cache: Option<Value>,
     /// Prefill matmul operands, as `--matmul`: `f32` (exact) or `f16` (staged as f16; needs
     /// shader-f16).
@@ -70,7 +70,10 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         Some("cpu") => Some(true),
         _ => None,
     };
-    let kv_f16 = choice("kvCache", &o.kv_cache, &["f32", "f16"])? == Some("f16");
+    let kv_cache = match choice("kvCache", &o.kv_cache, &["f32", "f16", "q16"])? {
+        Some(name) => KvType::parse(name)?,
+        None => KvType::F32,
+    };
     let matmul_f16 = choice("matmul", &o.matmul, &["f32", "f16"])? == Some("f16");
     let gpu_sampling = match auto_gpu_cpu("sampleOn", &o.sample_on)? {
         Some("gpu") => Some(true),
@@ -84,7 +87,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
             no_subgroups: o.no_subgroups,
             no_f16: o.no_f16,
             rows_kernels,
-            kv_f16,
+            kv_cache,
             matmul_f16,
             gpu_sampling,
             ..GpuOptions::default()
@@ -110,13 +113,13 @@ mod tests {
         ] {
             let o = parse_load_options(json).unwrap();
             assert_eq!(o.gpu.rows_kernels, None);
-            assert!(!o.gpu.kv_f16 && !o.gpu.matmul_f16);
+            assert!(o.gpu.kv_cache == KvType::F32 && !o.gpu.matmul_f16);
             assert_eq!(o.gpu.gpu_sampling, None);
             assert_eq!((o.ctx, o.batch), (None, LoadOptions::default().batch));
         }
         // null is "not given", as an absent field
         let o = parse_load_options(r#"{"kvCache":null,"kernels":null}"#).unwrap();
-        assert!(!o.gpu.kv_f16 && o.gpu.rows_kernels.is_none());
+        assert!(o.gpu.kv_cache == KvType::F32 && o.gpu.rows_kernels.is_none());
     }
 
     #[test]
@@ -129,9 +132,11 @@ mod tests {
         assert_eq!((o.ctx, o.batch), (Some(512), 64));
         let g = &o.gpu;
         assert_eq!(g.max_binding_override, Some(1024));
-        assert!(g.no_subgroups && g.no_f16 && g.kv_f16 && g.matmul_f16);
+        assert!(g.no_subgroups && g.no_f16 && g.kv_cache == KvType::F16 && g.matmul_f16);
         assert_eq!((g.rows_kernels, g.gpu_sampling), (Some(false), Some(true)));
-        let o = parse_load_options(r#"{"kernels":"cpu","sampleOn":"cpu"}"#).unwrap();
+        let o =
+            parse_load_options(r#"{"kernels":"cpu","sampleOn":"cpu","kvCache":"q16"}"#).unwrap();
+        assert_eq!(o.gpu.kv_cache, KvType::Q16);
         assert_eq!(
             (o.gpu.rows_kernels, o.gpu.gpu_sampling),
             (Some(true), Some(false))
@@ -142,7 +147,7 @@ mod tests {
     fn unknown_values_name_the_option() {
         assert_eq!(
             err(r#"{"kvCache":"f8"}"#),
-            r#"invalid argument: load options: kvCache must be "f32" or "f16", not "f8""#
+            r#"invalid argument: load options: kvCache must be "f32", "f16" or "q16", not "f8""#
         );
         assert_eq!(
             err(r#"{"kernels":"GPU"}"#),

@@ -149,7 +149,7 @@ try {
 
   // 8. Device options (kernels, kvCache, sampleOn: the CLI's --kernels, --kv-cache, --sample-on):
   //    info reports what each resolved to; greedy ids do not depend on where the pick runs (f32
-  //    cache). The f16 cache may change them: only their count is checked. Few tokens: the
+  //    cache), nor on the q16 cache. The f16 cache may change them: only their count is checked. Few tokens: the
   //    GPU-layout kernels and the top-k ranking are several times slower on SwiftShader.
   const dev = (caps) => ({ kernelLayout: caps.kernelLayout, kvCache: caps.kvCache, sampleOn: caps.sampleOn });
   const sameDev = (caps, want) => Object.keys(want).every((k) => caps[k] === want[k]);
@@ -182,6 +182,13 @@ try {
   summary.deviceOptionsMs['kernels gpu, kvCache f16, sampleOn gpu'] = h.ms;
   check(sameDev(h.caps, want), "{ kernels: 'gpu', kvCache: 'f16', sampleOn: 'gpu' } is reported", JSON.stringify(dev(h.caps)));
   check(h.ids.length === 3, 'with the f16 KV cache, greedy generation gives the 3 tokens asked for', JSON.stringify(h.ids));
+  // The q16 cache (16-bit fixed point, logits within 1e-2 of f32) keeps the f32 cache's greedy ids.
+  const qc = await withOptions({ kernels: 'cpu', kvCache: 'q16' }, FIXTURE.prompt, 4);
+  summary.deviceOptionsMs['kernels cpu, kvCache q16'] = qc.ms;
+  check(qc.caps.kvCache === 'q16' && qc.caps.kernelLayout === 'cpu', "{ kernels: 'cpu', kvCache: 'q16' } is reported",
+    JSON.stringify(dev(qc.caps)));
+  check(sameIds(qc.ids, ids.slice(0, 4)), 'greedy ids over the q16 KV cache equal those over the f32 cache',
+    JSON.stringify(qc.ids));
 
   // 9. Load errors: network (404), not a GGUF, model too large for the device's limits, a bad option.
   const loadErr = async (opts, re, what) => {
@@ -198,7 +205,7 @@ try {
   await loadErr({ model: 'http://127.0.0.1:9/none.gguf' }, /network error/, 'an unreachable server is a network error');
   await loadErr({ model: modelUrl, maxStorageBufferBindingSize: 256 }, /exceeds the adapter's max storage binding/,
     'a model too large for the binding limit is rejected');
-  await loadErr({ model: modelUrl, kvCache: 'f8' }, /kvCache must be "f32" or "f16", not "f8"/,
+  await loadErr({ model: modelUrl, kvCache: 'f8' }, /kvCache must be "f32", "f16" or "q16", not "f8"/,
     'an unknown kvCache value is rejected, naming the option');
   await loadErr({ model: modelUrl, matmul: 'bf16' }, /matmul must be "f32" or "f16", not "bf16"/,
     'an unknown matmul value is rejected, naming the option');
