@@ -40,25 +40,61 @@ impl BenchSpec {
         most(&self.n_depth) + most(&self.n_prompt).max(most(&self.n_gen) + 1)
     }
 
-    /// Refuses a spec that measures nothing.
+    /// Refuses a spec that measures nothing, naming the fields as Rust does.
     pub fn check(&self) -> Result<()> {
+        self.check_named(&SpecNames::RUST)
+    }
+
+    /// Refuses a spec that measures nothing, naming the fields as `names` says (the CLI's flags,
+    /// the web's options).
+    pub fn check_named(&self, names: &SpecNames) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidArgument(format!("bench: {msg}")));
         if self.reps == 0 {
-            return Err(Error::InvalidArgument(
-                "bench: the repetitions must be at least 1".into(),
-            ));
+            return bad(format!("{} must be at least 1", names.reps));
         }
         if self.n_prompt.iter().chain(&self.n_gen).all(|&n| n == 0) {
-            return Err(Error::InvalidArgument(
-                "bench: nothing to measure, the prompt and decode lengths are all 0".into(),
+            return bad(format!(
+                "nothing to measure: {} and {} are all 0",
+                names.n_prompt, names.n_gen
             ));
         }
         if self.n_depth.is_empty() {
-            return Err(Error::InvalidArgument(
-                "bench: no depth given (0 for an empty cache)".into(),
-            ));
+            return bad(format!("no {} given (0 for an empty cache)", names.n_depth));
         }
         Ok(())
     }
+}
+
+/// What [`BenchSpec`]'s fields are called where a spec came from, for its error messages.
+pub struct SpecNames {
+    pub n_prompt: &'static str,
+    pub n_gen: &'static str,
+    pub n_depth: &'static str,
+    pub reps: &'static str,
+}
+
+impl SpecNames {
+    /// The fields' own names.
+    pub const RUST: SpecNames = SpecNames {
+        n_prompt: "n_prompt",
+        n_gen: "n_gen",
+        n_depth: "n_depth",
+        reps: "reps",
+    };
+    /// `flint bench`'s flags.
+    pub const CLI: SpecNames = SpecNames {
+        n_prompt: "-p",
+        n_gen: "-n",
+        n_depth: "-d",
+        reps: "-r/--repetitions",
+    };
+    /// The web `engine.bench()` options.
+    pub const WEB: SpecNames = SpecNames {
+        n_prompt: "nPrompt",
+        n_gen: "nGen",
+        n_depth: "nDepth",
+        reps: "repetitions",
+    };
 }
 
 /// Sizes of a model file that the benchmark reports.
@@ -528,14 +564,19 @@ mod tests {
             reps: 0,
             ..s
         };
-        assert!(s.check().unwrap_err().to_string().contains("repetitions"));
+        assert!(s.check().unwrap_err().to_string().contains("reps must be"));
+        let web = s.check_named(&SpecNames::WEB).unwrap_err().to_string();
+        assert_eq!(
+            web,
+            "invalid argument: bench: repetitions must be at least 1"
+        );
         let s = BenchSpec { reps: 1, ..s };
         s.check().unwrap();
         let s = BenchSpec {
             n_depth: vec![],
             ..s
         };
-        assert!(s.check().unwrap_err().to_string().contains("no depth"));
+        assert!(s.check().unwrap_err().to_string().contains("no n_depth given"));
         let s = BenchSpec {
             n_depth: vec![0, 100, 50],
             n_prompt: vec![8, 0],

@@ -530,7 +530,14 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
             && at("| tg1 |") < at("| pp4 @ d40 |"),
         "{out}"
     );
+    // a spec that measures nothing is refused before the model loads, naming the flags
     let (code, _, err) = flint(&["bench", "-m", MODEL, "-r", "0"]);
     assert_eq!(code, 1);
-    assert!(err.contains("at least 1"), "{err}");
+    assert!(err.contains("-r/--repetitions must be at least 1"), "{err}");
+    let (code, _, err) = flint(&["bench", "-m", MODEL, "-p", "0", "-n", "0"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nothing to measure: -p and -n are all 0"),
+        "{err}"
+    );
 }

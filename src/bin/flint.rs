@@ -1,7 +1,7 @@
 //! `flint`: run, chat with, inspect and score GGUF language models on any wgpu GPU.
 
 use clap::{Args, Parser, Subcommand};
-use flint::bench::{BenchReport, BenchSpec, ModelSizes};
+use flint::bench::{BenchReport, BenchSpec, ModelSizes, SpecNames};
 use flint::chat::{ChatMessage, ChatTemplate};
 use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
@@ -777,16 +777,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         warmup: !a.no_warmup,
     };
     // before the model loads, naming the flags
-    if a.reps == 0 {
-        return Err(Error::InvalidArgument(
-            "-r/--repetitions must be at least 1".into(),
-        ));
-    }
-    if a.n_prompt.iter().chain(&a.n_gen).all(|&n| n == 0) {
-        return Err(Error::InvalidArgument(
-            "nothing to measure: -p and -n are both 0".into(),
-        ));
-    }
+    spec.check_named(&SpecNames::CLI)?;
     let path = a.model.path()?;
     let sizes = ModelSizes::of(&ModelFile::open(&path)?);
     let ctx = spec.ctx_needed().max(a.model.ctx.unwrap_or(0));

@@ -338,7 +338,7 @@ impl WebEngine {
                 .map_err(|e| Error::InvalidArgument(format!("bench options: {e}")))
                 .and_then(|o| {
                     let spec = o.spec();
-                    spec.check()?;
+                    spec.check_named(&crate::bench::SpecNames::WEB)?;
                     Ok(spec)
                 })
                 .map_err(js_error)?;
