@@ -1,12 +1,13 @@
 //! Kernel throughput on the adapter wgpu picks (criterion): matvec GB/s (decode) and matmul GFLOP/s
 //! (prefill) for each weight type at shapes of a 135M, a 1B and an 8B llama, attention over 512, 2k
-//! and 8k cached positions, the copy kernel (the bandwidth `flint bench` compares against), and
+//! and 8k cached positions in each KV cache type (f32, f16, q16), the copy kernel (the bandwidth `flint bench` compares against), and
 //! picking a token from a row of logits: read back the whole row and sample on the CPU, or rank
 //! it on the GPU (`shaders/top_k_*.wgsl`) and read back the k best (wall time per token).
 //!
 //!     cargo bench --bench kernels [-- FILTER] [--sample-size 10] [--measurement-time 2]
 //!
-//! Throughputs: matvec and attention in GB/s of weights / KV cache read; matmul as "elem/s", where one
+//! Throughputs: matvec and attention in GB/s of weights / KV cache read (a 16-bit cache reads
+//! half the bytes of f32 for the same positions); matmul as "elem/s", where one
 //! element is one floating-point operation (2·m·n·k per product), i.e. GFLOP/s when it says Gelem/s.
 //! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
 //! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
@@ -186,7 +187,10 @@ fn attention(c: &mut Criterion) {
     // Llama-3.1-8B's heads: 32 query heads, 8 KV heads of 128
     let (h, kvh, d) = (32usize, 8usize, 128usize);
     for ctx in [512usize, 2048, 8192] {
-        for tokens in [1usize, 16] {
+        for (tokens, kind) in [1usize, 16]
+            .into_iter()
+            .flat_map(|t| KvType::ALL.map(|k| (t, k)))
+        {
             let a = Attention {
                 n_heads: h,
                 n_kv_heads: kvh,
@@ -198,21 +202,30 @@ fn attention(c: &mut Criterion) {
                 softcap: 0.0,
                 ring: 0,
                 row0: 0,
-                kv: KvType::F32,
+                kv: kind,
             };
+            let cache_bytes = (ctx * kvh * d * kind.elem_bytes()) as u64;
             let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();
-            let kc = g.zeros("k", (ctx * kvh * d * 4) as u64).unwrap();
-            let vc = g.zeros("v", (ctx * kvh * d * 4) as u64).unwrap();
+            let kc = g.zeros("k", cache_bytes).unwrap();
+            let vc = g.zeros("v", cache_bytes).unwrap();
             let o = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
+            // the 16-bit caches' base, and q16's scales (zeros: the kernels' work is the same)
+            let base = g.zeros("base", (2 * kvh * d * 4) as u64).unwrap();
+            let scale = g.zeros("scale", (ctx * kvh * 8) as u64).unwrap();
             let kv = LayerKv {
                 k: &kc,
                 v: &vc,
-                base: None,
-                scale: None,
+                base: (kind != KvType::F32).then_some(&base),
+                scale: (kind == KvType::Q16).then_some(&scale),
             };
-            grp.throughput(Throughput::BytesDecimal(2 * (ctx * kvh * d * 4) as u64));
+            // ids: ctx512.tokens1 for the f32 cache, ctx512.tokens1.q16 for the others
+            let suffix = match kind {
+                KvType::F32 => String::new(),
+                k => format!(".{}", k.name()),
+            };
+            grp.throughput(Throughput::BytesDecimal(2 * cache_bytes));
             grp.bench_function(
-                BenchmarkId::from_parameter(format!("ctx{ctx}.tokens{tokens}")),
+                BenchmarkId::from_parameter(format!("ctx{ctx}.tokens{tokens}{suffix}")),
                 |b| {
                     let mut f =
                         |enc: &mut wgpu::CommandEncoder| a.encode(&g, enc, &q, kv, &o).unwrap();
@@ -226,7 +239,7 @@ fn attention(c: &mut Criterion) {
                     .unwrap();
                 grp.bench_function(
                     BenchmarkId::from_parameter(format!(
-                        "ctx{ctx}.tokens{tokens}.split{}",
+                        "ctx{ctx}.tokens{tokens}{suffix}.split{}",
                         a.splits(&g)
                     )),
                     |b| {

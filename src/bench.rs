@@ -576,7 +576,11 @@ mod tests {
             n_depth: vec![],
             ..s
         };
-        assert!(s.check().unwrap_err().to_string().contains("no n_depth given"));
+        assert!(s
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("no n_depth given"));
         let s = BenchSpec {
             n_depth: vec![0, 100, 50],
             n_prompt: vec![8, 0],
