@@ -606,8 +606,6 @@ pub struct KvCache {
     pub ctx: usize,
     /// How keys and values are stored ([`KvType`]).
     pub kind: KvType,
-    /// Elements per KV head.
-    pub head_dim: usize,
 }
 
 impl KvCache {
@@ -661,7 +659,6 @@ impl KvCache {
             len: 0,
             ctx,
             kind,
-            head_dim,
         })
     }
 
