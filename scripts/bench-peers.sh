@@ -4,8 +4,12 @@
 # Debian's llama.cpp packages (scripts/sid-root.sh builds it; scripts/in-sid.sh enters it). flint's
 # release binary runs there unchanged, so both use the root's Mesa (lavapipe) and Vulkan loader.
 #
-#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [-d 0] [--no-cpu] [--web] [--adapter NAME]
+#   scripts/bench-peers.sh [-m MODEL.gguf] [-p 512] [-n 128] [-r 5] [-d 0] [--kv-cache f32[,q16,f16]]
+#                          [--no-cpu] [--web] [--adapter NAME]
 #
+# --kv-cache: one flint row per KV cache type (flint's --kv-cache), the first one being the row the
+# ratios are taken from (default f32, flint's exact default). llama-bench keeps its default f16 cache
+# (-ctk f16 -ctv f16), so `--kv-cache f32,q16` also shows flint with a cache of the same size.
 # --web: also flint's web build (pkg/, scripts/build-web.sh) in Node through Dawn (npm `webgpu`) on the
 # same lavapipe (scripts/bench-web.mjs; Node comes from the root's apt, installed on first use).
 # -d: tokens already in the KV cache when each test starts (both tools' -d / --n-depth).
@@ -21,7 +25,7 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-p=512 n=128 r=5 d=0 cpu=1 web=0 adapter=llvmpipe
+p=512 n=128 r=5 d=0 cpu=1 web=0 adapter=llvmpipe kv=f32
 while [ $# -gt 0 ]; do
   case "$1" in
     -m) model=$2; shift 2 ;;
@@ -29,10 +33,11 @@ while [ $# -gt 0 ]; do
     -n) n=$2; shift 2 ;;
     -r) r=$2; shift 2 ;;
     -d) d=$2; shift 2 ;;
+    --kv-cache) kv=$2; shift 2 ;;
     --no-cpu) cpu=0; shift ;;
     --web) web=1; shift ;;
     --adapter) adapter=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -80,10 +85,12 @@ run_llama() { # NAME NGL [EXTRA...]
     > "$out/$name.json" 2> "$out/$name.log" || { tail -n 20 "$out/$name.log" >&2; die "llama-bench -ngl $ngl failed"; }
 }
 
-echo "bench-peers: flint bench -p $p -n $n -d $d -r $r --backend vulkan --adapter $adapter"
-scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -d "$d" -r "$r" --batch 512 \
-  --backend vulkan --adapter "$adapter" --quiet --json > "$out/flint.json" 2> "$out/flint.log" \
-  || { tail -n 20 "$out/flint.log" >&2; die "flint bench failed"; }
+for t in ${kv//,/ }; do
+  echo "bench-peers: flint bench -p $p -n $n -d $d -r $r --kv-cache $t --backend vulkan --adapter $adapter"
+  scripts/in-sid.sh target/release/flint bench -m "$inner_model" -p "$p" -n "$n" -d "$d" -r "$r" --batch 512 \
+    --kv-cache "$t" --backend vulkan --adapter "$adapter" --quiet --json > "$out/flint-$t.json" 2> "$out/flint-$t.log" \
+    || { tail -n 20 "$out/flint-$t.log" >&2; die "flint bench --kv-cache $t failed"; }
+done
 if [ "$web" = 1 ]; then
   [ -f pkg/flint_wasm_bg.wasm ] || scripts/build-web.sh
   [ -d target/web-tools/node/node_modules/webgpu ] || scripts/setup-web.sh
@@ -100,22 +107,29 @@ run_llama llama-vulkan 99
 # not to (measured: pp512 11.4 t/s "on CPU" without it, the Vulkan device doing the work)
 [ "$cpu" = 1 ] && run_llama llama-cpu 0 -nopo 1
 
-python3 - "$out" "$p" "$n" "$cpu" "$d" "$web" <<'EOF'
+python3 - "$out" "$p" "$n" "$cpu" "$d" "$web" "$kv" <<'EOF'
 import json, statistics, sys
 out, p, n, cpu, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", int(sys.argv[5])
 web = sys.argv[6] == "1"
+kvs = sys.argv[7].split(",")
 at = lambda test: f"{test} @ d{d}" if d else test
-f = json.load(open(f"{out}/flint.json"))
-rows = [("flint", f"{f['backend']} ({f['adapter']})",
-         {t["test"]: t["median_tps"] for t in f["tests"]})]
+rows = []
+for kv in kvs:
+    fk = json.load(open(f"{out}/flint-{kv}.json"))
+    label = "flint" if kvs == ["f32"] else f"flint ({fk['kv_cache']} KV)"
+    rows.append((label, f"{fk['backend']} ({fk['adapter']})",
+                 {t["test"]: t["median_tps"] for t in fk["tests"]}))
+f = json.load(open(f"{out}/flint-{kvs[0]}.json"))
 def llama(name, label):
     res = {}
     dev = ""
+    kv = "?"
     for t in json.load(open(f"{out}/{name}.json")):
         test = at(f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}")
         res[test] = statistics.median(t["samples_ts"])
         dev = t.get("gpu_info", "") if "ngl99" in label else t.get("cpu_info", "")
-    return (label, dev, res)
+        kv = t.get("type_k", kv)
+    return (f"{label} ({kv} KV)", dev, res)
 if web:
     w = json.load(open(f"{out}/flint-web.json"))
     rows.append(("flint web (wasm, Dawn)", f"{w['backend']} ({w['adapter']})",
@@ -135,6 +149,6 @@ for label, dev, res in rows:
     ratios = " | ".join(f"{rows[0][2][t] / res[t]:.2f}" if t in res and t in rows[0][2] else "-" for t in tests)
     print(f"| {label} | {dev} | {vals} | {ratios} |")
 if f.get("roofline_ratio") is not None:
-    print(f"\nflint decode weight streaming {f['decode_weight_gbps']:.2f} GB/s, copy bandwidth "
+    print(f"\nflint ({f['kv_cache']} KV) decode weight streaming {f['decode_weight_gbps']:.2f} GB/s, copy bandwidth "
           f"{f['copy_gbps']:.2f} GB/s: roofline ratio {f['roofline_ratio']:.3f}")
 EOF
