@@ -1,14 +1,14 @@
 //! Kernel throughput on the adapter wgpu picks (criterion): matvec GB/s (decode) and matmul GFLOP/s
 //! (prefill) for each weight type at shapes of a 135M, a 1B and an 8B llama, attention over 512, 2k
-//! and 8k cached positions in each KV cache type (f32, f16, q16), the copy kernel (the bandwidth `flint bench` compares against), and
-//! picking a token from a row of logits: read back the whole row and sample on the CPU, or rank
+//! and 8k cached positions in each KV cache type (f32, f16, q16), the copy kernel (the bandwidth
+//! `flint bench` compares against), and picking a token from a row of logits: read back the whole row and sample on the CPU, or rank
 //! it on the GPU (`shaders/top_k_*.wgsl`) and read back the k best (wall time per token).
 //!
 //!     cargo bench --bench kernels [-- FILTER] [--sample-size 10] [--measurement-time 2]
 //!
 //! Throughputs: matvec and attention in GB/s of weights / KV cache read (a 16-bit cache reads
-//! half the bytes of f32 for the same positions); matmul as "elem/s", where one
-//! element is one floating-point operation (2·m·n·k per product), i.e. GFLOP/s when it says Gelem/s.
+//! half the bytes of f32 for the same positions); matmul as "elem/s", where one element is one
+//! floating-point operation (2·m·n·k per product), i.e. GFLOP/s when it says Gelem/s.
 //! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
 //! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
 //! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64). FLINT_KERNELS=gpu|cpu

@@ -55,11 +55,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let pos = t0 + lid;
         var s = -3.0e38;
         if (pos < end) {
-            let kb = slot(pos) * kv_row + kvh * D;
+            let row = slot(pos);
+            let kb = row * kv_row + kvh * D;
             var dot_ = 0.0;
             for (var d = 0u; d < D; d++) { dot_ += qs[d] * k1(kb + d); }
             // (k_scale: the segment's scale, 1 unless q16)
-            s = (dot_ * k_scale(slot(pos) * p.n_kv_heads + kvh) + qk0) * p.scale;
+            s = (dot_ * k_scale(row * p.n_kv_heads + kvh) + qk0) * p.scale;
             if (p.softcap > 0.0) { s = p.softcap * tanh(clamp(s / p.softcap, -15.0, 15.0)); }
         }
         sc[lid] = s;
@@ -73,8 +74,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = 0u; j < cnt; j++) {
             let e = exp(sc[j] - tmax);
             l += e;
-            let vb = slot(t0 + j) * kv_row + kvh * D;
-            let ev = e * v_scale(slot(t0 + j) * p.n_kv_heads + kvh);
+            let row = slot(t0 + j);
+            let vb = row * kv_row + kvh * D;
+            let ev = e * v_scale(row * p.n_kv_heads + kvh);
             for (var c = 0u; c < 4u; c++) {
                 let d = lid + c * WG;
                 if (d < D) { acc[c] += ev * v1(vb + d); }

@@ -42,8 +42,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var m = -3.0e38;
     var l = 0.0;
     for (var pos = first + lid; pos < n_pos; pos += WG) {
-        let kb = slot(pos) * kv_row4 + kvh * D4;
-        let seg = slot(pos) * p.n_kv_heads + kvh; // its scales' segment (1 unless q16)
+        let row = slot(pos);
+        let kb = row * kv_row4 + kvh * D4;
+        let seg = row * p.n_kv_heads + kvh; // its scales' segment (1 unless q16)
         var dv = vec4<f32>(0.0);
         for (var i = 0u; i < D4; i++) { dv += qv[i] * k4(kb + i); }
         var s = ((dv.x + dv.y + dv.z + dv.w) * k_scale(seg) + qk0) * p.scale;

@@ -46,8 +46,9 @@ impl KvType {
             .into_iter()
             .find(|t| t.name() == name)
             .ok_or_else(|| {
+                let names = KvType::ALL.map(KvType::name).join(", ");
                 Error::InvalidArgument(format!(
-                    "unknown KV cache type `{name}`: expected one of f32, f16, q16"
+                    "unknown KV cache type `{name}`: expected one of {names}"
                 ))
             })
     }

@@ -181,8 +181,7 @@ impl Attention {
             0 => self.pos0 + self.tokens,
             r => r.min(self.pos0 + self.tokens),
         };
-        let sixteen = self.kv != KvType::F32;
-        if sixteen && !self.head_dim.is_multiple_of(2) {
+        if self.kv != KvType::F32 && !self.head_dim.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
                 "attention: a {} KV cache needs an even head_dim, not {}",
                 self.kv.name(),
@@ -195,29 +194,8 @@ impl Attention {
                 "attention: KV cache smaller than the attended positions".into(),
             ));
         }
-        // a 16-bit cache's base: keys' and values' per-channel f32 (shaders/common/kv_f16.wgsl)
-        let base_bytes = (2 * self.n_kv_heads * self.head_dim * 4) as u64;
-        let base = match (sixteen, kv.base) {
-            (false, _) => None,
-            (true, Some(b)) if b.size() >= base_bytes => Some(b),
-            (true, _) => {
-                return Err(Error::InvalidArgument(format!(
-                    "attention: a {} KV cache needs a base buffer of {base_bytes} bytes",
-                    self.kv.name()
-                )))
-            }
-        };
-        // a q16 cache's scales: (keys', values') f32 per (row, KV head) (shaders/common/kv_q16.wgsl)
-        let scale_bytes = (rows * self.n_kv_heads * 8) as u64;
-        let scale = match (self.kv, kv.scale) {
-            (KvType::Q16, Some(b)) if b.size() >= scale_bytes => Some(b),
-            (KvType::Q16, _) => {
-                return Err(Error::InvalidArgument(format!(
-                    "attention: a q16 KV cache needs a scale buffer of {scale_bytes} bytes"
-                )))
-            }
-            _ => None,
-        };
+        // a 16-bit cache's base, a q16 cache's scales (shaders/common/kv_f16.wgsl, kv_q16.wgsl)
+        let (base, scale) = kv.aux("attention", self.kv, rows, self.n_kv_heads, self.head_dim)?;
         let q_bytes = ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64;
         if q.size() < q_bytes || out.size() < q_bytes {
             return Err(Error::InvalidArgument(

@@ -40,6 +40,36 @@ pub struct LayerKv<'a> {
     pub scale: Option<&'a wgpu::Buffer>,
 }
 
+impl<'a> LayerKv<'a> {
+    /// The base and scale buffers a `kind` cache of `rows` rows, `n_kv_heads` heads of `head_dim`
+    /// needs, checked to be there and large enough (`None` where the type has none); `op` names
+    /// the caller in the error.
+    pub fn aux(
+        &self,
+        op: &str,
+        kind: KvType,
+        rows: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<(Option<&'a wgpu::Buffer>, Option<&'a wgpu::Buffer>)> {
+        let need = |what: &str, buf: Option<&'a wgpu::Buffer>, bytes: usize| match buf {
+            Some(b) if b.size() >= bytes as u64 => Ok(Some(b)),
+            _ => Err(Error::InvalidArgument(format!(
+                "{op}: a {} KV cache needs a {what} buffer of {bytes} bytes",
+                kind.name()
+            ))),
+        };
+        // keys' and values' per-channel f32; (keys', values') f32 per (row, KV head)
+        let base = || need("base", self.base, 2 * n_kv_heads * head_dim * 4);
+        let scale = || need("scale", self.scale, rows * n_kv_heads * 8);
+        Ok(match kind {
+            KvType::F32 => (None, None),
+            KvType::F16 => (base()?, None),
+            KvType::Q16 => (base()?, scale()?),
+        })
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -84,12 +114,6 @@ impl KvStore {
         if self.rows == 0 {
             return Ok(());
         }
-        let name = self.kind.name();
-        if self.kind == KvType::F32 {
-            return Err(Error::InvalidArgument(
-                "kv_store: an f32 cache takes a buffer copy, not this kernel".into(),
-            ));
-        }
         if self.head_dim == 0
             || !self.head_dim.is_multiple_of(2)
             || !self.kv_dim.is_multiple_of(self.head_dim)
@@ -99,29 +123,17 @@ impl KvStore {
                 self.kv_dim, self.head_dim
             )));
         }
-        let Some(base) = kv.base else {
-            return Err(Error::InvalidArgument(format!(
-                "kv_store: a {name} cache needs its base buffer"
-            )));
-        };
-        let segments = ((self.dst_row0 + self.rows) * (self.kv_dim / self.head_dim) * 8) as u64;
-        let scale = match (self.kind, kv.scale) {
-            (KvType::Q16, Some(s)) if s.size() >= segments => Some(s),
-            (KvType::Q16, _) => {
-                return Err(Error::InvalidArgument(format!(
-                    "kv_store: a q16 cache needs a scale buffer of {segments} bytes"
-                )))
-            }
-            _ => None,
+        let heads = self.kv_dim / self.head_dim;
+        let rows = self.dst_row0 + self.rows;
+        let (base, scale) = kv.aux("kv_store", self.kind, rows, heads, self.head_dim)?;
+        let Some(base) = base else {
+            return Err(Error::InvalidArgument(
+                "kv_store: an f32 cache takes a buffer copy, not this kernel".into(),
+            ));
         };
         let src = ((self.src_row0 + self.rows) * self.kv_dim * 4) as u64;
-        let dst = ((self.dst_row0 + self.rows) * self.kv_dim * 2) as u64;
-        if k.size() < src
-            || v.size() < src
-            || kv.k.size() < dst
-            || kv.v.size() < dst
-            || base.size() < (self.kv_dim * 8) as u64
-        {
+        let dst = (rows * self.kv_dim * 2) as u64;
+        if k.size() < src || v.size() < src || kv.k.size() < dst || kv.v.size() < dst {
             return Err(Error::InvalidArgument(format!(
                 "kv_store: {} rows at {} -> {} do not fit the buffers",
                 self.rows, self.src_row0, self.dst_row0

@@ -70,7 +70,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         Some("cpu") => Some(true),
         _ => None,
     };
-    let kv_cache = match choice("kvCache", &o.kv_cache, &["f32", "f16", "q16"])? {
+    let kv_cache = match choice("kvCache", &o.kv_cache, &KvType::ALL.map(KvType::name))? {
         Some(name) => KvType::parse(name)?,
         None => KvType::F32,
     };
