@@ -12,14 +12,14 @@
 //! Each timing is `iters` dispatches recorded into one command buffer, from submit to completion.
 //! On a CPU adapter (lavapipe) the 8B matmuls take seconds each and are skipped unless
 //! FLINT_BENCH_FULL=1. FLINT_BENCH_M sets the tokens of the matmuls (default 64). FLINT_KERNELS=gpu|cpu
-//! picks the kernel layout (default: the adapter's, as `flint --kernels auto`); FLINT_MATMUL=f16 stages
-//! the GPU layout's matmul operands as f16 (as `flint --matmul f16`).
+//! picks the kernel layout (default: the adapter's, as `flint --kernels auto`); FLINT_MATMUL=f16|q16
+//! stages the GPU layout's matmul operands in 16 bits (as `flint --matmul f16|q16`).
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use flint::format::DType;
-use flint::gpu::{Gpu, GpuOptions, KvType, Weight};
+use flint::gpu::{Gpu, GpuOptions, KvType, TileType, Weight};
 use flint::ops::attention::Attention;
 use flint::ops::copy::BufferCopy;
 use flint::ops::kv::LayerKv;
@@ -77,15 +77,18 @@ fn gpu() -> Gpu {
     };
     let g = Gpu::new(&GpuOptions {
         rows_kernels,
-        matmul_f16: std::env::var("FLINT_MATMUL").is_ok_and(|v| v == "f16"),
+        // FLINT_MATMUL=f16|q16 stages the tiled matmul's operands so (as `flint --matmul`)
+        matmul: std::env::var("FLINT_MATMUL")
+            .map(|v| TileType::parse(&v).expect("FLINT_MATMUL"))
+            .unwrap_or_default(),
         ..Default::default()
     })
     .expect("a GPU adapter (scripts/setup.sh installs lavapipe)");
     eprintln!(
-        "adapter: {}  subgroup_matvec: {}  matmul_f16: {}",
+        "adapter: {}  subgroup_matvec: {}  matmul tiles: {}",
         g.describe(),
         g.caps.subgroup_matvec,
-        g.caps.matmul_f16
+        g.caps.matmul.name()
     );
     g
 }

@@ -66,7 +66,7 @@ export class Core {
   /**
    * Loads `model` (see source.js). options: { cache, wasmUrl, gpu, ctx, batch,
    * maxStorageBufferBindingSize, noSubgroups, noF16, kernels: 'auto'|'gpu'|'cpu',
-   * kvCache: 'f32'|'f16'|'q16', matmul: 'f32'|'f16', sampleOn: 'auto'|'gpu'|'cpu' };
+   * kvCache: 'f32'|'f16'|'q16', matmul: 'f32'|'f16'|'q16', sampleOn: 'auto'|'gpu'|'cpu' };
    * onProgress({ loaded, total, ... }).
    * Everything but cache/wasmUrl/gpu/signal goes to the wasm module as JSON, which rejects
    * unknown options and values with an Error naming them (src/web/options.rs).

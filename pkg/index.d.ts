@@ -56,12 +56,14 @@ export interface CreateEngineOptions {
    */
   kvCache?: 'f32' | 'f16' | 'q16';
   /**
-   * Prefill matmul operands (the CLI's `--matmul`): `'f32'` (default, exact) or `'f16'`
-   * (activations and dequantized weights staged as f16 in workgroup memory, f32 arithmetic; the
-   * `gpu` kernel layout only). Needs `shader-f16`: loading fails, naming it, where it is missing.
+   * How the tiled prefill matmul (the `gpu` kernel layout) stages activations and dequantized
+   * weights in workgroup memory (the CLI's `--matmul`; products and sums always f32): `'f32'`
+   * (default, exact), `'q16'` (half the memory: 16-bit fractions of each 32-element slice's
+   * largest magnitude, any adapter; logits within 1e-2) or `'f16'` (half the memory; needs
+   * `shader-f16`, and loading fails, naming it, where it is missing; logits within about 2e-2).
    * Reported as `info().caps.matmul`.
    */
-  matmul?: 'f32' | 'f16';
+  matmul?: 'f32' | 'f16' | 'q16';
   /**
    * Where greedy picks run (the CLI's `--sample-on`): `'gpu'` (a greedy request, `temperature: 0`
    * without `logit_bias` or penalties, ranks the logits on the GPU and reads back one token
@@ -211,9 +213,9 @@ export interface EngineInfo {
     kernelLayout: 'gpu' | 'cpu';
     /** The KV cache's precision (the `kvCache` option). */
     kvCache: 'f32' | 'f16' | 'q16';
-    /** The prefill matmul's operands (the `matmul` option; on the cpu kernel layout f16 tiles serve
-     * only the weights the rows kernels cannot take). */
-    matmul: 'f32' | 'f16' | string;
+    /** The prefill matmul's operands (the `matmul` option; on the cpu kernel layout 16-bit tiles
+     * serve only the weights the rows kernels cannot take). */
+    matmul: 'f32' | 'f16' | 'q16' | string;
     /** Where greedy picks rank the logits (what the `sampleOn` option resolved to). */
     sampleOn: 'gpu' | 'cpu';
   };

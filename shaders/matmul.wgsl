@@ -54,14 +54,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + ty * 4u + i;
-        if (m >= p.M) { continue; }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx * 4u + j;
-            if (n >= p.N) { continue; }
-            let yi = m * p.y_stride + p.y_offset + n;
-            if (p.accumulate != 0u) { y[yi] += acc[i][j]; } else { y[yi] = acc[i][j]; }
-        }
-    }
+    store_tile(n0, m0, tx, ty, acc);
 }

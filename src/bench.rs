@@ -439,7 +439,7 @@ pub async fn run(
         kernel_layout: if caps.rows_kernels { "cpu" } else { "gpu" }.to_string(),
         sampling: if caps.gpu_sampling { "gpu" } else { "cpu" }.to_string(),
         kv_cache: caps.kv_cache_label().to_string(),
-        matmul: caps.matmul_label().to_string(),
+        matmul: caps.matmul_label(),
         tests,
         decode_weight_bytes_per_token: sizes.decode_weight_bytes,
         decode_weight_gbps,

@@ -81,87 +81,92 @@ fn chat_keeps_the_conversation() {
     );
 }
 
+/// `flint info -m MODEL --quiet` with `flags` succeeds and prints every one of `wants`; returns
+/// its output.
+fn info_shows(flags: &[&str], wants: &[&str]) -> String {
+    let args: Vec<&str> = ["info", "-m", MODEL, "--quiet"]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    let (code, out, err) = flint(&args);
+    assert_eq!(code, 0, "{flags:?}: {err}");
+    for want in wants {
+        assert!(
+            out.contains(want),
+            "{flags:?}: `{want}` missing from:\n{out}"
+        );
+    }
+    out
+}
+
 #[test]
 fn info_names_architecture_and_kernels() {
     if !have_model() {
         return;
     }
-    let (code, out, err) = flint(&["info", "-m", MODEL, "--quiet"]);
-    assert_eq!(code, 0, "{err}");
-    for want in [
-        "architecture: llama",
-        "layers: 30",
-        "Q4_1",
-        "Q8_0",
-        "adapter:",
-        "kernels:",
-        "matvec",
-        "KV cache: f32",
-        "sampling: ",
-    ] {
-        assert!(out.contains(want), "`{want}` missing from:\n{out}");
-    }
-    // the layout and cache flags reach the device: the GPU layout's kernels, the f16 cache's
-    let (code, out, err) = flint(&[
-        "info",
-        "-m",
-        MODEL,
-        "--quiet",
-        "--kernels",
-        "gpu",
-        "--kv-cache",
-        "f16",
-        "--matmul",
-        "f16",
-        "--sample-on",
-        "gpu",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    for want in [
-        "kernel layout: gpu",
-        "KV cache: f16",
-        "prefill matmul: f16",
-        "kv_base",
-        "sampling: gpu",
-        "top_k_groups",
-        "top_k_merge",
-        "attention.kv_f16",
-        "kv_store",
-        "matvec.q4_1",
-    ] {
-        assert!(out.contains(want), "`{want}` missing from:\n{out}");
-    }
-    // the q16 cache: its store kernel and the attention kernel through its view
-    let (code, out, err) = flint(&["info", "-m", MODEL, "--quiet", "--kv-cache", "q16"]);
-    assert_eq!(code, 0, "{err}");
-    for want in ["KV cache: q16", "kv_base", "kv_store_q16", ".kv_q16"] {
-        assert!(out.contains(want), "`{want}` missing from:\n{out}");
-    }
-    // an unknown cache type is refused, listing the types
-    let (code, _, err) = flint(&["info", "-m", MODEL, "--kv-cache", "f8"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("f32, f16, q16"), "{err}");
-    let (code, out, err) = flint(&[
-        "info",
-        "-m",
-        MODEL,
-        "--quiet",
-        "--kernels",
-        "cpu",
-        "--sample-on",
-        "cpu",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("kernel layout: cpu")
-            && out.contains("matvec_rows.q4_1")
-            && out.contains("sampling: cpu")
-            && !out.contains("top_k"),
-        "{out}"
+    info_shows(
+        &[],
+        &[
+            "architecture: llama",
+            "layers: 30",
+            "Q4_1",
+            "Q8_0",
+            "adapter:",
+            "kernels:",
+            "matvec",
+            "KV cache: f32",
+            "sampling: ",
+        ],
     );
-    let (code, _, err) = flint(&["info", "-m", MODEL, "--kv-cache", "f8"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("f8"), "{err}");
+    // the layout and cache flags reach the device: the GPU layout's kernels, the f16 cache's
+    info_shows(
+        &[
+            "--kernels",
+            "gpu",
+            "--kv-cache",
+            "f16",
+            "--matmul",
+            "f16",
+            "--sample-on",
+            "gpu",
+        ],
+        &[
+            "kernel layout: gpu",
+            "KV cache: f16",
+            "prefill matmul: f16",
+            "kv_base",
+            "sampling: gpu",
+            "top_k_groups",
+            "top_k_merge",
+            "attention.kv_f16",
+            "kv_store",
+            "matvec.q4_1",
+        ],
+    );
+    // the q16 cache: its store kernel and the attention kernel through its view; q16 tiles on
+    // the cpu layout serve only the tiled fallback, and the label says so
+    info_shows(
+        &["--kernels", "cpu", "--kv-cache", "q16", "--matmul", "q16"],
+        &[
+            "KV cache: q16",
+            "kv_base",
+            "kv_store_q16",
+            ".kv_q16",
+            "prefill matmul: q16 (tiled fallback only",
+        ],
+    );
+    let out = info_shows(
+        &["--kernels", "cpu", "--sample-on", "cpu"],
+        &["kernel layout: cpu", "matvec_rows.q4_1", "sampling: cpu"],
+    );
+    assert!(!out.contains("top_k"), "{out}");
+    // an unknown cache or tile type is refused, listing the types
+    for flag in ["--kv-cache", "--matmul"] {
+        let (code, _, err) = flint(&["info", "-m", MODEL, flag, "f8"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("`f8`: expected one of f32, f16, q16"), "{err}");
+    }
 }
 
 #[test]

@@ -3,13 +3,13 @@
 //! Kernels with a subgroup twin run both ways.
 
 use flint::format::DType;
-use flint::gpu::{Gpu, GpuOptions, KvType, Weight};
+use flint::gpu::{Gpu, GpuOptions, KvType, TileType, Weight};
 use flint::ops::attention::{attention_cpu, Attention};
 use flint::ops::elementwise::{add, add_bias, geglu, geglu_cpu, swiglu, swiglu_cpu, Unary};
 use flint::ops::kv::{
     f16_cache_cpu, f16_cached_cpu, kv_base_cpu, q16_cache_cpu, q16_cached_cpu, KvStore, LayerKv,
 };
-use flint::ops::matmul::{matmul_cpu, MatMul, Variant};
+use flint::ops::matmul::{matmul_cpu, q16_tiles_cpu, MatMul, Variant};
 use flint::ops::norm::{layernorm_cpu, rmsnorm_cpu, LayerNorm, RmsNorm};
 use flint::ops::quant;
 use flint::ops::rope::{rope_cpu, Rope, RopeConfig, RopeMode};
@@ -102,19 +102,20 @@ fn upload(g: &Gpu, v: &[f32]) -> wgpu::Buffer {
     g.upload("test", bytemuck::cast_slice(v))
 }
 
-/// A device whose prefill matmul stages f16 operands (GPU layout), where the adapter has
-/// shader-f16.
-fn gpu_f16_matmul() -> Option<&'static Gpu> {
-    static G: OnceLock<Option<Gpu>> = OnceLock::new();
-    G.get_or_init(|| {
-        let opts = GpuOptions {
-            rows_kernels: Some(false),
-            matmul_f16: true,
-            ..Default::default()
-        };
-        Gpu::new(&opts).ok()
-    })
-    .as_ref()
+/// A device whose prefill matmul (GPU layout) stages its operands as `tiles` (16-bit), where the
+/// adapter can (f16 tiles need shader-f16).
+fn gpu_tiles(tiles: TileType) -> Option<&'static Gpu> {
+    static G: [OnceLock<Option<Gpu>>; 2] = [OnceLock::new(), OnceLock::new()];
+    G[(tiles == TileType::Q16) as usize]
+        .get_or_init(|| {
+            let opts = GpuOptions {
+                rows_kernels: Some(false),
+                matmul: tiles,
+                ..Default::default()
+            };
+            Gpu::new(&opts).ok()
+        })
+        .as_ref()
 }
 
 fn round_f16(x: &[f32]) -> Vec<f32> {
@@ -142,11 +143,14 @@ fn check_matmul(g: &Gpu, dtype: DType, n: usize, k: usize, m: usize, accumulate:
     .unwrap();
     g.submit(enc);
     let got = g.read_f32(&yb, 0, m * n).unwrap();
-    // f16 tiles: the reference takes the operands rounded to f16 (and the products in f32)
-    let f16_tiles = g.caps.matmul_f16 && Variant::choose(g, m) == Variant::Matmul;
-    if f16_tiles {
-        wf = round_f16(&wf);
-        x = round_f16(&x);
+    // 16-bit tiles: the reference takes the operands rounded as the tiles hold them (and the
+    // products in f32)
+    if Variant::choose(g, m) == Variant::Matmul {
+        match g.caps.matmul {
+            TileType::F32 => {}
+            TileType::F16 => (wf, x) = (round_f16(&wf), round_f16(&x)),
+            TileType::Q16 => (wf, x) = (q16_tiles_cpu(&wf, k), q16_tiles_cpu(&x, k)),
+        }
     }
     let mut want = matmul_cpu(&wf, n, k, &x, m);
     if accumulate {
@@ -242,48 +246,63 @@ fn matmul_baseline_kernels_and_split_buffers_match_cpu() {
     check_matmul(g, DType::Q4_K, 400, 1024, 9, false);
 }
 
-/// `--matmul f16`: the prefill matmul with f16 tiles is the product of the operands rounded to f16,
-/// multiplied and accumulated in f32 (within 1e-4 of that CPU reference), for every weight type.
+/// `--matmul f16` / `q16`: the prefill matmul with 16-bit tiles is the product of the operands
+/// rounded as the tiles hold them, multiplied and accumulated in f32 (within 1e-4 of that CPU
+/// reference), for every weight type; q16 tiles are closer to the exact product than f16 ones.
 #[test]
-fn matmul_f16_tiles_match_cpu_on_f16_operands() {
-    let Some(g) = gpu_f16_matmul() else {
+fn matmul_16bit_tiles_match_cpu_on_rounded_operands() {
+    let q16 = gpu_tiles(TileType::Q16).expect("q16 tiles need no optional feature");
+    let f16 = gpu_tiles(TileType::F16);
+    if f16.is_none() {
         eprintln!("adapter has no shader-f16: the f16 tiles cannot run here");
-        return;
-    };
-    assert!(g.caps.matmul_f16 && !g.caps.rows_kernels);
-    for dtype in DType::ALL {
-        for (n, k, m) in shapes(dtype).into_iter().filter(|s| s.2 > 4) {
-            assert_eq!(Variant::choose(g, m), Variant::Matmul);
-            check_matmul(g, dtype, n, k, m, m % 2 == 1);
-        }
     }
-    // and they differ from the exact product by f16 rounding, not more
-    let (n, k, m) = (64, 576, 40);
-    let raw = quant::random_gguf_bytes(DType::F32, n, k, 77);
-    let wf: Vec<f32> = bytemuck::cast_slice(&raw).to_vec();
-    let x = randv(m * k, 78);
-    let w = Weight::upload(g, "w", DType::F32, &raw, n, k).unwrap();
-    let (xb, yb) = (upload(g, &x), g.zeros("y", (m * n * 4) as u64).unwrap());
-    let mut enc = g.encoder();
-    let mm = MatMul {
-        w: &w,
-        m,
-        accumulate: false,
-        variant_m: m,
-    };
-    mm.encode(g, &mut enc, &xb, &yb).unwrap();
-    g.submit(enc);
-    let got = g.read_f32(&yb, 0, m * n).unwrap();
-    let exact = matmul_cpu(&wf, n, k, &x, m);
-    let scale = exact.iter().fold(1.0f32, |a, v| a.max(v.abs()));
-    let err = max_abs(&got, &exact) / scale;
-    assert!(
-        err > 1e-6 && err < 2e-3,
-        "f16 tiles vs exact: rel err {err}"
-    );
+    let mut vs_exact = vec![];
+    for g in [Some(q16), f16].into_iter().flatten() {
+        assert!(g.caps.matmul != TileType::F32 && !g.caps.rows_kernels);
+        for dtype in DType::ALL {
+            for (n, k, m) in shapes(dtype).into_iter().filter(|s| s.2 > 4) {
+                assert_eq!(Variant::choose(g, m), Variant::Matmul);
+                check_matmul(g, dtype, n, k, m, m % 2 == 1);
+            }
+        }
+        // against the exact product: they differ by their rounding, not more
+        let (n, k, m) = (64, 576, 40);
+        let raw = quant::random_gguf_bytes(DType::F32, n, k, 77);
+        let wf: Vec<f32> = bytemuck::cast_slice(&raw).to_vec();
+        let x = randv(m * k, 78);
+        let w = Weight::upload(g, "w", DType::F32, &raw, n, k).unwrap();
+        let (xb, yb) = (upload(g, &x), g.zeros("y", (m * n * 4) as u64).unwrap());
+        let mut enc = g.encoder();
+        let mm = MatMul {
+            w: &w,
+            m,
+            accumulate: false,
+            variant_m: m,
+        };
+        mm.encode(g, &mut enc, &xb, &yb).unwrap();
+        g.submit(enc);
+        let got = g.read_f32(&yb, 0, m * n).unwrap();
+        let exact = matmul_cpu(&wf, n, k, &x, m);
+        let scale = exact.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+        let err = max_abs(&got, &exact) / scale;
+        let tiles = g.caps.matmul.name();
+        eprintln!("{tiles} tiles vs exact: rel err {err:e}");
+        assert!(
+            err > 1e-7 && err < 2e-3,
+            "{tiles} tiles vs exact: rel err {err}"
+        );
+        vs_exact.push(err);
+    }
+    // q16 keeps a slice's large elements 16x finer than f16's mantissa
+    if let [q, f] = vs_exact[..] {
+        assert!(
+            q * 4.0 < f,
+            "q16 tiles {q:e} are not finer than f16 tiles {f:e}"
+        );
+    }
     // no shader-f16 (turned off): asking for f16 tiles is refused by name
     let off = Gpu::new(&GpuOptions {
-        matmul_f16: true,
+        matmul: TileType::F16,
         no_f16: true,
         ..Default::default()
     });

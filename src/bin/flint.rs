@@ -5,7 +5,7 @@ use flint::bench::{BenchReport, BenchSpec, ModelSizes, SpecNames};
 use flint::chat::{ChatMessage, ChatTemplate};
 use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
-use flint::gpu::{Gpu, GpuOptions, KvType};
+use flint::gpu::{Gpu, GpuOptions, KvType, TileType};
 use flint::sampling::SamplingParams;
 use flint::{Error, Result};
 use std::io::{BufRead, Write};
@@ -105,10 +105,13 @@ struct ModelArgs {
     /// within about 2e-2, 9e-3 on average).
     #[arg(long, default_value = "f32", value_parser = kv_type)]
     kv_cache: KvType,
-    /// Prefill matmul operands: `f32` (exact) or `f16` (activations and dequantized weights staged
-    /// as f16 in workgroup memory, f32 arithmetic; the `gpu` kernel layout, needs shader-f16).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    matmul: String,
+    /// How the tiled prefill matmul (the `gpu` kernel layout) stages activations and dequantized
+    /// weights in workgroup memory, always multiplying in f32: `f32` (exact), or half the
+    /// workgroup memory with `q16` (16-bit fractions of each 32-element slice's largest
+    /// magnitude; logits within 4.9e-3 of f32 on SmolLM2, any adapter) or `f16` (needs
+    /// shader-f16; logits within 1.9e-2).
+    #[arg(long, default_value = "f32", value_parser = tile_type)]
+    matmul: TileType,
     /// Where the logits are ranked for sampling: `gpu` (greedy and top-k without penalties or
     /// logit bias read back only the top-k candidates), `cpu` (the whole row every token), `auto`
     /// (gpu on real GPUs, cpu on CPU-type adapters such as lavapipe).
@@ -341,7 +344,7 @@ impl ModelArgs {
                 _ => None,
             },
             kv_cache: self.kv_cache,
-            matmul_f16: self.matmul == "f16",
+            matmul: self.matmul,
             gpu_sampling: match self.sample_on.as_str() {
                 "gpu" => Some(true),
                 "cpu" => Some(false),
@@ -877,4 +880,8 @@ fn print_bench_table(r: &BenchReport) {
 /// `--kv-cache`'s parser: a [`KvType`] name.
 fn kv_type(name: &str) -> std::result::Result<KvType, String> {
     KvType::parse(name).map_err(|e| e.to_string())
+}
+
+fn tile_type(name: &str) -> std::result::Result<TileType, String> {
+    TileType::parse(name).map_err(|e| e.to_string())
 }

@@ -42,15 +42,7 @@ impl KvType {
 
     /// The type named `name` ([`KvType::name`]), or an error listing the names.
     pub fn parse(name: &str) -> Result<KvType> {
-        KvType::ALL
-            .into_iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| {
-                let names = KvType::ALL.map(KvType::name).join(", ");
-                Error::InvalidArgument(format!(
-                    "unknown KV cache type `{name}`: expected one of {names}"
-                ))
-            })
+        parse_named(&KvType::ALL, KvType::name, "KV cache type", name)
     }
 
     /// Bytes one cached key (or value) element takes.
@@ -59,6 +51,62 @@ impl KvType {
             KvType::F32 => 4,
             KvType::F16 | KvType::Q16 => 2,
         }
+    }
+}
+
+/// The one of `all` whose `name_of` is `name`, or an error naming `what` and listing the names.
+fn parse_named<T: Copy>(
+    all: &[T],
+    name_of: fn(T) -> &'static str,
+    what: &str,
+    name: &str,
+) -> Result<T> {
+    all.iter()
+        .copied()
+        .find(|t| name_of(*t) == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|t| name_of(*t)).collect();
+            Error::InvalidArgument(format!(
+                "unknown {what} `{name}`: expected one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// How the tiled prefill matmul (`--matmul`; the GPU kernel layout's `matmul.wgsl`) stages its
+/// operands, activations and dequantized weights, in workgroup memory. Products and sums are f32
+/// in all three; the two 16-bit types halve the tiles' workgroup memory and the bytes moved
+/// through it. Max logit difference from f32 after SmolLM2's 5-token prefill (lavapipe): q16
+/// 4.9e-3, f16 1.87e-2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TileType {
+    /// f32 tiles: the exact path.
+    #[default]
+    F32,
+    /// f16 tiles (`shaders/common/tile_f16.wgsl`); needs `shader-f16`.
+    F16,
+    /// 16-bit fixed point: each 32-element slice of a weight row or a token's activations as
+    /// signed 16-bit fractions of its largest magnitude, with that f32 scale beside it
+    /// (`shaders/matmul_q16.wgsl`); any adapter.
+    Q16,
+}
+
+impl TileType {
+    /// Every type, in the order the CLI and the web options list them.
+    pub const ALL: [TileType; 3] = [TileType::F32, TileType::F16, TileType::Q16];
+
+    /// The name `--matmul` and the web's `matmul` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            TileType::F32 => "f32",
+            TileType::F16 => "f16",
+            TileType::Q16 => "q16",
+        }
+    }
+
+    /// The type named `name` ([`TileType::name`]), or an error listing the names.
+    pub fn parse(name: &str) -> Result<TileType> {
+        parse_named(&TileType::ALL, TileType::name, "matmul tile type", name)
     }
 }
 
@@ -90,11 +138,9 @@ pub struct GpuOptions {
     pub fused_rows: Option<bool>,
     /// How the KV cache stores keys and values ([`KvType`]): f32 by default, the exact path.
     pub kv_cache: KvType,
-    /// Stage the prefill matmul's operands (activations and dequantized weights) as f16 in
-    /// workgroup memory, still multiplying and accumulating in f32 (`shaders/common/tile_f16.wgsl`;
-    /// the GPU kernel layout's `matmul.wgsl`). Needs `shader-f16`. Off by default: f32 tiles are
-    /// the exact path.
-    pub matmul_f16: bool,
+    /// How the tiled prefill matmul stages its operands in workgroup memory ([`TileType`]): f32
+    /// by default, the exact path. `F16` needs `shader-f16`.
+    pub matmul: TileType,
     /// Rank the logits for sampling on the GPU and read back only the `top_k` best
     /// (`shaders/top_k_*.wgsl`, see [`Caps::gpu_sampling`]) instead of the whole row: `None` = on
     /// real GPUs. CPU-type adapters read the row back for about 0.25 ms (SmolLM2's 49 152
@@ -121,8 +167,8 @@ pub struct Caps {
     pub fused_rows: bool,
     /// How KV caches store keys and values (see [`GpuOptions::kv_cache`]).
     pub kv_cache: KvType,
-    /// The prefill matmul stages its operands as f16 (see [`GpuOptions::matmul_f16`]).
-    pub matmul_f16: bool,
+    /// How the tiled prefill matmul stages its operands (see [`GpuOptions::matmul`]).
+    pub matmul: TileType,
     /// Generation ranks the logits on the GPU and reads back only the candidates the sampler
     /// keeps (greedy, or `top_k` without penalties or logit bias); see
     /// [`GpuOptions::gpu_sampling`].
@@ -150,12 +196,14 @@ impl Caps {
 
     /// The precision of the tiled prefill matmul's operands (`matmul.wgsl`). On the cpu kernel
     /// layout the rows kernels take the products and only weights whose row length they cannot
-    /// take fall back to the tiled matmul, so f16 tiles are used there only for those.
-    pub fn matmul_label(&self) -> &'static str {
-        match (self.matmul_f16, self.rows_kernels) {
-            (false, _) => "f32",
-            (true, false) => "f16",
-            (true, true) => "f16 (tiled fallback only: the cpu layout's rows kernels are f32)",
+    /// take fall back to the tiled matmul, so 16-bit tiles are used there only for those.
+    pub fn matmul_label(&self) -> String {
+        match (self.matmul, self.rows_kernels) {
+            (TileType::F32, _) | (_, false) => self.matmul.name().to_string(),
+            (t, true) => format!(
+                "{} (tiled fallback only: the cpu layout's rows kernels are f32)",
+                t.name()
+            ),
         }
     }
 }
@@ -262,7 +310,7 @@ impl Gpu {
         let limits = adapter.limits();
 
         let f16 = features.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
-        if opts.matmul_f16 && !f16 {
+        if opts.matmul == TileType::F16 && !f16 {
             return Err(Error::Gpu(format!(
                 "f16 matmul operands need shader-f16, which `{}` does not offer here{}",
                 info.name,
@@ -326,7 +374,7 @@ impl Gpu {
                 .fused_rows
                 .unwrap_or_else(|| mesa_major(&info.driver_info).is_none_or(|v| v >= 23)),
             kv_cache: opts.kv_cache,
-            matmul_f16: opts.matmul_f16,
+            matmul: opts.matmul,
             gpu_sampling: opts.gpu_sampling.unwrap_or(!cpu_adapter),
             subgroup_min_size: info.subgroup_min_size,
             max_binding,

@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::DType;
-use crate::gpu::{Gpu, Weight};
+use crate::gpu::{Gpu, TileType, Weight};
 use crate::ops::rope::{AngleParams, RopeConfig, RopeMode};
 
 /// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
@@ -107,32 +107,38 @@ impl Variant {
     }
 }
 
-/// The pipeline key and the WGSL sources (concatenated in this order) of a weight product; `f16`
-/// stages `matmul.wgsl`'s tiles as f16 (the other kernels have no tiles and ignore it).
-pub fn sources(dtype: DType, variant: Variant, f16: bool) -> (String, Vec<&'static str>) {
-    let (name, kernel) = match variant {
-        Variant::Matvec => ("matvec", include_str!("../../shaders/matvec.wgsl")),
-        Variant::MatvecRows => (
+/// The pipeline key and the WGSL sources (concatenated in this order) of a weight product; `tiles`
+/// picks how `matmul.wgsl` stages its operands (the other kernels have no tiles and ignore it):
+/// f32 or f16 tiles through `shaders/common/tile_*.wgsl`, 16-bit fixed point in its own kernel,
+/// `matmul_q16.wgsl`.
+pub fn sources(dtype: DType, variant: Variant, tiles: TileType) -> (String, Vec<&'static str>) {
+    let (name, kernel) = match (variant, tiles) {
+        (Variant::Matvec, _) => ("matvec", include_str!("../../shaders/matvec.wgsl")),
+        (Variant::MatvecRows, _) => (
             "matvec_rows",
             include_str!("../../shaders/matvec_rows.wgsl"),
         ),
-        Variant::MatvecSubgroup => ("matvec_sg", include_str!("../../shaders/matvec_sg.wgsl")),
-        Variant::Matmul => ("matmul", include_str!("../../shaders/matmul.wgsl")),
-        Variant::MatmulRows => (
+        (Variant::MatvecSubgroup, _) => ("matvec_sg", include_str!("../../shaders/matvec_sg.wgsl")),
+        (Variant::Matmul, TileType::Q16) => {
+            ("matmul_q16", include_str!("../../shaders/matmul_q16.wgsl"))
+        }
+        (Variant::Matmul, _) => ("matmul", include_str!("../../shaders/matmul.wgsl")),
+        (Variant::MatmulRows, _) => (
             "matmul_rows",
             include_str!("../../shaders/matmul_rows.wgsl"),
         ),
     };
     let mut key = format!("{name}.{}", dtype.name().to_ascii_lowercase());
     let mut srcs = vec![];
-    if variant == Variant::Matmul {
-        srcs.push(match f16 {
-            true => include_str!("../../shaders/common/tile_f16.wgsl"),
-            false => include_str!("../../shaders/common/tile_f32.wgsl"),
-        });
-        if f16 {
+    match (variant, tiles) {
+        (Variant::Matmul, TileType::F32) => {
+            srcs.push(include_str!("../../shaders/common/tile_f32.wgsl"))
+        }
+        (Variant::Matmul, TileType::F16) => {
+            srcs.push(include_str!("../../shaders/common/tile_f16.wgsl"));
             key.push_str(".tiles_f16");
         }
+        _ => {}
     }
     srcs.extend([
         dq8_fragment(dtype),
@@ -544,7 +550,7 @@ impl MatMul<'_> {
                 v => v,
             };
         }
-        let (key, srcs) = sources(w.dtype, variant, gpu.caps.matmul_f16);
+        let (key, srcs) = sources(w.dtype, variant, gpu.caps.matmul);
         let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
             let params = Params {
@@ -588,6 +594,16 @@ impl MatMul<'_> {
         }
         Ok(())
     }
+}
+
+/// CPU reference: rows of `k` values (weight rows or tokens' activations) as `matmul_q16.wgsl`
+/// stages them, read back as f32: each row's 32-element slices rounded to 16-bit fractions of the
+/// slice's largest magnitude (the q16 KV cache's rounding, [`crate::ops::kv::q16_cached_cpu`]).
+/// The kernel multiplies these values exactly as [`matmul_cpu`] does.
+pub fn q16_tiles_cpu(v: &[f32], k: usize) -> Vec<f32> {
+    v.chunks(k)
+        .flat_map(|row| crate::ops::kv::q16_cached_cpu(row, &[0.0], 32))
+        .collect()
 }
 
 /// CPU reference: `y[m, n] = sum_k w[n, k] * x[m, k]` with `w` dequantized to f32 (`n x k`).

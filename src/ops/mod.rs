@@ -13,6 +13,7 @@ pub mod softmax;
 pub mod top_k;
 
 use crate::format::DType;
+use crate::gpu::TileType;
 
 /// Every kernel the runtime can build, as (pipeline key, WGSL sources concatenated in order): the
 /// one list that naga validation (tests/wgsl.rs) and `flint info` draw on.
@@ -66,11 +67,13 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     }
     for dtype in DType::ALL {
         for variant in matmul::Variant::ALL {
-            let (key, srcs) = matmul::sources(dtype, variant, false);
+            let (key, srcs) = matmul::sources(dtype, variant, TileType::F32);
             v.push((key, srcs.to_vec()));
         }
-        let (key, srcs) = matmul::sources(dtype, matmul::Variant::Matmul, true);
-        v.push((key, srcs.to_vec()));
+        for tiles in [TileType::F16, TileType::Q16] {
+            let (key, srcs) = matmul::sources(dtype, matmul::Variant::Matmul, tiles);
+            v.push((key, srcs.to_vec()));
+        }
         for (key, srcs) in [
             matmul::qkv_rows_sources(dtype),
             matmul::qkv_rope_rows_sources(dtype),

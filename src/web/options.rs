@@ -4,7 +4,7 @@
 
 use crate::engine::LoadOptions;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuOptions, KvType};
+use crate::gpu::{GpuOptions, KvType, TileType};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,8 +29,8 @@ struct WebLoadOptions {
     kernels: Option<Value>,
     /// KV cache precision, as `--kv-cache`: `f32` (exact), `q16` or `f16` (half the memory).
     kv_cache: Option<Value>,
-    /// Prefill matmul operands, as `--matmul`: `f32` (exact) or `f16` (staged as f16; needs
-    /// shader-f16).
+    /// How the tiled prefill matmul stages its operands, as `--matmul`: `f32` (exact), `q16` or
+    /// `f16` (half the workgroup memory; f16 needs shader-f16).
     matmul: Option<Value>,
     /// Where the logits are ranked for sampling, as `--sample-on`: `auto` (gpu on real GPUs),
     /// `gpu` (only the top-k candidates are read back), `cpu` (the whole row).
@@ -74,7 +74,10 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
         Some(name) => KvType::parse(name)?,
         None => KvType::F32,
     };
-    let matmul_f16 = choice("matmul", &o.matmul, &["f32", "f16"])? == Some("f16");
+    let matmul = match choice("matmul", &o.matmul, &TileType::ALL.map(TileType::name))? {
+        Some(name) => TileType::parse(name)?,
+        None => TileType::F32,
+    };
     let gpu_sampling = match auto_gpu_cpu("sampleOn", &o.sample_on)? {
         Some("gpu") => Some(true),
         Some("cpu") => Some(false),
@@ -88,7 +91,7 @@ pub fn parse_load_options(json: &str) -> Result<LoadOptions> {
             no_f16: o.no_f16,
             rows_kernels,
             kv_cache,
-            matmul_f16,
+            matmul,
             gpu_sampling,
             ..GpuOptions::default()
         },
@@ -113,7 +116,7 @@ mod tests {
         ] {
             let o = parse_load_options(json).unwrap();
             assert_eq!(o.gpu.rows_kernels, None);
-            assert!(o.gpu.kv_cache == KvType::F32 && !o.gpu.matmul_f16);
+            assert!(o.gpu.kv_cache == KvType::F32 && o.gpu.matmul == TileType::F32);
             assert_eq!(o.gpu.gpu_sampling, None);
             assert_eq!((o.ctx, o.batch), (None, LoadOptions::default().batch));
         }
@@ -132,11 +135,15 @@ mod tests {
         assert_eq!((o.ctx, o.batch), (Some(512), 64));
         let g = &o.gpu;
         assert_eq!(g.max_binding_override, Some(1024));
-        assert!(g.no_subgroups && g.no_f16 && g.kv_cache == KvType::F16 && g.matmul_f16);
+        assert!(g.no_subgroups && g.no_f16 && g.kv_cache == KvType::F16);
+        assert_eq!(g.matmul, TileType::F16);
         assert_eq!((g.rows_kernels, g.gpu_sampling), (Some(false), Some(true)));
-        let o =
-            parse_load_options(r#"{"kernels":"cpu","sampleOn":"cpu","kvCache":"q16"}"#).unwrap();
+        let o = parse_load_options(
+            r#"{"kernels":"cpu","sampleOn":"cpu","kvCache":"q16","matmul":"q16"}"#,
+        )
+        .unwrap();
         assert_eq!(o.gpu.kv_cache, KvType::Q16);
+        assert_eq!(o.gpu.matmul, TileType::Q16);
         assert_eq!(
             (o.gpu.rows_kernels, o.gpu.gpu_sampling),
             (Some(true), Some(false))
@@ -158,7 +165,7 @@ mod tests {
             r#"invalid argument: load options: sampleOn must be "auto", "gpu" or "cpu", not true"#
         );
         assert!(err(r#"{"kvCache":16}"#).contains("kvCache must be"));
-        assert!(err(r#"{"matmul":"f8"}"#).contains(r#"matmul must be "f32" or "f16""#));
+        assert!(err(r#"{"matmul":"f8"}"#).contains(r#"matmul must be "f32", "f16" or "q16""#));
         // snake_case (the Rust name) is an unknown field, as any other
         assert!(err(r#"{"kv_cache":"f16"}"#).contains("unknown field `kv_cache`"));
     }

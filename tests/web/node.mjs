@@ -189,6 +189,14 @@ try {
     JSON.stringify(dev(qc.caps)));
   check(sameIds(qc.ids, ids.slice(0, 4)), 'greedy ids over the q16 KV cache equal those over the f32 cache',
     JSON.stringify(qc.ids));
+  // q16 matmul tiles (the GPU layout's prefill matmul in 16 bits, logits within 1e-2 of f32 tiles):
+  // the prompt's prefill runs through them and the first greedy ids stay those of the default load.
+  const qt = await withOptions({ kernels: 'gpu', matmul: 'q16' }, FIXTURE.prompt, 2);
+  summary.deviceOptionsMs['kernels gpu, matmul q16'] = qt.ms;
+  check(qt.caps.matmul === 'q16' && qt.caps.kernelLayout === 'gpu', "{ kernels: 'gpu', matmul: 'q16' } is reported",
+    JSON.stringify(qt.caps));
+  check(sameIds(qt.ids, ids.slice(0, 2)), 'greedy ids after a prefill through q16 matmul tiles equal the default ones',
+    JSON.stringify(qt.ids));
 
   // 9. Load errors: network (404), not a GGUF, model too large for the device's limits, a bad option.
   const loadErr = async (opts, re, what) => {
@@ -207,7 +215,7 @@ try {
     'a model too large for the binding limit is rejected');
   await loadErr({ model: modelUrl, kvCache: 'f8' }, /kvCache must be "f32", "f16" or "q16", not "f8"/,
     'an unknown kvCache value is rejected, naming the option');
-  await loadErr({ model: modelUrl, matmul: 'bf16' }, /matmul must be "f32" or "f16", not "bf16"/,
+  await loadErr({ model: modelUrl, matmul: 'bf16' }, /matmul must be "f32", "f16" or "q16", not "bf16"/,
     'an unknown matmul value is rejected, naming the option');
 } catch (e) {
   check(false, 'unexpected error', e?.stack ?? String(e));
