@@ -155,7 +155,11 @@ fn weight_products(c: &mut Criterion) {
                 if m > 1 && cpu && model == "8B" && !full {
                     continue;
                 }
-                let x = g.zeros("x", (m * k * 4) as u64).unwrap();
+                // activations in [-1, 1), not zeros: q16 tiles scale each slice by its values
+                let xv: Vec<f32> = (0..m * k)
+                    .map(|i| (i * 7919 % 2048) as f32 / 1024.0 - 1.0)
+                    .collect();
+                let x = g.upload("x", bytemuck::cast_slice(&xv));
                 let y = g.zeros("y", (m * n * 4) as u64).unwrap();
                 let name = if m == 1 {
                     grp.throughput(Throughput::BytesDecimal(w.gpu_bytes()));
