@@ -103,14 +103,14 @@ struct ModelArgs {
     /// KV cache precision: `f32` (exact), or half the memory with `q16` (16-bit fixed point with
     /// a scale per position and KV head; logits within 2.1e-3 of f32 on SmolLM2) or `f16` (logits
     /// within about 2e-2, 9e-3 on average).
-    #[arg(long, default_value = "f32", value_parser = kv_type)]
+    #[arg(long, default_value = "f32", value_parser = parsed(KvType::parse))]
     kv_cache: KvType,
     /// How the tiled prefill matmul (the `gpu` kernel layout) stages activations and dequantized
     /// weights in workgroup memory, always multiplying in f32: `f32` (exact), or half the
     /// workgroup memory with `q16` (16-bit fractions of each 32-element slice's largest
     /// magnitude; logits within 4.9e-3 of f32 on SmolLM2, any adapter) or `f16` (needs
     /// shader-f16; logits within 1.9e-2).
-    #[arg(long, default_value = "f32", value_parser = tile_type)]
+    #[arg(long, default_value = "f32", value_parser = parsed(TileType::parse))]
     matmul: TileType,
     /// Where the logits are ranked for sampling: `gpu` (greedy and top-k without penalties or
     /// logit bias read back only the top-k candidates), `cpu` (the whole row every token), `auto`
@@ -878,10 +878,10 @@ fn print_bench_table(r: &BenchReport) {
 }
 
 /// `--kv-cache`'s parser: a [`KvType`] name.
-fn kv_type(name: &str) -> std::result::Result<KvType, String> {
-    KvType::parse(name).map_err(|e| e.to_string())
-}
-
-fn tile_type(name: &str) -> std::result::Result<TileType, String> {
-    TileType::parse(name).map_err(|e| e.to_string())
+/// A clap value parser from one of flint's `parse` functions (`KvType::parse`, `TileType::parse`):
+/// its error, which lists the accepted names, is what clap prints.
+fn parsed<T: 'static>(
+    parse: fn(&str) -> Result<T>,
+) -> impl Fn(&str) -> std::result::Result<T, String> + Clone + Send + Sync + 'static {
+    move |name| parse(name).map_err(|e| e.to_string())
 }
