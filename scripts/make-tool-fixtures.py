@@ -70,7 +70,7 @@ TEMPLATES = {
     "microsoft-Phi-4-mini-instruct.jinja": (
         "microsoft/Phi-4-mini-instruct", "<|endoftext|>", "<|endoftext|>"),
     "llama-cpp-microsoft-Phi-4-mini-instruct.jinja": (
-        "microsoft/Phi-4-mini-instruct (llama.cpp's tool-aware rewrite)", "<|endoftext|>",
+        "microsoft/Phi-4-mini-instruct (rewrite from llama.cpp PR #12288, unmerged)", "<|endoftext|>",
         "<|endoftext|>"),
 }
 
