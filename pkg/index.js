@@ -172,10 +172,6 @@ function generateOptions(body, ctx) {
     throw fail('`stop` must be a non-empty string or an array of up to 4 of them');
   }
   if (body.n != null && body.n !== 1) throw fail('`n` other than 1 is not supported');
-  const rf = body.response_format;
-  if (rf != null && rf.type !== 'text') {
-    throw fail(`\`response_format\` ${JSON.stringify(rf.type)} is not supported yet (only "text")`);
-  }
   const logitBias = Object.entries(body.logit_bias ?? {}).map(([id, b]) => {
     if (!/^\d+$/.test(id) || typeof b !== 'number' || b < -100 || b > 100) {
       throw fail('`logit_bias` maps token ids to numbers between -100 and 100');
@@ -196,7 +192,22 @@ function generateOptions(body, ctx) {
       logit_bias: logitBias,
       seed: seed ?? null,
     },
+    // Read and checked by the library, as the server does (src/tools.rs).
+    tools: body.tools ?? null,
+    tool_choice: body.tool_choice ?? null,
+    parallel_tool_calls: body.parallel_tool_calls ?? null,
+    response_format: body.response_format ?? null,
   };
+}
+
+/** A chat message for the core: text content, and the tool fields as OpenAI writes them. */
+function chatMessage(m, i) {
+  const out = { role: m.role, content: messageText(m, i) };
+  if (m.content == null && m.role === 'assistant') out.content = null;
+  if (m.tool_calls != null) out.tool_calls = m.tool_calls;
+  if (m.tool_call_id != null) out.tool_call_id = m.tool_call_id;
+  if (m.name != null) out.name = m.name;
+  return out;
 }
 
 function usageOf(r) {
@@ -250,7 +261,7 @@ export class Engine {
 
   /** Token ids of a prompt: `{ messages }` (through the chat template) or `{ prompt }`. */
   tokenize({ messages, prompt }) {
-    const p = messages ? { messages: messages.map((m, i) => ({ role: m.role, content: messageText(m, i) })) }
+    const p = messages ? { messages: messages.map(chatMessage) }
       : typeof prompt === 'string' ? { text: prompt } : null;
     if (!p) throw fail('tokenize takes { messages } or { prompt: string }');
     return this.#queued(() => this.#backend.tokenize(p));
@@ -293,7 +304,7 @@ export class Engine {
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
         throw fail('`messages` must be a non-empty array');
       }
-      prompt = { messages: body.messages.map((m, i) => ({ role: m.role, content: messageText(m, i) })) };
+      prompt = { messages: body.messages.map(chatMessage) };
     } else if (typeof body.prompt === 'string') {
       prompt = { text: body.prompt };
     } else if (Array.isArray(body.prompt) && body.prompt.length && body.prompt.every(Number.isInteger)) {
@@ -311,7 +322,7 @@ export class Engine {
       const r = await this.#queued(() => this.#backend.generate(prompt, options, () => {}, signal));
       if (r.finishReason === 'cancelled') throw abortError(signal);
       const choice = kind === 'chat'
-        ? { index: 0, message: { role: 'assistant', content: r.text }, logprobs: null, finish_reason: r.finishReason }
+        ? { index: 0, message: r.message, logprobs: null, finish_reason: r.finishReason }
         : { index: 0, text: r.text, logprobs: null, finish_reason: r.finishReason };
       return { ...head, choices: [{ ...choice, token_ids: r.tokens }], usage: usageOf(r), timings: timingsOf(r) };
     }
@@ -334,9 +345,14 @@ export class Engine {
       wake = null;
     };
     if (kind === 'chat') push(chunk({ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
-    this.#queued(() => this.#backend.generate(prompt, options, (text) => push(kind === 'chat'
-      ? chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: null })
-      : chunk({ index: 0, text, logprobs: null, finish_reason: null })), ac.signal))
+    // Each piece arrives as OpenAI's delta object in JSON (content, or a tool call's start or
+    // argument text), shaped by the library (src/tools.rs).
+    this.#queued(() => this.#backend.generate(prompt, options, (json) => {
+      const delta = JSON.parse(json);
+      push(kind === 'chat'
+        ? chunk({ index: 0, delta, logprobs: null, finish_reason: null })
+        : chunk({ index: 0, text: delta.content ?? '', logprobs: null, finish_reason: null }));
+    }, ac.signal))
       .then((r) => {
         if (r.finishReason === 'cancelled') {
           failure = abortError(userSignal ?? ac.signal);

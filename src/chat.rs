@@ -21,9 +21,8 @@
 //! `{% break %}` and `{% continue %}` need minijinja's `loop_controls` feature.
 
 use std::fmt;
-use std::sync::Arc;
 
-use minijinja::value::{Enumerator, Kwargs, Object, Value};
+use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -32,13 +31,45 @@ use crate::{Error, Result};
 /// The name the template is stored under in its environment (no extension: no auto-escaping).
 const NAME: &str = "chat_template";
 
-/// One turn of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One turn of a conversation, in OpenAI's message shape (`serde` reads and writes it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant`, or whatever else the template knows (`tool`, ...).
+    /// `system`, `user`, `assistant`, `tool`, or whatever else the template knows.
     pub role: String,
-    /// The text of the turn.
-    pub content: String,
+    /// The text of the turn; `None` (JSON `null`) for an assistant turn that only calls tools.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// The tools an assistant turn called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` turn answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The tool's name on a `tool` turn (some templates print it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// One tool call, as OpenAI writes it: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`, the arguments a JSON text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// The function half of a [`ToolCall`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as a JSON text (OpenAI's `function.arguments` string).
+    pub arguments: String,
+}
+
+fn function_type() -> String {
+    "function".into()
 }
 
 impl ChatMessage {
@@ -46,7 +77,8 @@ impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage {
             role: role.into(),
-            content: content.into(),
+            content: Some(content.into()),
+            ..Default::default()
         }
     }
 
@@ -64,24 +96,48 @@ impl ChatMessage {
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new("assistant", content)
     }
-}
 
-/// A message as the template sees it: a map whose keys iterate (and serialize with `tojson`) in
-/// the order `role`, `content`, like the Python dict transformers passes.
-#[derive(Debug)]
-struct MessageObject(ChatMessage);
-
-impl Object for MessageObject {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        match key.as_str()? {
-            "role" => Some(Value::from(self.0.role.as_str())),
-            "content" => Some(Value::from(self.0.content.as_str())),
-            _ => None,
-        }
+    /// The text of the turn (`""` when it has none).
+    pub fn text(&self) -> &str {
+        self.content.as_deref().unwrap_or("")
     }
 
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["role", "content"])
+    /// The message as the template sees it: a map whose keys keep the order `role`, `content`,
+    /// `tool_calls`, `tool_call_id`, `name` as the Python dict transformers passes does, with
+    /// each call's `arguments` parsed from its JSON text into an object (the templates index and
+    /// `tojson` them as dicts; llama.cpp and vLLM convert them the same way). Arguments that are
+    /// not valid JSON stay a string.
+    fn template_value(&self) -> serde_json::Value {
+        use serde_json::{json, Map, Value as J};
+        let mut m = Map::new();
+        m.insert("role".into(), J::from(self.role.as_str()));
+        m.insert(
+            "content".into(),
+            self.content.as_deref().map_or(J::Null, J::from),
+        );
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<J> = self
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let args = serde_json::from_str::<J>(&c.function.arguments)
+                        .unwrap_or_else(|_| J::from(c.function.arguments.as_str()));
+                    json!({
+                        "id": c.id,
+                        "type": c.kind,
+                        "function": {"name": c.function.name, "arguments": args},
+                    })
+                })
+                .collect();
+            m.insert("tool_calls".into(), J::Array(calls));
+        }
+        if let Some(id) = &self.tool_call_id {
+            m.insert("tool_call_id".into(), J::from(id.as_str()));
+        }
+        if let Some(name) = &self.name {
+            m.insert("name".into(), J::from(name.as_str()));
+        }
+        J::Object(m)
     }
 }
 
@@ -151,20 +207,36 @@ impl ChatTemplate {
     /// Errors from the template, including its own `raise_exception(...)` calls (a template
     /// rejecting a system message, say), come back as [`Error::Template`].
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with `tools`: the OpenAI tool objects as the request gave them
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`), passed to
+    /// the template as `tools` the way transformers' `apply_chat_template(tools=...)` does.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| template_error(&e))?;
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| Value::from_object(MessageObject(m.clone())))
+            .map(|m| Value::from_serialize(m.template_value()))
             .collect();
+        let tools = match tools {
+            Some(t) => Value::from_serialize(t),
+            None => Value::from(()),
+        };
         let ctx = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
-            tools => Value::from(()),
+            tools => tools,
             documents => Value::from(()),
         };
         tmpl.render(ctx).map_err(|e| template_error(&e))
@@ -656,7 +728,7 @@ mod tests {
             IncrementalRender::Suffix("<|user|>how are you?<|end|><|assistant|>".into())
         );
         // History edited: no longer a prefix.
-        msgs[0].content = "hey".into();
+        msgs[0].content = Some("hey".into());
         match t.render_incremental(&fed, &msgs, true).unwrap() {
             IncrementalRender::Full(s) => assert!(s.starts_with("<|user|>hey")),
             other => panic!("{other:?}"),

@@ -12,7 +12,10 @@ use crate::format::hf::HfModel;
 use crate::format::ModelFile;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{KvCache, Logits, Model, Scratch};
-use crate::sampling::{Sampler, SamplingParams, StopMatcher};
+use crate::constrain::Constraint;
+use crate::decode::Output;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::tools::Delta;
 use crate::tokenizer::Tokenizer;
 use std::time::Duration;
 use web_time::Instant;
@@ -41,29 +44,39 @@ impl Default for LoadOptions {
 }
 
 /// What to generate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Default)]
 pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Keep the output inside this grammar (`response_format`, tool calls).
+    pub grammar: Option<crate::constrain::Compiled>,
+    /// Parse tool calls written in this syntax out of the text (tools were given).
+    pub tools: Option<crate::tools::Syntax>,
 }
 
-/// Why generation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An end-of-generation token or a stop string.
-    Stop,
-    /// `max_tokens` or the end of the context.
-    Length,
-    /// The caller's callback asked to stop.
-    Cancelled,
+pub use crate::decode::FinishReason;
+
+impl std::fmt::Debug for GenerateOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerateOptions")
+            .field("max_tokens", &self.max_tokens)
+            .field("sampling", &self.sampling)
+            .field("stop", &self.stop)
+            .field("grammar", &self.grammar.is_some())
+            .field("tools", &self.tools)
+            .finish()
+    }
 }
 
 /// The result of [`Engine::generate`].
 #[derive(Clone, Debug)]
 pub struct Generation {
+    /// The text (for an answer with tool calls, the content outside them).
     pub text: String,
     pub tokens: Vec<u32>,
+    /// The tools the answer called (with [`GenerateOptions::tools`]).
+    pub tool_calls: Vec<crate::chat::ToolCall>,
     pub prompt_tokens: usize,
     /// Prompt tokens actually computed (the rest came from the KV cache).
     pub prefilled_tokens: usize,
@@ -585,20 +598,30 @@ impl Engine {
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation> {
-        pollster::block_on(self.generate_async(prompt, opts, on_text))
+        let mut on_delta = |d: &Delta| match d {
+            Delta::Text(t) => on_text(t),
+            _ => true,
+        };
+        pollster::block_on(self.generate_async(prompt, opts, &mut on_delta))
     }
 
     /// [`Engine::generate`], awaiting the GPU between tokens (the web's path: the event loop runs
-    /// while each token is computed, so `on_text` can stream and a caller can cancel).
+    /// while each token is computed, so `on_delta` can stream and a caller can cancel). Each
+    /// piece of the answer ([`Delta`]: text, or a tool call's start and argument text when
+    /// `opts.tools` is set) goes to `on_delta`, which returns `false` to stop.
     pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
-        on_text: &mut dyn FnMut(&str) -> bool,
+        on_delta: &mut dyn FnMut(&Delta) -> bool,
     ) -> Result<Generation> {
         let mut sampler = Sampler::new(opts.sampling.clone())?;
-        // Rank on the GPU and read back a few candidates, where they decide the token.
-        let gpu_k = sampler.gpu_top_k().filter(|_| self.gpu.caps.gpu_sampling);
+        let constraint = opts.grammar.as_ref().map(Constraint::new);
+        // Rank on the GPU and read back a few candidates, where they decide the token (a grammar
+        // needs the whole row).
+        let gpu_k = sampler
+            .gpu_top_k()
+            .filter(|_| self.gpu.caps.gpu_sampling && constraint.is_none());
         let t0 = Instant::now();
         let keep = self.reuse_prefix(0, prompt)?;
         let rest = &prompt[keep..];
@@ -607,36 +630,64 @@ impl Engine {
         let prefilled = rest.len();
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
-        let mut out = Vec::new();
-        let mut text = String::new();
-        let mut stops = StopMatcher::new(opts.stop.iter().cloned());
         let tokenizer = &self.tokenizer;
-        let mut decoder = tokenizer.stream_decoder();
-        let mut finish = FinishReason::Length;
+        let mut output = Output::new(
+            tokenizer.strips_leading_space(),
+            opts.stop.clone(),
+            opts.max_tokens,
+            opts.tools,
+            constraint,
+        );
+        let mut tokens = Vec::new();
+        let mut deltas = Vec::new();
         let mut context: Vec<u32> = prompt.to_vec();
-        while out.len() < opts.max_tokens {
+        let mut finish = if opts.max_tokens == 0 {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let mut text = String::new();
+        while finish.is_none() {
             let tok = match &mut next {
-                Scores::Logits(logits) => sampler.sample(logits, &context)?,
+                Scores::Logits(logits) => {
+                    output.mask(logits)?;
+                    sampler.sample(logits, &context)?
+                }
                 Scores::Best(best) => sampler.sample_top(best)?,
             };
-            if tokenizer.is_eog(tok) {
-                finish = FinishReason::Stop;
+            let eog = tokenizer.is_eog(tok);
+            let bytes = if eog {
+                Vec::new()
+            } else {
+                crate::decode::token_bytes(tokenizer, tok, opts.tools)
+            };
+            let start = deltas.len();
+            finish = output.push(tok, &bytes, eog, &mut deltas)?;
+            if !eog {
+                tokens.push(tok);
+                context.push(tok);
+            }
+            for d in &deltas[start..] {
+                if let Delta::Text(t) = d {
+                    text.push_str(t);
+                }
+                if !on_delta(d) {
+                    finish = Some(output.finish(FinishReason::Cancelled, &mut Vec::new()));
+                    break;
+                }
+            }
+            if finish.is_some() {
                 break;
             }
-            out.push(tok);
-            context.push(tok);
-            let piece = decoder.push(tok)?;
-            let (emit, stopped) = stops.push(&piece);
-            text.push_str(&emit);
-            if !emit.is_empty() && !on_text(&emit) {
-                finish = FinishReason::Cancelled;
-                break;
-            }
-            if stopped {
-                finish = FinishReason::Stop;
-                break;
-            }
-            if out.len() >= opts.max_tokens || self.state.history.len() >= self.ctx {
+            if self.state.history.len() >= self.ctx {
+                let start = deltas.len();
+                finish = Some(output.finish(FinishReason::Length, &mut deltas));
+                for d in &deltas[start..] {
+                    if let Delta::Text(t) = d {
+                        text.push_str(t);
+                    }
+                    on_delta(d);
+                }
                 break;
             }
             next = self
@@ -644,25 +695,14 @@ impl Engine {
                 .feed_next(gpu, model, batch, &[tok], gpu_k)
                 .await?;
         }
-        // Flush what the decoder (incomplete UTF-8) and the stop matcher (a possible stop prefix) held back.
-        if !stops.is_stopped() {
-            let (mut rest, stopped) = stops.push(&decoder.finish());
-            if stopped {
-                finish = FinishReason::Stop;
-            } else {
-                rest += &stops.finish();
-            }
-            text.push_str(&rest);
-            if !rest.is_empty() && finish != FinishReason::Cancelled {
-                on_text(&rest);
-            }
-        }
+        let (_, tool_calls) = crate::decode::collect(&deltas);
         Ok(Generation {
             text,
-            tokens: out,
+            tokens,
+            tool_calls,
             prompt_tokens: prompt.len(),
             prefilled_tokens: prefilled,
-            finish,
+            finish: finish.unwrap_or(FinishReason::Length),
             prefill_time,
             decode_time: t1.elapsed(),
         })

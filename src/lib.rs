@@ -5,6 +5,8 @@
 
 pub mod bench;
 pub mod chat;
+pub mod constrain;
+pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod format;
@@ -18,6 +20,7 @@ pub mod sampling;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
 pub mod tokenizer;
+pub mod tools;
 pub mod web;
 
 pub use error::{Error, Result};

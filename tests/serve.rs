@@ -62,6 +62,7 @@ fn fixture() -> Option<&'static Fixture> {
                     max_tokens: 4,
                     sampling: SamplingParams::greedy(),
                     stop: vec![],
+                    ..Default::default()
                 },
                 &mut |_| true,
             )

@@ -157,6 +157,7 @@ fn capital_of_france_is_paris() {
         max_tokens: 2,
         sampling: SamplingParams::greedy(),
         stop: vec![],
+        ..Default::default()
     };
     let g = e.generate(&prompt, &opts, &mut |_| true).unwrap();
     assert_eq!(g.text, " Paris.");
@@ -176,6 +177,7 @@ fn same_seed_same_text() {
         max_tokens: 12,
         sampling,
         stop: vec![],
+        ..Default::default()
     };
     let a = e.generate(&prompt, &opts, &mut |_| true).unwrap();
     let b = e.generate(&prompt, &opts, &mut |_| true).unwrap();
@@ -220,6 +222,7 @@ fn sampling_on_the_gpu_picks_what_the_cpu_picks() {
             max_tokens: 24,
             sampling,
             stop: vec![],
+            ..Default::default()
         };
         let mut run = |on_gpu: bool| {
             e.gpu.caps.gpu_sampling = on_gpu;

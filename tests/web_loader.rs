@@ -36,6 +36,7 @@ fn greedy(e: &mut Engine, prompt: &[u32], n: usize) -> Vec<u32> {
         max_tokens: n,
         sampling: SamplingParams::greedy(),
         stop: vec![],
+        ..Default::default()
     };
     e.reset();
     e.generate(prompt, &opts, &mut |_| true).unwrap().tokens

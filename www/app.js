@@ -1,7 +1,9 @@
 // The flint chat demo: load a GGUF by URL (progress in bytes), then chat with streamed answers,
 // tokens per second and a stop button, and a benchmark of this device (engine.bench(): the native
 // `flint bench`'s tests; sizes from the page's query, e.g. ?pp=128&tg=32&reps=3). Everything runs
-// in a Web Worker on this device's GPU.
+// in a Web Worker on this device's GPU. With "clock tool" ticked the model is offered a get_time tool
+// (OpenAI tool calling) that the page itself runs: a call, its result, then the answer (tool_choice
+// from the page's query, ?tool_choice=required to always call it).
 import { createEngine } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -75,6 +77,64 @@ async function load() {
   }
 }
 
+/** The page's own tool: the time now in an IANA timezone (the browser's when none is given). */
+const CLOCK = {
+  type: 'function',
+  function: {
+    name: 'get_time',
+    description: 'Get the current date and time, optionally in an IANA timezone such as Europe/Paris.',
+    parameters: {
+      type: 'object',
+      properties: { timezone: { type: 'string', description: 'IANA timezone name' } },
+    },
+  },
+};
+
+function runClock(args) {
+  const tz = typeof args.timezone === 'string' && args.timezone ? args.timezone : undefined;
+  try {
+    return { time: new Date().toLocaleString('en-GB', { timeZone: tz, timeZoneName: 'short' }) };
+  } catch {
+    return { time: new Date().toLocaleString('en-GB', { timeZoneName: 'short' }), note: `unknown timezone ${tz}` };
+  }
+}
+
+/**
+ * One streamed answer into `out`: returns its text and the tool calls it made (assembled from
+ * OpenAI's deltas: the first per call carries id and name, later ones argument text).
+ */
+async function streamAnswer(request, out, signal) {
+  let tFirst = 0;
+  let pieces = 0;
+  let answer = '';
+  const calls = [];
+  const stream = await engine.chat.completions.create({ ...request, stream: true }, { signal });
+  for await (const chunk of stream) {
+    const delta = chunk.choices[0]?.delta ?? {};
+    for (const c of delta.tool_calls ?? []) {
+      calls[c.index] ??= { id: c.id, type: 'function', function: { name: c.function?.name ?? '', arguments: '' } };
+      calls[c.index].function.arguments += c.function?.arguments ?? '';
+      out.textContent = `${answer}${answer ? '\n' : ''}${calls.map((k) => `→ ${k.function.name}(${k.function.arguments})`).join('\n')}`;
+    }
+    if (delta.content) {
+      answer += delta.content;
+      out.textContent = answer;
+      pieces++;
+      chat.scrollTop = chat.scrollHeight;
+      // Live decode rate: pieces after the first over the time since it came (prefill excluded).
+      if (pieces === 1) tFirst = performance.now();
+      const secs = (performance.now() - tFirst) / 1000;
+      $('stats').textContent = `${pieces} tokens · ${secs > 0 ? rate((pieces - 1) / secs) : '…'} tok/s`;
+    }
+    if (chunk.timings) {
+      const t = chunk.timings;
+      $('stats').textContent = `${t.predicted_n} tokens · ${rate(t.predicted_per_second)} tok/s ` +
+        `(prompt ${t.prompt_n} tokens at ${rate(t.prompt_per_second)} tok/s)`;
+    }
+  }
+  return { answer, calls };
+}
+
 async function send(ev) {
   ev.preventDefault();
   const text = $('input').value.trim();
@@ -86,31 +146,29 @@ async function send(ev) {
   const out = div.querySelector('.text');
   running = new AbortController();
   setState('generating');
-  let tFirst = 0;
-  let pieces = 0;
   let answer = '';
+  const tools = $('tools').checked;
+  const choice = new URLSearchParams(location.search).get('tool_choice') ?? 'auto';
+  const base = { max_tokens: 512, temperature: 0.7, top_p: 0.95 };
   try {
-    const stream = await engine.chat.completions.create(
-      { messages: history, stream: true, max_tokens: 512, temperature: 0.7, top_p: 0.95 },
-      { signal: running.signal },
-    );
-    for await (const chunk of stream) {
-      const delta = chunk.choices[0]?.delta?.content;
-      if (delta) {
-        answer += delta;
-        out.textContent = answer;
-        pieces++;
-        chat.scrollTop = chat.scrollHeight;
-        // Live decode rate: pieces after the first over the time since it came (prefill excluded).
-        if (pieces === 1) tFirst = performance.now();
-        const secs = (performance.now() - tFirst) / 1000;
-        $('stats').textContent = `${pieces} tokens · ${secs > 0 ? rate((pieces - 1) / secs) : '…'} tok/s`;
+    let r = await streamAnswer({ ...base, messages: history, ...(tools ? { tools: [CLOCK], tool_choice: choice } : {}) },
+      out, running.signal);
+    answer = r.answer;
+    if (r.calls.length) {
+      // Run each call here, give the results back, and let the model answer with them.
+      history.push({ role: 'assistant', content: r.answer || null, tool_calls: r.calls });
+      for (const call of r.calls) {
+        let args = {};
+        try { args = JSON.parse(call.function.arguments || '{}'); } catch { /* the grammar makes this valid */ }
+        const result = JSON.stringify(runClock(args));
+        history.push({ role: 'tool', tool_call_id: call.id, content: result });
+        const d = addMessage('tool', `${call.function.name}(${call.function.arguments}) → ${result}`);
+        d.dataset.tool = call.function.name;
       }
-      if (chunk.timings) {
-        const t = chunk.timings;
-        $('stats').textContent = `${t.predicted_n} tokens · ${rate(t.predicted_per_second)} tok/s ` +
-          `(prompt ${t.prompt_n} tokens at ${rate(t.prompt_per_second)} tok/s)`;
-      }
+      const next = addMessage('assistant');
+      r = await streamAnswer({ ...base, messages: history, tools: [CLOCK], tool_choice: 'none' },
+        next.querySelector('.text'), running.signal);
+      answer = r.answer;
     }
     history.push({ role: 'assistant', content: answer });
   } catch (e) {

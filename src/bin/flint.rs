@@ -224,6 +224,10 @@ struct ServeArgs {
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, default_value_t = flint::serve::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Tool-call syntax (hermes, llama3, mistral, phi4, generic) instead of the one detected
+    /// from the chat template (`flint info` shows it).
+    #[arg(long, value_parser = parsed(flint::tools::Syntax::parse))]
+    tool_syntax: Option<flint::tools::Syntax>,
 }
 
 #[derive(Args)]
@@ -489,6 +493,7 @@ impl SampleArgs {
                 ..SamplingParams::default()
             },
             stop: self.stop.clone(),
+            ..Default::default()
         }
     }
 }
@@ -533,10 +538,7 @@ fn chat(a: ChatArgs) -> Result<()> {
     let template = ChatTemplate::new(&template, &piece(tok.bos_id()), &piece(tok.eos_id()))?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: s.clone(),
-        });
+        messages.push(ChatMessage::system(s.clone()));
     }
     let opts = a.sample.options();
     let stdin = std::io::stdin();
@@ -559,10 +561,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         if line.is_empty() {
             continue;
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: line.to_string(),
-        });
+        messages.push(ChatMessage::user(line));
         let rendered = template.render(&messages, true)?;
         let prompt = engine.tokenizer.encode(&rendered, false)?;
         let g = engine.generate(&prompt, &opts, &mut |p| {
@@ -574,10 +573,7 @@ fn chat(a: ChatArgs) -> Result<()> {
         if !a.model.quiet {
             print_stats(&g);
         }
-        messages.push(ChatMessage {
-            role: "assistant".into(),
-            content: g.text.trim().to_string(),
-        });
+        messages.push(ChatMessage::assistant(g.text.trim()));
     }
     Ok(())
 }
@@ -693,6 +689,12 @@ fn info(a: InfoArgs) -> Result<()> {
             "none"
         }
     );
+    let syntax = flint::tools::Syntax::detect(engine.chat_template.as_deref().unwrap_or(""));
+    println!(
+        "tool calls: {} syntax ({}; --tool-syntax to override)",
+        syntax.name(),
+        syntax.row().models
+    );
     let gpu: &Gpu = &engine.gpu;
     println!("adapter: {}", gpu.describe());
     let c = &gpu.caps;
@@ -766,6 +768,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         parallel: a.parallel,
         model_id,
         max_body_bytes: a.max_body_bytes,
+        tool_syntax: a.tool_syntax,
     };
     flint::serve::run(engine, config)
 }

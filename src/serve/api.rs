@@ -3,14 +3,14 @@
 //! Requests are parsed from a [`serde_json::Value`] by hand rather than derived, so that every
 //! wrong field type gets an error naming the field (`param`), as OpenAI's API does.
 
-use crate::chat::ChatMessage;
+use crate::chat::{ChatMessage, FunctionCall, ToolCall};
+use crate::constrain::GrammarSpec;
 use crate::engine::GenerateOptions;
-use crate::grammar::Grammar;
+use crate::tools::{FieldError, ToolSpec};
 use crate::sampling::SamplingParams;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
 /// An error in OpenAI's shape: `{"error":{"message","type","param","code"}}` with a status.
 #[derive(Clone, Debug)]
@@ -89,7 +89,9 @@ pub struct GenRequest {
     /// Log-probabilities with this many alternatives per token (`None`: off).
     pub logprobs: Option<usize>,
     /// The grammar `response_format` asks for.
-    pub grammar: Option<Arc<Grammar>>,
+    pub response_format: Option<GrammarSpec>,
+    /// `tools`, `tool_choice`, `parallel_tool_calls`.
+    pub tools: Option<ToolSpec>,
     pub opts: GenerateOptions,
 }
 
@@ -238,7 +240,8 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
         }
     }
     let mut logprobs = None;
-    let mut grammar = None;
+    let mut response_format = None;
+    let mut tools = None;
     if chat {
         let on = opt_bool(m, "logprobs")?.unwrap_or(false);
         let top = opt_int(m, "top_logprobs")?;
@@ -260,14 +263,14 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
         if on {
             logprobs = Some(top.unwrap_or(0) as usize);
         }
-        grammar = parse_response_format(m)?;
-        match get(m, "tools") {
-            Some(Value::Array(a)) if !a.is_empty() => {
-                return Err(unsupported("tools", "tool calls are not supported yet"))
-            }
-            Some(Value::Array(_)) | None => {}
-            Some(v) => return Err(wrong_type("tools", "an array", v)),
-        }
+        response_format =
+            crate::tools::response_format(m.get("response_format")).map_err(field_error)?;
+        tools = ToolSpec::parse(
+            m.get("tools"),
+            m.get("tool_choice"),
+            m.get("parallel_tool_calls"),
+        )
+        .map_err(field_error)?;
     } else {
         if let Some(k) = opt_int(m, "logprobs")? {
             if !(0..=5).contains(&k) {
@@ -364,7 +367,8 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
         include_usage,
         max_tokens,
         logprobs,
-        grammar,
+        response_format,
+        tools,
         opts: GenerateOptions {
             max_tokens: 0,
             sampling: SamplingParams {
@@ -380,77 +384,14 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
                 seed,
             },
             stop,
+            ..Default::default()
         },
     })
 }
 
-/// `response_format`: `text`, `json_object`, or `json_schema` (compiled to a grammar here, so a
-/// schema flint cannot enforce is a 400 before the request is queued).
-fn parse_response_format(m: &Map<String, Value>) -> Result<Option<Arc<Grammar>>, ApiError> {
-    let o = match get(m, "response_format") {
-        None => return Ok(None),
-        Some(Value::Object(o)) => o,
-        Some(v) => return Err(wrong_type("response_format", "an object", v)),
-    };
-    let t = match get(o, "type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(v) => return Err(wrong_type("response_format.type", "a string", v)),
-        None => {
-            return Err(ApiError::invalid(
-                "Missing required parameter: 'response_format.type'.",
-                Some("response_format.type"),
-            ))
-        }
-    };
-    match t {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Arc::new(Grammar::json_object()))),
-        "json_schema" => {
-            let js = match get(o, "json_schema") {
-                Some(Value::Object(js)) => js,
-                Some(v) => return Err(wrong_type("response_format.json_schema", "an object", v)),
-                None => {
-                    return Err(ApiError::invalid(
-                        "Missing required parameter: 'response_format.json_schema'.",
-                        Some("response_format.json_schema"),
-                    ))
-                }
-            };
-            match get(js, "name") {
-                Some(Value::String(_)) => {}
-                Some(v) => return Err(wrong_type("response_format.json_schema.name", "a string", v)),
-                None => {
-                    return Err(ApiError::invalid(
-                        "Missing required parameter: 'response_format.json_schema.name'.",
-                        Some("response_format.json_schema.name"),
-                    ))
-                }
-            }
-            opt_bool(js, "strict").map_err(|_| {
-                wrong_type(
-                    "response_format.json_schema.strict",
-                    "a boolean",
-                    js.get("strict").unwrap_or(&Value::Null),
-                )
-            })?;
-            let grammar = match get(js, "schema") {
-                None => Grammar::json_object(),
-                Some(schema) => Grammar::from_schema(schema).map_err(|e| {
-                    ApiError::invalid(
-                        format!("Invalid schema for response_format: {e}."),
-                        Some("response_format.json_schema.schema"),
-                    )
-                    .with_code("invalid_json_schema")
-                })?,
-            };
-            Ok(Some(Arc::new(grammar)))
-        }
-        t => Err(ApiError::invalid(
-            format!("Invalid value '{t}' for 'response_format.type': expected one of text, json_object, json_schema."),
-            Some("response_format.type"),
-        )
-        .with_code("invalid_value")),
-    }
+/// A tool field's error as OpenAI's 400.
+pub fn field_error(e: FieldError) -> ApiError {
+    ApiError::invalid(e.message, Some(&e.param)).with_code("invalid_value")
 }
 
 fn unsupported(param: &str, what: &str) -> ApiError {
@@ -506,15 +447,16 @@ pub fn parse_messages(m: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiErr
                 ))
             }
         };
+        let tool_calls = parse_tool_calls(o, i)?;
         let content = match get(o, "content") {
-            None if role == "assistant" => String::new(),
+            None if role == "assistant" => None,
             None => {
                 return Err(ApiError::invalid(
                     format!("Missing required parameter: '{}'.", at("content")),
                     Some(&at("content")),
                 ))
             }
-            Some(Value::String(s)) => s.clone(),
+            Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Array(parts)) => {
                 let mut text = String::new();
                 for (j, part) in parts.iter().enumerate() {
@@ -552,7 +494,7 @@ pub fn parse_messages(m: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiErr
                         }
                     }
                 }
-                text
+                Some(text)
             }
             Some(v) => {
                 return Err(wrong_type(
@@ -562,7 +504,84 @@ pub fn parse_messages(m: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiErr
                 ))
             }
         };
-        out.push(ChatMessage::new(role, content));
+        let tool_call_id = match get(o, "tool_call_id") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => return Err(wrong_type(&at("tool_call_id"), "a string", v)),
+        };
+        let name = match get(o, "name") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => return Err(wrong_type(&at("name"), "a string", v)),
+        };
+        out.push(ChatMessage {
+            role: role.to_string(),
+            content,
+            tool_calls,
+            tool_call_id,
+            name,
+        });
+    }
+    crate::tools::check_messages(&out).map_err(field_error)?;
+    Ok(out)
+}
+
+/// An assistant message's `tool_calls`: `[{"id", "type": "function", "function": {"name",
+/// "arguments"}}]`, the arguments a JSON string (an object is accepted and written out).
+fn parse_tool_calls(o: &Map<String, Value>, i: usize) -> Result<Vec<ToolCall>, ApiError> {
+    let list = match get(o, "tool_calls") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(v) => return Err(wrong_type(&format!("messages[{i}].tool_calls"), "an array", v)),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (j, c) in list.iter().enumerate() {
+        let at = |f: &str| format!("messages[{i}].tool_calls[{j}]{f}");
+        let c = match c {
+            Value::Object(c) => c,
+            v => return Err(wrong_type(&at(""), "an object", v)),
+        };
+        let id = match get(c, "id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(wrong_type(&at(".id"), "a string", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at(".id")),
+                    Some(&at(".id")),
+                ))
+            }
+        };
+        let f = match get(c, "function") {
+            Some(Value::Object(f)) => f,
+            Some(v) => return Err(wrong_type(&at(".function"), "an object", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at(".function")),
+                    Some(&at(".function")),
+                ))
+            }
+        };
+        let name = match get(f, "name") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(wrong_type(&at(".function.name"), "a string", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{}'.", at(".function.name")),
+                    Some(&at(".function.name")),
+                ))
+            }
+        };
+        let arguments = match get(f, "arguments") {
+            None => "{}".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ Value::Object(_)) => v.to_string(),
+            Some(v) => return Err(wrong_type(&at(".function.arguments"), "a string", v)),
+        };
+        out.push(ToolCall {
+            id,
+            kind: "function".into(),
+            function: FunctionCall { name, arguments },
+        });
     }
     Ok(out)
 }

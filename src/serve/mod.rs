@@ -34,6 +34,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::constrain::{ConstraintVocab, GrammarSpec};
+use crate::tools::{Delta, Syntax, ToolChoice};
 use worker::{Counters, Event, Job, Prompt, Slot, TokenLogprob};
 
 /// Request bodies larger than this get 413 unless [`ServeConfig::max_body_bytes`] says otherwise.
@@ -57,6 +59,8 @@ pub struct ServeConfig {
     pub model_id: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// The tool-call syntax, instead of the one detected from the chat template.
+    pub tool_syntax: Option<Syntax>,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +73,7 @@ impl Default for ServeConfig {
             parallel: worker::DEFAULT_SLOTS,
             model_id: "flint".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tool_syntax: None,
         }
     }
 }
@@ -82,6 +87,10 @@ struct AppState {
     ctx: usize,
     /// Requests decoded together (engine slots).
     slots: usize,
+    /// The model's vocabulary for compiling grammars (tools, `response_format`).
+    vocab: Arc<ConstraintVocab>,
+    /// The syntax the model writes tool calls in.
+    syntax: Syntax,
 }
 
 type Shared = Arc<AppState>;
@@ -128,7 +137,13 @@ fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
     engine.set_slots(config.parallel.min(config.max_concurrency))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
     let counters = Arc::new(Counters::default());
+    let syntax = config.tool_syntax.unwrap_or_else(|| {
+        Syntax::detect(engine.chat_template.as_deref().unwrap_or(""))
+    });
+    let vocab = Arc::new(ConstraintVocab::new(&engine.tokenizer)?);
     let state = Arc::new(AppState {
+        vocab,
+        syntax,
         ctx: engine.ctx,
         slots: engine.slots(),
         config,
@@ -138,7 +153,7 @@ fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
     });
     std::thread::Builder::new()
         .name("flint-generate".into())
-        .spawn(move || worker::run(engine, rx, counters))
+        .spawn(move || worker::run(engine, syntax, rx, counters))
         .map_err(|e| Error::io("generation thread", e))?;
     Ok(router(state))
 }
@@ -395,9 +410,11 @@ async fn chat_completions(
     let r = (|| {
         let body = body_bytes(body, s.config.max_body_bytes)?;
         let m = api::parse_object(&body)?;
-        let req = api::parse_common(&m, true)?;
+        let mut req = api::parse_common(&m, true)?;
         let messages = api::parse_messages(&m)?;
-        Ok::<_, ApiError>((req, Prompt::Chat(messages)))
+        constrain(&s, &mut req)?;
+        let tools = req.tools.take();
+        Ok::<_, ApiError>((req, Prompt::Chat(messages, tools)))
     })();
     match r {
         Ok((req, prompt)) => generate(s, Kind::Chat, req, prompt).await,
@@ -412,8 +429,9 @@ async fn completions(
     let r = (|| {
         let body = body_bytes(body, s.config.max_body_bytes)?;
         let m = api::parse_object(&body)?;
-        let req = api::parse_common(&m, false)?;
+        let mut req = api::parse_common(&m, false)?;
         let prompt = api::parse_prompt(&m)?;
+        constrain(&s, &mut req)?;
         Ok::<_, ApiError>((req, prompt))
     })();
     match r {
@@ -423,10 +441,48 @@ async fn completions(
 }
 
 fn finish_str(f: FinishReason) -> &'static str {
-    match f {
-        FinishReason::Stop | FinishReason::Cancelled => "stop",
-        FinishReason::Length => "length",
+    f.as_openai()
+}
+
+/// Compiles what the request constrains decoding with: the tools' call grammar (each tool's
+/// schema checked on its own first, so an error names the tool), else `response_format`.
+/// A grammar flint cannot compile is a 400 before the request is queued.
+fn constrain(s: &AppState, req: &mut GenRequest) -> std::result::Result<(), ApiError> {
+    if let Some(spec) = &req.tools {
+        for (i, t) in spec.tools.iter().enumerate() {
+            s.vocab
+                .compile(&GrammarSpec::JsonSchema(t.parameters.clone()))
+                .map_err(|e| {
+                    ApiError::invalid(
+                        format!("Invalid schema for function '{}': {e}", t.name),
+                        Some(&format!("tools[{i}].function.parameters")),
+                    )
+                    .with_code("invalid_function_parameters")
+                })?;
+        }
+        if spec.choice != ToolChoice::None {
+            req.opts.tools = Some(s.syntax);
+        }
+        let vocab = &s.vocab;
+        if let Some(g) = spec.grammar(s.syntax, &|t| vocab.special_token(t).is_some()) {
+            let compiled = vocab.compile(&GrammarSpec::Lark(g)).map_err(|e| {
+                ApiError::invalid(format!("The tools cannot be enforced: {e}"), Some("tools"))
+            })?;
+            req.opts.grammar = Some(compiled);
+        }
+        return Ok(());
     }
+    if let Some(rf) = &req.response_format {
+        let compiled = s.vocab.compile(rf).map_err(|e| {
+            ApiError::invalid(
+                format!("Invalid schema for response_format: {e}."),
+                Some("response_format.json_schema.schema"),
+            )
+            .with_code("invalid_json_schema")
+        })?;
+        req.opts.grammar = Some(compiled);
+    }
+    Ok(())
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {
@@ -467,7 +523,6 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         max_tokens: req.max_tokens,
         opts: req.opts,
         logprobs: req.logprobs,
-        grammar: req.grammar,
         events: tx,
         _slot: slot,
     };
@@ -588,11 +643,13 @@ impl Meta {
     }
 
     /// One choice of a whole response.
-    fn choice(&self, text: String, finish: &str, logprobs: Value) -> Value {
+    fn choice(&self, deltas: &[Delta], finish: &str, logprobs: Value) -> Value {
+        let (content, calls) = crate::decode::collect(deltas);
+        let text = content.clone().unwrap_or_default();
         match self.kind {
             Kind::Chat => json!({
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": null},
+                "message": crate::tools::message_json(content.as_deref(), &calls),
                 "logprobs": logprobs,
                 "finish_reason": finish,
             }),
@@ -641,12 +698,12 @@ impl Meta {
 }
 
 async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
-    let mut text = String::new();
+    let mut all = Vec::new();
     let mut lps = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Text { text: t, logprobs } => {
-                text.push_str(&t);
+            Event::Delta { deltas, logprobs } => {
+                all.extend(deltas);
                 lps.extend(logprobs);
             }
             Event::Done {
@@ -659,7 +716,7 @@ async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Respons
                     "created": meta.created,
                     "model": meta.model,
                     "system_fingerprint": null,
-                    "choices": [meta.choice(text, finish_str(finish), meta.logprobs(&lps, &mut 0))],
+                    "choices": [meta.choice(&all, finish_str(finish), meta.logprobs(&lps, &mut 0))],
                     "usage": usage(meta.prompt_tokens, completion_tokens),
                 }))
                 .into_response()
@@ -712,11 +769,15 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
             }
         }
         let out = match st.rx.recv().await {
-            Some(Event::Text { text, logprobs }) => {
-                let lp = st.meta.logprobs(&logprobs, &mut st.offset);
-                sse(&st
-                    .meta
-                    .chunk(json!({"content": text}), lp, None, st.include_usage))
+            Some(Event::Delta { deltas, logprobs }) => {
+                let mut lp = st.meta.logprobs(&logprobs, &mut st.offset);
+                let mut out = Vec::new();
+                for d in &deltas {
+                    let delta = crate::tools::delta_json(d);
+                    let c = st.meta.chunk(delta, std::mem::take(&mut lp), None, st.include_usage);
+                    out.extend_from_slice(&sse(&c));
+                }
+                Bytes::from(out)
             }
             Some(Event::Done {
                 completion_tokens,

@@ -25,8 +25,9 @@
 use super::api::ApiError;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
-use crate::grammar::{Grammar, Matcher, TokenTable};
-use crate::sampling::{top_logprobs, Sampler, StopMatcher};
+use crate::decode::Output;
+use crate::sampling::{top_logprobs, Sampler};
+use crate::tools::{Delta, Syntax, ToolSpec};
 use crate::Error;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -40,8 +41,9 @@ pub const DEFAULT_SLOTS: usize = 4;
 /// What to generate after: a chat rendered through the model's template, raw text, or token ids.
 #[derive(Debug)]
 pub enum Prompt {
-    /// Messages for the model's chat template (a generation prompt is appended).
-    Chat(Vec<ChatMessage>),
+    /// Messages for the model's chat template (a generation prompt is appended), with the
+    /// request's tools.
+    Chat(Vec<ChatMessage>, Option<ToolSpec>),
     /// Raw text, encoded with the model's BOS (like `flint run`).
     Text(String),
     /// Token ids, used as they are.
@@ -56,8 +58,6 @@ pub struct Job {
     pub opts: GenerateOptions,
     /// Report each token's log-probability and this many alternatives (`None`: no logprobs).
     pub logprobs: Option<usize>,
-    /// Constrain the output to this grammar (`response_format` json_object / json_schema).
-    pub grammar: Option<Arc<Grammar>>,
     pub events: UnboundedSender<Event>,
     /// Held until the worker is done with the job: frees the request's slot when dropped.
     pub _slot: Slot,
@@ -80,10 +80,10 @@ pub struct TokenLogprob {
 pub enum Event {
     /// The prompt was accepted; generation begins.
     Started { prompt_tokens: usize },
-    /// A piece of generated text, with the log-probabilities of the tokens it completes (when
-    /// asked for).
-    Text {
-        text: String,
+    /// Pieces of the answer (text, tool calls), with the log-probabilities of the tokens they
+    /// complete (when asked for).
+    Delta {
+        deltas: Vec<Delta>,
         logprobs: Vec<TokenLogprob>,
     },
     /// Generation ended.
@@ -150,13 +150,15 @@ impl Drop for Slot {
 /// What the worker builds once per model.
 struct Shared {
     template: Option<crate::Result<ChatTemplate>>,
-    /// Every token's bytes and the grammar-mask walk over them.
-    table: TokenTable,
+    /// The syntax the model writes tool calls in.
+    syntax: Syntax,
+    /// Every token's bytes (control tokens: none, but for the tool syntax's markers).
+    bytes: Vec<Vec<u8>>,
     strip_leading_space: bool,
 }
 
 /// Runs jobs until every sender of `jobs` is gone.
-pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
+pub fn run(mut engine: Engine, syntax: Syntax, jobs: Receiver<Job>, counters: Arc<Counters>) {
     let slots = engine.slots();
     let shared = {
         let tok = &engine.tokenizer;
@@ -167,12 +169,12 @@ pub fn run(mut engine: Engine, jobs: Receiver<Job>, counters: Arc<Counters>) {
             .map(|src| ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id())));
         let n = tok.vocab_size() as u32;
         let bytes: Vec<Vec<u8>> = (0..n)
-            .map(|i| tok.token_bytes(i).unwrap_or_default())
+            .map(|i| crate::decode::token_bytes(tok, i, Some(syntax)))
             .collect();
-        let eog: Vec<u32> = (0..n).filter(|&i| tok.is_eog(i)).collect();
         Shared {
             template,
-            table: TokenTable::new(&bytes, &eog),
+            syntax,
+            bytes,
             strip_leading_space: tok.strips_leading_space(),
         }
     };
@@ -335,15 +337,11 @@ struct Sequence {
     next: Scores,
     /// Prompt and generated tokens (the penalties' window).
     context: Vec<u32>,
-    generated: usize,
-    max_tokens: usize,
-    stops: StopMatcher,
-    decoder: Utf8Stream,
+    /// Text, stop strings, tool calls and the grammar.
+    output: Output,
     logprobs: Option<usize>,
     /// Log-probabilities of tokens whose text the stop matcher or decoder still holds back.
     pending_logprobs: Vec<TokenLogprob>,
-    grammar: Option<(Arc<Grammar>, Matcher)>,
-    mask: Vec<bool>,
     /// Prompt tokens that came from the KV cache.
     cached: usize,
 }
@@ -400,7 +398,7 @@ impl Sequence {
             .ok_or_else(|| ApiError::server("no free slot"))?;
         // the whole row is needed for logprobs and for the grammar's mask
         let gpu_k = sampler.gpu_top_k().filter(|_| {
-            engine.gpu.caps.gpu_sampling && job.logprobs.is_none() && job.grammar.is_none()
+            engine.gpu.caps.gpu_sampling && job.logprobs.is_none() && opts.grammar.is_none()
         });
         let (next, computed) = match gpu_k {
             Some(k) => {
@@ -423,10 +421,7 @@ impl Sequence {
         {
             return Ok(None);
         }
-        let grammar = job.grammar.map(|g| {
-            let m = g.matcher();
-            (g, m)
-        });
+        let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
         Ok(Some(Sequence {
             slot,
             events: job.events,
@@ -436,14 +431,15 @@ impl Sequence {
             next,
             cached: tokens.len() - computed,
             context: tokens,
-            generated: 0,
-            max_tokens,
-            stops: StopMatcher::new(opts.stop),
-            decoder: Utf8Stream::new(shared.strip_leading_space),
+            output: Output::new(
+                shared.strip_leading_space,
+                opts.stop,
+                max_tokens,
+                opts.tools,
+                constraint,
+            ),
             logprobs: job.logprobs,
             pending_logprobs: Vec::new(),
-            grammar,
-            mask: Vec::new(),
         }))
     }
 
@@ -470,17 +466,13 @@ impl Sequence {
             }
         };
         let raw = self.logprobs.map(|_| logits.clone());
-        if let Some((g, m)) = &self.grammar {
+        if self.output.constrained() {
             let t0 = Instant::now();
-            let n = shared.table.apply(g, m, logits, &mut self.mask);
+            let masked = self.output.mask(logits);
             counters
                 .mask_us
                 .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-            if n == 0 {
-                return Err(ApiError::server(
-                    "the response format's grammar allows no token here",
-                ));
-            }
+            masked.map_err(|e| ApiError::server(e.to_string()))?;
         }
         let tok = self
             .sampler
@@ -498,68 +490,43 @@ impl Sequence {
         tok: u32,
         raw: Option<Vec<f32>>,
     ) -> Result<Next, ApiError> {
-        if let Some((g, m)) = &mut self.grammar {
-            if !shared.table.accept(g, m, tok) {
-                return Err(ApiError::server(format!(
-                    "token {tok} was sampled outside the response format's grammar"
-                )));
+        let eog = engine.tokenizer.is_eog(tok);
+        if !eog {
+            self.context.push(tok);
+            if let (Some(k), Some(raw)) = (self.logprobs, raw) {
+                self.pending_logprobs
+                    .push(token_logprob(shared, &raw, tok, k));
             }
         }
-        if engine.tokenizer.is_eog(tok) {
-            return Ok(Next::Finished(self.finish(FinishReason::Stop)));
+        let bytes = shared.bytes.get(tok as usize).map_or(&[][..], Vec::as_slice);
+        let mut deltas = Vec::new();
+        let mut finish = self
+            .output
+            .push(tok, bytes, eog, &mut deltas)
+            .map_err(|e| ApiError::server(e.to_string()))?;
+        if finish.is_none() && engine.slot_history(self.slot).len() >= engine.ctx {
+            finish = Some(self.output.finish(FinishReason::Length, &mut deltas));
         }
-        self.generated += 1;
-        self.context.push(tok);
-        if let (Some(k), Some(raw)) = (self.logprobs, raw) {
-            self.pending_logprobs
-                .push(token_logprob(shared, &raw, tok, k));
-        }
-        let piece = self.decoder.push(shared.table.token_bytes(tok));
-        let (emit, stopped) = self.stops.push(&piece);
-        if !emit.is_empty() {
+        if !deltas.is_empty() || (finish.is_some() && !self.pending_logprobs.is_empty()) {
             let logprobs = std::mem::take(&mut self.pending_logprobs);
             if self
                 .events
-                .send(Event::Text {
-                    text: emit,
-                    logprobs,
-                })
+                .send(Event::Delta { deltas, logprobs })
                 .is_err()
             {
                 return Ok(Next::Finished(FinishReason::Cancelled));
             }
         }
-        if stopped {
-            return Ok(Next::Finished(self.finish(FinishReason::Stop)));
-        }
-        if self.generated >= self.max_tokens || engine.slot_history(self.slot).len() >= engine.ctx {
-            return Ok(Next::Finished(self.finish(FinishReason::Length)));
-        }
-        Ok(Next::Feed(tok))
-    }
-
-    /// Flushes held-back text and sends `Done`.
-    fn finish(&mut self, mut finish: FinishReason) -> FinishReason {
-        if !self.stops.is_stopped() {
-            let (mut rest, stopped) = self.stops.push(&self.decoder.finish());
-            if stopped {
-                finish = FinishReason::Stop;
-            } else {
-                rest += &self.stops.finish();
-            }
-            let logprobs = std::mem::take(&mut self.pending_logprobs);
-            if !rest.is_empty() || !logprobs.is_empty() {
-                let _ = self.events.send(Event::Text {
-                    text: rest,
-                    logprobs,
+        match finish {
+            Some(finish) => {
+                self.send_last(Event::Done {
+                    completion_tokens: self.output.generated(),
+                    finish,
                 });
+                Ok(Next::Finished(finish))
             }
+            None => Ok(Next::Feed(tok)),
         }
-        self.send_last(Event::Done {
-            completion_tokens: self.generated,
-            finish,
-        });
-        finish
     }
 
     /// Sends the request's last event after giving back its admission: a client that sends its
@@ -574,7 +541,7 @@ impl Sequence {
 /// distribution (before bias, penalties, grammar mask and temperature).
 fn token_logprob(shared: &Shared, raw: &[f32], tok: u32, k: usize) -> TokenLogprob {
     let entry = |id: u32| {
-        let b = shared.table.token_bytes(id).to_vec();
+        let b = shared.bytes.get(id as usize).cloned().unwrap_or_default();
         (String::from_utf8_lossy(&b).into_owned(), b)
     };
     let top = top_logprobs(raw, k.max(1));
@@ -607,7 +574,7 @@ fn token_logprob(shared: &Shared, raw: &[f32], tok: u32, k: usize) -> TokenLogpr
 /// Renders the prompt to token ids.
 fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
     let tokens = match prompt {
-        Prompt::Chat(messages) => {
+        Prompt::Chat(messages, tools) => {
             let template = match &shared.template {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
@@ -622,7 +589,8 @@ fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>
                     ))
                 }
             };
-            let text = template.render(&messages, true).map_err(|e| match e {
+            let text = crate::tools::render(template, shared.syntax, &messages, tools.as_ref())
+                .map_err(|e| match e {
                 Error::Template(m) => ApiError::invalid(m, Some("messages")),
                 e => ApiError::server(e.to_string()),
             })?;
@@ -641,82 +609,4 @@ fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
     Ok(tokens)
-}
-
-/// Token bytes to text, holding back an incomplete UTF-8 character (what
-/// [`crate::tokenizer::StreamDecoder`] does, over the worker's own byte table so that it does
-/// not borrow the engine between steps).
-struct Utf8Stream {
-    pending: Vec<u8>,
-    /// Drop one leading space from the first non-empty piece (SPM).
-    strip: bool,
-}
-
-impl Utf8Stream {
-    fn new(strip: bool) -> Self {
-        Utf8Stream {
-            pending: Vec::new(),
-            strip,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) -> String {
-        let bytes = if self.strip && !bytes.is_empty() {
-            self.strip = false;
-            bytes.strip_prefix(b" ").unwrap_or(bytes)
-        } else {
-            bytes
-        };
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        // Bytes no later byte can complete: one U+FFFD, as `from_utf8_lossy`.
-                        Some(len) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..valid + len);
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Utf8Stream;
-
-    #[test]
-    fn utf8_stream_holds_back_partial_characters() {
-        let mut d = Utf8Stream::new(false);
-        assert_eq!(d.push(b"a\xc3"), "a");
-        assert_eq!(d.push(b"\xa9b"), "\u{e9}b");
-        assert_eq!(d.push(b"\xff"), "\u{FFFD}");
-        assert_eq!(d.push(b"\xe2\x82"), "");
-        assert_eq!(d.finish(), "\u{FFFD}");
-        let mut d = Utf8Stream::new(true);
-        assert_eq!(d.push(b""), "");
-        assert_eq!(d.push(b" Hi"), "Hi");
-        assert_eq!(d.push(b" there"), " there");
-    }
 }

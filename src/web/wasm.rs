@@ -6,7 +6,10 @@
 use super::loader::{self, LoadStats, RangeReader};
 use super::options::parse_load_options;
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::constrain::{ConstraintVocab, GrammarSpec};
+use crate::tools::{FieldError, Syntax, ToolChoice, ToolSpec};
 use crate::engine::{Engine, FinishReason, GenerateOptions};
+use crate::tools::Delta;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::sampling::SamplingParams;
@@ -18,6 +21,11 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+/// A request field's error, naming the field as the server's 400s do.
+fn field_error(e: FieldError) -> Error {
+    Error::InvalidArgument(format!("{} ({})", e.message, e.param))
+}
 
 fn js_error(e: Error) -> JsValue {
     JsError::new(&e.to_string()).into()
@@ -92,6 +100,16 @@ struct WebGenerateOptions {
     stop: Vec<String>,
     #[serde(default)]
     sampling: SamplingParams,
+    /// OpenAI's `tools`, `tool_choice`, `parallel_tool_calls` and `response_format`, as the
+    /// request gave them: read by the same code as the server's ([`crate::tools`]).
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<serde_json::Value>,
+    #[serde(default)]
+    response_format: Option<serde_json::Value>,
 }
 
 /// Options of [`WebEngine::bench`] (JSON; llama-bench's -p, -n, -d, -r). The lengths are lists
@@ -144,6 +162,10 @@ struct Inner {
     /// Where the model came from (the report names it).
     url: String,
     template: Option<Result<ChatTemplate>>,
+    /// The syntax the model writes tool calls in (detected from its template).
+    syntax: Syntax,
+    /// The vocabulary for grammars, built on first use.
+    vocab: Option<ConstraintVocab>,
     stats: LoadStats,
 }
 
@@ -194,11 +216,14 @@ pub async fn load_model(
         let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
         ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
     });
+    let syntax = Syntax::detect(engine.chat_template.as_deref().unwrap_or(""));
     Ok(WebEngine {
         inner: Rc::new(RefCell::new(Some(Inner {
             engine,
             url,
             template,
+            syntax,
+            vocab: None,
             stats,
         }))),
     })
@@ -209,12 +234,13 @@ fn busy() -> JsValue {
 }
 
 impl Inner {
-    fn tokens(&self, prompt: Prompt) -> Result<Vec<u32>> {
+    fn tokens(&self, prompt: Prompt, tools: Option<&ToolSpec>) -> Result<Vec<u32>> {
         let tok = &self.engine.tokenizer;
         let ids = match prompt {
             Prompt::Messages(m) => {
+                crate::tools::check_messages(&m).map_err(field_error)?;
                 let text = match &self.template {
-                    Some(Ok(t)) => t.render(&m, true)?,
+                    Some(Ok(t)) => crate::tools::render(t, self.syntax, &m, tools)?,
                     Some(Err(e)) => {
                         return Err(Error::Template(format!(
                             "the model's chat template does not compile: {e}"
@@ -290,7 +316,7 @@ impl WebEngine {
         let inner = slot.as_ref().ok_or_else(busy)?;
         let p: Prompt = serde_json::from_str(&prompt)
             .map_err(|e| js_error(Error::InvalidArgument(format!("prompt: {e}"))))?;
-        inner.tokens(p).map_err(js_error)
+        inner.tokens(p, None).map_err(js_error)
     }
 
     /// Generates after `prompt` (JSON `{"messages": [...]}`, `{"text": "..."}` or
@@ -396,29 +422,84 @@ async fn run(
     o: WebGenerateOptions,
     on_text: &Function,
 ) -> std::result::Result<serde_json::Value, JsValue> {
-    let ids = inner.tokens(prompt).map_err(js_error)?;
-    let opts = GenerateOptions {
+    let tools = ToolSpec::parse(
+        o.tools.as_ref(),
+        o.tool_choice.as_ref(),
+        o.parallel_tool_calls.as_ref(),
+    )
+    .map_err(|e| js_error(field_error(e)))?;
+    let format = crate::tools::response_format(o.response_format.as_ref())
+        .map_err(|e| js_error(field_error(e)))?;
+    if tools.is_some() && !matches!(prompt, Prompt::Messages(_)) {
+        return Err(js_error(Error::InvalidArgument(
+            "tools need chat messages (chat.completions), not a prompt (tools)".into(),
+        )));
+    }
+    let ids = inner.tokens(prompt, tools.as_ref()).map_err(js_error)?;
+    let mut opts = GenerateOptions {
         max_tokens: o.max_tokens,
         sampling: o.sampling,
         stop: o.stop,
+        ..Default::default()
     };
-    let mut callback = |piece: &str| match on_text.call1(&JsValue::NULL, &JsValue::from_str(piece))
-    {
-        Ok(v) => v.as_bool() != Some(false),
-        Err(_) => false,
+    if tools.is_some() || format.is_some() {
+        if inner.vocab.is_none() {
+            inner.vocab = Some(ConstraintVocab::new(&inner.engine.tokenizer).map_err(js_error)?);
+        }
+        let vocab = inner.vocab.as_ref().expect("built above");
+        let compile = |g: &GrammarSpec, what: String| {
+            vocab
+                .compile(g)
+                .map_err(|e| js_error(Error::InvalidArgument(format!("{what}: {e}"))))
+        };
+        if let Some(spec) = &tools {
+            for (i, t) in spec.tools.iter().enumerate() {
+                compile(
+                    &GrammarSpec::JsonSchema(t.parameters.clone()),
+                    format!(
+                        "Invalid schema for function '{}' (tools[{i}].function.parameters)",
+                        t.name
+                    ),
+                )?;
+            }
+            if spec.choice != ToolChoice::None {
+                opts.tools = Some(inner.syntax);
+            }
+            if let Some(g) = spec.grammar(inner.syntax, &|t| vocab.special_token(t).is_some()) {
+                opts.grammar = Some(compile(&GrammarSpec::Lark(g), "tools".into())?);
+            }
+        } else if let Some(f) = &format {
+            opts.grammar = Some(compile(
+                f,
+                "Invalid schema for response_format (response_format.json_schema.schema)".into(),
+            )?);
+        }
+    }
+    // Each piece goes to JavaScript as OpenAI's delta object, in JSON.
+    let mut callback = |d: &Delta| {
+        let delta = crate::tools::delta_json(d).to_string();
+        match on_text.call1(&JsValue::NULL, &JsValue::from_str(&delta)) {
+            Ok(v) => v.as_bool() != Some(false),
+            Err(_) => false,
+        }
     };
     let g = inner
         .engine
         .generate_async(&ids, &opts, &mut callback)
         .await
         .map_err(js_error)?;
+    let content = if g.tool_calls.is_empty() {
+        Some(g.text.clone())
+    } else {
+        Some(g.text.trim_end().to_string()).filter(|t| !t.trim().is_empty())
+    };
     Ok(json!({
         "text": g.text,
+        "message": crate::tools::message_json(content.as_deref(), &g.tool_calls),
         "tokens": g.tokens,
         "finishReason": match g.finish {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
             FinishReason::Cancelled => "cancelled",
+            f => f.as_openai(),
         },
         "promptTokens": g.prompt_tokens,
         "prefilledTokens": g.prefilled_tokens,
