@@ -1,0 +1,147 @@
+//! Structured-output mask cost (src/constrain.rs): every schema of tests/fixtures/schemas/ compiled
+//! against a real vocabulary (Qwen2.5's 151,936 ids when models/ has it, else SmolLM2's 49,152),
+//! then seeded random walks timing each `Constraint::mask` call.
+//!
+//! `cargo bench --bench constrain` (plain main, no harness). Prints schemas compiled / total,
+//! compile time (mean, max), mask time (mean, p50, p99, max) in µs, and the vocabulary size.
+//! `FLINT_CONSTRAIN_WALKS` (default 4) walks of up to `FLINT_CONSTRAIN_STEPS` (default 96) tokens
+//! per schema.
+
+use flint::constrain::{Constraint, ConstraintVocab, GrammarSpec};
+use std::time::Instant;
+
+const QWEN: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+const SMOLLM2: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: seeded, no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn main() {
+    let walks = env_usize("FLINT_CONSTRAIN_WALKS", 4);
+    let steps = env_usize("FLINT_CONSTRAIN_STEPS", 96);
+    let path = if std::path::Path::new(QWEN).exists() {
+        QWEN
+    } else {
+        eprintln!("note: {QWEN} missing (scripts/setup.sh fetches it); using SmolLM2's vocabulary");
+        SMOLLM2
+    };
+    let gguf = flint::format::gguf::Gguf::open(path).expect("open GGUF");
+    let tok = flint::tokenizer::Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    let t0 = Instant::now();
+    let vocab = ConstraintVocab::new(&tok).expect("constraint vocabulary");
+    let build_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let n = vocab.vocab_size();
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/schemas");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/schemas")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+
+    let mut compile_us = Vec::new();
+    let mut mask_us = Vec::new();
+    let mut failed = Vec::new();
+    let mut logits = vec![0.0f32; n];
+    let mut allowed_ids = Vec::with_capacity(n);
+    for (k, file) in files.iter().enumerate() {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).expect("read schema"))
+                .expect("schema JSON");
+        let t = Instant::now();
+        let compiled = match vocab.compile(&GrammarSpec::JsonSchema(schema)) {
+            Ok(c) => c,
+            Err(e) => {
+                failed.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        compile_us.push(t.elapsed().as_secs_f64() * 1e6);
+        for w in 0..walks {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((k * 131 + w) as u64 + 1));
+            let mut c = Constraint::new(&compiled);
+            for _ in 0..steps {
+                if c.is_finished() {
+                    break;
+                }
+                logits.fill(0.0);
+                let t = Instant::now();
+                let allowed = c.mask(&mut logits).expect("mask");
+                mask_us.push(t.elapsed().as_secs_f64() * 1e6);
+                assert!(allowed > 0, "{name}: empty mask");
+                allowed_ids.clear();
+                allowed_ids.extend((0..n as u32).filter(|&i| logits[i as usize].is_finite()));
+                // Prefer short tokens half the time: walks then reach deeper states (keys,
+                // values, closing brackets) instead of one long string.
+                let pick = allowed_ids[(rng.next() % allowed_ids.len() as u64) as usize];
+                let tok_id = if rng.next().is_multiple_of(2) {
+                    let short: Vec<u32> = allowed_ids
+                        .iter()
+                        .copied()
+                        .filter(|&i| tok.token_bytes(i).map(|b| b.len() <= 2).unwrap_or(false))
+                        .collect();
+                    if short.is_empty() {
+                        pick
+                    } else {
+                        short[(rng.next() % short.len() as u64) as usize]
+                    }
+                } else {
+                    pick
+                };
+                c.accept(tok_id).expect("accept an allowed token");
+                if vocab.eog().contains(&tok_id) {
+                    break;
+                }
+            }
+        }
+    }
+
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mut sorted = mask_us.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!("vocabulary: {path}, {n} ids (trie + factory built in {build_ms:.0} ms)");
+    println!(
+        "schemas compiled: {} / {}",
+        files.len() - failed.len(),
+        files.len()
+    );
+    for f in &failed {
+        println!("  failed: {f}");
+    }
+    println!(
+        "compile: mean {:.0} µs, max {:.0} µs",
+        mean(&compile_us),
+        compile_us.iter().copied().fold(0.0, f64::max)
+    );
+    println!(
+        "mask: {} calls, mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        sorted.len(),
+        mean(&sorted),
+        pct(0.50),
+        pct(0.99),
+        sorted.last().copied().unwrap_or(0.0)
+    );
+}
