@@ -6,8 +6,10 @@
 //! text they produce in Python:
 //!
 //! - `trim_blocks` and `lstrip_blocks` on, no trailing newline kept, no auto-escaping;
-//! - variables `messages`, `add_generation_prompt`, `bos_token`, `eos_token`, and `tools` and
-//!   `documents` set to `none`;
+//! - variables `messages` (OpenAI's message shape, each tool call's `arguments` parsed from its
+//!   JSON text into a map as llama.cpp and vLLM pass them), `add_generation_prompt`,
+//!   `bos_token`, `eos_token`, `tools` (the request's tool objects, or `none`) and `documents`
+//!   (`none`);
 //! - functions `raise_exception(msg)` (fails the render with [`Error::Template`] carrying `msg`)
 //!   and `strftime_now(fmt)` (the current time; UTC here, local time in transformers);
 //! - Python string, list and dict methods (`.strip()`, `.startswith()`, `.items()`, ...) through
@@ -16,8 +18,10 @@
 //!   separators, no HTML escaping, `indent`, `ensure_ascii`, `sort_keys`), and messages whose
 //!   keys keep the order `role`, `content` as Python dicts do.
 //!
-//! Known differences from Python's Jinja: `{{ true }}` prints `true` rather than `True`, and
-//! dict literals written in a template iterate (and serialize) in sorted key order.
+//! Known differences from Python's Jinja: `{{ true }}` prints `true` rather than `True`, dict
+//! literals written in a template iterate (and serialize) in sorted key order, and `none`
+//! iterates as an empty list (a template looping over `tools` renders without tools, where
+//! jinja2 raises a TypeError).
 //! `{% break %}` and `{% continue %}` need minijinja's `loop_controls` feature.
 
 use std::fmt;

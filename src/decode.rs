@@ -176,7 +176,11 @@ impl Output {
         if stopped {
             return Ok(Some(self.finish(FinishReason::Stop, out)));
         }
-        if self.constraint.as_ref().is_some_and(Constraint::is_finished) {
+        if self
+            .constraint
+            .as_ref()
+            .is_some_and(Constraint::is_finished)
+        {
             return Ok(Some(self.finish(FinishReason::Stop, out)));
         }
         if self.generated >= self.max_tokens {
@@ -309,7 +313,10 @@ mod tests {
 
         let mut o = Output::new(false, vec![], 100, Some(Syntax::Hermes), None);
         let mut out = Vec::new();
-        for piece in ["<tool_call>\n{\"name\": \"f\", ", "\"arguments\": {\"a\": 1}}\n</tool_call>"] {
+        for piece in [
+            "<tool_call>\n{\"name\": \"f\", ",
+            "\"arguments\": {\"a\": 1}}\n</tool_call>",
+        ] {
             assert_eq!(o.push(1, piece.as_bytes(), false, &mut out).unwrap(), None);
         }
         assert_eq!(

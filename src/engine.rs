@@ -4,6 +4,8 @@
 //! (decode, one token) -> ... -> text`. The KV cache is kept between calls: a new prompt that starts
 //! with the tokens already in the cache only computes the rest (multi-turn chat, shared prefixes).
 
+use crate::constrain::Constraint;
+use crate::decode::Output;
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
 #[cfg(not(target_arch = "wasm32"))]
@@ -12,11 +14,9 @@ use crate::format::hf::HfModel;
 use crate::format::ModelFile;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::model::{KvCache, Logits, Model, Scratch};
-use crate::constrain::Constraint;
-use crate::decode::Output;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::tools::Delta;
 use crate::tokenizer::Tokenizer;
+use crate::tools::Delta;
 use std::time::Duration;
 use web_time::Instant;
 

@@ -11,7 +11,6 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod gpu;
-pub mod grammar;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hub;
 pub mod model;

@@ -327,7 +327,13 @@ fn parse_tool(i: usize, t: &Value) -> Result<Tool, FieldError> {
             }
             Value::Object(p.clone())
         }
-        Some(v) => return Err(wrong_type(&at(".function.parameters"), "an object (a JSON Schema)", v)),
+        Some(v) => {
+            return Err(wrong_type(
+                &at(".function.parameters"),
+                "an object (a JSON Schema)",
+                v,
+            ))
+        }
     };
     let strict = match present(f, "strict") {
         None => false,
@@ -526,7 +532,10 @@ pub const SYNTAXES: &[Row] = &[
         syntax: Syntax::Llama3,
         name: "llama3",
         models: "Llama 3.1, 3.2, 3.3",
-        detect: &["<|start_header_id|>ipython<|end_header_id|>", "<|python_tag|>"],
+        detect: &[
+            "<|start_header_id|>ipython<|end_header_id|>",
+            "<|python_tag|>",
+        ],
         open: "",
         close: "",
         array: false,
@@ -642,6 +651,23 @@ pub fn render(
     let Some(spec) = spec else {
         return template.render(messages, true);
     };
+    if syntax == Syntax::Mistral {
+        // Mistral's templates refuse call ids that are not 9 characters ("Tool call IDs should
+        // be alphanumeric strings with length 9!"); OpenAI's are `call_` + 24. Each id is shown
+        // to the template as 9 characters derived from it, the same for the call and its answer.
+        let fixed: Vec<ChatMessage> = messages
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                for c in &mut m.tool_calls {
+                    c.id = nine_chars(&c.id);
+                }
+                m.tool_call_id = m.tool_call_id.as_deref().map(nine_chars);
+                m
+            })
+            .collect();
+        return template.render_with_tools(&fixed, Some(&spec.raw()), true);
+    }
     if syntax != Syntax::Generic {
         return template.render_with_tools(messages, Some(&spec.raw()), true);
     }
@@ -688,6 +714,26 @@ pub fn render(
         }
     }
     template.render(&out, true)
+}
+
+/// A call id as the 9 alphanumeric characters Mistral's templates require: itself when it is
+/// such already, else an FNV-1a hash of it in base 62.
+fn nine_chars(id: &str) -> String {
+    if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return id.to_string();
+    }
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..9)
+        .map(|_| {
+            let c = ABC[(h % 62) as usize] as char;
+            h /= 62;
+            c
+        })
+        .collect()
 }
 
 /// JSON text of `s` as a lark string literal.
@@ -814,7 +860,8 @@ impl ToolSpec {
             t
         };
         if self.choice == ToolChoice::None {
-            return (!marker.is_empty() && !marker_special).then(|| format!("start: TEXT\n{}", text_only()));
+            return (!marker.is_empty() && !marker_special)
+                .then(|| format!("start: TEXT\n{}", text_only()));
         }
         if syntax == Syntax::Generic {
             // One JSON object; both branches start with the same `{` lexeme (llguidance's lexer
@@ -824,7 +871,9 @@ impl ToolSpec {
             } else {
                 "call_json (\", \" call_json)*".to_string()
             };
-            g.push_str(&format!("tool_calls: \"\\\"tool_calls\\\": [\" {calls} \"]\"\n"));
+            g.push_str(&format!(
+                "tool_calls: \"\\\"tool_calls\\\": [\" {calls} \"]\"\n"
+            ));
             if self.choice == ToolChoice::Auto {
                 g.push_str(&format!(
                     "response: \"\\\"response\\\": \" {}\n",
@@ -847,18 +896,36 @@ impl ToolSpec {
         }
         // How the calls after the first marker continue: `rest` follows the opening marker.
         let after_open = &row.open[row.open.find(marker).unwrap_or(0) + marker.len()..];
-        let lit = |s: &str| if s.is_empty() { String::new() } else { lark_str(s) };
-        let mark = if marker_special { marker.to_string() } else { lark_str(marker) };
+        let lit = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                lark_str(s)
+            }
+        };
+        let mark = if marker_special {
+            marker.to_string()
+        } else {
+            lark_str(marker)
+        };
         let close = if row.close.is_empty() {
             String::new()
         } else {
             let c = row.close.trim();
             let pre = &row.close[..row.close.find(c).unwrap_or(0)];
-            let c = if special(c) { c.to_string() } else { lark_str(c) };
+            let c = if special(c) {
+                c.to_string()
+            } else {
+                lark_str(c)
+            };
             format!("{} {c}", lit(pre))
         };
         let body = if row.array {
-            let items = if one_call { "call_json" } else { "call_json (\", \" call_json)*" };
+            let items = if one_call {
+                "call_json"
+            } else {
+                "call_json (\", \" call_json)*"
+            };
             format!("\"[\" {items} \"]\" {close}")
         } else {
             format!("call_json {close}")
@@ -868,15 +935,21 @@ impl ToolSpec {
         let more = if one_call || row.array {
             String::new()
         } else {
-            format!("(next body)*")
+            "(next body)*".to_string()
         };
         if !more.is_empty() {
-            g.push_str(&format!("next: {} {mark} {}\n", lit(row.sep), lit(after_open)));
+            g.push_str(&format!(
+                "next: {} {mark} {}\n",
+                lit(row.sep),
+                lit(after_open)
+            ));
         }
         let first = format!("{mark} {}", lit(after_open));
         match self.choice {
             ToolChoice::Auto if marker_special => {
-                g.push_str(&format!("start: TEXT | TEXT? {first} body {more}\nTEXT: /(.|\\n)+/\n"));
+                g.push_str(&format!(
+                    "start: TEXT | TEXT? {first} body {more}\nTEXT: /(.|\\n)+/\n"
+                ));
             }
             ToolChoice::Auto => {
                 let esc = regex_escape(row.open);
@@ -893,7 +966,8 @@ impl ToolSpec {
                     // Qwen2.5-Coder often writes its call as a fenced JSON block instead; llama.cpp
                     // takes ```json {"name": "<tool>" as a call's opening too (common/chat.cpp).
                     for (i, t) in tools.iter().enumerate() {
-                        let name = regex_escape(&serde_json::to_string(&t.name).unwrap_or_default());
+                        let name =
+                            regex_escape(&serde_json::to_string(&t.name).unwrap_or_default());
                         g.push_str(&format!(
                             "fence_{i}[lazy]: /(.|\\n)*```json\\s*\\{{\\s*\"name\":\\s*{name}/\n"
                         ));
@@ -1479,10 +1553,18 @@ mod tests {
                 None,
                 "tools[0].function.parameters",
             ),
-            (json!([tool("a")]), Some(json!({"type": "function", "function": {"name": "b"}})), "tool_choice"),
+            (
+                json!([tool("a")]),
+                Some(json!({"type": "function", "function": {"name": "b"}})),
+                "tool_choice",
+            ),
             (json!([tool("a")]), Some(json!("sometimes")), "tool_choice"),
             (json!({"a": 1}), None, "tools"),
-            (json!([tool("a"), tool("a")]), None, "tools[1].function.name"),
+            (
+                json!([tool("a"), tool("a")]),
+                None,
+                "tools[1].function.name",
+            ),
             (json!([]), Some(json!("required")), "tool_choice"),
         ];
         for (tools, choice, param) in cases {
@@ -1523,12 +1605,12 @@ mod tests {
             Syntax::detect("{% if tools %}[TOOL_CALLS]{% endif %}"),
             Syntax::Mistral
         );
-        assert_eq!(
-            Syntax::detect("{{ tools }}<|python_tag|>"),
-            Syntax::Llama3
-        );
+        assert_eq!(Syntax::detect("{{ tools }}<|python_tag|>"), Syntax::Llama3);
         assert_eq!(Syntax::detect("{{ tools }}<|tool_call|>"), Syntax::Phi4);
-        assert_eq!(Syntax::detect("<|im_start|>{{ m.content }}"), Syntax::Generic);
+        assert_eq!(
+            Syntax::detect("<|im_start|>{{ m.content }}"),
+            Syntax::Generic
+        );
         assert_eq!(Syntax::parse("phi4").unwrap(), Syntax::Phi4);
         assert!(Syntax::parse("qwen").is_err());
     }
@@ -1559,7 +1641,9 @@ mod tests {
 
     #[test]
     fn parses_every_syntax_whole_and_streamed() {
-        let cases: &[(Syntax, &str, &str, &[(&str, &str)])] = &[
+        // (syntax, output, content, calls as (name, arguments))
+        type Case<'a> = (Syntax, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
             (
                 Syntax::Hermes,
                 "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"location\": \"Paris\", \"n\": [1, {\"a\": \"}\"}]}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>",
@@ -1622,8 +1706,10 @@ mod tests {
             for step in [1, 3, 1000] {
                 let (c, calls) = stream(*syntax, text, step);
                 assert_eq!(&c, content, "{syntax:?} step {step}: {text}");
-                let got: Vec<(&str, &str)> =
-                    calls.iter().map(|(_, n, a)| (n.as_str(), a.as_str())).collect();
+                let got: Vec<(&str, &str)> = calls
+                    .iter()
+                    .map(|(_, n, a)| (n.as_str(), a.as_str()))
+                    .collect();
                 assert_eq!(&got, want, "{syntax:?} step {step}: {text}");
             }
             let (c, calls) = parse_answer(*syntax, text);
@@ -1632,6 +1718,16 @@ mod tests {
                 assert_eq!(c.as_deref(), Some(*content));
             }
         }
+    }
+
+    #[test]
+    fn mistral_ids_are_nine_characters() {
+        let a = nine_chars("call_abcdefghijklmnopqrstuvwx");
+        assert_eq!(a.len(), 9);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(a, nine_chars("call_abcdefghijklmnopqrstuvwx"));
+        assert_ne!(a, nine_chars("call_abcdefghijklmnopqrstuvwy"));
+        assert_eq!(nine_chars("a1B2c3D4e"), "a1B2c3D4e");
     }
 
     #[test]
@@ -1646,7 +1742,10 @@ mod tests {
         )
         .unwrap();
         let s = call_schema(&t, "arguments");
-        assert_eq!(s["properties"]["arguments"]["$ref"], "#/$defs/__flint_arguments");
+        assert_eq!(
+            s["properties"]["arguments"]["$ref"],
+            "#/$defs/__flint_arguments"
+        );
         assert_eq!(s["$defs"]["P"]["type"], "string");
         assert_eq!(
             s["$defs"]["__flint_arguments"]["properties"]["self"]["$ref"],

@@ -109,14 +109,27 @@ fn check(case: &Case) -> Result<(), String> {
         (None, Some(msg), Err(Error::Template(e))) if !case.raised || e.contains(msg.as_str()) => {
             Ok(())
         }
-        (None, Some(msg), Err(e)) if case.raised => {
-            Err(format!("{what}: want Error::Template containing {msg:?}, got {e}"))
-        }
+        (None, Some(msg), Err(e)) if case.raised => Err(format!(
+            "{what}: want Error::Template containing {msg:?}, got {e}"
+        )),
         // jinja2 failed by itself (TypeError on None and the like): any error will do.
         (None, Some(_), Err(_)) => Ok(()),
+        // A known difference (src/chat.rs): minijinja iterates `none` as an empty list, so a
+        // template that loops over `tools` without checking them renders where jinja2 raises.
+        (None, Some(msg), Ok(_))
+            if !case.raised
+                && case.tools.is_none()
+                && msg.contains("'NoneType' object is not iterable") =>
+        {
+            Ok(())
+        }
         (None, Some(msg), Ok(got)) => Err(format!(
             "{what}: want an error ({}{msg:?}), got {got:?}",
-            if case.raised { "raise_exception " } else { "jinja2 failed with " }
+            if case.raised {
+                "raise_exception "
+            } else {
+                "jinja2 failed with "
+            }
         )),
         (None, None, _) => Err(format!("{what}: fixture has neither expected nor error")),
     }
@@ -124,8 +137,7 @@ fn check(case: &Case) -> Result<(), String> {
 
 #[test]
 fn tool_templates_render_like_python_jinja2() {
-    let f: Fixtures =
-        serde_json::from_str(&read("expected.json")).expect("expected.json parses");
+    let f: Fixtures = serde_json::from_str(&read("expected.json")).expect("expected.json parses");
     let mut failures = Vec::new();
     for case in &f.cases {
         if let Err(e) = check(case) {
@@ -144,7 +156,9 @@ fn tool_templates_render_like_python_jinja2() {
         "llama-cpp-microsoft-Phi-4-mini-instruct.jinja",
     ] {
         assert!(
-            f.cases.iter().any(|c| c.template == name && c.expected.is_some()),
+            f.cases
+                .iter()
+                .any(|c| c.template == name && c.expected.is_some()),
             "no rendered case for {name}"
         );
     }

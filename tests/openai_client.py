@@ -114,11 +114,11 @@ def bad_request():
     try:
         client.chat.completions.create(
             model=model, messages=messages, max_tokens=1,
-            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a"}}},
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "if": {"minLength": 2}, "then": {"pattern": "^a"}}}},
         )
         raise AssertionError("an unsupported schema keyword was accepted")
     except openai.BadRequestError as e:
-        check("pattern" in e.body["message"], e.body)
+        check("if" in e.body["message"] and e.body["param"] == "response_format.json_schema.schema", e.body)
     models = client.models.list()
     check([m.id for m in models.data] == [model], models)
 

@@ -76,7 +76,10 @@ fn feed(c: &mut Constraint, text: &str) -> Result<(), String> {
     let mut at = String::new();
     for id in ids {
         if let Err(e) = c.accept(id) {
-            return Err(format!("refused {:?} after {at:?}: {e}", v.tok.token_str(id)));
+            return Err(format!(
+                "refused {:?} after {at:?}: {e}",
+                v.tok.token_str(id)
+            ));
         }
         at.push_str(&String::from_utf8_lossy(&v.tok.token_bytes(id).unwrap()));
     }
@@ -116,7 +119,11 @@ fn hermes_auto_text_then_calls() {
     let mut k = Constraint::new(&c);
     assert!(feed(&mut k, "<tool_call>\n{\"name\": \"get_stock\"").is_err());
     let mut k = Constraint::new(&c);
-    assert!(feed(&mut k, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}").is_err());
+    assert!(feed(
+        &mut k,
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}"
+    )
+    .is_err());
     // a half-open call may not end
     let mut k = Constraint::new(&c);
     feed(&mut k, "<tool_call>\n{\"name\": \"get_weather\"").unwrap();
@@ -143,7 +150,10 @@ fn hermes_required_named_none_and_single() {
     let named = json!({"type": "function", "function": {"name": "get_time"}});
     let c = compile(&spec(named, true), Syntax::Hermes).unwrap();
     let mut k = Constraint::new(&c);
-    assert!(feed(&mut k, &format!("<tool_call>\n{CALL}")).is_err(), "only get_time");
+    assert!(
+        feed(&mut k, &format!("<tool_call>\n{CALL}")).is_err(),
+        "only get_time"
+    );
 
     let c = compile(&spec(json!("none"), true), Syntax::Hermes).unwrap();
     let mut k = Constraint::new(&c);
@@ -211,7 +221,12 @@ impl Rng {
 fn random_walks_always_give_valid_calls() {
     let v = vocab();
     let n = v.tok.vocab_size();
-    for syntax in [Syntax::Hermes, Syntax::Mistral, Syntax::Generic, Syntax::Llama3] {
+    for syntax in [
+        Syntax::Hermes,
+        Syntax::Mistral,
+        Syntax::Generic,
+        Syntax::Llama3,
+    ] {
         let c = compile(&spec(json!("required"), true), syntax).unwrap();
         for seed in 1..=4u64 {
             let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
@@ -228,7 +243,7 @@ fn random_walks_always_give_valid_calls() {
                 // prefer ending when allowed, and short strings: keeps walks finite
                 let eog = ok.iter().copied().find(|&i| v.tok.is_eog(i));
                 let tok = match eog {
-                    Some(e) if rng.next() % 2 == 0 => e,
+                    Some(e) if rng.next().is_multiple_of(2) => e,
                     _ => {
                         let closing: Vec<u32> = ok
                             .iter()
@@ -238,7 +253,7 @@ fn random_walks_always_give_valid_calls() {
                                 b.first().is_some_and(|c| b"\"}]".contains(c))
                             })
                             .collect();
-                        if !closing.is_empty() && rng.next() % 3 != 0 {
+                        if !closing.is_empty() && !rng.next().is_multiple_of(3) {
                             closing[(rng.next() % closing.len() as u64) as usize]
                         } else {
                             ok[(rng.next() % ok.len() as u64) as usize]
@@ -261,7 +276,10 @@ fn random_walks_always_give_valid_calls() {
             }
             let text = String::from_utf8_lossy(&bytes);
             let (_, calls) = parse_answer(syntax, &text);
-            assert!(!calls.is_empty(), "{syntax:?} seed {seed}: no call in {text:?}");
+            assert!(
+                !calls.is_empty(),
+                "{syntax:?} seed {seed}: no call in {text:?}"
+            );
             for call in calls {
                 let args: Value = serde_json::from_str(&call.function.arguments)
                     .unwrap_or_else(|e| panic!("{syntax:?}: {e} in {text:?}"));
@@ -278,6 +296,8 @@ fn random_walks_always_give_valid_calls() {
 
 #[test]
 fn tool_choice_none_without_text_marker_needs_no_grammar() {
-    assert!(spec(json!("none"), true).grammar(Syntax::Llama3, &|_| false).is_none());
+    assert!(spec(json!("none"), true)
+        .grammar(Syntax::Llama3, &|_| false)
+        .is_none());
     assert_eq!(spec(json!("none"), true).choice, ToolChoice::None);
 }

@@ -7,6 +7,7 @@ use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
 use flint::gpu::{Gpu, GpuOptions, KvType, TileType};
 use flint::sampling::SamplingParams;
+use flint::tools::{ToolChoice, ToolSpec};
 use flint::{Error, Result};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -175,6 +176,17 @@ struct ChatArgs {
     /// A system prompt.
     #[arg(long)]
     system: Option<String>,
+    /// Offer the model these tools: a JSON file holding an array of OpenAI tool objects
+    /// (`{"type": "function", "function": {"name", "description", "parameters"}}`). A call is
+    /// printed as `<- name {arguments}`; each next input line is then that call's result.
+    #[arg(long, value_name = "FILE")]
+    tools: Option<PathBuf>,
+    /// `auto` (default), `required`, `none`, or a tool's name.
+    #[arg(long, requires = "tools")]
+    tool_choice: Option<String>,
+    /// Tool-call syntax instead of the one detected from the chat template.
+    #[arg(long, value_parser = parsed(flint::tools::Syntax::parse))]
+    tool_syntax: Option<flint::tools::Syntax>,
 }
 
 #[derive(Args)]
@@ -535,45 +547,152 @@ fn chat(a: ChatArgs) -> Result<()> {
         .ok_or_else(|| Error::Template("the model has no `tokenizer.chat_template`".into()))?;
     let tok = &engine.tokenizer;
     let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
+    let syntax = a
+        .tool_syntax
+        .unwrap_or_else(|| flint::tools::Syntax::detect(&template));
     let template = ChatTemplate::new(&template, &piece(tok.bos_id()), &piece(tok.eos_id()))?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::system(s.clone()));
     }
-    let opts = a.sample.options();
+    let first = a.sample.options();
+    // After tool results the model answers with `auto` (else `required` would call forever).
+    let (mut opts, mut then) = (first.clone(), first);
+    let tools = match &a.tools {
+        None => None,
+        Some(path) => {
+            let spec = chat_tools(&engine, path, a.tool_choice.as_deref(), syntax, &mut opts)?;
+            if matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_)) {
+                let auto = ToolSpec {
+                    choice: ToolChoice::Auto,
+                    ..spec.clone()
+                };
+                tools_grammar(&engine, &auto, syntax, &mut then)?;
+            } else {
+                then = opts.clone();
+            }
+            Some(spec)
+        }
+    };
     let stdin = std::io::stdin();
     let interactive = std::io::IsTerminal::is_terminal(&stdin);
     let mut stdout = std::io::stdout();
-    loop {
-        if interactive {
-            eprint!("> ");
+    let read_line = |prompt: &str| -> Result<Option<String>> {
+        loop {
+            if interactive {
+                eprint!("{prompt}");
+            }
+            let mut line = String::new();
+            if stdin
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::io("stdin", e))?
+                == 0
+            {
+                return Ok(None);
+            }
+            let line = line.trim_end_matches(['\n', '\r']);
+            if !line.is_empty() {
+                return Ok(Some(line.to_string()));
+            }
         }
-        let mut line = String::new();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::io("stdin", e))?
-            == 0
-        {
-            break;
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.is_empty() {
-            continue;
-        }
+    };
+    while let Some(line) = read_line("> ")? {
         messages.push(ChatMessage::user(line));
-        let rendered = template.render(&messages, true)?;
-        let prompt = engine.tokenizer.encode(&rendered, false)?;
-        let g = engine.generate(&prompt, &opts, &mut |p| {
-            let _ = stdout.write_all(p.as_bytes());
-            let _ = stdout.flush();
-            true
-        })?;
-        println!();
-        if !a.model.quiet {
-            print_stats(&g);
+        // Answer; while the answer calls tools, read each call's result and answer again.
+        let mut opts = &opts;
+        loop {
+            let rendered = flint::tools::render(&template, syntax, &messages, tools.as_ref())?;
+            let prompt = engine.tokenizer.encode(&rendered, false)?;
+            let g = engine.generate(&prompt, opts, &mut |p| {
+                let _ = stdout.write_all(p.as_bytes());
+                let _ = stdout.flush();
+                true
+            })?;
+            println!();
+            if !a.model.quiet {
+                print_stats(&g);
+            }
+            opts = &then;
+            if g.tool_calls.is_empty() {
+                messages.push(ChatMessage::assistant(g.text.trim()));
+                break;
+            }
+            for c in &g.tool_calls {
+                println!("<- {} {}", c.function.name, c.function.arguments);
+            }
+            let text = g.text.trim();
+            messages.push(ChatMessage {
+                role: "assistant".into(),
+                content: (!text.is_empty()).then(|| text.to_string()),
+                tool_calls: g.tool_calls.clone(),
+                ..Default::default()
+            });
+            for c in &g.tool_calls {
+                let Some(result) = read_line(&format!("{} result> ", c.function.name))? else {
+                    return Ok(());
+                };
+                messages.push(ChatMessage {
+                    role: "tool".into(),
+                    content: Some(result),
+                    tool_call_id: Some(c.id.clone()),
+                    name: Some(c.function.name.clone()),
+                    ..Default::default()
+                });
+            }
         }
-        messages.push(ChatMessage::assistant(g.text.trim()));
+    }
+    Ok(())
+}
+
+/// Reads `flint chat --tools FILE` and sets up the grammar that keeps the calls valid.
+fn chat_tools(
+    engine: &flint::engine::Engine,
+    path: &std::path::Path,
+    choice: Option<&str>,
+    syntax: flint::tools::Syntax,
+    opts: &mut flint::engine::GenerateOptions,
+) -> Result<flint::tools::ToolSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let tools: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidArgument(format!("{}: not JSON: {e}", path.display())))?;
+    let choice = choice.map(|c| match c {
+        "auto" | "required" | "none" => serde_json::json!(c),
+        name => serde_json::json!({"type": "function", "function": {"name": name}}),
+    });
+    let bad = |e: flint::tools::FieldError| {
+        Error::InvalidArgument(format!("{}: {} ({})", path.display(), e.message, e.param))
+    };
+    let spec = ToolSpec::parse(Some(&tools), choice.as_ref(), None)
+        .map_err(bad)?
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: no tools", path.display())))?;
+    tools_grammar(engine, &spec, syntax, opts)?;
+    Ok(spec)
+}
+
+/// Sets `opts` to parse and constrain calls of `spec`'s tools.
+fn tools_grammar(
+    engine: &flint::engine::Engine,
+    spec: &ToolSpec,
+    syntax: flint::tools::Syntax,
+    opts: &mut flint::engine::GenerateOptions,
+) -> Result<()> {
+    use flint::constrain::{ConstraintVocab, GrammarSpec};
+    let vocab = ConstraintVocab::new(&engine.tokenizer)?;
+    for t in &spec.tools {
+        vocab
+            .compile(&GrammarSpec::JsonSchema(t.parameters.clone()))
+            .map_err(|e| Error::InvalidArgument(format!("tool {}: {e}", t.name)))?;
+    }
+    if spec.choice != ToolChoice::None {
+        opts.tools = Some(syntax);
+    }
+    if let Some(g) = spec.grammar(syntax, &|t| vocab.special_token(t).is_some()) {
+        opts.grammar = Some(
+            vocab
+                .compile(&GrammarSpec::Lark(g))
+                .map_err(|e| Error::InvalidArgument(format!("the tools' grammar: {e}")))?,
+        );
     }
     Ok(())
 }

@@ -6,8 +6,8 @@
 use crate::chat::{ChatMessage, FunctionCall, ToolCall};
 use crate::constrain::GrammarSpec;
 use crate::engine::GenerateOptions;
-use crate::tools::{FieldError, ToolSpec};
 use crate::sampling::SamplingParams;
+use crate::tools::{FieldError, ToolSpec};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
@@ -532,7 +532,13 @@ fn parse_tool_calls(o: &Map<String, Value>, i: usize) -> Result<Vec<ToolCall>, A
     let list = match get(o, "tool_calls") {
         None => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(v) => return Err(wrong_type(&format!("messages[{i}].tool_calls"), "an array", v)),
+        Some(v) => {
+            return Err(wrong_type(
+                &format!("messages[{i}].tool_calls"),
+                "an array",
+                v,
+            ))
+        }
     };
     let mut out = Vec::with_capacity(list.len());
     for (j, c) in list.iter().enumerate() {

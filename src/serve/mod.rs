@@ -17,7 +17,9 @@ pub mod api;
 pub mod static_files;
 pub mod worker;
 
+use crate::constrain::{ConstraintVocab, GrammarSpec};
 use crate::engine::{Engine, FinishReason};
+use crate::tools::{Delta, Syntax, ToolChoice};
 use crate::{Error, Result};
 use api::{ApiError, GenRequest};
 use axum::body::{Body, Bytes};
@@ -34,8 +36,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use crate::constrain::{ConstraintVocab, GrammarSpec};
-use crate::tools::{Delta, Syntax, ToolChoice};
 use worker::{Counters, Event, Job, Prompt, Slot, TokenLogprob};
 
 /// Request bodies larger than this get 413 unless [`ServeConfig::max_body_bytes`] says otherwise.
@@ -137,9 +137,9 @@ fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
     engine.set_slots(config.parallel.min(config.max_concurrency))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
     let counters = Arc::new(Counters::default());
-    let syntax = config.tool_syntax.unwrap_or_else(|| {
-        Syntax::detect(engine.chat_template.as_deref().unwrap_or(""))
-    });
+    let syntax = config
+        .tool_syntax
+        .unwrap_or_else(|| Syntax::detect(engine.chat_template.as_deref().unwrap_or("")));
     let vocab = Arc::new(ConstraintVocab::new(&engine.tokenizer)?);
     let state = Arc::new(AppState {
         vocab,
@@ -774,7 +774,9 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
                 let mut out = Vec::new();
                 for d in &deltas {
                     let delta = crate::tools::delta_json(d);
-                    let c = st.meta.chunk(delta, std::mem::take(&mut lp), None, st.include_usage);
+                    let c = st
+                        .meta
+                        .chunk(delta, std::mem::take(&mut lp), None, st.include_usage);
                     out.extend_from_slice(&sse(&c));
                 }
                 Bytes::from(out)

@@ -24,8 +24,8 @@
 
 use super::api::ApiError;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
 use crate::decode::Output;
+use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
 use crate::sampling::{top_logprobs, Sampler};
 use crate::tools::{Delta, Syntax, ToolSpec};
 use crate::Error;
@@ -498,7 +498,10 @@ impl Sequence {
                     .push(token_logprob(shared, &raw, tok, k));
             }
         }
-        let bytes = shared.bytes.get(tok as usize).map_or(&[][..], Vec::as_slice);
+        let bytes = shared
+            .bytes
+            .get(tok as usize)
+            .map_or(&[][..], Vec::as_slice);
         let mut deltas = Vec::new();
         let mut finish = self
             .output
@@ -509,11 +512,7 @@ impl Sequence {
         }
         if !deltas.is_empty() || (finish.is_some() && !self.pending_logprobs.is_empty()) {
             let logprobs = std::mem::take(&mut self.pending_logprobs);
-            if self
-                .events
-                .send(Event::Delta { deltas, logprobs })
-                .is_err()
-            {
+            if self.events.send(Event::Delta { deltas, logprobs }).is_err() {
                 return Ok(Next::Finished(FinishReason::Cancelled));
             }
         }
@@ -591,9 +590,9 @@ fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>
             };
             let text = crate::tools::render(template, shared.syntax, &messages, tools.as_ref())
                 .map_err(|e| match e {
-                Error::Template(m) => ApiError::invalid(m, Some("messages")),
-                e => ApiError::server(e.to_string()),
-            })?;
+                    Error::Template(m) => ApiError::invalid(m, Some("messages")),
+                    e => ApiError::server(e.to_string()),
+                })?;
             engine
                 .tokenizer
                 .encode(&text, false)
