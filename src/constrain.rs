@@ -102,8 +102,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Deepest JSON nesting of a schema, and deepest bracket nesting of a Lark grammar, that
-/// [`ConstraintVocab::compile`] accepts (serde_json's own parser stops at 128 too).
-pub const MAX_NESTING: usize = 128;
+/// [`ConstraintVocab::compile`] accepts (serde_json's own parser stops at 128 too). llguidance's
+/// compilers recurse: 128 `items` levels took between 512 KiB and 1 MiB of stack (x86-64,
+/// release), so wasm32, whose stack is 1 MiB and has no thread to get more, stops at 64.
+pub const MAX_NESTING: usize = if cfg!(target_arch = "wasm32") {
+    64
+} else {
+    128
+};
 
 /// Stack for the compiling thread (native): llguidance's schema and grammar compilers recurse.
 #[cfg(not(target_arch = "wasm32"))]
