@@ -125,6 +125,11 @@ def final_answer(r, where):
     check(isinstance(c.message.content, str) and c.message.content.strip(), f"{where}: empty answer: {c.message}")
     no_markup(c.message.content, where)
     print(f"   {where}: answer {c.message.content!r}", flush=True)
+    if "18" not in c.message.content or c.message.content.lstrip().startswith("{"):
+        # Not a failure: the server's part is the shape above. Qwen2.5-Coder-0.5B at temperature 0
+        # echoes the call and the tool's JSON here, unconstrained too (the raw prompt through
+        # /v1/completions gives the same text).
+        print(f"   note: {where} is not a prose answer using the tool's 18 degrees", flush=True)
 
 
 def agent_loop():
@@ -210,6 +215,8 @@ def agent_loop_streamed():
     check(finish in ("stop", "length"), f"streamed answer finish_reason {finish!r}")
     check(not calls, f"tool calls in the streamed answer: {calls}")
     check(text.strip(), "empty streamed answer")
+    if "18" not in text or text.lstrip().startswith("{"):
+        print("   note: the streamed answer is not a prose answer using the tool's 18 degrees", flush=True)
     no_markup(text, "streamed answer turn")
     print(f"   streamed answer: {text!r}; loop {time.time() - t0:.1f} s", flush=True)
 

@@ -57,7 +57,8 @@ fn openai_tool_calling() {
         .args(["tests/openai_tools.py", &base, "qwen", "tools-key"])
         .spawn()
         .expect("start the Python client");
-    let limit = Duration::from_secs(900);
+    // 634 s measured on 2 lavapipe cores shared with a parallel build (load ~7); alone it is faster.
+    let limit = Duration::from_secs(1200);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for the client") {
             break s;
