@@ -74,12 +74,44 @@ export interface CreateEngineOptions {
   sampleOn?: 'auto' | 'gpu' | 'cpu';
 }
 
-export type Role = 'system' | 'user' | 'assistant' | (string & {});
+export type Role = 'system' | 'user' | 'assistant' | 'tool' | (string & {});
+
+/** A call the model made: `arguments` is a JSON text that validates against the tool's `parameters`. */
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
 
 export interface ChatMessage {
   role: Role;
   content: string | Array<{ type: 'text'; text: string }> | null;
+  /** On an assistant message: the calls it made (content may then be null). */
+  tool_calls?: ToolCall[];
+  /** On a `tool` message: the call it answers. */
+  tool_call_id?: string;
+  /** On a `tool` message: the tool's name (some templates print it). */
+  name?: string;
 }
+
+/** An OpenAI function tool; `parameters` is a JSON Schema of an object. */
+export interface Tool {
+  type: 'function';
+  function: {
+    name: string;
+    description?: string;
+    parameters?: Record<string, unknown>;
+    strict?: boolean;
+  };
+}
+
+export type ToolChoice = 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+
+/** `response_format`: free text, any JSON object, or JSON that validates against `json_schema.schema`. */
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | { type: 'json_schema'; json_schema: { name: string; schema?: Record<string, unknown>; strict?: boolean; description?: string } };
 
 interface SamplingRequest {
   /** Most tokens to generate (default: up to the end of the context). */
@@ -97,8 +129,8 @@ interface SamplingRequest {
   frequency_penalty?: number;
   /** Token id -> bias added to its logit. */
   logit_bias?: Record<string, number>;
-  /** Only `{ type: 'text' }` is supported yet; anything else throws. */
-  response_format?: { type: 'text' | 'json_object' | 'json_schema'; [k: string]: unknown };
+  /** Enforced while decoding (llguidance): a `json_schema` answer that ends with `stop` validates. */
+  response_format?: ResponseFormat;
   n?: 1;
   stream?: boolean;
   stream_options?: { include_usage?: boolean };
@@ -108,6 +140,12 @@ interface SamplingRequest {
 
 export interface ChatCompletionRequest extends SamplingRequest {
   messages: ChatMessage[];
+  /** Tools the model may call; every call it returns names one of them and validates. */
+  tools?: Tool[];
+  /** Default `'auto'` when tools are given. */
+  tool_choice?: ToolChoice;
+  /** Default true; false allows exactly one call per answer. */
+  parallel_tool_calls?: boolean;
 }
 
 export interface CompletionRequest extends SamplingRequest {
@@ -115,7 +153,7 @@ export interface CompletionRequest extends SamplingRequest {
   prompt: string | number[];
 }
 
-export type FinishReason = 'stop' | 'length';
+export type FinishReason = 'stop' | 'length' | 'tool_calls';
 
 export interface Usage {
   prompt_tokens: number;
@@ -140,7 +178,7 @@ export interface ChatCompletion {
   model: string;
   choices: Array<{
     index: 0;
-    message: { role: 'assistant'; content: string };
+    message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: ToolCall[] };
     logprobs: null;
     finish_reason: FinishReason;
     /** The generated token ids (flint extension). */
@@ -157,7 +195,20 @@ export interface ChatCompletionChunk {
   model: string;
   choices: Array<{
     index: 0;
-    delta: { role?: 'assistant'; content?: string };
+    /**
+     * Text, or a piece of a call: its first delta carries `index`, `id`, `type`,
+     * `function.name` and `arguments: ''`; later ones argument text under the same `index`.
+     */
+    delta: {
+      role?: 'assistant';
+      content?: string;
+      tool_calls?: Array<{
+        index: number;
+        id?: string;
+        type?: 'function';
+        function: { name?: string; arguments: string };
+      }>;
+    };
     logprobs: null;
     finish_reason: FinishReason | null;
   }>;

@@ -81,6 +81,84 @@ fn chat_keeps_the_conversation() {
     );
 }
 
+/// `flint chat --tools`: with `--tool-choice required` SmolLM2 (no tool support in its template:
+/// the generic syntax) must call the declared tool with valid arguments; the next input line is
+/// the call's result, and the model answers after it. Bad tool files are clear errors.
+#[test]
+fn chat_calls_tools_from_a_file() {
+    if !have_model() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("flint-cli-tools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tools = dir.join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "get_time", "description": "The time now.",
+            "parameters": {"type": "object", "properties": {"timezone": {"type": "string", "enum": ["UTC", "Europe/Paris"]}}, "required": ["timezone"]}}}]"#,
+    )
+    .unwrap();
+    let tools = tools.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args(["chat", "-m", MODEL, "--temp", "0", "-n", "24", "--quiet"])
+        .args(["--tools", tools, "--tool-choice", "required"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What time is it in Paris?\n{\"time\": \"12:00\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let call = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("<- get_time "))
+        .unwrap_or_else(|| panic!("no call printed: {stdout:?}"));
+    let args: serde_json::Value = serde_json::from_str(call).expect("arguments are JSON");
+    assert!(
+        ["UTC", "Europe/Paris"].contains(&args["timezone"].as_str().unwrap_or("")),
+        "{args}"
+    );
+
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"[{"type": "function", "function": {}}]"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    let (code, _, err) = flint(&[
+        "chat",
+        "-m",
+        MODEL,
+        "--quiet",
+        "--tools",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tools[0].function.name"), "{err}");
+    let (code, _, err) = flint(&[
+        "chat",
+        "-m",
+        MODEL,
+        "--quiet",
+        "--tools",
+        tools,
+        "--tool-choice",
+        "get_weather",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("get_weather"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `flint info -m MODEL --quiet` with `flags` succeeds and prints every one of `wants`; returns
 /// its output.
 fn info_shows(flags: &[&str], wants: &[&str]) -> String {
@@ -117,6 +195,7 @@ fn info_names_architecture_and_kernels() {
             "matvec",
             "KV cache: f32",
             "sampling: ",
+            "tool calls: generic syntax",
         ],
     );
     // the layout and cache flags reach the device: the GPU layout's kernels, the f16 cache's

@@ -772,7 +772,14 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
             Some(Event::Delta { deltas, logprobs }) => {
                 let mut lp = st.meta.logprobs(&logprobs, &mut st.offset);
                 let mut out = Vec::new();
-                for d in &deltas {
+                // tokens whose text was all held back still report their logprobs
+                let empty = [Delta::Text(String::new())];
+                let deltas = if deltas.is_empty() {
+                    &empty[..]
+                } else {
+                    &deltas[..]
+                };
+                for d in deltas {
                     let delta = crate::tools::delta_json(d);
                     let c = st
                         .meta

@@ -154,6 +154,26 @@ try {
   const benchNote = await page.textContent('.msg.bench:last-child');
   check(/pp8 [\d.]+ tok\/s · tg2 [\d.]+ tok\/s \(median of 1\); decode streams the weights at [\d.]+ GB\/s/.test(benchNote),
     'the demo\'s Benchmark button reports pp8 / tg2 tokens/s and the roofline', benchNote);
+
+  // The demo's clock tool (OpenAI tool calling in the browser): the model must call get_time
+  // (?tool_choice=required), the page runs it and shows the result, then the model answers.
+  await page.goto(`${server.url}/www/?tool_choice=required&max_tokens=24`);
+  await page.click('#load');
+  await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
+  await page.check('#tools');
+  await page.fill('#input', 'What time is it?');
+  await page.click('#send');
+  await page.waitForSelector('.msg.tool[data-tool="get_time"]', { timeout: 300000 });
+  await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
+  const toolNote = await page.textContent('.msg.tool');
+  const after = await page.evaluate(() => {
+    const tool = document.querySelector('.msg.tool');
+    const next = tool?.nextElementSibling;
+    return next ? { cls: next.className, text: next.textContent } : null;
+  });
+  check(/^get_time\(\{.*\}\) → \{"time":"[^"]+/.test(toolNote),
+    'the demo runs the get_time call the model made and shows its result', toolNote);
+  check(after?.cls === 'msg assistant', 'the model answers after the tool result', JSON.stringify(after));
   await page.screenshot({ path: `${OUT}/demo.png`, fullPage: true });
   summary.screenshot = `${OUT}/demo.png`;
   await ctx.close();

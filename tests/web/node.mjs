@@ -100,7 +100,38 @@ try {
   };
   await bad({ messages: [] }, /messages/, 'empty messages rejected');
   await bad({ messages: [{ role: 'user', content: 'hi' }], temperature: 5 }, /temperature/, 'bad temperature rejected');
-  await bad({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'json_object' } }, /response_format/, 'unsupported response_format rejected');
+  await bad({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'xml' } }, /response_format\.type/, 'an unknown response_format type is rejected, naming the field');
+  await bad({ messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { parameters: {} } }] },
+    /tools\[0\]\.function\.name/, 'a tool without a name is rejected, naming the field');
+  // response_format and tool calls go through the library's grammar engine in wasm too.
+  const rf = await engine.chat.completions.create({
+    messages: [{ role: 'user', content: 'Give a JSON object.' }], max_tokens: 3, temperature: 0,
+    response_format: { type: 'json_object' },
+  });
+  check(rf.choices[0].message.content.startsWith('{'), 'response_format json_object: the answer is constrained to JSON',
+    JSON.stringify(rf.choices[0].message.content));
+  const tc = await engine.chat.completions.create({
+    messages: [{ role: 'user', content: 'What time is it?' }], max_tokens: 40, temperature: 0, tool_choice: 'required',
+    tools: [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { enum: ['UTC', 'CET'] } }, required: ['tz'] } } }],
+  });
+  const call = tc.choices[0].message.tool_calls?.[0];
+  check(tc.choices[0].finish_reason === 'tool_calls' && call?.function.name === 'get_time' && /^call_/.test(call.id)
+    && ['UTC', 'CET'].includes(JSON.parse(call.function.arguments).tz) && tc.choices[0].message.content === null,
+  'tool_choice required (generic syntax): a get_time call with valid arguments, no content', JSON.stringify(tc.choices[0]));
+  // The agent loop's second half: the call and its result go back, the model answers in text.
+  const answer = await engine.chat.completions.create({
+    messages: [
+      { role: 'user', content: 'What time is it?' },
+      tc.choices[0].message,
+      { role: 'tool', tool_call_id: call?.id, content: '{"time": "12:00"}' },
+    ],
+    max_tokens: 4, temperature: 0, tool_choice: 'auto',
+    tools: [{ type: 'function', function: { name: 'get_time', parameters: { type: 'object', properties: { tz: { enum: ['UTC', 'CET'] } }, required: ['tz'] } } }],
+  });
+  check(typeof answer.choices[0].message.content === 'string' || answer.choices[0].message.tool_calls?.length > 0,
+    'the call and its tool result go back through the template; the model answers', JSON.stringify(answer.choices[0]));
+  await bad({ messages: [{ role: 'user', content: 'hi' }, { role: 'tool', tool_call_id: 'call_x', content: '1' }] },
+    /tool_call_id/, 'a tool message answering no call is rejected, naming the field');
 
   // 6b. engine.bench(): the native `flint bench` code (src/bench.rs) in wasm, same report.
   const runs = [];

@@ -4,6 +4,12 @@
 // agent loop of tests/openai_tools.py through engine.chat.completions.create: a tool call, the
 // tool's result, a final answer, whole and streamed; then tool_choice "none" and bad tool requests.
 //   node tests/web/tools.mjs     (after scripts/build-web.sh)
+// Not in scripts/test.sh: on the CI machine Dawn's only adapter is SwiftShader (Debian 12's
+// lavapipe lacks shaderUniform*ArrayDynamicIndexing, which Dawn requires), where SmolLM2-135M
+// decodes at 0.9 tok/s and this 0.5B model's 335-token agent prompt alone would take minutes.
+// CI runs the same library paths in Node with SmolLM2 (tests/web/node.mjs: a required call, its
+// result back through the template, an answer, response_format, bad tools) and the streamed
+// call in Chromium (tests/web/browser.mjs, the demo's clock tool); run this one on a GPU.
 import { cpSync, mkdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
