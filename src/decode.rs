@@ -12,6 +12,7 @@
 
 use crate::constrain::Constraint;
 use crate::sampling::StopMatcher;
+pub use crate::tokenizer::Utf8Stream;
 use crate::tools::{Delta, Syntax, ToolParser};
 use crate::Result;
 
@@ -36,66 +37,6 @@ impl FinishReason {
             FinishReason::ToolCalls => "tool_calls",
             FinishReason::Length => "length",
         }
-    }
-}
-
-/// Token bytes to text, holding back an incomplete UTF-8 character.
-#[derive(Debug)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-    /// Drop one leading space from the first non-empty piece (SPM).
-    strip: bool,
-}
-
-impl Utf8Stream {
-    pub fn new(strip_leading_space: bool) -> Self {
-        Utf8Stream {
-            pending: Vec::new(),
-            strip: strip_leading_space,
-        }
-    }
-
-    /// The text `bytes` complete.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        let bytes = if self.strip && !bytes.is_empty() {
-            self.strip = false;
-            bytes.strip_prefix(b" ").unwrap_or(bytes)
-        } else {
-            bytes
-        };
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        // Bytes no later byte can complete: one U+FFFD, as `from_utf8_lossy`.
-                        Some(len) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..valid + len);
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// What is left (an incomplete character as U+FFFD).
-    pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
     }
 }
 

@@ -965,6 +965,70 @@ fn spm_merges(
     ranked.into_iter().map(|(_, _, _, a, b)| (a, b)).collect()
 }
 
+/// Token bytes to text as they stream, holding back the bytes of a character that is not complete
+/// yet; invalid bytes no later byte can complete become one U+FFFD each run, as
+/// `String::from_utf8_lossy` renders them. What every decode loop uses ([`StreamDecoder`] over a
+/// tokenizer, `crate::decode::Output` over token bytes).
+#[derive(Debug)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+    /// Drop one leading space from the first non-empty piece (SPM).
+    strip: bool,
+}
+
+impl Utf8Stream {
+    pub fn new(strip_leading_space: bool) -> Self {
+        Utf8Stream {
+            pending: Vec::new(),
+            strip: strip_leading_space,
+        }
+    }
+
+    /// The text `bytes` complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        let bytes = if self.strip && !bytes.is_empty() {
+            self.strip = false;
+            bytes.strip_prefix(b" ").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // The prefix is valid UTF-8 by the error's contract.
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        Some(len) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + len);
+                        }
+                        // An incomplete character at the end: wait for more bytes.
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes held-back bytes (an incomplete character renders as U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
 /// Incremental detokenizer: [`StreamDecoder::push`] returns the text completed by each id, holding
 /// back bytes of a character that is not complete yet. The concatenation of everything `push`
 /// returned plus [`StreamDecoder::finish`] equals `decode` of all ids.
@@ -972,7 +1036,8 @@ pub struct StreamDecoder<'a> {
     tok: &'a Tokenizer,
     special: bool,
     strip: bool,
-    pending: Vec<u8>,
+    utf8: Utf8Stream,
+    piece: Vec<u8>,
 }
 
 impl<'a> StreamDecoder<'a> {
@@ -982,49 +1047,21 @@ impl<'a> StreamDecoder<'a> {
             tok,
             special,
             strip: tok.strip_leading_space,
-            pending: Vec::new(),
+            utf8: Utf8Stream::new(false),
+            piece: Vec::new(),
         }
     }
 
     /// Feeds one id; returns the newly completed text (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
+        self.piece.clear();
         self.tok
-            .piece_bytes(id, self.special, &mut self.strip, &mut self.pending)?;
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    break;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // The prefix is valid UTF-8 by the error's contract.
-                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        // Invalid bytes that no later byte can complete: one U+FFFD, as
-                        // `from_utf8_lossy` renders them.
-                        Some(len) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..valid + len);
-                        }
-                        // An incomplete character at the end: wait for more bytes.
-                        None => {
-                            self.pending.drain(..valid);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
+            .piece_bytes(id, self.special, &mut self.strip, &mut self.piece)?;
+        Ok(self.utf8.push(&self.piece))
     }
 
     /// Flushes held-back bytes (an incomplete character renders as U+FFFD).
     pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
+        self.utf8.finish()
     }
 }

@@ -30,6 +30,8 @@ use std::fmt;
 pub struct FieldError {
     pub param: String,
     pub message: String,
+    /// OpenAI's machine-readable `code`.
+    pub code: &'static str,
 }
 
 impl FieldError {
@@ -37,7 +39,13 @@ impl FieldError {
         FieldError {
             param: param.into(),
             message: message.into(),
+            code: "invalid_value",
         }
+    }
+
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
 }
 
@@ -346,6 +354,61 @@ fn parse_tool(i: usize, t: &Value) -> Result<Tool, FieldError> {
         parameters,
         strict,
         raw: t.clone(),
+    })
+}
+
+/// What a request constrains decoding with, compiled: the grammar, and the syntax to parse calls
+/// in (when tools may be called).
+pub struct Constrained {
+    pub grammar: Option<crate::constrain::Compiled>,
+    pub tools: Option<Syntax>,
+}
+
+/// Compiles what a request constrains decoding with, for every surface (server, npm package,
+/// CLI): the tools' call grammar (each tool's schema compiled on its own first, so an error
+/// names the tool), else `response_format`. Tools take precedence over `response_format`.
+pub fn constrain(
+    vocab: &crate::constrain::ConstraintVocab,
+    syntax: Syntax,
+    tools: Option<&ToolSpec>,
+    format: Option<&GrammarSpec>,
+) -> Result<Constrained, FieldError> {
+    if let Some(spec) = tools {
+        for (i, t) in spec.tools.iter().enumerate() {
+            vocab
+                .compile(&GrammarSpec::JsonSchema(t.parameters.clone()))
+                .map_err(|e| {
+                    FieldError::new(
+                        format!("tools[{i}].function.parameters"),
+                        format!("Invalid schema for function '{}': {e}", t.name),
+                    )
+                    .with_code("invalid_function_parameters")
+                })?;
+        }
+        let grammar = match spec.grammar(syntax, &|t| vocab.special_token(t).is_some()) {
+            None => None,
+            Some(g) => Some(vocab.compile(&GrammarSpec::Lark(g)).map_err(|e| {
+                FieldError::new("tools", format!("The tools cannot be enforced: {e}"))
+            })?),
+        };
+        return Ok(Constrained {
+            grammar,
+            tools: (spec.choice != ToolChoice::None).then_some(syntax),
+        });
+    }
+    let grammar = match format {
+        None => None,
+        Some(f) => Some(vocab.compile(f).map_err(|e| {
+            FieldError::new(
+                "response_format.json_schema.schema",
+                format!("Invalid schema for response_format: {e}."),
+            )
+            .with_code("invalid_json_schema")
+        })?),
+    };
+    Ok(Constrained {
+        grammar,
+        tools: None,
     })
 }
 
@@ -736,6 +799,40 @@ fn nine_chars(id: &str) -> String {
         .collect()
 }
 
+/// `schema` with `"additionalProperties": false` on every object schema that lists `properties`
+/// and says nothing about others (not inside `allOf`, where it would change the meaning), as
+/// OpenAI's strict mode and llama.cpp's schema converter generate: the model writes only the
+/// declared keys, and what it writes still validates against the original schema.
+pub fn closed(schema: &Value) -> Value {
+    fn walk(v: &mut Value, depth: usize) {
+        if depth > crate::constrain::MAX_NESTING {
+            return;
+        }
+        let Value::Object(m) = v else { return };
+        if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+            m.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        for key in ["properties", "$defs", "definitions", "patternProperties"] {
+            if let Some(Value::Object(children)) = m.get_mut(key) {
+                children.values_mut().for_each(|c| walk(c, depth + 1));
+            }
+        }
+        for key in ["items", "additionalProperties", "not"] {
+            if let Some(c) = m.get_mut(key) {
+                walk(c, depth + 1);
+            }
+        }
+        for key in ["anyOf", "oneOf", "prefixItems"] {
+            if let Some(Value::Array(children)) = m.get_mut(key) {
+                children.iter_mut().for_each(|c| walk(c, depth + 1));
+            }
+        }
+    }
+    let mut s = schema.clone();
+    walk(&mut s, 0);
+    s
+}
+
 /// JSON text of `s` as a lark string literal.
 fn lark_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
@@ -745,7 +842,7 @@ fn lark_str(s: &str) -> String {
 /// order, nothing else. The parameters' own `$defs` / `definitions` move to the root (their
 /// `$ref`s keep resolving), and a `$ref` to the parameters' root points at their new place.
 pub fn call_schema(tool: &Tool, args_key: &str) -> Value {
-    let mut params = tool.parameters.clone();
+    let mut params = closed(&tool.parameters);
     let mut defs = Map::new();
     if let Value::Object(p) = &mut params {
         for key in ["$defs", "definitions"] {
@@ -974,7 +1071,7 @@ impl ToolSpec {
                         g.push_str(&format!(
                             "fenced_{i}: /\\s*,\\s*\"{}\":\\s*/ {} /\\s*\\}}\\s*```/\n",
                             row.args_key,
-                            crate::constrain::lark_json(&t.parameters)
+                            crate::constrain::lark_json(&closed(&t.parameters))
                         ));
                     }
                 }
@@ -1718,6 +1815,23 @@ mod tests {
                 assert_eq!(c.as_deref(), Some(*content));
             }
         }
+    }
+
+    #[test]
+    fn closed_schemas_allow_only_declared_keys() {
+        let s = closed(&json!({
+            "type": "object",
+            "properties": {"a": {"type": "object", "properties": {"b": {}}}, "free": {"type": "object"}},
+            "allOf": [{"properties": {"c": {}}}],
+            "$defs": {"d": {"properties": {"e": {}}, "additionalProperties": true}},
+        }));
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["a"]["additionalProperties"], false);
+        assert!(s["properties"]["free"]
+            .get("additionalProperties")
+            .is_none());
+        assert!(s["allOf"][0].get("additionalProperties").is_none());
+        assert_eq!(s["$defs"]["d"]["additionalProperties"], true);
     }
 
     #[test]

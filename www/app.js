@@ -85,7 +85,7 @@ const CLOCK = {
     description: 'Get the current date and time, optionally in an IANA timezone such as Europe/Paris.',
     parameters: {
       type: 'object',
-      properties: { timezone: { type: 'string', description: 'IANA timezone name' } },
+      properties: { timezone: { type: 'string', description: 'IANA timezone name', maxLength: 32 } },
     },
   },
 };

@@ -677,23 +677,11 @@ fn tools_grammar(
     syntax: flint::tools::Syntax,
     opts: &mut flint::engine::GenerateOptions,
 ) -> Result<()> {
-    use flint::constrain::{ConstraintVocab, GrammarSpec};
-    let vocab = ConstraintVocab::new(&engine.tokenizer)?;
-    for t in &spec.tools {
-        vocab
-            .compile(&GrammarSpec::JsonSchema(t.parameters.clone()))
-            .map_err(|e| Error::InvalidArgument(format!("tool {}: {e}", t.name)))?;
-    }
-    if spec.choice != ToolChoice::None {
-        opts.tools = Some(syntax);
-    }
-    if let Some(g) = spec.grammar(syntax, &|t| vocab.special_token(t).is_some()) {
-        opts.grammar = Some(
-            vocab
-                .compile(&GrammarSpec::Lark(g))
-                .map_err(|e| Error::InvalidArgument(format!("the tools' grammar: {e}")))?,
-        );
-    }
+    let vocab = flint::constrain::ConstraintVocab::new(&engine.tokenizer)?;
+    let c = flint::tools::constrain(&vocab, syntax, Some(spec), None)
+        .map_err(|e| Error::InvalidArgument(format!("{} ({})", e.message, e.param)))?;
+    opts.grammar = c.grammar;
+    opts.tools = c.tools;
     Ok(())
 }
 

@@ -391,7 +391,7 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
 
 /// A tool field's error as OpenAI's 400.
 pub fn field_error(e: FieldError) -> ApiError {
-    ApiError::invalid(e.message, Some(&e.param)).with_code("invalid_value")
+    ApiError::invalid(e.message, Some(&e.param)).with_code(e.code)
 }
 
 fn unsupported(param: &str, what: &str) -> ApiError {

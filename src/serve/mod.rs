@@ -17,9 +17,9 @@ pub mod api;
 pub mod static_files;
 pub mod worker;
 
-use crate::constrain::{ConstraintVocab, GrammarSpec};
+use crate::constrain::ConstraintVocab;
 use crate::engine::{Engine, FinishReason};
-use crate::tools::{Delta, Syntax, ToolChoice};
+use crate::tools::{Delta, Syntax};
 use crate::{Error, Result};
 use api::{ApiError, GenRequest};
 use axum::body::{Body, Bytes};
@@ -444,44 +444,18 @@ fn finish_str(f: FinishReason) -> &'static str {
     f.as_openai()
 }
 
-/// Compiles what the request constrains decoding with: the tools' call grammar (each tool's
-/// schema checked on its own first, so an error names the tool), else `response_format`.
-/// A grammar flint cannot compile is a 400 before the request is queued.
+/// Compiles what the request constrains decoding with ([`crate::tools::constrain`]): a grammar
+/// flint cannot compile is a 400 before the request is queued.
 fn constrain(s: &AppState, req: &mut GenRequest) -> std::result::Result<(), ApiError> {
-    if let Some(spec) = &req.tools {
-        for (i, t) in spec.tools.iter().enumerate() {
-            s.vocab
-                .compile(&GrammarSpec::JsonSchema(t.parameters.clone()))
-                .map_err(|e| {
-                    ApiError::invalid(
-                        format!("Invalid schema for function '{}': {e}", t.name),
-                        Some(&format!("tools[{i}].function.parameters")),
-                    )
-                    .with_code("invalid_function_parameters")
-                })?;
-        }
-        if spec.choice != ToolChoice::None {
-            req.opts.tools = Some(s.syntax);
-        }
-        let vocab = &s.vocab;
-        if let Some(g) = spec.grammar(s.syntax, &|t| vocab.special_token(t).is_some()) {
-            let compiled = vocab.compile(&GrammarSpec::Lark(g)).map_err(|e| {
-                ApiError::invalid(format!("The tools cannot be enforced: {e}"), Some("tools"))
-            })?;
-            req.opts.grammar = Some(compiled);
-        }
-        return Ok(());
-    }
-    if let Some(rf) = &req.response_format {
-        let compiled = s.vocab.compile(rf).map_err(|e| {
-            ApiError::invalid(
-                format!("Invalid schema for response_format: {e}."),
-                Some("response_format.json_schema.schema"),
-            )
-            .with_code("invalid_json_schema")
-        })?;
-        req.opts.grammar = Some(compiled);
-    }
+    let c = crate::tools::constrain(
+        &s.vocab,
+        s.syntax,
+        req.tools.as_ref(),
+        req.response_format.as_ref(),
+    )
+    .map_err(api::field_error)?;
+    req.opts.grammar = c.grammar;
+    req.opts.tools = c.tools;
     Ok(())
 }
 

@@ -6,13 +6,13 @@
 use super::loader::{self, LoadStats, RangeReader};
 use super::options::parse_load_options;
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::constrain::{ConstraintVocab, GrammarSpec};
+use crate::constrain::ConstraintVocab;
 use crate::engine::{Engine, FinishReason, GenerateOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::sampling::SamplingParams;
-use crate::tools::Delta;
-use crate::tools::{FieldError, Syntax, ToolChoice, ToolSpec};
+
+use crate::tools::{Delta, FieldError, Syntax, ToolSpec};
 use js_sys::{Function, Promise, Uint8Array};
 use serde::Deserialize;
 use serde_json::json;
@@ -447,33 +447,10 @@ async fn run(
             inner.vocab = Some(ConstraintVocab::new(&inner.engine.tokenizer).map_err(js_error)?);
         }
         let vocab = inner.vocab.as_ref().expect("built above");
-        let compile = |g: &GrammarSpec, what: String| {
-            vocab
-                .compile(g)
-                .map_err(|e| js_error(Error::InvalidArgument(format!("{what}: {e}"))))
-        };
-        if let Some(spec) = &tools {
-            for (i, t) in spec.tools.iter().enumerate() {
-                compile(
-                    &GrammarSpec::JsonSchema(t.parameters.clone()),
-                    format!(
-                        "Invalid schema for function '{}' (tools[{i}].function.parameters)",
-                        t.name
-                    ),
-                )?;
-            }
-            if spec.choice != ToolChoice::None {
-                opts.tools = Some(inner.syntax);
-            }
-            if let Some(g) = spec.grammar(inner.syntax, &|t| vocab.special_token(t).is_some()) {
-                opts.grammar = Some(compile(&GrammarSpec::Lark(g), "tools".into())?);
-            }
-        } else if let Some(f) = &format {
-            opts.grammar = Some(compile(
-                f,
-                "Invalid schema for response_format (response_format.json_schema.schema)".into(),
-            )?);
-        }
+        let c = crate::tools::constrain(vocab, inner.syntax, tools.as_ref(), format.as_ref())
+            .map_err(|e| js_error(field_error(e)))?;
+        opts.grammar = c.grammar;
+        opts.tools = c.tools;
     }
     // Each piece goes to JavaScript as OpenAI's delta object, in JSON.
     let mut callback = |d: &Delta| {
