@@ -147,6 +147,7 @@ async function send(ev) {
   running = new AbortController();
   setState('generating');
   let answer = '';
+  let current = div; // the message being written (a stop note goes there)
   const tools = $('tools').checked;
   const q = new URLSearchParams(location.search);
   const choice = q.get('tool_choice') ?? 'auto';
@@ -167,6 +168,7 @@ async function send(ev) {
         d.dataset.tool = call.function.name;
       }
       const next = addMessage('assistant');
+      current = next;
       r = await streamAnswer({ ...base, messages: history, tools: [CLOCK], tool_choice: 'none' },
         next.querySelector('.text'), running.signal);
       answer = r.answer;
@@ -174,7 +176,7 @@ async function send(ev) {
     history.push({ role: 'assistant', content: answer });
   } catch (e) {
     if (e.name === 'AbortError') {
-      note(div, 'stopped');
+      note(current, 'stopped');
       history.push({ role: 'assistant', content: answer });
     } else {
       div.className = 'msg error';
