@@ -72,5 +72,29 @@ fn openai_tool_calling() {
     };
     eprintln!("openai tools client: {:.1} s", t0.elapsed().as_secs_f64());
     assert!(status.success(), "tests/openai_tools.py failed: {status}");
+    // The grammar's share of the decode steps (every step of these requests was constrained).
+    let health = get(server.addr, "/health", "tools-key");
+    let steps = health["decode_steps"].as_f64().unwrap_or(0.0);
+    let mask_ms = health["grammar_mask_ms"].as_f64().unwrap_or(0.0);
+    assert!(steps > 0.0, "{health}");
+    eprintln!(
+        "grammar mask: {:.1} us per decode step over {steps} steps (Qwen's vocabulary)",
+        mask_ms * 1000.0 / steps
+    );
     server.shutdown();
+}
+
+/// GET `path` with the API key; the JSON body.
+fn get(addr: std::net::SocketAddr, path: &str, key: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
