@@ -666,7 +666,7 @@ impl Syntax {
     /// mentions, else [`Syntax::Generic`] (also for templates that mention markers but never
     /// read `tools`, which could not show the model its tools).
     pub fn detect(template: &str) -> Syntax {
-        if !template.contains("tools") {
+        if !reads_tools(template) {
             return Syntax::Generic;
         }
         SYNTAXES
@@ -674,6 +674,22 @@ impl Syntax {
             .find(|r| r.detect.iter().any(|d| template.contains(d)))
             .map_or(Syntax::Generic, |r| r.syntax)
     }
+}
+
+/// Whether a template reads the `tools` variable (`if tools`, `for tool in tools`, `tools |
+/// length`), not merely a message field called so (the published Phi-4-mini template reads
+/// `message['tools']`, a string the caller must format itself).
+fn reads_tools(template: &str) -> bool {
+    let b = template.as_bytes();
+    template.match_indices("tools").any(|(i, _)| {
+        let before = i.checked_sub(1).map(|j| b[j]);
+        let after = b.get(i + 5).copied();
+        let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        matches!(
+            before,
+            Some(b' ' | b'(' | b'{' | b'\n' | b'\t' | b'[' | b',')
+        ) && !after.is_some_and(|c| ident(c) || c == b'\'' || c == b'"')
+    })
 }
 
 /// The generic prompt (llama-server's wording, `common/chat.cpp`): added to the system message

@@ -170,3 +170,32 @@ fn tool_templates_render_like_python_jinja2() {
         failures.join("\n\n")
     );
 }
+
+/// The call syntax flint detects from each carried template (what `flint info` prints).
+#[test]
+fn syntaxes_are_detected_from_the_published_templates() {
+    use flint::tools::Syntax;
+    for (name, want) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", Syntax::Hermes),
+        ("Qwen-Qwen3-0.6B.jinja", Syntax::Hermes),
+        (
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+            Syntax::Hermes,
+        ),
+        ("meta-llama-Llama-3.1-8B-Instruct.jinja", Syntax::Llama3),
+        ("meta-llama-Llama-3.2-3B-Instruct.jinja", Syntax::Llama3),
+        (
+            "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+            Syntax::Mistral,
+        ),
+        (
+            "llama-cpp-microsoft-Phi-4-mini-instruct.jinja",
+            Syntax::Phi4,
+        ),
+        // The published Phi-4-mini template never reads `tools` (only a system message's
+        // `tools` string): the generic prompt shows the model its tools instead.
+        ("microsoft-Phi-4-mini-instruct.jinja", Syntax::Generic),
+    ] {
+        assert_eq!(Syntax::detect(&read(name)), want, "{name}");
+    }
+}
