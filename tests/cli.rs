@@ -100,7 +100,7 @@ fn chat_calls_tools_from_a_file() {
     .unwrap();
     let tools = tools.to_str().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
-        .args(["chat", "-m", MODEL, "--temp", "0", "-n", "24", "--quiet"])
+        .args(["chat", "-m", MODEL, "--temp", "0", "-n", "48", "--quiet"])
         .args(["--tools", tools, "--tool-choice", "required"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
