@@ -77,6 +77,12 @@ impl Output {
         self.constraint.is_some()
     }
 
+    /// Whether tool calls are parsed out of the text (the syntax's control-token markers, such as
+    /// `<|python_tag|>`, are then text for the parser; otherwise control tokens show nothing).
+    pub fn parses_tools(&self) -> bool {
+        self.tools.is_some()
+    }
+
     /// Tokens generated so far (end-of-generation not counted).
     pub fn generated(&self) -> usize {
         self.generated

@@ -498,10 +498,15 @@ impl Sequence {
                     .push(token_logprob(shared, &raw, tok, k));
             }
         }
-        let bytes = shared
-            .bytes
-            .get(tok as usize)
-            .map_or(&[][..], Vec::as_slice);
+        // the table spells the tool syntax's control-token markers; without tools they show nothing
+        let bytes = if !self.output.parses_tools() && engine.tokenizer.is_control(tok) {
+            &[][..]
+        } else {
+            shared
+                .bytes
+                .get(tok as usize)
+                .map_or(&[][..], Vec::as_slice)
+        };
         let mut deltas = Vec::new();
         let mut finish = self
             .output
