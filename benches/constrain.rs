@@ -8,6 +8,7 @@
 //! per schema.
 
 use flint::constrain::{Constraint, ConstraintVocab, GrammarSpec};
+use flint::tools::{Syntax, ToolSpec};
 use std::time::Instant;
 
 const QWEN: &str = "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
@@ -156,4 +157,67 @@ fn main() {
         mean(&first_us),
         pct(&first_us, 0.99)
     );
+
+    // Tool-call grammars (flint::tools): the corpus's object schemas as 8 tools, per syntax and
+    // choice; seeded walks over any allowed token (in `auto` mostly free text, what serving sees
+    // before a call).
+    let tools: Vec<serde_json::Value> = files
+        .iter()
+        .filter_map(|f| serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(f).ok()?).ok())
+        .filter(|s| s["type"] == "object")
+        .take(8)
+        .enumerate()
+        .map(|(i, p)| serde_json::json!({"type": "function", "function": {"name": format!("tool_{i}"), "parameters": p}}))
+        .collect();
+    let tools = serde_json::Value::Array(tools);
+    for syntax in [
+        Syntax::Hermes,
+        Syntax::Llama3,
+        Syntax::Mistral,
+        Syntax::Generic,
+    ] {
+        for choice in ["auto", "required"] {
+            let spec = ToolSpec::parse(Some(&tools), Some(&serde_json::json!(choice)), None)
+                .expect("tools")
+                .expect("some tools");
+            let t = Instant::now();
+            let c = match flint::tools::constrain(&vocab, syntax, Some(&spec), None) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("tools {} {choice}: {}", syntax.name(), e.message);
+                    continue;
+                }
+            };
+            let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+            let Some(compiled) = c.grammar else { continue };
+            let mut us = Vec::new();
+            for w in 0..walks {
+                let mut rng = Rng(0x5851_f42d_4c95_7f2d ^ (w as u64 + 1));
+                let mut k = Constraint::new(&compiled);
+                for _ in 0..steps {
+                    if k.is_finished() {
+                        break;
+                    }
+                    logits.fill(0.0);
+                    let t = Instant::now();
+                    k.mask(&mut logits).expect("mask");
+                    us.push(t.elapsed().as_secs_f64() * 1e6);
+                    allowed_ids.clear();
+                    allowed_ids.extend((0..n as u32).filter(|&i| logits[i as usize].is_finite()));
+                    let tok_id = allowed_ids[(rng.next() % allowed_ids.len() as u64) as usize];
+                    k.accept(tok_id).expect("accept an allowed token");
+                    if vocab.eog().contains(&tok_id) {
+                        break;
+                    }
+                }
+            }
+            println!(
+                "tools {} {choice} (8 tools): compile {compile_ms:.1} ms, mask {} calls, mean {:.1} µs, p99 {:.1} µs",
+                syntax.name(),
+                us.len(),
+                mean(&us),
+                pct(&us, 0.99)
+            );
+        }
+    }
 }
