@@ -3,7 +3,7 @@
 // `flint bench`'s tests; sizes from the page's query, e.g. ?pp=128&tg=32&reps=3). Everything runs
 // in a Web Worker on this device's GPU. With "clock tool" ticked the model is offered a get_time tool
 // (OpenAI tool calling) that the page itself runs: a call, its result, then the answer (tool_choice
-// from the page's query, ?tool_choice=required to always call it; ?max_tokens=N caps each answer).
+// from the page's query, ?tool_choice=required to always call it; ?max_tokens=N caps each answer, ?temperature=T).
 import { createEngine } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -151,7 +151,8 @@ async function send(ev) {
   const tools = $('tools').checked;
   const q = new URLSearchParams(location.search);
   const choice = q.get('tool_choice') ?? 'auto';
-  const base = { max_tokens: /^\d+$/.test(q.get('max_tokens') ?? '') ? Number(q.get('max_tokens')) : 512, temperature: 0.7, top_p: 0.95 };
+  const num = (key, dflt) => (/^\d+(\.\d+)?$/.test(q.get(key) ?? '') ? Number(q.get(key)) : dflt);
+  const base = { max_tokens: num('max_tokens', 512), temperature: num('temperature', 0.7), top_p: 0.95 };
   try {
     let r = await streamAnswer({ ...base, messages: history, ...(tools ? { tools: [CLOCK], tool_choice: choice } : {}) },
       out, running.signal);

@@ -157,7 +157,7 @@ try {
 
   // The demo's clock tool (OpenAI tool calling in the browser): the model must call get_time
   // (?tool_choice=required), the page runs it and shows the result, then the model answers.
-  await page.goto(`${server.url}/www/?tool_choice=required&max_tokens=48`);
+  await page.goto(`${server.url}/www/?tool_choice=required&max_tokens=64&temperature=0`);
   await page.click('#load');
   await page.waitForSelector('#chat[data-state="ready"]', { timeout: 300000 });
   await page.check('#tools');
