@@ -455,7 +455,7 @@ impl ConstraintVocab {
                 if !schema.is_object() && !schema.is_boolean() {
                     return Err(format!(
                         "JSON schema: must be an object (or true), got {}",
-                        json_kind(schema)
+                        crate::error::json_kind(schema)
                     ));
                 }
                 (
@@ -501,17 +501,6 @@ fn first_line(s: &str) -> String {
         end -= 1;
     }
     s[..end].to_string()
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 impl Constraint {

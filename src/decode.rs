@@ -12,7 +12,7 @@
 
 use crate::constrain::Constraint;
 use crate::sampling::StopMatcher;
-pub use crate::tokenizer::Utf8Stream;
+use crate::tokenizer::Utf8Stream;
 use crate::tools::{Delta, Syntax, ToolParser};
 use crate::Result;
 
@@ -187,43 +187,10 @@ pub fn token_bytes(tok: &crate::tokenizer::Tokenizer, id: u32, syntax: Option<Sy
     tok.token_bytes(id).unwrap_or_default()
 }
 
-/// Joins deltas into an answer's content and calls (`content` is `None` when the answer only
-/// called tools).
-pub fn collect(deltas: &[Delta]) -> (Option<String>, Vec<crate::chat::ToolCall>) {
-    use crate::chat::{FunctionCall, ToolCall};
-    let mut text = String::new();
-    let mut calls: Vec<ToolCall> = Vec::new();
-    for d in deltas {
-        match d {
-            Delta::Text(t) => text.push_str(t),
-            Delta::CallStart { id, name, .. } => calls.push(ToolCall {
-                id: id.clone(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: name.clone(),
-                    arguments: String::new(),
-                },
-            }),
-            Delta::CallArgs { index, fragment } => {
-                if let Some(c) = calls.get_mut(*index) {
-                    c.function.arguments.push_str(fragment);
-                }
-            }
-        }
-    }
-    let content = if calls.is_empty() {
-        Some(text)
-    } else if text.trim().is_empty() {
-        None
-    } else {
-        Some(text.trim_end().to_string())
-    };
-    (content, calls)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::collect;
 
     #[test]
     fn utf8_stream_holds_back_partial_characters() {

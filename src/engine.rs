@@ -667,6 +667,9 @@ impl Engine {
                 tokens.push(tok);
                 context.push(tok);
             }
+            if finish.is_none() && self.state.history.len() >= self.ctx {
+                finish = Some(output.finish(FinishReason::Length, &mut deltas));
+            }
             for d in &deltas[start..] {
                 if let Delta::Text(t) = d {
                     text.push_str(t);
@@ -679,23 +682,12 @@ impl Engine {
             if finish.is_some() {
                 break;
             }
-            if self.state.history.len() >= self.ctx {
-                let start = deltas.len();
-                finish = Some(output.finish(FinishReason::Length, &mut deltas));
-                for d in &deltas[start..] {
-                    if let Delta::Text(t) = d {
-                        text.push_str(t);
-                    }
-                    on_delta(d);
-                }
-                break;
-            }
             next = self
                 .state
                 .feed_next(gpu, model, batch, &[tok], gpu_k)
                 .await?;
         }
-        let (_, tool_calls) = crate::decode::collect(&deltas);
+        let (_, tool_calls) = crate::tools::collect(&deltas);
         Ok(Generation {
             text,
             tokens,

@@ -56,3 +56,17 @@ impl Error {
         }
     }
 }
+
+/// How an error message names the kind of a JSON value that was not what a field needs ("got
+/// a string"): for request fields, tool definitions and schemas alike.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -92,23 +92,12 @@ pub struct ToolSpec {
     pub parallel: bool,
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn wrong_type(param: &str, want: &str, got: &Value) -> FieldError {
     FieldError::new(
         param,
         format!(
             "Invalid type for '{param}': expected {want}, but got {}.",
-            kind_of(got)
+            crate::error::json_kind(got)
         ),
     )
 }
@@ -858,72 +847,61 @@ fn lark_str(s: &str) -> String {
 /// order, nothing else. The parameters' own `$defs` / `definitions` move to the root (their
 /// `$ref`s keep resolving), and a `$ref` to the parameters' root points at their new place.
 pub fn call_schema(tool: &Tool, args_key: &str) -> Value {
+    const ARGS: &str = "__flint_arguments";
     let mut params = closed(&tool.parameters);
-    let mut defs = Map::new();
-    if let Value::Object(p) = &mut params {
-        for key in ["$defs", "definitions"] {
-            if let Some(Value::Object(d)) = p.remove(key) {
-                for (k, v) in d {
-                    defs.insert(format!("{key}/{k}"), v);
-                }
-            }
-        }
+    let (defs, definitions) = match &mut params {
+        Value::Object(p) => (p.remove("$defs"), p.remove("definitions")),
+        _ => (None, None),
+    };
+    let self_refs = rebase_refs(&mut params, &format!("#/$defs/{ARGS}"));
+    let mut root = json!({
+        "type": "object",
+        "properties": {"name": {"const": tool.name}},
+        "required": ["name", args_key],
+        "additionalProperties": false,
+    });
+    let defs = match defs {
+        Some(Value::Object(d)) if !d.is_empty() => Some(d),
+        _ => None,
+    };
+    let definitions = definitions.filter(|d| d.as_object().is_some_and(|d| !d.is_empty()));
+    if defs.is_none() && definitions.is_none() && !self_refs {
+        root["properties"][args_key] = params;
+        return root;
     }
-    // Rewrite refs: `#/$defs/x` -> `#/$defs/$defs~1x`? Simpler: keep both spellings as nested
-    // maps under their original keys at the root.
-    fn fix_refs(v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                if let Some(Value::String(r)) = m.get_mut("$ref") {
-                    if r == "#" {
-                        *r = "#/$defs/__flint_arguments".into();
-                    } else if let Some(rest) = r.strip_prefix("#/") {
-                        if !rest.starts_with("$defs/") && !rest.starts_with("definitions/") {
-                            *r = format!("#/$defs/__flint_arguments/{rest}");
-                        }
+    let mut d = defs.unwrap_or_default();
+    d.insert(ARGS.into(), params);
+    root["properties"][args_key] = json!({"$ref": format!("#/$defs/{ARGS}")});
+    root["$defs"] = Value::Object(d);
+    if let Some(definitions) = definitions {
+        root["definitions"] = definitions;
+    }
+    root
+}
+
+/// Points every `$ref` into the parameters' own body (`#`, `#/properties/...`) at `at`, where
+/// the parameters now live; refs into `$defs` / `definitions` stay. Whether any was moved.
+fn rebase_refs(v: &mut Value, at: &str) -> bool {
+    match v {
+        Value::Object(m) => {
+            let mut moved = false;
+            if let Some(Value::String(r)) = m.get_mut("$ref") {
+                if r == "#" {
+                    *r = at.to_string();
+                    moved = true;
+                } else if let Some(rest) = r.strip_prefix("#/") {
+                    if !rest.starts_with("$defs/") && !rest.starts_with("definitions/") {
+                        *r = format!("{at}/{rest}");
+                        moved = true;
                     }
                 }
-                m.values_mut().for_each(fix_refs);
             }
-            Value::Array(a) => a.iter_mut().for_each(fix_refs),
-            _ => {}
+            m.values_mut()
+                .fold(moved, |any, c| rebase_refs(c, at) | any)
         }
+        Value::Array(a) => a.iter_mut().fold(false, |any, c| rebase_refs(c, at) | any),
+        _ => false,
     }
-    fix_refs(&mut params);
-    let mut root = Map::new();
-    root.insert("type".into(), json!("object"));
-    let mut props = Map::new();
-    props.insert("name".into(), json!({"const": tool.name}));
-    let has_defs = !defs.is_empty() || params.to_string().contains("__flint_arguments");
-    if has_defs {
-        props.insert(
-            args_key.into(),
-            json!({"$ref": "#/$defs/__flint_arguments"}),
-        );
-    } else {
-        props.insert(args_key.into(), params.clone());
-    }
-    root.insert("properties".into(), Value::Object(props));
-    root.insert("required".into(), json!(["name", args_key]));
-    root.insert("additionalProperties".into(), json!(false));
-    if has_defs {
-        let mut d = Map::new();
-        let mut nested: Map<String, Value> = Map::new();
-        for (k, v) in defs {
-            let (kind, name) = k.split_once('/').unwrap_or(("$defs", &k));
-            if kind == "$defs" {
-                d.insert(name.to_string(), v);
-            } else {
-                nested.insert(name.to_string(), v);
-            }
-        }
-        d.insert("__flint_arguments".into(), params);
-        root.insert("$defs".into(), Value::Object(d));
-        if !nested.is_empty() {
-            root.insert("definitions".into(), Value::Object(nested));
-        }
-    }
-    Value::Object(root)
 }
 
 impl ToolSpec {
@@ -1218,9 +1196,6 @@ pub struct ToolParser {
     held: String,
     scan: Option<CallScan>,
     calls: usize,
-    /// Complete calls (for whole responses).
-    done: Vec<ToolCall>,
-    ids: Vec<String>,
 }
 
 impl ToolParser {
@@ -1238,8 +1213,6 @@ impl ToolParser {
             held: String::new(),
             scan: None,
             calls: 0,
-            done: Vec::new(),
-            ids: Vec::new(),
         }
     }
 
@@ -1443,13 +1416,11 @@ impl ToolParser {
         let Some(s) = &mut self.scan else { return };
         if !s.started {
             if let Some(name) = &s.name {
-                let id = call_id();
                 out.push(Delta::CallStart {
                     index: self.calls,
-                    id: id.clone(),
+                    id: call_id(),
                     name: name.clone(),
                 });
-                self.ids.push(id);
                 self.calls += 1;
                 s.started = true;
             } else if !closed {
@@ -1475,32 +1446,17 @@ impl ToolParser {
             if !s.started {
                 return; // an object without a name: not a call
             }
-            let args = match (s.args_start, s.args_end) {
+            // object arguments were streamed above; a string holds them as JSON text
+            let rest = match (s.args_start, s.args_end) {
                 (Some(a), Some(b)) if s.args_is_str => {
-                    let v = serde_json::from_str::<String>(&s.text[a..b]).unwrap_or_default();
-                    out.push(Delta::CallArgs {
-                        index,
-                        fragment: v.clone(),
-                    });
-                    v
+                    Some(serde_json::from_str::<String>(&s.text[a..b]).unwrap_or_default())
                 }
-                (Some(a), Some(b)) => s.text[a..b].to_string(),
-                _ => {
-                    out.push(Delta::CallArgs {
-                        index,
-                        fragment: "{}".into(),
-                    });
-                    "{}".into()
-                }
+                (Some(_), Some(_)) => None,
+                _ => Some("{}".into()),
             };
-            self.done.push(ToolCall {
-                id: self.ids[index].clone(),
-                kind: "function".into(),
-                function: FunctionCall {
-                    name: s.name.unwrap_or_default(),
-                    arguments: args,
-                },
-            });
+            if let Some(fragment) = rest {
+                out.push(Delta::CallArgs { index, fragment });
+            }
         }
     }
 
@@ -1522,23 +1478,14 @@ impl ToolParser {
                                     Value::String(s) => s,
                                     v => v.to_string(),
                                 };
-                                let id = call_id();
                                 out.push(Delta::CallStart {
                                     index: self.calls,
-                                    id: id.clone(),
+                                    id: call_id(),
                                     name: name.to_string(),
                                 });
                                 out.push(Delta::CallArgs {
                                     index: self.calls,
-                                    fragment: args.clone(),
-                                });
-                                self.done.push(ToolCall {
-                                    id,
-                                    kind: "function".into(),
-                                    function: FunctionCall {
-                                        name: name.to_string(),
-                                        arguments: args,
-                                    },
+                                    fragment: args,
                                 });
                                 self.calls += 1;
                             }
@@ -1566,11 +1513,6 @@ impl ToolParser {
                 }
             }
         }
-    }
-
-    /// The calls completed so far.
-    pub fn tool_calls(&self) -> &[ToolCall] {
-        &self.done
     }
 }
 
@@ -1608,21 +1550,44 @@ pub fn parse_answer(syntax: Syntax, text: &str) -> (Option<String>, Vec<ToolCall
     let mut out = Vec::new();
     p.push(text, &mut out);
     p.finish(&mut out);
-    let mut content = String::new();
-    for d in &out {
-        if let Delta::Text(t) = d {
-            content.push_str(t);
+    collect(&out)
+}
+
+/// Joins deltas into an answer's content and calls ([`answer_content`]).
+pub fn collect(deltas: &[Delta]) -> (Option<String>, Vec<ToolCall>) {
+    let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
+    for d in deltas {
+        match d {
+            Delta::Text(t) => text.push_str(t),
+            Delta::CallStart { id, name, .. } => calls.push(ToolCall {
+                id: id.clone(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: name.clone(),
+                    arguments: String::new(),
+                },
+            }),
+            Delta::CallArgs { index, fragment } => {
+                if let Some(c) = calls.get_mut(*index) {
+                    c.function.arguments.push_str(fragment);
+                }
+            }
         }
     }
-    let calls = p.done;
-    let content = if calls.is_empty() {
-        Some(content)
-    } else if content.trim().is_empty() {
+    (answer_content(text, !calls.is_empty()), calls)
+}
+
+/// An answer's `content`: its text, or, when it called tools, `None` for text that is only
+/// whitespace and the text without trailing whitespace otherwise (what came before the calls).
+pub fn answer_content(text: String, called: bool) -> Option<String> {
+    if !called {
+        Some(text)
+    } else if text.trim().is_empty() {
         None
     } else {
-        Some(content.trim_end().to_string())
-    };
-    (content, calls)
+        Some(text.trim_end().to_string())
+    }
 }
 
 #[cfg(test)]

@@ -6,14 +6,26 @@ use std::process::Command;
 const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn flint(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_flint"))
+    flint_with_input(args, b"")
+}
+
+/// `flint args` with `input` on its standard input: exit code, stdout, stderr.
+fn flint_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
         .args(args)
         .env(
             "XDG_RUNTIME_DIR",
             std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()),
         )
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run flint");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().expect("wait for flint");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -51,27 +63,11 @@ fn chat_keeps_the_conversation() {
     if !have_model() {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
-        .args(["chat", "-m", MODEL, "--temp", "0", "-n", "12", "--quiet"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\nAnd of Germany?\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, stdout, stderr) = flint_with_input(
+        &["chat", "-m", MODEL, "--temp", "0", "-n", "12", "--quiet"],
+        b"What is the capital of France?\nAnd of Germany?\n",
     );
+    assert_eq!(code, 0, "{stderr}");
     let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(answers.len() >= 2, "two turns, two answers: {stdout:?}");
     assert!(stdout.contains("Paris"), "{stdout:?}");
@@ -82,8 +78,8 @@ fn chat_keeps_the_conversation() {
 }
 
 /// `flint chat --tools`: with `--tool-choice required` SmolLM2 (no tool support in its template:
-/// the generic syntax) must call the declared tool with valid arguments; the next input line is
-/// the call's result, and the model answers after it. Bad tool files are clear errors.
+/// the generic syntax) must call the declared tool with valid arguments (the next input line is
+/// the call's result). Bad tool files and tool choices are clear errors.
 #[test]
 fn chat_calls_tools_from_a_file() {
     if !have_model() {
@@ -99,25 +95,24 @@ fn chat_calls_tools_from_a_file() {
     )
     .unwrap();
     let tools = tools.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
-        .args(["chat", "-m", MODEL, "--temp", "0", "-n", "48", "--quiet"])
-        .args(["--tools", tools, "--tool-choice", "required"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What time is it in Paris?\n{\"time\": \"12:00\"}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (code, stdout, stderr) = flint_with_input(
+        &[
+            "chat",
+            "-m",
+            MODEL,
+            "--temp",
+            "0",
+            "-n",
+            "48",
+            "--quiet",
+            "--tools",
+            tools,
+            "--tool-choice",
+            "required",
+        ],
+        b"What time is it in Paris?\n{\"time\": \"12:00\"}\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
     let call = stdout
         .lines()
         .find_map(|l| l.strip_prefix("<- get_time "))

@@ -561,13 +561,15 @@ fn chat(a: ChatArgs) -> Result<()> {
     let tools = match &a.tools {
         None => None,
         Some(path) => {
-            let spec = chat_tools(&engine, path, a.tool_choice.as_deref(), syntax, &mut opts)?;
+            let spec = read_tools(path, a.tool_choice.as_deref())?;
+            let vocab = flint::constrain::ConstraintVocab::new(&engine.tokenizer)?;
+            tools_grammar(&vocab, &spec, syntax, &mut opts)?;
             if matches!(spec.choice, ToolChoice::Required | ToolChoice::Named(_)) {
                 let auto = ToolSpec {
                     choice: ToolChoice::Auto,
                     ..spec.clone()
                 };
-                tools_grammar(&engine, &auto, syntax, &mut then)?;
+                tools_grammar(&vocab, &auto, syntax, &mut then)?;
             } else {
                 then = opts.clone();
             }
@@ -645,14 +647,8 @@ fn chat(a: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads `flint chat --tools FILE` and sets up the grammar that keeps the calls valid.
-fn chat_tools(
-    engine: &flint::engine::Engine,
-    path: &std::path::Path,
-    choice: Option<&str>,
-    syntax: flint::tools::Syntax,
-    opts: &mut flint::engine::GenerateOptions,
-) -> Result<flint::tools::ToolSpec> {
+/// Reads `flint chat --tools FILE` (an array of OpenAI tool objects) and `--tool-choice`.
+fn read_tools(path: &std::path::Path, choice: Option<&str>) -> Result<ToolSpec> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let tools: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::InvalidArgument(format!("{}: not JSON: {e}", path.display())))?;
@@ -663,22 +659,19 @@ fn chat_tools(
     let bad = |e: flint::tools::FieldError| {
         Error::InvalidArgument(format!("{}: {} ({})", path.display(), e.message, e.param))
     };
-    let spec = ToolSpec::parse(Some(&tools), choice.as_ref(), None)
+    ToolSpec::parse(Some(&tools), choice.as_ref(), None)
         .map_err(bad)?
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: no tools", path.display())))?;
-    tools_grammar(engine, &spec, syntax, opts)?;
-    Ok(spec)
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: no tools", path.display())))
 }
 
 /// Sets `opts` to parse and constrain calls of `spec`'s tools.
 fn tools_grammar(
-    engine: &flint::engine::Engine,
+    vocab: &flint::constrain::ConstraintVocab,
     spec: &ToolSpec,
     syntax: flint::tools::Syntax,
     opts: &mut flint::engine::GenerateOptions,
 ) -> Result<()> {
-    let vocab = flint::constrain::ConstraintVocab::new(&engine.tokenizer)?;
-    let c = flint::tools::constrain(&vocab, syntax, Some(spec), None)
+    let c = flint::tools::constrain(vocab, syntax, Some(spec), None)
         .map_err(|e| Error::InvalidArgument(format!("{} ({})", e.message, e.param)))?;
     opts.grammar = c.grammar;
     opts.tools = c.tools;

@@ -114,14 +114,7 @@ pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
-    let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
+    let got = crate::error::json_kind(got);
     ApiError::invalid(
         format!("Invalid type for '{field}': expected {want}, but got {got}."),
         Some(field),

@@ -18,7 +18,7 @@ pub mod static_files;
 pub mod worker;
 
 use crate::constrain::ConstraintVocab;
-use crate::engine::{Engine, FinishReason};
+use crate::engine::Engine;
 use crate::tools::{Delta, Syntax};
 use crate::{Error, Result};
 use api::{ApiError, GenRequest};
@@ -440,10 +440,6 @@ async fn completions(
     }
 }
 
-fn finish_str(f: FinishReason) -> &'static str {
-    f.as_openai()
-}
-
 /// Compiles what the request constrains decoding with ([`crate::tools::constrain`]): a grammar
 /// flint cannot compile is a 400 before the request is queued.
 fn constrain(s: &AppState, req: &mut GenRequest) -> std::result::Result<(), ApiError> {
@@ -618,7 +614,7 @@ impl Meta {
 
     /// One choice of a whole response.
     fn choice(&self, deltas: &[Delta], finish: &str, logprobs: Value) -> Value {
-        let (content, calls) = crate::decode::collect(deltas);
+        let (content, calls) = crate::tools::collect(deltas);
         let text = content.clone().unwrap_or_default();
         match self.kind {
             Kind::Chat => json!({
@@ -690,7 +686,7 @@ async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Respons
                     "created": meta.created,
                     "model": meta.model,
                     "system_fingerprint": null,
-                    "choices": [meta.choice(&all, finish_str(finish), meta.logprobs(&lps, &mut 0))],
+                    "choices": [meta.choice(&all, finish.as_openai(), meta.logprobs(&lps, &mut 0))],
                     "usage": usage(meta.prompt_tokens, completion_tokens),
                 }))
                 .into_response()
@@ -770,7 +766,7 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
                 let mut out = sse(&st.meta.chunk(
                     json!({}),
                     Value::Null,
-                    Some(finish_str(finish)),
+                    Some(finish.as_openai()),
                     st.include_usage,
                 ))
                 .to_vec();

@@ -465,11 +465,7 @@ async fn run(
         .generate_async(&ids, &opts, &mut callback)
         .await
         .map_err(js_error)?;
-    let content = if g.tool_calls.is_empty() {
-        Some(g.text.clone())
-    } else {
-        Some(g.text.trim_end().to_string()).filter(|t| !t.trim().is_empty())
-    };
+    let content = crate::tools::answer_content(g.text.clone(), !g.tool_calls.is_empty());
     Ok(json!({
         "text": g.text,
         "message": crate::tools::message_json(content.as_deref(), &g.tool_calls),
