@@ -210,6 +210,7 @@ fn attention(c: &mut Criterion) {
                 ring: 0,
                 row0: 0,
                 kv: kind,
+                bidirectional: false,
             };
             let cache_bytes = (ctx * kvh * d * kind.elem_bytes()) as u64;
             let q = g.zeros("q", (tokens * h * d * 4) as u64).unwrap();

@@ -1,4 +1,5 @@
-// Causal attention with grouped-query heads over the KV cache, one workgroup per (head, query).
+// Causal (or, for encoders, bidirectional: see visible()) attention with grouped-query heads over the
+// KV cache, one workgroup per (head, query).
 // Online softmax over tiles of 64 cached positions (the score matrix is never stored):
 //   m = running max, l = running sum of exp(score - m), acc = running sum of exp(score - m) * V.
 // q[t, head, d]; k/v cache[pos, kv_head, d]; query t sits at position pos0 + t and sees 0..=pos0+t,
@@ -40,13 +41,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var qk0 = 0.0;
     for (var d = 0u; d < D; d++) { qk0 += qs[d] * k_base1(kvh * D + d); }
 
-    let n_pos = p.pos0 + t + 1u;
-    var first = 0u;
-    if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
-    var end = n_pos;
+    let vis = visible(t);
+    var first = vis.x;
+    var end = vis.y;
     if (p.chunk > 0u) {
-        first = min(n_pos, first + wid.z * p.chunk);
-        end = min(n_pos, first + p.chunk);
+        first = min(vis.y, first + wid.z * p.chunk);
+        end = min(vis.y, first + p.chunk);
     }
     var m = -3.0e38;
     var l = 0.0;

@@ -1,4 +1,4 @@
-// Causal attention of one query per workgroup for CPU-type adapters (lavapipe, SwiftShader): the
+// Attention of one query per workgroup for CPU-type adapters (lavapipe, SwiftShader): the
 // decode step. Same result as attention.wgsl (read its header for the mask, window, soft-cap and
 // ring rules), laid out for SIMD lanes: the WG invocations split the cached positions between them
 // (position p goes to lane p % WG), each keeps its own running max m, sum l and accumulator in
@@ -36,9 +36,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // q . base_k: the part of every score the cache's base holds (0 for an f32 cache)
     var qk0 = 0.0;
     for (var i = 0u; i < D4; i++) { qk0 += dot(qv[i], k_base4(kvh * D4 + i)); }
-    let n_pos = p.pos0 + t + 1u;
-    var first = 0u;
-    if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
+    let vis = visible(t);
+    let first = vis.x;
+    let n_pos = vis.y;
     var m = -3.0e38;
     var l = 0.0;
     for (var pos = first + lid; pos < n_pos; pos += WG) {

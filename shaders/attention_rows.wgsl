@@ -1,4 +1,4 @@
-// Causal attention for prefill on CPU-type adapters (lavapipe, SwiftShader): the same result as
+// Causal (or bidirectional) attention for prefill on CPU-type adapters (lavapipe, SwiftShader): the same result as
 // attention.wgsl (read its header for the mask, window, soft-cap and ring rules), laid out for
 // SIMD lanes. One invocation per query: a workgroup holds WG queries of one head, each keeps its
 // query, running max m, running sum l and output accumulator in registers, and all of them walk
@@ -15,13 +15,6 @@
 
 override D: u32 = 64u;
 const WG: u32 = 16u;
-
-// the first position query t (of this sequence) sees
-fn first_visible(t: u32) -> u32 {
-    let n_pos = p.pos0 + t + 1u;
-    if (p.window > 0u && n_pos > p.window) { return n_pos - p.window; }
-    return 0u;
-}
 
 @compute @workgroup_size(16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -42,13 +35,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // q . base_k: the part of every score the cache's base holds (0 for an f32 cache)
     var qk0 = 0.0;
     for (var i = 0u; i < D4; i++) { qk0 += dot(qv[i], k_base4(kvh * D4 + i)); }
-    let n_pos = p.pos0 + t + 1u;         // this query sees positions < n_pos
-    let first = first_visible(t);
+    let vis = visible(t);                // this query sees positions vis.x .. vis.y
+    let first = vis.x;
+    let n_pos = vis.y;
     // positions the whole tile needs: from its first query's first to its last query's last
-    let end = p.pos0 + min(t_first + WG, p.tokens);
+    let end = visible(min(t_first + WG, p.tokens) - 1u).y;
     var m = -3.0e38;
     var l = 0.0;
-    for (var pos = first_visible(t_first); pos < end; pos++) {
+    for (var pos = visible(t_first).x; pos < end; pos++) {
         let row = slot(pos);
         let kb = row * kv_row4 + kvh * D4;
         let seg = row * p.n_kv_heads + kvh; // its scales' segment (1 unless q16)

@@ -3,8 +3,9 @@
 //   1: x = a * tanh(x / a)                          (Gemma 2's final-logit soft-capping)
 //   2: x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (GELU, tanh approximation: GPT-2's
 //      gelu_new, Gemma's gelu_pytorch_tanh)
+//   3: x = 0.5 x (1 + erf(x / sqrt(2)))            (exact GELU: BERT)
 // tanh's argument is clamped to +-15 (tanh is +-1 to f32 precision there) so no backend overflows.
-// shaders/common/act.wgsl (gelu_tanh) is concatenated in front.
+// shaders/common/act.wgsl (gelu_tanh, gelu_erf) is concatenated in front.
 
 struct Params {
     n: u32,
@@ -24,6 +25,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     switch p.op {
         case 0u: { x[i] = v * p.a; }
         case 1u: { x[i] = p.a * tanh(clamp(v / p.a, -15.0, 15.0)); }
-        default: { x[i] = gelu_tanh(v); }
+        case 2u: { x[i] = gelu_tanh(v); }
+        default: { x[i] = gelu_erf(v); }
     }
 }

@@ -163,7 +163,7 @@ impl State {
     ) -> Result<Vec<f32>> {
         self.check_fits(tokens)?;
         let batch = match want {
-            Logits::Last => batch,
+            Logits::Last | Logits::Hidden => batch,
             Logits::All => batch.min(((gpu.caps.max_binding / 4) as usize / model.vocab()).max(1)),
         };
         let mut logits = Vec::new();
@@ -172,7 +172,7 @@ impl State {
                 .forward_async(gpu, &mut self.cache, &mut self.scratch, chunk, want)
                 .await?;
             match want {
-                Logits::Last => logits = l,
+                Logits::Last | Logits::Hidden => logits = l,
                 Logits::All => logits.extend_from_slice(&l),
             }
             self.history.extend_from_slice(chunk);

@@ -1,12 +1,14 @@
 //! flint: portable LLM inference on WGSL compute shaders.
 //!
 //! The data path: file ([`format`]) -> tensors -> GPU buffers ([`gpu`]) -> layer ops ([`ops`]) ->
-//! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]).
+//! logits ([`model`]) -> sampler ([`sampling`]) -> tokens -> text ([`tokenizer`]); or, for embedding
+//! models, hidden states ([`model::encoder`]) -> pooled vectors ([`embed`]).
 
 pub mod bench;
 pub mod chat;
 pub mod constrain;
 pub mod decode;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod format;

@@ -130,10 +130,20 @@ impl Vocab {
             .unwrap_or_default();
         let id = |key: &str| gguf.get_u64(key).and_then(|v| u32::try_from(v).ok());
         let is_spm = model == "llama";
-        let bos_default = if is_spm { Some(1) } else { None };
-        let eos_default = if is_spm { Some(2) } else { None };
-        let unk_default = if is_spm { Some(0) } else { None };
-        let add_bos_default = is_spm || pre.as_deref().map(pre_adds_bos).unwrap_or(false);
+        // WordPiece (BERT): [CLS] text [SEP], their ids under llama.cpp's cls / seperator keys
+        let is_wpm = model == "bert";
+        let by_text = |t: &str| tokens.iter().position(|x| x == t).map(|i| i as u32);
+        let (bos_default, eos_default, unk_default) = match (is_spm, is_wpm) {
+            (true, _) => (Some(1), Some(2), Some(0)),
+            (_, true) => (
+                id("tokenizer.ggml.cls_token_id").or_else(|| by_text("[CLS]")),
+                id("tokenizer.ggml.seperator_token_id").or_else(|| by_text("[SEP]")),
+                by_text("[UNK]"),
+            ),
+            _ => (None, None, None),
+        };
+        let add_bos_default =
+            is_spm || is_wpm || pre.as_deref().map(pre_adds_bos).unwrap_or(false);
         Ok(Vocab {
             bos: id("tokenizer.ggml.bos_token_id").or(bos_default),
             eos: id("tokenizer.ggml.eos_token_id").or(eos_default),
@@ -146,7 +156,8 @@ impl Vocab {
                 .unwrap_or(add_bos_default),
             add_eos: gguf
                 .get_bool("tokenizer.ggml.add_eos_token")
-                .unwrap_or(false),
+                .or_else(|| gguf.get_bool("tokenizer.ggml.add_sep_token"))
+                .unwrap_or(is_wpm),
             add_space_prefix: gguf
                 .get_bool("tokenizer.ggml.add_space_prefix")
                 .unwrap_or(is_spm),
@@ -330,6 +341,9 @@ pub struct Tokenizer {
     /// Strip one leading space from the first rendered piece when decoding (SPM).
     strip_leading_space: bool,
     eog: HashSet<u32>,
+    /// `encode(.., add_special)` lets tokenizer.json's post-processor add the special tokens
+    /// (encoders: `[CLS] .. [SEP]`, `<s> .. </s>`), as transformers does.
+    post_processor: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -350,6 +364,43 @@ fn tok_err(msg: impl Into<String>) -> Error {
 
 fn crate_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(format!("{what}: {e}"))
+}
+
+/// A WordPiece tokenizer (BERT) from a GGUF vocabulary. llama.cpp's converter stores word-initial
+/// pieces with a leading `▁` and continuation pieces bare (`##ing` -> `ing`), special tokens
+/// (`[CLS]`) as they are (convert_hf_to_gguf.py, `BertModel.set_vocab`'s `phantom`); this turns
+/// them back into WordPiece's `##` convention and adds BERT's normalizer (clean-up, CJK spacing,
+/// lowercase, accents stripped) and pre-tokenizer (whitespace and punctuation), as the
+/// uncased `tokenizer.json` of these models does and llama.cpp's WPM tokenizer does.
+fn wpm_tokenizer(tokens: &[String], attrs: &[Attr], unk: Option<u32>) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::bert::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    let mut vocab: tokenizers::models::bpe::Vocab = Default::default();
+    for (i, (t, a)) in tokens.iter().zip(attrs).enumerate() {
+        let bracketed = t.starts_with('[') && t.ends_with(']');
+        let piece = if a.is_special() || bracketed {
+            t.clone()
+        } else if let Some(word) = t.strip_prefix('▁') {
+            word.to_string()
+        } else {
+            format!("##{t}")
+        };
+        vocab.entry(piece).or_insert(i as u32);
+    }
+    let unk = unk
+        .map(|u| tokens[u as usize].clone())
+        .unwrap_or_else(|| "[UNK]".into());
+    let model = WordPiece::builder()
+        .vocab(vocab)
+        .unk_token(unk)
+        .continuing_subword_prefix("##".into())
+        .build()
+        .map_err(|e| crate_err("building the WordPiece model", e))?;
+    let mut t = tokenizers::Tokenizer::new(model);
+    t.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+    t.with_pre_tokenizer(Some(BertPreTokenizer));
+    Ok(t)
 }
 
 /// GPT-2's byte -> printable unicode char table (`bytes_to_unicode`).
@@ -416,12 +467,14 @@ impl Tokenizer {
                 return Err(tok_err(format!("{} token types for {n} tokens", t.len())));
             }
         }
-        let is_spm = match vocab.model.as_str() {
-            "llama" => true,
-            "gpt2" => false,
+        let (is_spm, is_wpm) = match vocab.model.as_str() {
+            "llama" => (true, false),
+            "gpt2" => (false, false),
+            "bert" => (false, true),
             other => {
                 return Err(tok_err(format!(
-                    "unknown tokenizer model `{other}` (flint supports \"gpt2\" and \"llama\")"
+                    "unknown tokenizer model `{other}` (flint supports \"gpt2\", \"llama\" and \
+                     \"bert\")"
                 )))
             }
         };
@@ -509,7 +562,9 @@ impl Tokenizer {
             model_vocab.insert(t.clone(), id);
         }
 
-        let inner = if is_spm {
+        let inner = if is_wpm {
+            wpm_tokenizer(&tokens, &attrs, unk)?
+        } else if is_spm {
             let scores = vocab.scores.as_ref().ok_or_else(|| {
                 tok_err("SentencePiece (\"llama\") vocab without tokenizer.ggml.scores")
             })?;
@@ -571,7 +626,7 @@ impl Tokenizer {
 
         let mut tok = Tokenizer {
             inner,
-            kind: if is_spm {
+            kind: if is_spm || is_wpm {
                 PieceKind::Spm
             } else {
                 PieceKind::ByteLevel
@@ -590,6 +645,7 @@ impl Tokenizer {
             add_eos: vocab.add_eos,
             strip_leading_space: is_spm && vocab.add_space_prefix,
             eog: HashSet::new(),
+            post_processor: false,
         };
         tok.finish_setup();
         Ok(tok)
@@ -600,8 +656,14 @@ impl Tokenizer {
     /// tokens are added by [`Tokenizer::encode`] and EOS is looked up by name.
     pub fn from_tokenizer_json(path: impl AsRef<Path>, meta: Option<&Vocab>) -> Result<Tokenizer> {
         let path = path.as_ref();
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| crate_err(&format!("reading {}", path.display()), e))?;
+        // A tokenizer.json may carry the truncation and padding it was trained with (MiniLM's
+        // truncates at 128 tokens): flint checks lengths itself and never pads.
+        inner
+            .with_truncation(None)
+            .map_err(|e| crate_err("turning truncation off", e))?;
+        inner.with_padding(None);
         let vocab_map = inner.get_vocab(true);
         let n = vocab_map
             .values()
@@ -696,6 +758,7 @@ impl Tokenizer {
             add_eos,
             strip_leading_space: kind == PieceKind::Spm && space,
             eog: HashSet::new(),
+            post_processor: false,
         };
         for name in EOG_NAMES {
             if let Some(&id) = tok.token_to_id.get(*name) {
@@ -706,6 +769,15 @@ impl Tokenizer {
         }
         tok.finish_setup();
         Ok(tok)
+    }
+
+    /// An encoder's tokenizer from a Hugging Face `tokenizer.json`: special tokens are added by
+    /// the file's own post-processor (BERT's `[CLS] .. [SEP]`), exactly as transformers and
+    /// sentence-transformers add them.
+    pub fn encoder_from_tokenizer_json(path: impl AsRef<Path>) -> Result<Tokenizer> {
+        let mut t = Tokenizer::from_tokenizer_json(path, None)?;
+        t.post_processor = true;
+        Ok(t)
     }
 
     /// Registers special tokens with the crate, builds the EOG set and the byte decoder.
@@ -742,6 +814,13 @@ impl Tokenizer {
     /// Encodes `text`. Special-token texts in it (`<|im_start|>`) become their ids. With
     /// `add_special`, BOS/EOS are added as the model's metadata asks.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        if self.post_processor {
+            let enc = self
+                .inner
+                .encode(text, add_special)
+                .map_err(|e| crate_err("encoding", e))?;
+            return Ok(enc.get_ids().to_vec());
+        }
         let enc = self
             .inner
             .encode(text, false)

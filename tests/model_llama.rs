@@ -130,6 +130,7 @@ fn cpu_forward(t: &HashMap<String, Vec<f32>>, tokens: &[u32]) -> Vec<f32> {
             ring: 0,
             row0: 0,
             kv: flint::gpu::KvType::F32,
+            bidirectional: false,
         };
         let att = attention_cpu(&q, &k, &v, &a);
         let o = matmul_cpu(w("attn_output"), H, H, &att, m);

@@ -408,6 +408,97 @@ fn attention_matches_cpu_with_gqa_and_cache() {
     }
 }
 
+/// Encoders: several sequences packed into one buffer, each attending bidirectionally to its own
+/// keys only (the padding mask), one dispatch per sequence with `pos0 = row0`.
+#[test]
+fn bidirectional_attention_over_a_packed_batch_matches_cpu() {
+    for g in [gpu(), gpu_baseline()] {
+        // (heads, kv_heads, head_dim, sequence lengths)
+        for (h, kvh, d, lens) in [
+            (4, 4, 32, &[1usize, 17, 40, 5][..]),
+            (6, 2, 64, &[3, 33][..]),
+            (2, 2, 8, &[70][..]),
+        ] {
+            let m: usize = lens.iter().sum();
+            let q = randv(m * h * d, 60 + d as u64);
+            let k = randv(m * kvh * d, 61 + d as u64);
+            let v = randv(m * kvh * d, 62 + d as u64);
+            let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
+            let ob = g.zeros("o", (m * h * d * 4) as u64).unwrap();
+            let mut enc = g.encoder();
+            let mut want = Vec::new();
+            let mut row0 = 0;
+            for &n in lens {
+                let a = Attention {
+                    n_heads: h,
+                    n_kv_heads: kvh,
+                    head_dim: d,
+                    tokens: n,
+                    pos0: row0,
+                    scale: 1.0 / (d as f32).sqrt(),
+                    window: 0,
+                    softcap: 0.0,
+                    ring: 0,
+                    row0,
+                    kv: KvType::F32,
+                    bidirectional: true,
+                };
+                a.encode(g, &mut enc, &qb, kv32(&kb, &vb), &ob).unwrap();
+                let qs = &q[row0 * h * d..][..n * h * d];
+                let one = attention_cpu(qs, &k, &v, &a);
+                // the mask matters: a causal pass over the same rows differs (but for one token)
+                let causal = attention_cpu(qs, &k, &v, &Attention {
+                    bidirectional: false,
+                    pos0: 0,
+                    ..a
+                });
+                let ks = &k[row0 * kvh * d..][..n * kvh * d];
+                let vs = &v[row0 * kvh * d..][..n * kvh * d];
+                let causal_own = attention_cpu(qs, ks, vs, &Attention {
+                    bidirectional: false,
+                    pos0: 0,
+                    ..a
+                });
+                if n > 1 {
+                    assert!(max_abs(&one, &causal_own) > 1e-3, "bidirectional = causal?");
+                } else {
+                    assert!(max_abs(&one, &causal_own) < 1e-6);
+                }
+                // and a query that saw other sequences' keys would differ too
+                if row0 > 0 {
+                    assert!(max_abs(&one, &causal) > 1e-3);
+                }
+                want.extend(one);
+                row0 += n;
+            }
+            g.submit(enc);
+            let got = g.read_f32(&ob, 0, m * h * d).unwrap();
+            let err = max_abs(&got, &want);
+            assert!(err < 1e-4, "bidirectional h={h} kv={kvh} d={d} {lens:?}: {err}");
+        }
+        let bad = Attention {
+            n_heads: 2,
+            n_kv_heads: 2,
+            head_dim: 8,
+            tokens: 4,
+            pos0: 0,
+            scale: 1.0,
+            window: 2,
+            softcap: 0.0,
+            ring: 0,
+            row0: 0,
+            kv: KvType::F32,
+            bidirectional: true,
+        };
+        let buf = upload(g, &[0.0; 64]);
+        let err = bad
+            .encode(g, &mut g.encoder(), &buf, kv32(&buf, &buf), &buf)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bidirectional"), "{err}");
+    }
+}
+
 fn attention_cases(g: &Gpu) {
     // (heads, kv_heads, head_dim, tokens, pos0, sliding window, soft-cap)
     for (case, ring) in [
@@ -461,7 +552,7 @@ fn attention_cases(g: &Gpu) {
             softcap,
             ring: 0,
             row0: 0,
-            kv: KvType::F32,
+            kv: KvType::F32, bidirectional: false,
         };
         let want = attention_cpu(&q, &k, &v, &a);
         // an f16 cache holds keys and values as a per-channel f32 base plus an f16 difference
@@ -513,7 +604,7 @@ fn attention_cases(g: &Gpu) {
         );
         let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
         let a = Attention {
-            kv: KvType::F16,
+            kv: KvType::F16, bidirectional: false,
             ..a
         };
         let kv = LayerKv {
@@ -537,7 +628,7 @@ fn attention_cases(g: &Gpu) {
         // the same over a q16 cache
         let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
         let a = Attention {
-            kv: KvType::Q16,
+            kv: KvType::Q16, bidirectional: false,
             ..a
         };
         let kv = LayerKv {
@@ -571,7 +662,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv: KvType::F32,
+        kv: KvType::F32, bidirectional: false,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -591,7 +682,7 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 6,
         row0: 0,
-        kv: KvType::F32,
+        kv: KvType::F32, bidirectional: false,
     };
     let err = small_ring
         .encode(g, &mut g.encoder(), &b, kv32(&b, &b), &b)
@@ -653,7 +744,12 @@ fn family_ops_match_cpu() {
         let err = max_abs(&g.read_f32(&ab, 0, n).unwrap(), &geglu_cpu(&a, &b));
         assert!(err < 1e-5, "geglu n={n}: {err}");
 
-        for op in [Unary::Scale(-2.5), Unary::SoftCap(3.0), Unary::Gelu] {
+        for op in [
+            Unary::Scale(-2.5),
+            Unary::SoftCap(3.0),
+            Unary::Gelu,
+            Unary::GeluErf,
+        ] {
             let ab = upload(g, &a);
             let mut enc = g.encoder();
             op.encode(g, &mut enc, n, &ab).unwrap();
@@ -662,6 +758,11 @@ fn family_ops_match_cpu() {
             let err = max_abs(&g.read_f32(&ab, 0, n).unwrap(), &want);
             assert!(err < 1e-5, "{op:?} n={n}: {err}");
         }
+    }
+    // the exact GELU's reference against erf's tabulated values
+    for (x, want) in [(1.0f32, 0.841_344_7f32), (-0.5, -0.154_268_77), (3.0, 2.995_950_5)] {
+        let got = flint::ops::elementwise::gelu_erf_cpu(x);
+        assert!((got - want).abs() < 1e-6, "gelu_erf({x}) = {got}, not {want}");
     }
     let bad = Unary::SoftCap(0.0)
         .encode(g, &mut g.encoder(), 4, &upload(g, &[0.0; 4]))
@@ -1326,7 +1427,7 @@ fn split_k_attention_matches_cpu() {
             softcap,
             ring,
             row0: 0,
-            kv: KvType::F32,
+            kv: KvType::F32, bidirectional: false,
         };
         assert_eq!(
             a.splits(g),
@@ -1363,7 +1464,7 @@ fn split_k_attention_matches_cpu() {
         let vb = upload_f16_cache(g, &v, &vbase);
         let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
         let a16 = Attention {
-            kv: KvType::F16,
+            kv: KvType::F16, bidirectional: false,
             ..a
         };
         let (k16, v16) = (f16_cached_cpu(&k, &kbase), f16_cached_cpu(&v, &vbase));
@@ -1384,7 +1485,7 @@ fn split_k_attention_matches_cpu() {
         // and over a q16 cache
         let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
         let aq = Attention {
-            kv: KvType::Q16,
+            kv: KvType::Q16, bidirectional: false,
             ..a
         };
         let want_q = attention_cpu(
@@ -1420,7 +1521,7 @@ fn split_k_attention_matches_cpu() {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv: KvType::F32,
+        kv: KvType::F32, bidirectional: false,
     };
     let small = g.zeros("small", 256).unwrap();
     let big = g.zeros("kv", 4001 * 2 * 64 * 4).unwrap();

@@ -14,10 +14,22 @@ struct Params {
     scale: f32,
     softcap: f32, // 0 = off
     chunk: u32,   // attention.wgsl split-K: positions per split (0 = one workgroup per query)
-    _pad5: f32,
+    bidir: u32,   // 1 = bidirectional (encoders): every query sees pos0 .. pos0 + tokens
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// The positions query t (of this sequence) sees, [x, y). Causal: 0 ..= pos0 + t, or with a
+// sliding window of W > 0 only the last W of those. Bidirectional (an encoder's packed batch, its
+// keys and values in the activations rather than a cache, the sequence at rows pos0 ..): the
+// sequence's own positions pos0 .. pos0 + tokens and no other sequence's (the padding mask).
+fn visible(t: u32) -> vec2<u32> {
+    if (p.bidir != 0u) { return vec2<u32>(p.pos0, p.pos0 + p.tokens); }
+    let n_pos = p.pos0 + t + 1u;
+    var first = 0u;
+    if (p.window > 0u && n_pos > p.window) { first = n_pos - p.window; }
+    return vec2<u32>(first, n_pos);
+}
 
 // the cache row of position pos
 fn slot(pos: u32) -> u32 {

@@ -15,6 +15,8 @@ use std::sync::LazyLock;
 
 /// The model scripts/setup.sh fetches.
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The embedding model scripts/setup.sh fetches (a sentence-transformers folder).
+const DEFAULT_EMBED_MODEL: &str = "models/all-MiniLM-L6-v2";
 
 /// Major version of wgpu that flint is built on (the `wgpu` requirement in Cargo.toml).
 const WGPU_MAJOR: &str = "30";
@@ -73,6 +75,10 @@ enum Cmd {
     Bench(BenchArgs),
     /// Download a model file into the cache (once; resumable) and print its local path.
     Pull(PullArgs),
+    /// Embedding vectors of texts, one per line of output, from an embedding model (an encoder
+    /// such as all-MiniLM-L6-v2, as a GGUF or a sentence-transformers folder, or a decoder GGUF
+    /// with a pooling type).
+    Embed(EmbedArgs),
 }
 
 #[derive(Args, Clone)]
@@ -307,6 +313,27 @@ struct PullArgs {
     quiet: bool,
 }
 
+#[derive(Args)]
+struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Texts to embed (each one input); or use -f.
+    texts: Vec<String>,
+    /// Embed every line of this file (`-` reads stdin): one vector per line.
+    #[arg(short = 'f', long = "file", conflicts_with = "texts")]
+    file: Option<PathBuf>,
+    /// Print OpenAI's embeddings response (`{"object":"list","data":[...],"usage":...}`)
+    /// instead of one line of space-separated numbers per input.
+    #[arg(long)]
+    json: bool,
+    /// Keep the first N components, normalized again (Matryoshka models).
+    #[arg(long)]
+    dimensions: Option<usize>,
+    /// Cut inputs over the model's token limit instead of refusing them.
+    #[arg(long)]
+    truncate: bool,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -317,6 +344,7 @@ fn main() {
         Cmd::Serve(a) => serve(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Pull(a) => pull(a),
+        Cmd::Embed(a) => embed(a),
     };
     if let Err(e) = result {
         eprintln!("flint: error: {e}");
@@ -849,6 +877,124 @@ fn perplexity(a: PplArgs) -> Result<()> {
         (p.chunks * n_ctx) as f64 / t0.elapsed().as_secs_f64()
     );
     println!("PPL = {:.4}", p.ppl);
+    Ok(())
+}
+
+impl ModelArgs {
+    /// Loads an embedding model (default: the one scripts/setup.sh fetched).
+    fn load_embedder(&self) -> Result<flint::embed::Embedder> {
+        let path = match &self.model {
+            Some(_) => self.path()?,
+            None => {
+                let p = PathBuf::from(DEFAULT_EMBED_MODEL);
+                if !p.exists() {
+                    return Err(Error::InvalidArgument(format!(
+                        "embedding model {} not found (run scripts/setup.sh, or pass -m)",
+                        p.display()
+                    )));
+                }
+                p
+            }
+        };
+        let t0 = std::time::Instant::now();
+        let e = flint::embed::Embedder::load(&path, &self.gpu_options(), &mut |_, _| {})?;
+        if !self.quiet {
+            eprintln!(
+                "flint: {} on {} in {:.2} s ({} dimensions, {} pooling{}, at most {} tokens)",
+                path.display(),
+                e.gpu.describe(),
+                t0.elapsed().as_secs_f64(),
+                e.cfg.dims,
+                e.cfg.pooling.name(),
+                if e.cfg.normalize { ", normalized" } else { "" },
+                e.cfg.max_tokens
+            );
+        }
+        Ok(e)
+    }
+}
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    use flint::embed::{EmbedInput, EmbedOptions, MAX_INPUTS};
+    let texts: Vec<String> = match &a.file {
+        None if a.texts.is_empty() => {
+            return Err(Error::InvalidArgument(
+                "nothing to embed: give texts, or -f FILE (one text per line)".into(),
+            ))
+        }
+        None => a.texts.clone(),
+        Some(f) => {
+            let text = if f.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| Error::io(f, e))?;
+                s
+            } else {
+                std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?
+            };
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if let Some(i) = lines.iter().position(|l| l.is_empty()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: line {} is empty (one text per line)",
+                    f.display(),
+                    i + 1
+                )));
+            }
+            if lines.is_empty() {
+                return Err(Error::InvalidArgument(format!("{}: no lines", f.display())));
+            }
+            lines
+        }
+    };
+    let mut e = a.model.load_embedder()?;
+    let opts = EmbedOptions {
+        dimensions: a.dimensions,
+        truncate: a.truncate,
+    };
+    let t0 = std::time::Instant::now();
+    let mut vectors = Vec::with_capacity(texts.len());
+    let mut tokens = 0;
+    for chunk in texts.chunks(MAX_INPUTS) {
+        let inputs: Vec<EmbedInput> = chunk.iter().cloned().map(EmbedInput::Text).collect();
+        let out = e.embed(&inputs, &opts)?;
+        tokens += out.prompt_tokens;
+        vectors.extend(out.vectors);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::io("stdout", e);
+    if a.json {
+        let model = a
+            .model
+            .model
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| DEFAULT_EMBED_MODEL.into());
+        let data: Vec<serde_json::Value> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}))
+            .collect();
+        let body = serde_json::json!({
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        });
+        writeln!(out, "{body}").map_err(io)?;
+    } else {
+        for v in &vectors {
+            let line: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            writeln!(out, "{}", line.join(" ")).map_err(io)?;
+        }
+    }
+    if !a.model.quiet {
+        eprintln!(
+            "flint: {} inputs, {tokens} tokens in {secs:.2} s ({:.1} inputs/s)",
+            vectors.len(),
+            vectors.len() as f64 / secs
+        );
+    }
     Ok(())
 }
 

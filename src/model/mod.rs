@@ -2,6 +2,7 @@
 //! shared decoder in `transformer.rs`; the KV cache, the scratch buffers and the tensor source
 //! live here.
 
+pub mod encoder;
 pub mod gemma;
 pub mod gpt2;
 pub mod llama;
@@ -27,6 +28,9 @@ pub enum Logits {
     Last,
     /// Every token's (perplexity).
     All,
+    /// No logits: the last token's hidden state after the final norm, `hidden` floats per
+    /// sequence (a decoder used as an embedder, last-token pooling).
+    Hidden,
 }
 
 /// Architecture and hyper-parameters, for `flint info`.
@@ -64,6 +68,7 @@ pub fn gguf_config(g: &Gguf) -> Result<Config> {
         "gemma2" | "gemma3" => gemma::from_gguf(g, arch)?,
         "phi3" => phi3::from_gguf(g)?,
         "gpt2" => gpt2::from_gguf(g)?,
+        "bert" | "nomic-bert" => return Err(encoder_cannot_generate(arch)),
         other => {
             return Err(Error::Model(format!(
                 "unknown architecture `{other}` (flint supports: {})",
@@ -84,6 +89,7 @@ pub fn hf_config(c: &HfConfig) -> Result<(Config, HfNames)> {
         "Gemma2ForCausalLM" | "Gemma3ForCausalLM" => (gemma::from_hf(c)?, gemma::HF_NAMES),
         "Phi3ForCausalLM" => (phi3::from_hf(c)?, phi3::HF_NAMES),
         "GPT2LMHeadModel" => (gpt2::from_hf(c)?, gpt2::HF_NAMES),
+        enc if encoder::is_hf_encoder(enc) => return Err(encoder_cannot_generate(enc)),
         other => {
             return Err(Error::Model(format!(
                 "{}: unknown architecture `{other}` (flint reads these from Hugging Face \
@@ -96,6 +102,14 @@ pub fn hf_config(c: &HfConfig) -> Result<(Config, HfNames)> {
     r.0.validate()
         .map_err(|e| Error::Model(format!("{}: {e}", c.path.display())))?;
     Ok(r)
+}
+
+/// The error for generating with an encoder.
+fn encoder_cannot_generate(arch: &str) -> Error {
+    Error::Model(format!(
+        "`{arch}` is an embedding model (an encoder): it embeds (`flint embed`, `flint serve \
+         --embedding-model`, /v1/embeddings) but cannot generate text"
+    ))
 }
 
 /// How an architecture's Hugging Face checkpoint names flint's (GGUF-named) tensors.

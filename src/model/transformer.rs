@@ -610,16 +610,18 @@ impl Transformer {
     ) -> Result<Vec<Vec<f32>>> {
         let (enc, spans, rows) = self.encode_many(gpu, seqs, scratch, want)?;
         gpu.submit(enc);
-        let logits_buf = &scratch.bufs()?.logits;
-        let logits = gpu
-            .read_f32_async(logits_buf, 0, rows * self.cfg.vocab)
-            .await?;
+        let bufs = scratch.bufs()?;
+        let (buf, width) = match want {
+            Logits::Hidden => (&bufs.last, self.cfg.hidden),
+            _ => (&bufs.logits, self.cfg.vocab),
+        };
+        let logits = gpu.read_f32_async(buf, 0, rows * width).await?;
         for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
             sq.cache.len = pos0 + n;
         }
         Ok(match want {
             Logits::All => vec![logits],
-            Logits::Last => logits.chunks(self.cfg.vocab).map(|r| r.to_vec()).collect(),
+            Logits::Last | Logits::Hidden => logits.chunks(width).map(|r| r.to_vec()).collect(),
         })
     }
 
@@ -914,6 +916,7 @@ impl Transformer {
                     ring,
                     row0,
                     kv: cache.kind,
+                    bidirectional: false,
                 }
                 .encode_split(
                     gpu,
@@ -1000,6 +1003,9 @@ impl Transformer {
             }
             &s.last
         };
+        if want == Logits::Hidden {
+            return Ok((enc, spans, n_logit_rows));
+        }
         MatMul {
             w: head,
             m: n_logit_rows,

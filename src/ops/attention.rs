@@ -1,4 +1,4 @@
-//! Causal grouped-query attention over the KV cache (`shaders/attention.wgsl`; for several
+//! Causal (or, for encoders, bidirectional) grouped-query attention over the KV cache (`shaders/attention.wgsl`; for several
 //! queries on CPU-type adapters `shaders/attention_rows.wgsl`, one query per invocation; for one
 //! on them `shaders/attention_lanes.wgsl`). Long-context decode on GPUs splits the positions
 //! across workgroups (split-K, `attention.wgsl` then `shaders/attention_merge.wgsl`).
@@ -57,7 +57,7 @@ struct Params {
     scale: f32,
     softcap: f32,
     chunk: u32,
-    _pad: f32,
+    bidir: u32,
 }
 
 #[repr(C)]
@@ -95,6 +95,10 @@ pub struct Attention {
     /// How the cache holds keys and values (16-bit types as `KvStore` writes them, with a base
     /// and, for q16, scales).
     pub kv: KvType,
+    /// Encoders: every query sees positions `pos0..pos0 + tokens` (its own sequence's keys, and
+    /// none of another sequence packed in the same buffers: the padding mask), not only those up
+    /// to its own. No window, no ring.
+    pub bidirectional: bool,
 }
 
 impl Attention {
@@ -112,7 +116,11 @@ impl Attention {
             0 => self.pos0 + self.tokens,
             w => w.min(self.pos0 + self.tokens),
         };
-        if self.uses_cpu_layout(gpu) || self.tokens > SPLIT_MAX_TOKENS || span < 2 * SPLIT_CHUNK {
+        if self.uses_cpu_layout(gpu)
+            || self.bidirectional
+            || self.tokens > SPLIT_MAX_TOKENS
+            || span < 2 * SPLIT_CHUNK
+        {
             return 1;
         }
         span.div_ceil(SPLIT_CHUNK).min(MAX_SPLITS)
@@ -177,6 +185,11 @@ impl Attention {
                 self.ring, self.tokens, self.window
             )));
         }
+        if self.bidirectional && (self.window > 0 || self.ring > 0) {
+            return Err(Error::InvalidArgument(
+                "attention: bidirectional attention takes no sliding window or ring cache".into(),
+            ));
+        }
         let rows = match self.ring {
             0 => self.pos0 + self.tokens,
             r => r.min(self.pos0 + self.tokens),
@@ -214,7 +227,7 @@ impl Attention {
             scale: self.scale,
             softcap: self.softcap,
             chunk: 0,
-            _pad: 0.0,
+            bidir: self.bidirectional as u32,
         };
         // CPU-type adapters: one query per invocation where there are several queries, lanes
         // over positions for a single query (decode)
@@ -322,11 +335,14 @@ pub fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], a: &Attention) -> Vec<f32>
     let slot = |p: usize| if a.ring > 0 { p % a.ring } else { p };
     let mut out = vec![0.0; a.tokens * h * d];
     for t in 0..a.tokens {
-        let n_pos = a.pos0 + t + 1;
-        let first = if a.window > 0 {
-            n_pos.saturating_sub(a.window)
+        let (first, n_pos) = if a.bidirectional {
+            (a.pos0, a.pos0 + a.tokens)
         } else {
-            0
+            let n_pos = a.pos0 + t + 1;
+            match a.window {
+                0 => (0, n_pos),
+                w => (n_pos.saturating_sub(w), n_pos),
+            }
         };
         for head in 0..h {
             let kv = head / group;

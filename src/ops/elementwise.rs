@@ -1,6 +1,6 @@
 //! Element-wise ops: SwiGLU (`shaders/swiglu.wgsl`), GeGLU (`shaders/geglu.wgsl`), residual add
 //! (`shaders/add.wgsl`), bias add (`shaders/bias.wgsl`) and the in-place unary ops of
-//! `shaders/unary.wgsl` (scale, soft-cap, GELU).
+//! `shaders/unary.wgsl` (scale, soft-cap, GELU tanh and erf).
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -147,6 +147,8 @@ pub enum Unary {
     SoftCap(f32),
     /// GELU, tanh approximation.
     Gelu,
+    /// GELU, exact (erf; BERT's `gelu`).
+    GeluErf,
 }
 
 #[repr(C)]
@@ -171,6 +173,7 @@ impl Unary {
             Unary::Scale(a) => (0, a),
             Unary::SoftCap(a) => (1, a),
             Unary::Gelu => (2, 0.0),
+            Unary::GeluErf => (3, 0.0),
         };
         if matches!(self, Unary::SoftCap(a) if !(a > 0.0 && a.is_finite())) {
             return Err(Error::InvalidArgument(format!(
@@ -202,6 +205,7 @@ impl Unary {
             Unary::Scale(a) => x * a,
             Unary::SoftCap(a) => a * (x / a).tanh(),
             Unary::Gelu => gelu_cpu(x),
+            Unary::GeluErf => gelu_erf_cpu(x),
         }
     }
 }
@@ -209,6 +213,19 @@ impl Unary {
 /// GELU, tanh approximation (transformers' `gelu_new` / `gelu_pytorch_tanh`).
 pub fn gelu_cpu(x: f32) -> f32 {
     0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, with erf by Abramowitz & Stegun 7.1.26 in f64
+/// (|error| <= 1.5e-7, as the kernel's `erf_as`; std has no erf).
+pub fn gelu_erf_cpu(x: f32) -> f32 {
+    let u = x as f64 * std::f64::consts::FRAC_1_SQRT_2;
+    let a = u.abs();
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly =
+        ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592)
+            * t;
+    let erf = u.signum() * (1.0 - poly * (-a * a).exp());
+    (0.5 * x as f64 * (1.0 + erf)) as f32
 }
 
 /// CPU reference of [`geglu`].
