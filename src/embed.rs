@@ -138,6 +138,20 @@ pub fn gguf_embeds(g: &Gguf) -> bool {
     is_encoder_arch(arch) || g.get_u64(&format!("{arch}.pooling_type")).is_some()
 }
 
+/// Whether the model at `path` (a GGUF file or a Hugging Face folder) embeds rather than
+/// generates: an encoder, a GGUF with a pooling type, or a sentence-transformers folder
+/// (`modules.json`). Reads only metadata.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn is_embedding_model(path: impl AsRef<std::path::Path>) -> Result<bool> {
+    use crate::format::ModelFile;
+    Ok(match ModelFile::open(path)? {
+        ModelFile::Gguf(g) => gguf_embeds(&g),
+        ModelFile::Hf(hf) => {
+            encoder::is_hf_encoder(hf.config.architecture()?) || hf.dir.join("modules.json").is_file()
+        }
+    })
+}
+
 /// L2-normalizes `v` in place (a zero vector stays zero; torch's `F.normalize` eps 1e-12).
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
