@@ -8,6 +8,7 @@ the venv, the chroot and the model:
     scripts/make-embed-fixtures.sh              everything below, then README.md
     scripts/make-embed-fixtures.sh minilm       tests/fixtures/embed/minilm.json + sentences-256.txt
     scripts/make-embed-fixtures.sh tiny-bert    tests/fixtures/embed/tiny-bert/
+    scripts/make-embed-fixtures.sh tiny-nomic   tests/fixtures/embed/tiny-nomic/ (after tiny-bert: same tokenizer)
     scripts/make-embed-fixtures.sh qwen3        tests/fixtures/embed/qwen3-last.json
     scripts/make-embed-fixtures.sh llamacpp     models/all-MiniLM-L6-v2-{f32,f16}.gguf and
                                                 tests/fixtures/embed/minilm-llamacpp.json
@@ -657,6 +658,206 @@ def make_tiny_bert():
                                                    "max_abs_embedding_vs_hf", "min_cos_embedding_vs_hf")} for q in gg}))
 
 
+# ---- d. tiny random nomic-bert (RoPE + SwiGLU encoder) ---------------------------------------------
+
+NOMIC = os.path.join(OUT, "tiny-nomic")
+NOMIC_SEED = 4343
+NOMIC_CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 max_position_embeddings=2048, type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="silu",
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
+                 rope_parameters={"rope_theta": 1000.0, "rope_type": "default"})
+
+
+def nomic_original_config(nvocab):
+    """config.json keys of the original nomic-ai checkpoints (nomic-embed-text-v1.5: GPT-2 style names,
+    trust_remote_code), which llama.cpp's NomicBertModel converter asserts on, plus the same values under
+    transformers' native NomicBertConfig names (transformers >= 5 reads those and defaults the rest)."""
+    c = NOMIC_CFG
+    orig = {"architectures": ["NomicBertModel"], "model_type": "nomic_bert", "vocab_size": nvocab,
+            "n_embd": c["hidden_size"], "n_layer": c["num_hidden_layers"], "n_head": c["num_attention_heads"],
+            "n_inner": c["intermediate_size"], "n_positions": 2048, "max_trained_positions": 2048,
+            "type_vocab_size": c["type_vocab_size"], "layer_norm_epsilon": c["layer_norm_eps"],
+            "activation_function": "swiglu", "rotary_emb_base": c["rope_parameters"]["rope_theta"],
+            "rotary_emb_fraction": 1.0, "rotary_emb_interleaved": False, "rotary_emb_scale_base": None,
+            "causal": False, "prenorm": False, "qkv_proj_bias": False, "mlp_fc1_bias": False,
+            "mlp_fc2_bias": False, "use_rms_norm": False, "scale_attn_weights": True,
+            "pad_token_id": 0, "bos_token_id": None, "eos_token_id": None}
+    native = {k: v for k, v in c.items() if k not in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+    return {**orig, **native}
+
+
+def nomic_to_original(sd, n_layers):
+    """transformers NomicBertModel state dict -> the original nomic-ai names (the inverse of the
+    `nomic_bert` entry of transformers' conversion_mapping.py: Wqkv = cat(q, k, v) along rows)."""
+    out = {"embeddings.word_embeddings.weight": sd["embeddings.word_embeddings.weight"],
+           "embeddings.token_type_embeddings.weight": sd["embeddings.token_type_embeddings.weight"],
+           "emb_ln.weight": sd["embeddings.LayerNorm.weight"], "emb_ln.bias": sd["embeddings.LayerNorm.bias"]}
+    for i in range(n_layers):
+        a, o = f"layers.{i}.", f"encoder.layers.{i}."
+        out[o + "attn.Wqkv.weight"] = torch.cat([sd[a + f"self_attn.{x}_proj.weight"] for x in "qkv"], 0)
+        out[o + "attn.out_proj.weight"] = sd[a + "self_attn.o_proj.weight"]
+        out[o + "mlp.fc11.weight"] = sd[a + "mlp.up_proj.weight"]
+        out[o + "mlp.fc12.weight"] = sd[a + "mlp.gate_proj.weight"]
+        out[o + "mlp.fc2.weight"] = sd[a + "mlp.down_proj.weight"]
+        for n, m in (("norm1", "post_attention_layernorm"), ("norm2", "post_mlp_layernorm")):
+            out[o + f"{n}.weight"] = sd[a + f"{m}.weight"]
+            out[o + f"{n}.bias"] = sd[a + f"{m}.bias"]
+    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def original_to_nomic(orig, n_layers):
+    sd = {"embeddings.word_embeddings.weight": orig["embeddings.word_embeddings.weight"],
+          "embeddings.token_type_embeddings.weight": orig["embeddings.token_type_embeddings.weight"],
+          "embeddings.LayerNorm.weight": orig["emb_ln.weight"], "embeddings.LayerNorm.bias": orig["emb_ln.bias"]}
+    for i in range(n_layers):
+        a, o = f"layers.{i}.", f"encoder.layers.{i}."
+        q, k, v = torch.chunk(orig[o + "attn.Wqkv.weight"], 3, 0)
+        sd.update({a + "self_attn.q_proj.weight": q, a + "self_attn.k_proj.weight": k, a + "self_attn.v_proj.weight": v,
+                   a + "self_attn.o_proj.weight": orig[o + "attn.out_proj.weight"],
+                   a + "mlp.up_proj.weight": orig[o + "mlp.fc11.weight"],
+                   a + "mlp.gate_proj.weight": orig[o + "mlp.fc12.weight"],
+                   a + "mlp.down_proj.weight": orig[o + "mlp.fc2.weight"]})
+        for n, m in (("norm1", "post_attention_layernorm"), ("norm2", "post_mlp_layernorm")):
+            sd[a + f"{m}.weight"] = orig[o + f"{n}.weight"]
+            sd[a + f"{m}.bias"] = orig[o + f"{n}.bias"]
+    return sd
+
+
+def nomic_states(model, ids):
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        return model(input_ids=x, attention_mask=torch.ones_like(x), token_type_ids=torch.zeros_like(x)
+                     ).last_hidden_state[0].numpy()
+
+
+def make_tiny_nomic():
+    import gguf
+    import transformers
+    from safetensors.torch import save_file
+    from sentence_transformers import SentenceTransformer
+
+    if not os.path.exists(os.path.join(TINY, "tokenizer.json")):
+        raise SystemExit("tiny-nomic reuses tiny-bert's tokenizer: run the tiny-bert step first")
+    shutil.rmtree(NOMIC, ignore_errors=True)
+    os.makedirs(NOMIC)
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(os.path.join(TINY, f), os.path.join(NOMIC, f))
+    nvocab = len(open(os.path.join(NOMIC, "vocab.txt"), encoding="utf-8").read().splitlines())
+    cfg = transformers.NomicBertConfig(vocab_size=nvocab, **NOMIC_CFG)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(NOMIC_SEED)
+    model = transformers.NomicBertModel(cfg).eval()
+    tiny_init(model, NOMIC_SEED)  # "LayerNorm" / "layernorm": LN weights; the rest as for tiny-bert
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(NOMIC_SEED + 1)
+        for name, p in model.named_parameters():
+            if "layernorm" in name and name.endswith(".weight"):
+                p.copy_(1.0 + TINY_STD["norm_offset"] * torch.randn(p.shape, generator=g))
+    n_layers = cfg.num_hidden_layers
+    orig = nomic_to_original(model.state_dict(), n_layers)
+    save_file(orig, os.path.join(NOMIC, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(NOMIC, "config.json"), "w") as f:
+        json.dump(nomic_original_config(nvocab), f, indent=2, sort_keys=True)
+    with open(os.path.join(NOMIC, "modules.json"), "w") as f:
+        json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                   {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}],
+                  f, indent=2)
+    os.makedirs(os.path.join(NOMIC, "1_Pooling"))
+    with open(os.path.join(NOMIC, "1_Pooling", "config.json"), "w") as f:
+        json.dump({"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
+                   "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}, f, indent=2)
+    os.makedirs(os.path.join(NOMIC, "2_Normalize"))
+    with open(os.path.join(NOMIC, "2_Normalize", "README.md"), "w") as f:
+        f.write("sentence-transformers Normalize module (no parameters): L2-normalizes the pooled vector.\n")
+    with open(os.path.join(NOMIC, "sentence_bert_config.json"), "w") as f:
+        json.dump({"max_seq_length": TINY_MAX_LEN, "do_lower_case": False}, f, indent=2)
+
+    # transformers reads the folder (original names, through its nomic_bert conversion mapping) into the
+    # same weights; sentence-transformers builds its pipeline from it.
+    back = transformers.NomicBertModel.from_pretrained(NOMIC, attn_implementation="eager", dtype=torch.float32).eval()
+    bsd = back.state_dict()
+    worst_load = max(float((bsd[k] - v).abs().max()) for k, v in model.state_dict().items() if k in bsd)
+    assert set(model.state_dict()) <= set(bsd) and worst_load == 0.0, worst_load
+    st = SentenceTransformer(NOMIC, device="cpu")
+    assert st[1].get_config_dict().get("pooling_mode") == "mean", st[1].get_config_dict()
+    tok = st.tokenizer
+    named = tiny_texts(tok)
+    texts = [t for _n, t in named]
+    ids = st_ids(st, texts)
+    emb = st.encode(texts, batch_size=64, convert_to_numpy=True)
+    states = [nomic_states(model, i) for i in ids]
+    worst_mean = max(float(np.abs(l2n(s.mean(0)) - e).max()) for s, e in zip(states, emb))
+    assert worst_mean < 1e-5, worst_mean
+
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    gg, rep = {}, {"vocab_size": nvocab, "gguf": {}}
+    for qt in ("f32", "q8_0"):
+        path = convert(NOMIC, qt, os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"))
+        reader, meta, tlist = gguf_dump(path)
+        tensors = gguf_tensors(reader)
+        tmap = gguf.get_tensor_name_map(gguf.MODEL_ARCH.NOMIC_BERT, n_layers)
+        o2, mapping, used = {}, {}, set()
+        for name, v in orig.items():
+            gname = tmap.get_name(name, try_suffixes=(".weight", ".bias"))
+            if gname not in tensors:
+                raise SystemExit(f"tiny-nomic: no GGUF tensor for {name} (mapped to {gname})")
+            w = tensors[gname][0]
+            o2[name] = torch.from_numpy(np.array(w, dtype=np.float32).reshape(v.shape))
+            mapping[name] = gname
+            used.add(gname)
+        assert used == set(tensors), set(tensors) - used
+        gm = transformers.NomicBertModel(cfg).eval()
+        gm.load_state_dict({**state, **original_to_nomic(o2, n_layers)})
+        worst_w = max(float((p.detach() - state[n]).abs().max()) for n, p in gm.named_parameters())
+        if qt == "f32":
+            assert worst_w == 0.0, worst_w
+        gstates = [nomic_states(gm, i) for i in ids]
+        gemb = [l2n(s.mean(0)) for s in gstates]
+        gg[qt] = {"last_hidden_state": [f8(s) for s in gstates], "embedding": [f8(e) for e in gemb],
+                  "max_abs_weight_vs_hf": worst_w,
+                  "max_abs_state_vs_hf": max(float(np.abs(a - b).max()) for a, b in zip(gstates, states)),
+                  "max_abs_embedding_vs_hf": max(float(np.abs(a - b).max()) for a, b in zip(gemb, emb)),
+                  "min_cos_embedding_vs_hf": min(cos(a, b) for a, b in zip(gemb, emb))}
+        rep["gguf"][qt] = {"file": os.path.basename(path), "size": os.path.getsize(path), "metadata": meta,
+                           "tensors": tlist, "orig_to_gguf": mapping}
+    cases = [{"name": n, "text": t, "ids": ids[k], "last_hidden_state": f8(states[k]), "embedding": f8(emb[k])}
+             for k, (n, t) in enumerate(named)]
+    out = {"model": "tiny random nomic-bert (tests/fixtures/embed/tiny-nomic)", "versions": versions(),
+           "seed": NOMIC_SEED, "config": NOMIC_CFG, "vocab_size": nvocab, "max_seq_length": TINY_MAX_LEN,
+           "pooling": "mean", "normalize": True, "dim": 32, "cases": cases,
+           "gguf": {"f32": {"file": "tiny-nomic-f32.gguf", "weights_equal_hf": gg["f32"]["max_abs_weight_vs_hf"] == 0.0,
+                            "embedding": gg["f32"]["embedding"],
+                            "max_abs_embedding_vs_hf": gg["f32"]["max_abs_embedding_vs_hf"]},
+                    "q8_0": {"file": "tiny-nomic-q8_0.gguf", "last_hidden_state": gg["q8_0"]["last_hidden_state"],
+                             "embedding": gg["q8_0"]["embedding"],
+                             "max_abs_state_vs_hf": gg["q8_0"]["max_abs_state_vs_hf"],
+                             "max_abs_embedding_vs_hf": gg["q8_0"]["max_abs_embedding_vs_hf"],
+                             "min_cos_embedding_vs_hf": gg["q8_0"]["min_cos_embedding_vs_hf"]}}}
+    dump(os.path.join(NOMIC, "expected.json"), out)
+
+    # llama.cpp (an independent implementation of nomic-bert) on both GGUFs, mean pooling from the file
+    ll = {}
+    for qt in ("f32", "q8_0"):
+        e, _ = llama_embed(os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"), texts, None)
+        ref = [c["embedding"] for c in cases] if qt == "f32" else gg["q8_0"]["embedding"]
+        ll[qt] = {"min_cos": min(cos(a, b) for a, b in zip(e, ref)),
+                  "max_abs": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(e, ref)),
+                  "ids_equal": [a == b for a, b in zip(llama_tokenize(os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"), texts), ids)]}
+    rep.update({"lens": {n: len(i) for (n, _t), i in zip(named, ids)}, "llamacpp": ll,
+                "checks": {"max_abs_mean_state_normalized_vs_st": worst_mean, "hf_reload_max_abs": worst_load},
+                "config": json.load(open(os.path.join(NOMIC, "config.json"))),
+                "safetensors": {k: list(v.shape) for k, v in orig.items()},
+                "files": {os.path.relpath(os.path.join(r, x), NOMIC): os.path.getsize(os.path.join(r, x))
+                          for r, _d, fs in os.walk(NOMIC) for x in fs},
+                "max_abs_state_vs_hf_q8_0": gg["q8_0"]["max_abs_state_vs_hf"],
+                "max_abs_embedding_vs_hf_q8_0": gg["q8_0"]["max_abs_embedding_vs_hf"],
+                "min_cos_embedding_vs_hf_q8_0": gg["q8_0"]["min_cos_embedding_vs_hf"], "versions": versions()})
+    report("tiny-nomic", rep)
+    print(json.dumps({"q8_0_vs_hf": {k: gg["q8_0"][k] for k in ("max_abs_state_vs_hf", "max_abs_embedding_vs_hf",
+                                                                 "min_cos_embedding_vs_hf")}, "llamacpp": ll}))
+
+
 # ---- c. Qwen3 as a last-token embedder -------------------------------------------------------------
 
 def make_qwen3():
@@ -829,8 +1030,9 @@ def make_llamacpp():
 # ---- README ---------------------------------------------------------------------------------------
 
 def main():
-    args = sys.argv[1:] or ["minilm", "tiny-bert", "qwen3", "llamacpp", "readme"]
-    steps = {"minilm": make_minilm, "tiny-bert": make_tiny_bert, "qwen3": make_qwen3, "llamacpp": make_llamacpp,
+    args = sys.argv[1:] or ["minilm", "tiny-bert", "tiny-nomic", "qwen3", "llamacpp", "readme"]
+    steps = {"minilm": make_minilm, "tiny-bert": make_tiny_bert, "tiny-nomic": make_tiny_nomic, "qwen3": make_qwen3,
+             "llamacpp": make_llamacpp,
              "readme": lambda: write_readme()}
     for a in args:
         if a not in steps:
@@ -888,6 +1090,7 @@ def write_readme():
     w("| `minilm-llamacpp.json` | the same texts through llama.cpp's `llama-embedding` on the f32 GGUF, with cosines |")
     w("| `sentences-256.txt` | 256 sentences of exactly 32 tokens (MiniLM tokenizer), one per line; the first 64 are the `batch-NN` cases; input of scripts/bench-embed-peers.sh |")
     w("| `tiny-bert/` | tiny random BERT: sentence-transformers folder (CLS pooling), its GGUFs (f32, q8_0), `expected.json` |")
+    w("| `tiny-nomic/` | tiny random nomic-bert (RoPE, SwiGLU, fused qkv; mean pooling): original nomic-ai folder layout, GGUFs, `expected.json` |")
     w("| `qwen3-last.json` | tests/fixtures/arch/qwen3 as a last-token embedder (Qwen3-Embedding style) |")
     w("")
 
@@ -1097,6 +1300,74 @@ def write_readme():
       "layer_output_norm). No final norm: the last block's output is last_hidden_state. Every linear layer has a "
       "bias. Positions start at 0 for each text.")
     w("")
+
+    # ---- tiny nomic
+    nr = load_report("tiny-nomic")
+    if nr is not None:
+        n8 = nr["gguf"]["q8_0"]
+        w("## `tiny-nomic/`")
+        w("")
+        w(f"A random nomic-bert (the architecture of nomic-embed-text-v1/v1.5), seed {NOMIC_SEED}: hidden 32, 2 layers, "
+          "4 heads (head_dim 8), intermediate 64 (SwiGLU), rotary embeddings (base 1000, all of head_dim, NEOX "
+          "rotate_half pairs (i, i + 4)), no position table, token_type embeddings (type 0 only), post-LayerNorm "
+          "(eps 1e-12), no bias in any linear layer (LayerNorms have biases); same tokenizer files as tiny-bert; "
+          "MEAN pooling + Normalize (1_Pooling/config.json), max_seq_length 64. Weights initialised as tiny-bert's. "
+          "The reference implementation is transformers' own `NomicBertModel` (native since transformers 5; eager, "
+          "float32).")
+        w("")
+        w("Folder layout = the original nomic-ai checkpoints (what llama.cpp's `NomicBertModel` converter and real "
+          "nomic-embed-text folders use), written by the script from the transformers model:")
+        w("- model.safetensors names: `embeddings.word_embeddings.weight`, `embeddings.token_type_embeddings.weight`, "
+          "`emb_ln.{weight,bias}`, per layer `encoder.layers.N.attn.Wqkv.weight` ([3*32, 32] = rows q ; k ; v), "
+          "`attn.out_proj.weight`, `mlp.fc11.weight` (up), `mlp.fc12.weight` (gate), `mlp.fc2.weight` (down), "
+          "`norm1.{weight,bias}` (after attention), `norm2.{weight,bias}` (after the MLP). Layer: "
+          "x = LN1(x + out_proj(attn(rope(q), rope(k), v))); x = LN2(x + fc2(silu(fc12(x)) * fc11(x))); the "
+          "embeddings are LN(word[id] + token_type[0]) (emb_ln).")
+        w("- config.json: the original keys (`n_embd`, `n_layer`, `n_head`, `n_inner`, `n_positions` 2048, "
+          "`max_trained_positions` 2048, `activation_function: swiglu`, `rotary_emb_base`, `rotary_emb_fraction` "
+          "1.0, `rotary_emb_interleaved` false, `layer_norm_epsilon`, `causal`/`prenorm`/bias flags false, ...) AND "
+          "the same values under transformers' native names (`hidden_size`, `num_hidden_layers`, "
+          "`num_attention_heads`, `intermediate_size`, `layer_norm_eps`, `hidden_act: silu`, "
+          "`rope_parameters.rope_theta`, `max_position_embeddings`). Both are needed: with transformers 5.24 "
+          "`AutoConfig` turns an original-only config into `NomicBertConfig` with the native DEFAULTS (hidden 768, "
+          "12 layers), and llama.cpp's converter reads its hyperparameters through AutoConfig first, so it would "
+          "write a wrong GGUF; real nomic-embed-text config.json files carry only the original keys (a loader "
+          "should accept either set).")
+        w(f"- Checks: `NomicBertModel.from_pretrained(tiny-nomic)` (transformers' `nomic_bert` weight conversion: "
+          f"Wqkv split in 3 along rows, fc11 -> up_proj, fc12 -> gate_proj) gives back the weights exactly; "
+          f"sentence-transformers (mean pooling read from 1_Pooling) == normalize(mean of last_hidden_state) within "
+          f"{nr['checks']['max_abs_mean_state_normalized_vs_st']:.2g}.")
+        w(f"- expected.json: the same fields as tiny-bert's (pooling \"mean\"); q8_0 vs HF: states max |diff| "
+          f"{nr['max_abs_state_vs_hf_q8_0']:.3g}, embeddings {nr['max_abs_embedding_vs_hf_q8_0']:.3g}, min cosine "
+          f"{nr['min_cos_embedding_vs_hf_q8_0']:.7f}. Cases and ids are tiny-bert's.")
+        ll = nr["llamacpp"]
+        w(f"- llama.cpp cross-check (an independent nomic-bert implementation; `llama-embedding`, pooling from "
+          f"`nomic-bert.pooling_type` = 1, mean): f32 GGUF vs `embedding` min cosine {ll['f32']['min_cos']:.9f}, "
+          f"max |diff| {ll['f32']['max_abs']:.2g}; q8_0 GGUF vs `gguf.q8_0.embedding` min cosine "
+          f"{ll['q8_0']['min_cos']:.7f} (max |diff| {ll['q8_0']['max_abs']:.2g}); llama-tokenize ids equal: "
+          f"{all(ll['f32']['ids_equal']) and all(ll['q8_0']['ids_equal'])}. This agreement is what makes the "
+          "reference trustworthy (rope style, gate/up order, qkv split).")
+        w("")
+        w(f"GGUF metadata (q8_0 file, {n8['size']} bytes; the f32 file, {nr['gguf']['f32']['size']} bytes, has "
+          "`general.file_type` = 0). Tokenizer keys as tiny-bert's:")
+        w("```")
+        L.extend(x for x in md_meta(n8["metadata"]) if not x.startswith("tokenizer."))
+        w("```")
+        w("Tensors (name, f32 file type, q8_0 file type, GGUF shape; blk.N = blocks 0 and 1; `attn_qkv` rows: q "
+          "(32), k (32), v (32)):")
+        w("```")
+        tq = {n: t for n, t, _s in n8["tensors"]}
+        for name, ttype, shape in compress_tensors(nr["gguf"]["f32"]["tensors"]):
+            w(f"{name:32s} {ttype:4s} {tq[name.replace('blk.N.', 'blk.0.')]:5s} {shape}")
+        w("```")
+        w("Original name -> GGUF name (block 0):")
+        w("```")
+        for o, gn in nr["gguf"]["f32"]["orig_to_gguf"].items():
+            if ".layers." in o and ".layers.0." not in o:
+                continue
+            w(f"{o:42s} -> {gn}")
+        w("```")
+        w("")
 
     # ---- qwen3
     w("## `qwen3-last.json`")

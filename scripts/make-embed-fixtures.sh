@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate tests/fixtures/embed/ (text-embedding references: all-MiniLM-L6-v2 through
-# sentence-transformers and llama.cpp, a tiny random BERT as a sentence-transformers folder + GGUF, Qwen3
-# as a last-token embedder) and models/all-MiniLM-L6-v2-{f32,f16}.gguf. Run by hand as root (the Debian
-# sid chroot), never in CI:
-#   scripts/make-embed-fixtures.sh [minilm|tiny-bert|qwen3|llamacpp|readme ...]   (default: all, in order)
+# sentence-transformers and llama.cpp, tiny random BERT and nomic-bert models as sentence-transformers
+# folders + GGUF, Qwen3 as a last-token embedder) and models/all-MiniLM-L6-v2-{f32,f16}.gguf.
+# Run by hand as root (the Debian sid chroot), never in CI:
+#   scripts/make-embed-fixtures.sh [minilm|tiny-bert|tiny-nomic|qwen3|llamacpp|readme ...]   (default: all, in order)
 # Needs: PyPI (first run: the venv), the sid chroot (scripts/sid-root.sh; llama.cpp-examples, which holds
 # llama-embedding, is added to it here on first use), models/all-MiniLM-L6-v2 (scripts/setup.sh).
 # The venv is target/fixtures-venv, the one scripts/make-fixtures.sh makes, plus sentence-transformers.

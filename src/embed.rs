@@ -147,14 +147,19 @@ pub fn is_embedding_model(path: impl AsRef<std::path::Path>) -> Result<bool> {
     Ok(match ModelFile::open(path)? {
         ModelFile::Gguf(g) => gguf_embeds(&g),
         ModelFile::Hf(hf) => {
-            encoder::is_hf_encoder(hf.config.architecture()?) || hf.dir.join("modules.json").is_file()
+            encoder::is_hf_encoder(hf.config.architecture()?)
+                || hf.dir.join("modules.json").is_file()
         }
     })
 }
 
 /// L2-normalizes `v` in place (a zero vector stays zero; torch's `F.normalize` eps 1e-12).
 pub fn l2_normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     let d = norm.max(1e-12) as f32;
     v.iter_mut().for_each(|x| *x /= d);
 }
@@ -195,17 +200,29 @@ impl Embedder {
         gpu_opts: &crate::gpu::GpuOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Embedder> {
+        Embedder::load_with(path, gpu_opts, None, progress)
+    }
+
+    /// [`Embedder::load`] with the pooling given rather than read from the model (llama.cpp's
+    /// `--pooling`); it also makes a decoder without a pooling type an embedder.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_with(
+        path: impl AsRef<std::path::Path>,
+        gpu_opts: &crate::gpu::GpuOptions,
+        pooling: Option<Pooling>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Embedder> {
         use crate::format::ModelFile;
         let path = path.as_ref();
         match ModelFile::open(path)? {
             ModelFile::Gguf(g) => {
-                if !gguf_embeds(&g) {
+                if !gguf_embeds(&g) && pooling.is_none() {
                     return Err(not_an_embedder(&path.display().to_string()));
                 }
                 let tokenizer = Tokenizer::load_for_model(path, &g)?;
                 let gpu = Gpu::new(gpu_opts)?;
                 let src = TensorSource::new(&g, progress);
-                Embedder::from_gguf(gpu, &g, src, tokenizer)
+                Embedder::from_gguf_with(gpu, &g, src, tokenizer, pooling)
             }
             ModelFile::Hf(hf) => {
                 let st = st_config(&hf.dir)?;
@@ -214,12 +231,18 @@ impl Embedder {
                 let (net, hidden, ctx, tokenizer) = if encoder::is_hf_encoder(&arch) {
                     let (cfg, names) = encoder::from_hf(&hf.config)?;
                     let mut src = TensorSource::hf(&hf, names, progress);
-                    let tok = Tokenizer::encoder_from_tokenizer_json(hf.dir.join("tokenizer.json"))?;
+                    let tok =
+                        Tokenizer::encoder_from_tokenizer_json(hf.dir.join("tokenizer.json"))?;
                     let (h, ctx) = (cfg.hidden, cfg.ctx_train);
-                    (Net::Encoder(Encoder::load(&gpu, &mut src, cfg)?), h, ctx, tok)
+                    (
+                        Net::Encoder(Encoder::load(&gpu, &mut src, cfg)?),
+                        h,
+                        ctx,
+                        tok,
+                    )
                 } else {
                     // a decoder embeds only when its folder says how to pool
-                    if st.pooling.is_none() {
+                    if st.pooling.is_none() && pooling.is_none() {
                         return Err(not_an_embedder(&hf.dir.display().to_string()));
                     }
                     let (mut cfg, names) = crate::model::hf_config(&hf.config)?;
@@ -236,7 +259,7 @@ impl Embedder {
                     Net::Decoder(_) => Pooling::Last,
                 };
                 let cfg = EmbedConfig {
-                    pooling: st.pooling.unwrap_or(default),
+                    pooling: pooling.or(st.pooling).unwrap_or(default),
                     normalize: st.normalize,
                     max_tokens: st.max_seq_length.unwrap_or(ctx).min(ctx),
                     dims: hidden,
@@ -251,15 +274,32 @@ impl Embedder {
     pub fn from_gguf(
         gpu: Gpu,
         g: &Gguf,
+        src: TensorSource,
+        tokenizer: Tokenizer,
+    ) -> Result<Embedder> {
+        Embedder::from_gguf_with(gpu, g, src, tokenizer, None)
+    }
+
+    /// [`Embedder::from_gguf`] with the pooling given (see [`Embedder::load_with`]).
+    pub fn from_gguf_with(
+        gpu: Gpu,
+        g: &Gguf,
         mut src: TensorSource,
         tokenizer: Tokenizer,
+        pooling_override: Option<Pooling>,
     ) -> Result<Embedder> {
         let arch = g
             .get_str("general.architecture")
             .ok_or_else(|| Error::Model("missing `general.architecture`".into()))?
             .to_string();
         let pooling_key = format!("{arch}.pooling_type");
-        let pooling = g.get_u64(&pooling_key).map(Pooling::from_gguf).transpose()?;
+        let pooling = match pooling_override {
+            Some(p) => Some(p),
+            None => g
+                .get_u64(&pooling_key)
+                .map(Pooling::from_gguf)
+                .transpose()?,
+        };
         let (net, hidden, ctx) = if is_encoder_arch(&arch) {
             let cfg = encoder::from_gguf(g, &arch)?;
             let (h, ctx) = (cfg.hidden, cfg.ctx_train);
@@ -273,7 +313,11 @@ impl Embedder {
                 cfg.tied_output = true;
             }
             let (h, ctx) = (cfg.hidden, cfg.ctx_train);
-            (Net::Decoder(Transformer::load(&gpu, &mut src, cfg)?), h, ctx)
+            (
+                Net::Decoder(Transformer::load(&gpu, &mut src, cfg)?),
+                h,
+                ctx,
+            )
         };
         let default = match net {
             Net::Encoder(_) => Pooling::Mean,
@@ -450,7 +494,9 @@ impl Embedder {
             let batch: Vec<&[u32]> = seqs[start..end].iter().map(Vec::as_slice).collect();
             match &self.net {
                 Net::Encoder(e) => {
-                    let states = e.forward_async(&self.gpu, &mut self.scratch, &batch).await?;
+                    let states = e
+                        .forward_async(&self.gpu, &mut self.scratch, &batch)
+                        .await?;
                     let mut row = 0;
                     for sq in &batch {
                         let rows = &states[row * h..(row + sq.len()) * h];
@@ -537,7 +583,10 @@ fn st_config(dir: &std::path::Path) -> Result<StConfig> {
             let sub = m.get("path").and_then(Value::as_str).unwrap_or("1_Pooling");
             let path = dir.join(sub).join("config.json");
             let c = read(path.clone())?.ok_or_else(|| {
-                Error::Model(format!("{}: missing (modules.json names it)", path.display()))
+                Error::Model(format!(
+                    "{}: missing (modules.json names it)",
+                    path.display()
+                ))
             })?;
             let on = |k: &str| c.get(k).and_then(Value::as_bool) == Some(true);
             let modes: Vec<&str> = [
@@ -595,7 +644,10 @@ mod tests {
             assert_eq!(Pooling::from_gguf(v).unwrap(), p);
             assert_eq!(Pooling::parse(p.name()).unwrap(), p);
         }
-        assert!(Pooling::from_gguf(4).unwrap_err().to_string().contains("rank"));
+        assert!(Pooling::from_gguf(4)
+            .unwrap_err()
+            .to_string()
+            .contains("rank"));
         assert!(Pooling::from_gguf(0).is_err());
     }
 }

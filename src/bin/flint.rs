@@ -68,7 +68,13 @@ enum Cmd {
     Info(InfoArgs),
     /// Perplexity of a text file, as llama.cpp's llama-perplexity computes it.
     Perplexity(PplArgs),
-    /// OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models, /health).
+    /// OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/embeddings,
+    /// /v1/models, /health).
+    ///
+    /// Serves the chat model -m; with --embedding-model also an embedding model beside it (its own
+    /// GPU device and worker) at /v1/embeddings. When -m is itself an embedding model (an encoder
+    /// such as all-MiniLM-L6-v2, a sentence-transformers folder, a GGUF with a pooling type), that
+    /// model is served alone, for /v1/embeddings only.
     Serve(ServeArgs),
     /// Prefill and decode speed as llama-bench measures it, plus the decode's weight-streaming
     /// bandwidth against the adapter's copy bandwidth (the roofline ratio).
@@ -236,9 +242,17 @@ struct ServeArgs {
     /// each holds its own KV cache of the full context.
     #[arg(long, default_value_t = flint::serve::worker::DEFAULT_SLOTS)]
     parallel: usize,
-    /// Model id clients name in `model` (default: the file name without .gguf).
+    /// Model id clients name in `model` (default: the file name without .gguf, or the folder's
+    /// name).
     #[arg(long)]
     model_id: Option<String>,
+    /// An embedding model (GGUF file or sentence-transformers / Hugging Face folder, or an
+    /// hf:/URL spec of a file) served beside the chat model at /v1/embeddings.
+    #[arg(long, value_name = "PATH")]
+    embedding_model: Option<PathBuf>,
+    /// Model id of --embedding-model (default: its file name without .gguf, or its folder's name).
+    #[arg(long, requires = "embedding_model")]
+    embedding_model_id: Option<String>,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, default_value_t = flint::serve::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -332,6 +346,10 @@ struct EmbedArgs {
     /// Cut inputs over the model's token limit instead of refusing them.
     #[arg(long)]
     truncate: bool,
+    /// Pool `mean`, `cls` or `last` instead of what the model says (also makes a decoder
+    /// without a pooling type embed, with `last`).
+    #[arg(long, value_parser = parsed(flint::embed::Pooling::parse))]
+    pooling: Option<flint::embed::Pooling>,
 }
 
 fn main() {
@@ -882,7 +900,10 @@ fn perplexity(a: PplArgs) -> Result<()> {
 
 impl ModelArgs {
     /// Loads an embedding model (default: the one scripts/setup.sh fetched).
-    fn load_embedder(&self) -> Result<flint::embed::Embedder> {
+    fn load_embedder(
+        &self,
+        pooling: Option<flint::embed::Pooling>,
+    ) -> Result<flint::embed::Embedder> {
         let path = match &self.model {
             Some(_) => self.path()?,
             None => {
@@ -897,7 +918,8 @@ impl ModelArgs {
             }
         };
         let t0 = std::time::Instant::now();
-        let e = flint::embed::Embedder::load(&path, &self.gpu_options(), &mut |_, _| {})?;
+        let e =
+            flint::embed::Embedder::load_with(&path, &self.gpu_options(), pooling, &mut |_, _| {})?;
         if !self.quiet {
             eprintln!(
                 "flint: {} on {} in {:.2} s ({} dimensions, {} pooling{}, at most {} tokens)",
@@ -946,7 +968,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
             lines
         }
     };
-    let mut e = a.model.load_embedder()?;
+    let mut e = a.model.load_embedder(a.pooling)?;
     let opts = EmbedOptions {
         dimensions: a.dimensions,
         truncate: a.truncate,
@@ -998,25 +1020,93 @@ fn embed(a: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(a: ServeArgs) -> Result<()> {
-    let path = a.model.path()?;
-    let model_id = a.model_id.clone().unwrap_or_else(|| {
+/// The id a served model gets by default: a file's name without its extension, a folder's name.
+fn default_model_id(path: &std::path::Path) -> String {
+    let name = if path.is_dir() {
+        path.file_name()
+    } else {
         path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "flint".into())
-    });
-    let engine = a.model.load(None)?;
-    let config = flint::serve::ServeConfig {
+    };
+    name.map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flint".into())
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    use flint::serve::Models;
+    let path = a.model.path()?;
+    let mut config = flint::serve::ServeConfig {
         host: a.host,
         port: a.port,
         api_key: a.api_key,
         max_concurrency: a.max_concurrency,
         parallel: a.parallel,
-        model_id,
+        model_id: a.model_id.unwrap_or_else(|| default_model_id(&path)),
+        embedding_model_id: String::new(),
         max_body_bytes: a.max_body_bytes,
         tool_syntax: a.tool_syntax,
     };
-    flint::serve::run(engine, config)
+    let models = if flint::embed::is_embedding_model(&path)? {
+        if let Some(e) = &a.embedding_model {
+            return Err(Error::InvalidArgument(format!(
+                "-m {} is an embedding model, served alone; --embedding-model {} serves one \
+                 beside a chat model",
+                path.display(),
+                e.display()
+            )));
+        }
+        config.embedding_model_id = std::mem::take(&mut config.model_id);
+        Models {
+            chat: None,
+            embedder: Some(serve_embedder(&a.model, &path)?),
+        }
+    } else {
+        // the embedding model's path first: a wrong one fails before the chat model loads
+        let embed_path = match &a.embedding_model {
+            None => None,
+            Some(p) => match p.to_str().filter(|s| flint::hub::is_remote(s)) {
+                Some(spec) => Some(fetch_model(spec, None, false, a.model.quiet)?),
+                None if p.exists() => Some(p.clone()),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "embedding model {} not found",
+                        p.display()
+                    )))
+                }
+            },
+        };
+        let engine = a.model.load(None)?;
+        let embedder = match embed_path {
+            None => None,
+            Some(p) => {
+                config.embedding_model_id =
+                    a.embedding_model_id.unwrap_or_else(|| default_model_id(&p));
+                Some(serve_embedder(&a.model, &p)?)
+            }
+        };
+        Models {
+            chat: Some(engine),
+            embedder,
+        }
+    };
+    flint::serve::run(models, config)
+}
+
+/// Loads the embedding model `flint serve` serves, on its own GPU device (the same --backend and
+/// --adapter as the chat model's).
+fn serve_embedder(m: &ModelArgs, path: &std::path::Path) -> Result<flint::embed::Embedder> {
+    let t0 = std::time::Instant::now();
+    let e = flint::embed::Embedder::load(path, &m.gpu_options(), &mut |_, _| {})?;
+    if !m.quiet {
+        eprintln!(
+            "flint: embedding model {} on {} in {:.2} s ({} dimensions, at most {} tokens)",
+            path.display(),
+            e.gpu.describe(),
+            t0.elapsed().as_secs_f64(),
+            e.cfg.dims,
+            e.cfg.max_tokens
+        );
+    }
+    Ok(e)
 }
 
 fn bench(mut a: BenchArgs) -> Result<()> {
