@@ -453,6 +453,9 @@ TINY_CORPUS = [
     "東京 北京 日本 中国 学习 语言",
     "Don't stop believing: it's (mostly) fine [really] {ok}!",
     "The encoder reads every token at once and pools the hidden states into one vector.",
+    "Models read text, count words and learn which pieces appear together most often.",
+    "Search engines compare questions with documents by measuring the angle between their vectors.",
+    "Every layer normalizes its output, adds the residual and passes it on to the next layer.",
 ]
 
 TINY_TEXTS = [
@@ -470,21 +473,50 @@ TINY_CFG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, inte
                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
                 position_embedding_type="absolute")
 TINY_SEED = 4242
-TINY_VOCAB = 400
+TINY_VOCAB = 400  # upper bound; the corpus gives fewer
 TINY_STD = dict(matrix=0.2, embedding=0.5, norm_offset=0.1, bias=0.05)
 
 
-def tiny_tokenizer(d):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+TINY_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TINY_SUFFIXES = ["##s", "##es", "##ed", "##er", "##ers", "##ing", "##ings", "##ly", "##able", "##ment", "##ion",
+                 "##ize", "##izers", "##ic", "##al"]
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+
+def tiny_vocab():
+    """A WordPiece vocabulary built deterministically from TINY_CORPUS (tokenizers' WordPieceTrainer breaks
+    frequency ties differently from run to run): the specials, every character of the normalized corpus
+    and its `##` form (code point order), TINY_SUFFIXES, then whole words by falling frequency (ties in
+    code point order), each with the stem left by a suffix, until TINY_VOCAB entries."""
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    counts = {}
+    for line in TINY_CORPUS:
+        for word, _span in pre.pre_tokenize_str(norm.normalize_str(line)):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({c for word in counts for c in word})
+    vocab = TINY_SPECIALS + chars + ["##" + c for c in chars]
+    vocab += [x for x in TINY_SUFFIXES if x not in vocab]
+    for word in sorted(counts, key=lambda x: (-counts[x], x)):
+        cands = [word] + [word[: -len(sfx) + 2] for sfx in TINY_SUFFIXES
+                          if word.endswith(sfx[2:]) and len(word) - len(sfx) + 2 >= 3]
+        for c in cands:
+            if len(vocab) < TINY_VOCAB and len(c) > 1 and c not in vocab:
+                vocab.append(c)
+    return vocab
+
+
+def tiny_tokenizer(d):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocab = tiny_vocab()
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.add_special_tokens(TINY_SPECIALS)
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
                                                 lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=TINY_VOCAB, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]",
-                                                                               "[MASK]"],
-                                        show_progress=False, continuing_subword_prefix="##")
-    tok.train_from_iterator(TINY_CORPUS * 10, trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -756,6 +788,7 @@ def make_tiny_nomic():
     n_layers = cfg.num_hidden_layers
     orig = nomic_to_original(model.state_dict(), n_layers)
     save_file(orig, os.path.join(NOMIC, "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(os.path.join(NOMIC, "model.safetensors"), 0o644)
     with open(os.path.join(NOMIC, "config.json"), "w") as f:
         json.dump(nomic_original_config(nvocab), f, indent=2, sort_keys=True)
     with open(os.path.join(NOMIC, "modules.json"), "w") as f:
@@ -841,8 +874,10 @@ def make_tiny_nomic():
     for qt in ("f32", "q8_0"):
         e, _ = llama_embed(os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"), texts, None)
         ref = [c["embedding"] for c in cases] if qt == "f32" else gg["q8_0"]["embedding"]
+        ef, _ = llama_embed(os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"), texts, None, ["-fa", "off"])
         ll[qt] = {"min_cos": min(cos(a, b) for a, b in zip(e, ref)),
                   "max_abs": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(e, ref)),
+                  "max_abs_fa_off": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(ef, ref)),
                   "ids_equal": [a == b for a, b in zip(llama_tokenize(os.path.join(NOMIC, f"tiny-nomic-{qt}.gguf"), texts), ids)]}
     rep.update({"lens": {n: len(i) for (n, _t), i in zip(named, ids)}, "llamacpp": ll,
                 "checks": {"max_abs_mean_state_normalized_vs_st": worst_mean, "hf_reload_max_abs": worst_load},
@@ -992,6 +1027,7 @@ def make_llamacpp():
 
     # Cross-checks, README only: the f16 GGUF; the tiny BERT GGUFs (CLS pooling read from the file).
     e16, _ = llama_embed(MINILM_GGUF["f16"], texts, "mean")
+    efa, _ = llama_embed(MINILM_GGUF["f32"], texts, "mean", ["-fa", "off"])
     tiny = json.load(open(os.path.join(TINY, "expected.json")))
     ttexts = [c["text"] for c in tiny["cases"]]
     tiny_chk = {}
@@ -1002,8 +1038,10 @@ def make_llamacpp():
         tids = llama_tokenize(tg, ttexts)
         # no --pooling flag: llama.cpp reads bert.pooling_type (CLS) from the file
         td, _ = llama_embed(tg, ttexts, None)
+        tf, _ = llama_embed(tg, ttexts, "cls", ["-fa", "off"])
         tiny_chk[q] = {"min_cos": min(cos(a, b) for a, b in zip(te, tref)),
                        "max_abs": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(te, tref)),
+                       "max_abs_fa_off": max(float(np.abs(np.array(a) - np.array(b)).max()) for a, b in zip(tf, tref)),
                        "default_pooling_equals_cls": td == te,
                        "ids_equal": [a == c["ids"] for a, c in zip(tids, tiny["cases"])],
                        "ids": {c["name"]: a for a, c in zip(tids, tiny["cases"]) if a != c["ids"]}}
@@ -1012,6 +1050,7 @@ def make_llamacpp():
            "ids_differ": {c["name"]: {"llama": c["ids"], "st": r["ids"]} for c, r in zip(cases, ref["cases"])
                           if not c["ids_equal"]},
            "f16_min_cos": min(cos(a, c["embedding"]) for a, c in zip(e16, ref["cases"])),
+           "fa_off_min_cos": min(cos(a, c["embedding"]) for a, c in zip(efa, ref["cases"])),
            "tiny": tiny_chk, "llama_cpp": out["llama_cpp"], "command": out["command"],
            "gguf_sizes": {q: os.path.getsize(p) for q, p in MINILM_GGUF.items()}}
     _r, meta, tlist = gguf_dump(MINILM_GGUF["f32"])
@@ -1171,7 +1210,8 @@ def write_readme():
     w(f"- Command: `{lr['command']}` (the texts joined by the separator, so tabs and newlines stay inside a text).")
     w(f"- **Min cosine llama.cpp vs sentence-transformers: {lr['min_cos']:.9f}** (mean {lr['mean_cos']:.9f}); "
       f"lowest: " + ", ".join(f"`{k}` {c:.9f}" for k, c in sorted(lr["cos"].items(), key=lambda kv: kv[1])[:5]) +
-      f". The f16 GGUF (not recorded): min cosine {lr['f16_min_cos']:.9f}.")
+      f". The f16 GGUF (not recorded): min cosine {lr['f16_min_cos']:.9f}; the f32 GGUF with `-fa off` (flash "
+      f"attention off, not recorded): {lr['fa_off_min_cos']:.9f}.")
     w(f"- llama.cpp's WPM tokenizer gives the same ids as sentence-transformers for "
       f"{'all' if not lr['ids_differ'] else 'all but ' + ', '.join(lr['ids_differ'])} cases (accents, CJK, "
       "emoji, Cyrillic, tabs/newlines included).")
@@ -1205,12 +1245,15 @@ def write_readme():
       f"{TINY_STD['norm_offset']}), biases N(0, {TINY_STD['bias']}) (larger than BERT's 0.02 so attention is far from "
       "uniform). The pooler (pooler.dense) is in model.safetensors but unused (the converter drops it).")
     w("")
-    w(f"Tokenizer (`tokenizers` {v['tokenizers']}): WordPiece trained on {len(TINY_CORPUS)} sentences "
-      f"(English, French/German accents, Cyrillic, a few hanzi; `TINY_CORPUS` in the script) with "
-      f"WordPieceTrainer(vocab_size={TINY_VOCAB}, continuing_subword_prefix `##`), special tokens [PAD]=0 [UNK]=1 "
-      "[CLS]=2 [SEP]=3 [MASK]=4; BertNormalizer(clean_text, handle_chinese_chars, strip_accents null, lowercase), "
-      "BertPreTokenizer, TemplateProcessing `[CLS] $A [SEP]`, WordPiece decoder; no truncation or padding in "
-      "tokenizer.json. vocab.txt (one token per line, id order) is written too.")
+    w(f"Tokenizer (`tokenizers` {v['tokenizers']}): a WordPiece model over a {tr['vocab_size']}-entry vocabulary "
+      f"built from {len(TINY_CORPUS)} sentences (English, French/German accents, Cyrillic, a few hanzi; "
+      "`TINY_CORPUS` in the script): [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, every character of the normalized "
+      "corpus and its `##` form, a few `##` suffixes (`##s`, `##ing`, `##able`, ...), then whole words by "
+      "frequency, each with the stem a suffix leaves (`tiny_vocab()`; not WordPieceTrainer, whose tie-breaking "
+      "changes from run to run, which made the fixtures irreproducible). BertNormalizer(clean_text, "
+      "handle_chinese_chars, strip_accents null, lowercase), BertPreTokenizer, TemplateProcessing "
+      "`[CLS] $A [SEP]`, WordPiece decoder; no truncation or padding in tokenizer.json. vocab.txt (one token per "
+      "line, id order) is written too.")
     w("")
     w("Files: " + ", ".join(f"`{k}` ({n} B)" for k, n in sorted(tr["files"].items())) + ". The "
       "sentence-transformers side is the classic layout all-MiniLM-L6-v2 has: modules.json (Transformer, "
@@ -1246,10 +1289,12 @@ def write_readme():
       f"{g8['max_abs_embedding_vs_hf']:.3g}, min cosine {g8['min_cos_embedding_vs_hf']:.7f}.")
     tc = lr["tiny"]
     w(f"- llama.cpp cross-check (`llama-embedding --pooling cls`, CPU): f32 GGUF vs `embedding` min cosine "
-      f"{tc['f32']['min_cos']:.8f} (max |diff| {tc['f32']['max_abs']:.2g}: ggml's GELU is the tanh approximation "
-      "through an f16 table, transformers' `gelu` is erf; a runtime that follows HF should match `embedding` far "
-      f"closer); q8_0 GGUF vs `gguf.q8_0.embedding` min cosine {tc['q8_0']['min_cos']:.7f} (max |diff| "
-      f"{tc['q8_0']['max_abs']:.2g}; llama.cpp also quantizes activations to 8 bits). Without `--pooling`, llama.cpp "
+      f"{tc['f32']['min_cos']:.8f}, max |diff| {tc['f32']['max_abs']:.2g}; with `-fa off` {tc['f32']['max_abs_fa_off']:.2g}: "
+      "its flash-attention path rounds to f16 (the nomic-bert check below drops to ~1e-7 with `-fa off`), and "
+      "ggml's GELU is the tanh approximation (through an f16 table) where transformers' `gelu` is erf, which "
+      "is the rest. A runtime that follows HF (erf GELU, f32 attention) should land far closer. q8_0 GGUF vs "
+      f"`gguf.q8_0.embedding`: min cosine {tc['q8_0']['min_cos']:.7f}, max |diff| {tc['q8_0']['max_abs']:.2g} "
+      "(llama.cpp also quantizes the activations to 8 bits for its Q8_0 products). Without `--pooling`, llama.cpp "
       "reads CLS from `bert.pooling_type` (same output: "
       f"{tc['f32']['default_pooling_equals_cls'] and tc['q8_0']['default_pooling_equals_cls']}).")
     w("")
@@ -1257,7 +1302,7 @@ def write_readme():
     w("")
     w(f"The converter does not know the toy vocabulary's pre-tokenizer hash; the wrapper (`make-embed-fixtures.py "
       f"--convert`) then writes `tokenizer.ggml.pre = {TOY_VOCAB_PRE}`, the value the same converter computes for the "
-      "real all-MiniLM-L6-v2 (for a WPM vocabulary llama.cpp does not use it for tokenizing). Nothing else is patched; "
+      "real all-MiniLM-L6-v2 (with it, llama.cpp's WPM tokenizer gave HF's ids on every case). Nothing else is patched; "
       "BertModel's converter changes no tensor values, only names. "
       f"`tiny-bert-f32.gguf` {tr['gguf']['f32']['size']} bytes, `tiny-bert-q8_0.gguf` {g8['size']} bytes.")
     w("")
@@ -1343,7 +1388,8 @@ def write_readme():
         ll = nr["llamacpp"]
         w(f"- llama.cpp cross-check (an independent nomic-bert implementation; `llama-embedding`, pooling from "
           f"`nomic-bert.pooling_type` = 1, mean): f32 GGUF vs `embedding` min cosine {ll['f32']['min_cos']:.9f}, "
-          f"max |diff| {ll['f32']['max_abs']:.2g}; q8_0 GGUF vs `gguf.q8_0.embedding` min cosine "
+          f"max |diff| {ll['f32']['max_abs']:.2g}, and {ll['f32']['max_abs_fa_off']:.2g} with `-fa off` (so the "
+          "remaining difference is its f16 flash attention); q8_0 GGUF vs `gguf.q8_0.embedding` min cosine "
           f"{ll['q8_0']['min_cos']:.7f} (max |diff| {ll['q8_0']['max_abs']:.2g}); llama-tokenize ids equal: "
           f"{all(ll['f32']['ids_equal']) and all(ll['q8_0']['ids_equal'])}. This agreement is what makes the "
           "reference trustworthy (rope style, gate/up order, qkv split).")
