@@ -350,6 +350,9 @@ struct EmbedArgs {
     /// without a pooling type embed, with `last`).
     #[arg(long, value_parser = parsed(flint::embed::Pooling::parse))]
     pooling: Option<flint::embed::Pooling>,
+    /// Time every kernel with timestamp queries and print the GPU time per kernel to stderr.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() {
@@ -968,7 +971,9 @@ fn embed(a: EmbedArgs) -> Result<()> {
             lines
         }
     };
-    let mut e = a.model.load_embedder(a.pooling)?;
+    let mut model = a.model.clone();
+    model.profile = a.profile;
+    let mut e = model.load_embedder(a.pooling)?;
     let opts = EmbedOptions {
         dimensions: a.dimensions,
         truncate: a.truncate,
@@ -1008,6 +1013,23 @@ fn embed(a: EmbedArgs) -> Result<()> {
         for v in &vectors {
             let line: Vec<String> = v.iter().map(|x| x.to_string()).collect();
             writeln!(out, "{}", line.join(" ")).map_err(io)?;
+        }
+    }
+    if a.profile {
+        let times = e.gpu.take_profile();
+        let total: f64 = times.iter().map(|t| t.seconds).sum();
+        eprintln!(
+            "flint: GPU time {:.1} ms over {tokens} tokens:",
+            total * 1e3
+        );
+        for t in &times {
+            eprintln!(
+                "  {:>8.2} ms {:>5.1}% {:>6} calls  {}",
+                t.seconds * 1e3,
+                100.0 * t.seconds / total.max(1e-12),
+                t.calls,
+                t.kernel
+            );
         }
     }
     if !a.model.quiet {

@@ -153,6 +153,31 @@ pub fn sources(dtype: DType, variant: Variant, tiles: TileType) -> (String, Vec<
     (key, srcs)
 }
 
+/// The 16-byte-load decoders of the dense types for `matmul_rows.wgsl`
+/// (`shaders/quant/rows/f32_v4.wgsl`, `f16_v4.wgsl`): they read the weight only through its vec4
+/// view (binding 7), so their rows must start at a multiple of 4 words.
+pub fn dense_v4_fragment(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 => Some(include_str!("../../shaders/quant/rows/f32_v4.wgsl")),
+        DType::F16 => Some(include_str!("../../shaders/quant/rows/f16_v4.wgsl")),
+        _ => None,
+    }
+}
+
+/// Key and sources of `matmul_rows.wgsl` over a dense type's 16-byte-load decoder.
+pub fn matmul_rows_v4_sources(dtype: DType) -> Option<(String, Vec<&'static str>)> {
+    let frag = dense_v4_fragment(dtype)?;
+    Some((
+        format!("matmul_rows.{}.v4", dtype.name().to_ascii_lowercase()),
+        vec![
+            frag,
+            include_str!("../../shaders/common/matmul_io.wgsl"),
+            ROWS_DOT_WGSL,
+            include_str!("../../shaders/matmul_rows.wgsl"),
+        ],
+    ))
+}
+
 /// The row walk shared by the one-row-per-invocation kernels.
 const ROWS_DOT_WGSL: &str = include_str!("../../shaders/common/rows_dot.wgsl");
 /// The row walk for types with a vectorised group decoder (binds the weight again at 7).
@@ -550,7 +575,15 @@ impl MatMul<'_> {
                 v => v,
             };
         }
-        let (key, srcs) = sources(w.dtype, variant, gpu.caps.matmul);
+        // dense weights whose rows all start on a 16-byte boundary: vec4 loads (CPU drivers)
+        let v4 = match variant {
+            Variant::MatmulRows => matmul_rows_v4_sources(w.dtype)
+                .filter(|_| w.row_words % 4 == 0 && w.parts.iter().all(|p| p.word0 % 4 == 0)),
+            _ => None,
+        };
+        let (key, srcs) = v4
+            .clone()
+            .unwrap_or_else(|| sources(w.dtype, variant, gpu.caps.matmul));
         let pipeline = gpu.pipeline(&key, &srcs)?;
         for part in &w.parts {
             let params = Params {
@@ -588,6 +621,9 @@ impl MatMul<'_> {
             let buffers = [&part.buffer, x, y];
             let bound = match variant {
                 Variant::MatvecRows => rows_bindings(w.dtype, &buffers),
+                Variant::MatmulRows if v4.is_some() => {
+                    vec![(WV4_BINDING, &part.buffer), (2, x), (3, y)]
+                }
                 _ => crate::gpu::numbered(&buffers),
             };
             gpu.dispatch_bound(enc, &pipeline, bytemuck::bytes_of(&params), &bound, groups);

@@ -83,6 +83,7 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
         }
         let (key, srcs) = embed::sources(dtype);
         v.push((key, srcs.to_vec()));
+        v.extend(matmul::matmul_rows_v4_sources(dtype));
     }
     v
 }
