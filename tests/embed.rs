@@ -183,12 +183,20 @@ fn minilm_gguf_matches_sentence_transformers() {
     }
 }
 
-/// The tiny BERT: CLS pooling read from its 1_Pooling config; the folder and llama.cpp's f32
-/// GGUF (its WordPiece vocabulary rebuilt from the GGUF) give transformers' ids, hidden states
-/// and embeddings; the q8_0 GGUF its own dequantized reference.
+/// The tiny encoders against transformers: BERT (CLS pooling read from its 1_Pooling config) and
+/// nomic-bert (RoPE, SwiGLU, fused QKV; mean pooling), each as a sentence-transformers folder and
+/// llama.cpp's f32 GGUF (WordPiece rebuilt from the GGUF vocabulary gives transformers' ids),
+/// to 1e-4 in the embeddings and the last token's hidden state; the q8_0 GGUFs against their own
+/// dequantized references.
 #[test]
-fn tiny_bert_folder_and_gguf_match_transformers() {
-    let dir = format!("{FIXTURES}/tiny-bert");
+fn tiny_encoders_folder_and_gguf_match_transformers() {
+    for (name, pooling) in [("tiny-bert", Pooling::Cls), ("tiny-nomic", Pooling::Mean)] {
+        tiny_encoder(name, pooling);
+    }
+}
+
+fn tiny_encoder(name: &str, pooling: Pooling) {
+    let dir = format!("{FIXTURES}/{name}");
     let fx = json(&format!("{dir}/expected.json"));
     let cases = fx["cases"].as_array().unwrap();
     let inputs = texts(cases);
@@ -198,7 +206,7 @@ fn tiny_bert_folder_and_gguf_match_transformers() {
     let q8_gguf = format!("{dir}/{}", fx["gguf"]["q8_0"]["file"].as_str().unwrap());
     for path in [dir.as_str(), f32_gguf.as_str(), q8_gguf.as_str()] {
         let mut e = load(path, None);
-        assert_eq!(e.cfg.pooling, Pooling::Cls, "{path}");
+        assert_eq!(e.cfg.pooling, pooling, "{path}");
         assert_eq!(
             e.tokenize(&inputs, false).unwrap(),
             seqs,
@@ -220,7 +228,7 @@ fn tiny_bert_folder_and_gguf_match_transformers() {
             let d = max_abs(v, w);
             assert!(d < 1e-4, "{path} {}: embedding max abs {d}", c["name"]);
         }
-        // the CLS vector above is token 0's hidden state; the last token's, unnormalized, too
+        // the last token's hidden state, unnormalized
         if !q8 {
             e.cfg.pooling = Pooling::Last;
             let last = pollster::block_on(e.embed_tokens_async(&seqs)).unwrap();
