@@ -1,6 +1,6 @@
 // The engine where the wasm module runs (a Web Worker by default, or the calling thread): loads
 // the module, gives it WebGPU (in Node through the `webgpu` package), streams the model through
-// source.js, and runs generation requests one at a time.
+// source.js, and runs generation and embedding requests one at a time.
 
 import init, { loadModel } from './flint_wasm.js';
 import { openSource } from './source.js';
@@ -124,6 +124,12 @@ export class Core {
   async generate(prompt, options, onText) {
     const r = await this.#live().generate(JSON.stringify(prompt), JSON.stringify(options), onText);
     return JSON.parse(r);
+  }
+
+  /** request: { input, encoding_format, dimensions, truncate } (src/web/embeddings.rs reads it,
+   * the library checks it); resolves to OpenAI's embeddings list without `model`. */
+  async embed(request) {
+    return JSON.parse(await this.#live().embed(JSON.stringify(request)));
   }
 
   /** options: { nPrompt, nGen, nDepth, repetitions, warmup } (src/web/wasm.rs checks them);

@@ -15,7 +15,11 @@ export interface LoadProgress {
 }
 
 export interface CreateEngineOptions {
-  /** URL of a GGUF file (fetched with HTTP Range requests), a Blob/File, or in Node a file path. */
+  /**
+   * URL of a GGUF file (fetched with HTTP Range requests), a Blob/File, or in Node a file path.
+   * A generation model gets `chat` and `completions`; an embedding model (an encoder such as BERT,
+   * or a GGUF with `<arch>.pooling_type`) gets `embeddings` (see `info().model.kind`).
+   */
   model: string | URL | Blob;
   /** Called as the weights stream to the GPU. */
   onProgress?: (p: LoadProgress) => void;
@@ -31,7 +35,7 @@ export interface CreateEngineOptions {
   signal?: AbortSignal;
   /** A WebGPU `GPU` object to use instead of `navigator.gpu` (in-thread only). */
   gpu?: unknown;
-  /** Context length in tokens (KV cache size); default min(model's, 4096). */
+  /** Context length in tokens (KV cache size); default min(model's, 4096). Generation models only. */
   ctx?: number;
   /** Most prompt tokens per forward pass (default 256). */
   batch?: number;
@@ -240,6 +244,41 @@ export interface CompletionChunk {
   token_ids?: number[];
 }
 
+/** OpenAI's embeddings request. */
+export interface EmbeddingRequest {
+  /**
+   * A text, texts (one vector each), one input as token ids, or inputs as token ids; at most 2048
+   * inputs, none empty, each within the model's token limit (`info().model.embedding.maxTokens`).
+   * Text gets the model's special tokens (`[CLS]` ... `[SEP]`); token ids are used as they are.
+   */
+  input: string | string[] | number[] | number[][];
+  /** Accepted and ignored: the loaded model embeds (the response names it). */
+  model?: string;
+  /** `'float'` (default): arrays of numbers; `'base64'`: each vector's little-endian float32 bytes in base64. */
+  encoding_format?: 'float' | 'base64';
+  /** Keep the first N components, L2-normalized again (Matryoshka models); 1 up to the model's dimensions. */
+  dimensions?: number;
+  /** Cut inputs over the model's token limit (keeping the final `[SEP]`) instead of rejecting them (flint extension). */
+  truncate?: boolean;
+  /** Checked before the request runs (also accepted as the second argument's `signal`). */
+  signal?: AbortSignal;
+}
+
+export interface Embedding<E = number[]> {
+  object: 'embedding';
+  /** The input's position in `input`. */
+  index: number;
+  /** The vector (L2-normalized when the model says so, as all GGUF embedders do); a base64 string with `encoding_format: 'base64'`. */
+  embedding: E;
+}
+
+export interface CreateEmbeddingResponse<E = number[]> {
+  object: 'list';
+  data: Array<Embedding<E>>;
+  model: string;
+  usage: { prompt_tokens: number; total_tokens: number };
+}
+
 /** The chunks of a streamed response; breaking out of the loop stops generation. */
 export interface ChunkStream<T> extends AsyncIterableIterator<T> {
   controller: AbortController;
@@ -272,7 +311,17 @@ export interface EngineInfo {
   };
   /** The compute kernels compiled so far (their names say the variant: f32/f16, subgroup or not). */
   kernels: string[];
-  model: { architecture: string; params: Record<string, string>; vocab: number; hasChatTemplate: boolean };
+  model: {
+    /** `'embedding'`: the engine has `embeddings` (chat and completions reject); `'generation'`: the reverse. */
+    kind: 'generation' | 'embedding';
+    architecture: string;
+    params: Record<string, string>;
+    vocab: number;
+    hasChatTemplate: boolean;
+    /** An embedding model's vectors: their length, how the token states are pooled, the token limit of one input. */
+    embedding?: { dimensions: number; pooling: 'mean' | 'cls' | 'last'; normalize: boolean; maxTokens: number };
+  };
+  /** The context length (KV cache size); an embedding model's token limit per input. */
   ctx: number;
   loadMs: number;
   url: string;
@@ -365,8 +414,16 @@ export declare class Engine {
     create(body: CompletionRequest & { stream?: false }, opts?: RequestOptions): Promise<Completion>;
     create(body: CompletionRequest, opts?: RequestOptions): Promise<Completion | ChunkStream<CompletionChunk>>;
   };
+  /** An embedding model's vectors (OpenAI's shape); rejects on a generation model. */
+  readonly embeddings: {
+    create(body: EmbeddingRequest & { encoding_format: 'base64' }, opts?: RequestOptions): Promise<CreateEmbeddingResponse<string>>;
+    create(body: EmbeddingRequest & { encoding_format?: 'float' }, opts?: RequestOptions): Promise<CreateEmbeddingResponse<number[]>>;
+    create(body: EmbeddingRequest, opts?: RequestOptions): Promise<CreateEmbeddingResponse<number[] | string>>;
+  };
   info(): Promise<EngineInfo>;
+  /** Token ids of a prompt (an embedding model's: those `embeddings.create` runs for the text). */
   tokenize(p: { messages: ChatMessage[] } | { prompt: string }): Promise<number[]>;
+  /** Empties the KV cache (nothing to do for an embedding model). */
   reset(): Promise<void>;
   /** Measures prefill and decode tokens/s on this device as `flint bench` does; empties the KV cache.
    * Rejects if the engine's context cannot hold the tests (load with a larger `ctx`). */

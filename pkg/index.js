@@ -32,6 +32,7 @@ class InThread {
       return true;
     });
   }
+  async embed(request) { return this.#core.embed(request); }
   async bench(options, onRun) { return this.#core.bench(options, onRun); }
   async tokenize(prompt) { return this.#core.tokenize(prompt); }
   async info() { return { ...this.#core.info(), worker: false }; }
@@ -112,6 +113,7 @@ class InWorker {
   generate(prompt, options, onText, signal) {
     return this.#call('generate', { prompt, options }, { onText, signal });
   }
+  embed(request) { return this.#call('embed', { request }); }
   bench(options, onRun) { return this.#call('bench', { options }, { onProgress: onRun }); }
   tokenize(prompt) { return this.#call('tokenize', { prompt }); }
   async info() { return { ...(await this.#call('info', {})), worker: true }; }
@@ -236,7 +238,8 @@ function newId(prefix) {
   return `${prefix}-${Date.now().toString(36)}${idCounter.toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/** A model loaded on this device's GPU. Create with {@link createEngine}. */
+/** A model loaded on this device's GPU: a generation model (chat, completions) or an embedding
+ * model (embeddings). Create with {@link createEngine}. */
 export class Engine {
   #backend;
   #info;
@@ -251,6 +254,7 @@ export class Engine {
     this.#model = String(info.url).split(/[\\/]/).pop().replace(/\.gguf$/i, '').split('?')[0];
     this.chat = { completions: { create: (body, opts) => this.#create('chat', body, opts) } };
     this.completions = { create: (body, opts) => this.#create('text', body, opts) };
+    this.embeddings = { create: (body, opts) => this.#embed(body, opts) };
   }
 
   /** The model's name (the file name without `.gguf`). */
@@ -296,8 +300,24 @@ export class Engine {
     return run;
   }
 
+  /** OpenAI's embeddings: `input` and the options go to the library as they are (src/embed.rs and
+   * src/web/embeddings.rs check them); the vectors come back in OpenAI's shape. */
+  async #embed(body, opts = {}) {
+    if (!body || typeof body !== 'object') throw fail('embeddings.create() takes a request object');
+    const signal = opts.signal ?? body.signal;
+    if (signal?.aborted) throw abortError(signal);
+    const { input, encoding_format, dimensions, truncate } = body;
+    const r = await this.#queued(() => this.#backend.embed({ input, encoding_format, dimensions, truncate }));
+    return { object: r.object, data: r.data, model: this.#model, usage: r.usage };
+  }
+
   async #create(kind, body, opts = {}) {
     if (!body || typeof body !== 'object') throw fail('create() takes a request object');
+    if (this.#info.model?.kind === 'embedding') {
+      // (the wasm module refuses it too; here a stream is refused before it starts)
+      throw fail(`${this.#model} is an embedding model: it gives vectors, not text. Use ` +
+        'embeddings.create; chat and completions need a generation model');
+    }
     const signal = opts.signal ?? body.signal;
     let prompt;
     if (kind === 'chat') {

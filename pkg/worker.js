@@ -1,5 +1,5 @@
 // The Web Worker that runs the engine off the page's thread (index.js starts it). Messages in:
-// { id, op: 'load' | 'generate' | 'bench' | 'tokenize' | 'info' | 'reset' | 'unload' | 'abort', args };
+// { id, op: 'load' | 'generate' | 'embed' | 'bench' | 'tokenize' | 'info' | 'reset' | 'unload' | 'abort', args };
 // out: { id, type: 'progress' | 'text' | 'result' | 'error', ... } (a bench's runs come as progress).
 
 import { Core } from './core.js';
@@ -19,6 +19,8 @@ async function handle(id, op, args) {
         self.postMessage({ id, type: 'text', text });
         return true;
       });
+    case 'embed':
+      return core.embed(args.request);
     case 'bench':
       return core.bench(args.options, (run) => self.postMessage({ id, type: 'progress', progress: run }));
     case 'tokenize':

@@ -142,8 +142,7 @@ impl Vocab {
             ),
             _ => (None, None, None),
         };
-        let add_bos_default =
-            is_spm || is_wpm || pre.as_deref().map(pre_adds_bos).unwrap_or(false);
+        let add_bos_default = is_spm || is_wpm || pre.as_deref().map(pre_adds_bos).unwrap_or(false);
         Ok(Vocab {
             bos: id("tokenizer.ggml.bos_token_id").or(bos_default),
             eos: id("tokenizer.ggml.eos_token_id").or(eos_default),
@@ -372,7 +371,11 @@ fn crate_err(what: &str, e: impl std::fmt::Display) -> Error {
 /// them back into WordPiece's `##` convention and adds BERT's normalizer (clean-up, CJK spacing,
 /// lowercase, accents stripped) and pre-tokenizer (whitespace and punctuation), as the
 /// uncased `tokenizer.json` of these models does and llama.cpp's WPM tokenizer does.
-fn wpm_tokenizer(tokens: &[String], attrs: &[Attr], unk: Option<u32>) -> Result<tokenizers::Tokenizer> {
+fn wpm_tokenizer(
+    tokens: &[String],
+    attrs: &[Attr],
+    unk: Option<u32>,
+) -> Result<tokenizers::Tokenizer> {
     use tokenizers::models::wordpiece::WordPiece;
     use tokenizers::normalizers::bert::BertNormalizer;
     use tokenizers::pre_tokenizers::bert::BertPreTokenizer;

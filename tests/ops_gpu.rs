@@ -447,18 +447,28 @@ fn bidirectional_attention_over_a_packed_batch_matches_cpu() {
                 let qs = &q[row0 * h * d..][..n * h * d];
                 let one = attention_cpu(qs, &k, &v, &a);
                 // the mask matters: a causal pass over the same rows differs (but for one token)
-                let causal = attention_cpu(qs, &k, &v, &Attention {
-                    bidirectional: false,
-                    pos0: 0,
-                    ..a
-                });
+                let causal = attention_cpu(
+                    qs,
+                    &k,
+                    &v,
+                    &Attention {
+                        bidirectional: false,
+                        pos0: 0,
+                        ..a
+                    },
+                );
                 let ks = &k[row0 * kvh * d..][..n * kvh * d];
                 let vs = &v[row0 * kvh * d..][..n * kvh * d];
-                let causal_own = attention_cpu(qs, ks, vs, &Attention {
-                    bidirectional: false,
-                    pos0: 0,
-                    ..a
-                });
+                let causal_own = attention_cpu(
+                    qs,
+                    ks,
+                    vs,
+                    &Attention {
+                        bidirectional: false,
+                        pos0: 0,
+                        ..a
+                    },
+                );
                 if n > 1 {
                     assert!(max_abs(&one, &causal_own) > 1e-3, "bidirectional = causal?");
                 } else {
@@ -474,7 +484,10 @@ fn bidirectional_attention_over_a_packed_batch_matches_cpu() {
             g.submit(enc);
             let got = g.read_f32(&ob, 0, m * h * d).unwrap();
             let err = max_abs(&got, &want);
-            assert!(err < 1e-4, "bidirectional h={h} kv={kvh} d={d} {lens:?}: {err}");
+            assert!(
+                err < 1e-4,
+                "bidirectional h={h} kv={kvh} d={d} {lens:?}: {err}"
+            );
         }
         let bad = Attention {
             n_heads: 2,
@@ -552,7 +565,8 @@ fn attention_cases(g: &Gpu) {
             softcap,
             ring: 0,
             row0: 0,
-            kv: KvType::F32, bidirectional: false,
+            kv: KvType::F32,
+            bidirectional: false,
         };
         let want = attention_cpu(&q, &k, &v, &a);
         // an f16 cache holds keys and values as a per-channel f32 base plus an f16 difference
@@ -604,7 +618,8 @@ fn attention_cases(g: &Gpu) {
         );
         let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
         let a = Attention {
-            kv: KvType::F16, bidirectional: false,
+            kv: KvType::F16,
+            bidirectional: false,
             ..a
         };
         let kv = LayerKv {
@@ -628,7 +643,8 @@ fn attention_cases(g: &Gpu) {
         // the same over a q16 cache
         let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
         let a = Attention {
-            kv: KvType::Q16, bidirectional: false,
+            kv: KvType::Q16,
+            bidirectional: false,
             ..a
         };
         let kv = LayerKv {
@@ -662,7 +678,8 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv: KvType::F32, bidirectional: false,
+        kv: KvType::F32,
+        bidirectional: false,
     };
     let b = g.zeros("b", 4096).unwrap();
     let err = bad
@@ -682,7 +699,8 @@ fn attention_cases(g: &Gpu) {
         softcap: 0.0,
         ring: 6,
         row0: 0,
-        kv: KvType::F32, bidirectional: false,
+        kv: KvType::F32,
+        bidirectional: false,
     };
     let err = small_ring
         .encode(g, &mut g.encoder(), &b, kv32(&b, &b), &b)
@@ -760,9 +778,16 @@ fn family_ops_match_cpu() {
         }
     }
     // the exact GELU's reference against erf's tabulated values
-    for (x, want) in [(1.0f32, 0.841_344_7f32), (-0.5, -0.154_268_77), (3.0, 2.995_950_5)] {
+    for (x, want) in [
+        (1.0f32, 0.841_344_7f32),
+        (-0.5, -0.154_268_77),
+        (3.0, 2.995_950_5),
+    ] {
         let got = flint::ops::elementwise::gelu_erf_cpu(x);
-        assert!((got - want).abs() < 1e-6, "gelu_erf({x}) = {got}, not {want}");
+        assert!(
+            (got - want).abs() < 1e-6,
+            "gelu_erf({x}) = {got}, not {want}"
+        );
     }
     let bad = Unary::SoftCap(0.0)
         .encode(g, &mut g.encoder(), 4, &upload(g, &[0.0; 4]))
@@ -1427,7 +1452,8 @@ fn split_k_attention_matches_cpu() {
             softcap,
             ring,
             row0: 0,
-            kv: KvType::F32, bidirectional: false,
+            kv: KvType::F32,
+            bidirectional: false,
         };
         assert_eq!(
             a.splits(g),
@@ -1464,7 +1490,8 @@ fn split_k_attention_matches_cpu() {
         let vb = upload_f16_cache(g, &v, &vbase);
         let base = upload(g, &[kbase.clone(), vbase.clone()].concat());
         let a16 = Attention {
-            kv: KvType::F16, bidirectional: false,
+            kv: KvType::F16,
+            bidirectional: false,
             ..a
         };
         let (k16, v16) = (f16_cached_cpu(&k, &kbase), f16_cached_cpu(&v, &vbase));
@@ -1485,7 +1512,8 @@ fn split_k_attention_matches_cpu() {
         // and over a q16 cache
         let (kq, vq, sq) = upload_q16_cache(g, [&k, &v], [&kbase, &vbase], d);
         let aq = Attention {
-            kv: KvType::Q16, bidirectional: false,
+            kv: KvType::Q16,
+            bidirectional: false,
             ..a
         };
         let want_q = attention_cpu(
@@ -1521,7 +1549,8 @@ fn split_k_attention_matches_cpu() {
         softcap: 0.0,
         ring: 0,
         row0: 0,
-        kv: KvType::F32, bidirectional: false,
+        kv: KvType::F32,
+        bidirectional: false,
     };
     let small = g.zeros("small", 256).unwrap();
     let big = g.zeros("kv", 4001 * 2 * 64 * 4).unwrap();

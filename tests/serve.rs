@@ -471,6 +471,7 @@ fn api_key_is_required() {
         ("/v1/models", "GET"),
         ("/health", "GET"),
         ("/v1/chat/completions", "POST"),
+        ("/v1/embeddings", "POST"),
     ] {
         for key in [None, Some("wrong")] {
             let r = request(method, path, key, chat_body(false).to_string().as_bytes());
@@ -1019,4 +1020,26 @@ fn shared_prompt_prefix_reuses_the_cache() {
         .as_u64()
         .unwrap();
     assert_eq!(after - before, prompt - 1);
+}
+
+#[test]
+fn embeddings_need_an_embedding_model() {
+    if fixture().is_none() {
+        return;
+    }
+    // a server with only a chat model (no --embedding-model) answers /v1/embeddings with a 400
+    let r = post(
+        "/v1/embeddings",
+        &json!({"model": MODEL_ID, "input": "hello"}),
+    );
+    let v = assert_error(&r, "embeddings without an embedding model");
+    assert_eq!(r.status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "model", "{v}");
+    assert_eq!(v["error"]["code"], "model_not_supported", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no embedding model") && msg.contains("--embedding-model"),
+        "{v}"
+    );
+    assert!(get("/health").json().get("embedding").is_none());
 }

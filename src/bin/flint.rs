@@ -818,6 +818,17 @@ fn info(a: InfoArgs) -> Result<()> {
             *bytes as f64 / (1 << 20) as f64
         );
     }
+    if flint::embed::is_embedding_model(&path)? {
+        let e = a.model.load_embedder(None)?;
+        let mi = e.info();
+        println!("architecture: {} (embedding model)", mi.architecture);
+        for (k, v) in &mi.params {
+            println!("  {k}: {v}");
+        }
+        println!("tokenizer: {} tokens", e.tokenizer.vocab_size());
+        println!("adapter: {}", e.gpu.describe());
+        return Ok(());
+    }
     let engine = a.model.load(None)?;
     let mi = engine.model.info();
     println!("architecture: {}", mi.architecture);

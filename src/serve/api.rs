@@ -5,6 +5,7 @@
 
 use crate::chat::{ChatMessage, FunctionCall, ToolCall};
 use crate::constrain::GrammarSpec;
+use crate::embed::{EmbedInput, EmbedOptions};
 use crate::engine::GenerateOptions;
 use crate::sampling::SamplingParams;
 use crate::tools::{FieldError, ToolSpec};
@@ -175,18 +176,21 @@ fn opt_str<'a>(m: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>
     }
 }
 
+/// `model`, which every endpoint requires.
+fn required_model(m: &Map<String, Value>) -> Result<String, ApiError> {
+    match get(m, "model") {
+        None => Err(ApiError::invalid(
+            "you must provide a model parameter",
+            Some("model"),
+        )),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Err(wrong_type("model", "a string", v)),
+    }
+}
+
 /// The fields both endpoints share: model, sampling, stop, limits, streaming.
 pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, ApiError> {
-    let model = match get(m, "model") {
-        None => {
-            return Err(ApiError::invalid(
-                "you must provide a model parameter",
-                Some("model"),
-            ))
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => return Err(wrong_type("model", "a string", v)),
-    };
+    let model = required_model(m)?;
     let stream = opt_bool(m, "stream")?.unwrap_or(false);
     let include_usage = match get(m, "stream_options") {
         None => false,
@@ -630,6 +634,153 @@ fn token_ids(a: &[Value]) -> Result<Vec<u32>, ApiError> {
             v.as_u64()
                 .and_then(|x| u32::try_from(x).ok())
                 .ok_or_else(|| wrong_type("prompt", "an array of token ids", v))
+        })
+        .collect()
+}
+
+/// A parsed `/v1/embeddings` request.
+#[derive(Debug)]
+pub struct EmbedRequest {
+    pub model: String,
+    pub inputs: Vec<EmbedInput>,
+    /// `encoding_format: "base64"` (else "float").
+    pub base64: bool,
+    /// `dimensions` and flint's `truncate` (default false: an over-long input is a 400).
+    pub opts: EmbedOptions,
+}
+
+/// The `/v1/embeddings` fields: `model`, `input` (a string, an array of strings, an array of
+/// token ids, or an array of token-id arrays), `encoding_format`, `dimensions`, `user` (ignored)
+/// and `truncate`. Only the JSON shapes are checked here; what the inputs hold (empty, too many,
+/// ids outside the vocabulary, too long, `dimensions` out of range) the library checks.
+pub fn parse_embeddings(m: &Map<String, Value>) -> Result<EmbedRequest, ApiError> {
+    let model = required_model(m)?;
+    const SHAPES: &str =
+        "a string, an array of strings, an array of token ids or an array of token-id arrays";
+    let inputs = match get(m, "input") {
+        None => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            ))
+        }
+        Some(Value::String(s)) => vec![EmbedInput::Text(s.clone())],
+        Some(Value::Array(a)) => embed_items(a, SHAPES)?,
+        Some(v) => return Err(wrong_type("input", SHAPES, v)),
+    };
+    let base64 = match opt_str(m, "encoding_format")? {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid value '{other}' for 'encoding_format': expected 'float' or 'base64'."
+                ),
+                Some("encoding_format"),
+            )
+            .with_code("invalid_value"))
+        }
+    };
+    let dimensions = match opt_int(m, "dimensions")? {
+        None => None,
+        Some(d) if d < 0 => {
+            return Err(ApiError::invalid(
+                format!("'dimensions' = {d}: it must be a positive integer."),
+                Some("dimensions"),
+            )
+            .with_code("invalid_value"))
+        }
+        Some(d) => Some(usize::try_from(d).unwrap_or(usize::MAX)),
+    };
+    opt_str(m, "user")?;
+    let truncate = opt_bool(m, "truncate")?.unwrap_or(false);
+    Ok(EmbedRequest {
+        model,
+        inputs,
+        base64,
+        opts: EmbedOptions {
+            dimensions,
+            truncate,
+        },
+    })
+}
+
+/// The items of an `input` array, all of one kind: strings (one input each), token ids (the
+/// whole array is one input), or token-id arrays (one input each).
+fn embed_items(a: &[Value], shapes: &str) -> Result<Vec<EmbedInput>, ApiError> {
+    let Some(first) = a.first() else {
+        return Ok(Vec::new()); // the library refuses no input
+    };
+    let kind = |v: &Value| match v {
+        Value::String(_) => Some("a string"),
+        Value::Number(_) => Some("a token id"),
+        Value::Array(_) => Some("a token-id array"),
+        _ => None,
+    };
+    let Some(want) = kind(first) else {
+        return Err(wrong_type("input[0]", shapes, first));
+    };
+    for (i, v) in a.iter().enumerate() {
+        match kind(v) {
+            None => return Err(wrong_type(&format!("input[{i}]"), shapes, v)),
+            Some(k) if k != want => {
+                return Err(ApiError::invalid(
+                    format!(
+                        "'input' mixes kinds: input[0] is {want} but input[{i}] is {k}; it must \
+                         be {shapes}."
+                    ),
+                    Some("input"),
+                )
+                .with_code("invalid_type"))
+            }
+            Some(_) => {}
+        }
+    }
+    match first {
+        Value::String(_) => Ok(a
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| EmbedInput::Text(s.to_string())))
+            .collect()),
+        Value::Number(_) => Ok(vec![EmbedInput::Tokens(embed_ids(a, "input")?)]),
+        _ => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let ids = v.as_array().map_or(&[][..], Vec::as_slice);
+                embed_ids(ids, &format!("input[{i}]")).map(EmbedInput::Tokens)
+            })
+            .collect(),
+    }
+}
+
+/// Token ids: non-negative integers that fit 32 bits (whether the vocabulary has them, the
+/// library checks).
+fn embed_ids(a: &[Value], field: &str) -> Result<Vec<u32>, ApiError> {
+    a.iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let at = || format!("{field}[{j}]");
+            match v {
+                Value::Number(n) => {
+                    n.as_u64()
+                        .and_then(|x| u32::try_from(x).ok())
+                        .ok_or_else(|| {
+                            let why = if n.as_i64().is_some_and(|x| x < 0) {
+                                "negative"
+                            } else if n.is_f64() {
+                                "not an integer"
+                            } else {
+                                "too large"
+                            };
+                            ApiError::invalid(
+                                format!("{} = {n} is not a token id ({why}).", at()),
+                                Some("input"),
+                            )
+                            .with_code("invalid_value")
+                        })
+                }
+                v => Err(wrong_type(&at(), "a token id (an integer)", v)),
+            }
         })
         .collect()
 }

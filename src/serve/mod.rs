@@ -1,27 +1,34 @@
 //! `flint serve`: an OpenAI-compatible HTTP server (axum + tokio, native only).
 //!
 //! Endpoints: `GET /health`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`,
-//! `POST /v1/completions`. Responses and errors have OpenAI's shapes, so an OpenAI client pointed
-//! at `http://HOST:PORT/v1` works.
+//! `POST /v1/completions`, `POST /v1/embeddings`. Responses and errors have OpenAI's shapes, so an
+//! OpenAI client pointed at `http://HOST:PORT/v1` works.
+//!
+//! A server serves a chat model, an embedding model, or one of each ([`Models`]); each has its
+//! own id, its own worker thread, GPU device and queue. The embedding worker ([`embed`]) runs
+//! each request as one [`crate::embed::Embedder::embed`] call.
 //!
 //! One [`Engine`] runs on a dedicated worker thread ([`worker`]) fed by a bounded channel; the
-//! worker steps the requests in its slot table one token at a time (one slot today: requests run
-//! in arrival order). At most `max_concurrency` requests may be queued or running; more get 429
-//! with `Retry-After`. A client that disconnects frees its slot at the next step; a queued one
-//! that disconnects is skipped. `response_format` json_object / json_schema is enforced by a
-//! token mask from [`crate::grammar`] at every step.
+//! worker steps the requests in its slot table one token at a time, all of them in one batched
+//! forward pass (continuous batching). At most `max_concurrency` requests may be queued or running
+//! (chat and embedding requests counted apart); more get 429 with `Retry-After`. A client that
+//! disconnects frees its slot at the next step; a queued one that disconnects is skipped.
+//! `response_format` json_object / json_schema and tool calls are enforced by a token mask from
+//! [`crate::constrain`] at every step.
 //!
-//! Not yet: continuous batching (many sequences per forward pass), `n` > 1, tools.
+//! Not yet: `n` > 1.
 
 pub mod api;
+pub mod embed;
 pub mod static_files;
 pub mod worker;
 
 use crate::constrain::ConstraintVocab;
+use crate::embed::Embedder;
 use crate::engine::Engine;
 use crate::tools::{Delta, Syntax};
 use crate::{Error, Result};
-use api::{ApiError, GenRequest};
+use api::{ApiError, EmbedRequest, GenRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -55,8 +62,10 @@ pub struct ServeConfig {
     /// Requests decoded together in one batched forward pass (each holds a KV cache); at most
     /// `max_concurrency`.
     pub parallel: usize,
-    /// The model id clients name (`model` field) and `/v1/models` lists.
+    /// The chat model's id: what clients name (`model` field) and `/v1/models` lists.
     pub model_id: String,
+    /// The embedding model's id (when one is served).
+    pub embedding_model_id: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// The tool-call syntax, instead of the one detected from the chat template.
@@ -72,8 +81,35 @@ impl Default for ServeConfig {
             max_concurrency: 16,
             parallel: worker::DEFAULT_SLOTS,
             model_id: "flint".into(),
+            embedding_model_id: "flint-embedding".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tool_syntax: None,
+        }
+    }
+}
+
+/// What a server serves: a chat model, an embedding model, or both (at least one).
+pub struct Models {
+    /// Answers `/v1/chat/completions` and `/v1/completions` as [`ServeConfig::model_id`].
+    pub chat: Option<Engine>,
+    /// Answers `/v1/embeddings` as [`ServeConfig::embedding_model_id`].
+    pub embedder: Option<Embedder>,
+}
+
+impl From<Engine> for Models {
+    fn from(engine: Engine) -> Models {
+        Models {
+            chat: Some(engine),
+            embedder: None,
+        }
+    }
+}
+
+impl From<Embedder> for Models {
+    fn from(embedder: Embedder) -> Models {
+        Models {
+            chat: None,
+            embedder: Some(embedder),
         }
     }
 }
@@ -81,9 +117,15 @@ impl Default for ServeConfig {
 /// What the handlers share.
 struct AppState {
     config: ServeConfig,
+    created: u64,
+    chat: Option<ChatState>,
+    embed: Option<EmbedState>,
+}
+
+/// The chat model's side: its worker's queue and what requests are checked against.
+struct ChatState {
     jobs: std::sync::mpsc::SyncSender<Job>,
     counters: Arc<Counters>,
-    created: u64,
     ctx: usize,
     /// Requests decoded together (engine slots).
     slots: usize,
@@ -91,6 +133,15 @@ struct AppState {
     vocab: Arc<ConstraintVocab>,
     /// The syntax the model writes tool calls in.
     syntax: Syntax,
+}
+
+/// The embedding model's side: its worker's queue and what `/health` reports.
+struct EmbedState {
+    jobs: std::sync::mpsc::SyncSender<embed::EmbedJob>,
+    counters: Arc<Counters>,
+    stats: Arc<embed::EmbedStats>,
+    dims: usize,
+    max_tokens: usize,
 }
 
 type Shared = Arc<AppState>;
@@ -122,8 +173,8 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Starts the generation worker and builds the router; returns it with the worker's sender.
-fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
+/// Starts the workers and builds the router.
+fn build(models: Models, config: ServeConfig) -> Result<Router> {
     if config.max_concurrency == 0 {
         return Err(Error::InvalidArgument(
             "--max-concurrency must be at least 1".into(),
@@ -134,6 +185,45 @@ fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
             "--parallel must be at least 1".into(),
         ));
     }
+    match &models {
+        Models {
+            chat: None,
+            embedder: None,
+        } => {
+            return Err(Error::InvalidArgument(
+                "nothing to serve: give a chat model, an embedding model, or both".into(),
+            ))
+        }
+        Models {
+            chat: Some(_),
+            embedder: Some(_),
+        } if config.model_id == config.embedding_model_id => {
+            return Err(Error::InvalidArgument(format!(
+                "the chat model and the embedding model are both named `{}`: give one another id \
+                 (--model-id, --embedding-model-id)",
+                config.model_id
+            )))
+        }
+        _ => {}
+    }
+    let chat = models
+        .chat
+        .map(|engine| start_chat(engine, &config))
+        .transpose()?;
+    let embed = models
+        .embedder
+        .map(|e| start_embed(e, &config))
+        .transpose()?;
+    Ok(router(Arc::new(AppState {
+        config,
+        created: now(),
+        chat,
+        embed,
+    })))
+}
+
+/// Starts the generation worker.
+fn start_chat(mut engine: Engine, config: &ServeConfig) -> Result<ChatState> {
     engine.set_slots(config.parallel.min(config.max_concurrency))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
     let counters = Arc::new(Counters::default());
@@ -141,21 +231,38 @@ fn build(mut engine: Engine, config: ServeConfig) -> Result<Router> {
         .tool_syntax
         .unwrap_or_else(|| Syntax::detect(engine.chat_template.as_deref().unwrap_or("")));
     let vocab = Arc::new(ConstraintVocab::new(&engine.tokenizer)?);
-    let state = Arc::new(AppState {
+    let state = ChatState {
         vocab,
         syntax,
         ctx: engine.ctx,
         slots: engine.slots(),
-        config,
         jobs: tx,
         counters: counters.clone(),
-        created: now(),
-    });
+    };
     std::thread::Builder::new()
         .name("flint-generate".into())
         .spawn(move || worker::run(engine, syntax, rx, counters))
         .map_err(|e| Error::io("generation thread", e))?;
-    Ok(router(state))
+    Ok(state)
+}
+
+/// Starts the embedding worker.
+fn start_embed(embedder: Embedder, config: &ServeConfig) -> Result<EmbedState> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
+    let counters = Arc::new(Counters::default());
+    let stats = Arc::new(embed::EmbedStats::default());
+    let state = EmbedState {
+        jobs: tx,
+        counters: counters.clone(),
+        stats: stats.clone(),
+        dims: embedder.cfg.dims,
+        max_tokens: embedder.cfg.max_tokens,
+    };
+    std::thread::Builder::new()
+        .name("flint-embed".into())
+        .spawn(move || embed::run(embedder, rx, counters, stats))
+        .map_err(|e| Error::io("embedding thread", e))?;
+    Ok(state)
 }
 
 fn router(state: Shared) -> Router {
@@ -171,6 +278,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -206,15 +314,24 @@ async fn bind(config: &ServeConfig) -> Result<tokio::net::TcpListener> {
         .map_err(|e| Error::io(&addr, e))
 }
 
-/// Serves `engine` on the calling thread until Ctrl-C (what `flint serve` runs).
-pub fn run(engine: Engine, config: ServeConfig) -> Result<()> {
+/// Serves `models` (an [`Engine`], an [`Embedder`], or [`Models`]) on the calling thread until
+/// Ctrl-C (what `flint serve` runs).
+pub fn run(models: impl Into<Models>, config: ServeConfig) -> Result<()> {
+    let models = models.into();
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = bind(&config).await?;
         let addr = listener.local_addr().map_err(|e| Error::io("socket", e))?;
-        let model = config.model_id.clone();
+        let mut names = Vec::new();
+        if models.chat.is_some() {
+            names.push(config.model_id.clone());
+        }
+        if models.embedder.is_some() {
+            names.push(format!("{} (embeddings)", config.embedding_model_id));
+        }
+        let model = names.join(" and ");
         let keyed = config.api_key.is_some();
-        let app = build(engine, config)?;
+        let app = build(models, config)?;
         eprintln!(
             "flint: serving {model} at http://{addr}/v1{}",
             if keyed { " (API key required)" } else { "" }
@@ -228,11 +345,11 @@ pub fn run(engine: Engine, config: ServeConfig) -> Result<()> {
 }
 
 /// Starts a server on background threads and returns once it listens (tests, embedding).
-pub fn spawn(engine: Engine, config: ServeConfig) -> Result<ServerHandle> {
+pub fn spawn(models: impl Into<Models>, config: ServeConfig) -> Result<ServerHandle> {
     let rt = runtime()?;
     let listener = rt.block_on(bind(&config))?;
     let addr = listener.local_addr().map_err(|e| Error::io("socket", e))?;
-    let app = build(engine, config)?;
+    let app = build(models.into(), config)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("flint-serve".into())
@@ -327,32 +444,70 @@ async fn method_not_allowed(req: Request) -> ApiError {
 }
 
 /// Liveness and load: `active` requests in the worker's slot table, `queued` ones admitted and
-/// waiting, and counters since start.
+/// waiting, and counters since start; with an embedding model, its own under `embedding`. A
+/// server with only an embedding model names it as `model`.
 async fn health(State(s): State<Shared>) -> Json<Value> {
-    let c = &s.counters;
-    let in_flight = c.in_flight.load(Ordering::SeqCst);
-    let active = c.active.load(Ordering::SeqCst);
-    let steps = c.steps.load(Ordering::Relaxed);
-    Json(json!({
-        "status": "ok",
-        "model": s.config.model_id,
-        "context": s.ctx,
-        "active": active,
-        "queued": in_flight.saturating_sub(active),
-        "slots": s.slots,
-        "max_concurrency": s.config.max_concurrency,
-        "cancelled": c.cancelled.load(Ordering::Relaxed),
-        "decode_steps": steps,
-        "decode_passes": c.passes.load(Ordering::Relaxed),
-        "gpu_sampled_passes": c.gpu_sampled_passes.load(Ordering::Relaxed),
-        "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
-    }))
+    let mut v = match &s.chat {
+        Some(chat) => {
+            let c = &chat.counters;
+            let in_flight = c.in_flight.load(Ordering::SeqCst);
+            let active = c.active.load(Ordering::SeqCst);
+            let steps = c.steps.load(Ordering::Relaxed);
+            json!({
+                "status": "ok",
+                "model": s.config.model_id,
+                "context": chat.ctx,
+                "active": active,
+                "queued": in_flight.saturating_sub(active),
+                "slots": chat.slots,
+                "max_concurrency": s.config.max_concurrency,
+                "cancelled": c.cancelled.load(Ordering::Relaxed),
+                "decode_steps": steps,
+                "decode_passes": c.passes.load(Ordering::Relaxed),
+                "gpu_sampled_passes": c.gpu_sampled_passes.load(Ordering::Relaxed),
+                "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
+            })
+        }
+        None => json!({
+            "status": "ok",
+            "model": s.config.embedding_model_id,
+            "max_concurrency": s.config.max_concurrency,
+        }),
+    };
+    if let Some(e) = &s.embed {
+        let c = &e.counters;
+        let in_flight = c.in_flight.load(Ordering::SeqCst);
+        let active = c.active.load(Ordering::SeqCst);
+        v["embedding"] = json!({
+            "model": s.config.embedding_model_id,
+            "dimensions": e.dims,
+            "max_tokens": e.max_tokens,
+            "active": active,
+            "queued": in_flight.saturating_sub(active),
+            "cancelled": c.cancelled.load(Ordering::Relaxed),
+            "requests": e.stats.requests.load(Ordering::Relaxed),
+            "inputs": e.stats.inputs.load(Ordering::Relaxed),
+            "prompt_tokens": e.stats.tokens.load(Ordering::Relaxed),
+            "busy_ms": e.stats.busy_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        });
+    }
+    Json(v)
 }
 
-fn model_object(s: &AppState) -> Value {
+/// The ids of the models served: the chat model's first.
+fn model_ids(s: &AppState) -> Vec<&str> {
+    let chat = s.chat.as_ref().map(|_| s.config.model_id.as_str());
+    let embed = s
+        .embed
+        .as_ref()
+        .map(|_| s.config.embedding_model_id.as_str());
+    chat.into_iter().chain(embed).collect()
+}
+
+fn model_object(s: &AppState, id: &str) -> Value {
     json!({
-        "id": s.config.model_id,
+        "id": id,
         "object": "model",
         "created": s.created,
         "owned_by": "flint",
@@ -360,12 +515,16 @@ fn model_object(s: &AppState) -> Value {
 }
 
 async fn models(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [model_object(&s)]}))
+    let data: Vec<Value> = model_ids(&s)
+        .into_iter()
+        .map(|id| model_object(&s, id))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 async fn model(State(s): State<Shared>, Path(id): Path<String>) -> Response {
-    if id == s.config.model_id {
-        Json(model_object(&s)).into_response()
+    if model_ids(&s).contains(&id.as_str()) {
+        Json(model_object(&s, &id)).into_response()
     } else {
         unknown_model(&id).into_response()
     }
@@ -410,9 +569,10 @@ async fn chat_completions(
     let r = (|| {
         let body = body_bytes(body, s.config.max_body_bytes)?;
         let m = api::parse_object(&body)?;
+        let chat = chat_state(&s)?;
         let mut req = api::parse_common(&m, true)?;
         let messages = api::parse_messages(&m)?;
-        constrain(&s, &mut req)?;
+        constrain(chat, &mut req)?;
         let tools = req.tools.take();
         Ok::<_, ApiError>((req, Prompt::Chat(messages, tools)))
     })();
@@ -429,9 +589,10 @@ async fn completions(
     let r = (|| {
         let body = body_bytes(body, s.config.max_body_bytes)?;
         let m = api::parse_object(&body)?;
+        let chat = chat_state(&s)?;
         let mut req = api::parse_common(&m, false)?;
         let prompt = api::parse_prompt(&m)?;
-        constrain(&s, &mut req)?;
+        constrain(chat, &mut req)?;
         Ok::<_, ApiError>((req, prompt))
     })();
     match r {
@@ -440,9 +601,23 @@ async fn completions(
     }
 }
 
+/// The chat model's side, or the 400 of a server that has only an embedding model.
+fn chat_state(s: &AppState) -> std::result::Result<&ChatState, ApiError> {
+    s.chat.as_ref().ok_or_else(|| {
+        ApiError::invalid(
+            format!(
+                "This server has no chat model: `{}` is an embedding model; use /v1/embeddings.",
+                s.config.embedding_model_id
+            ),
+            Some("model"),
+        )
+        .with_code("model_not_supported")
+    })
+}
+
 /// Compiles what the request constrains decoding with ([`crate::tools::constrain`]): a grammar
 /// flint cannot compile is a 400 before the request is queued.
-fn constrain(s: &AppState, req: &mut GenRequest) -> std::result::Result<(), ApiError> {
+fn constrain(s: &ChatState, req: &mut GenRequest) -> std::result::Result<(), ApiError> {
     let c = crate::tools::constrain(
         &s.vocab,
         s.syntax,
@@ -481,10 +656,16 @@ fn response_id(kind: Kind) -> String {
 
 /// Admits a request, queues it for the worker and answers it, whole or streamed.
 async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Response {
+    let Some(chat) = &s.chat else {
+        return ApiError::server("no chat model").into_response(); // the handlers checked
+    };
     if req.model != s.config.model_id {
+        if s.embed.is_some() && req.model == s.config.embedding_model_id {
+            return not_for(&req.model, "an embedding model", "/v1/embeddings").into_response();
+        }
         return unknown_model(&req.model).into_response();
     }
-    let Some(slot) = Slot::try_take(&s.counters, s.config.max_concurrency) else {
+    let Some(slot) = Slot::try_take(&chat.counters, s.config.max_concurrency) else {
         return busy();
     };
     let (tx, mut rx) = unbounded_channel();
@@ -496,7 +677,7 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         events: tx,
         _slot: slot,
     };
-    match s.jobs.try_send(job) {
+    match chat.jobs.try_send(job) {
         Ok(()) => {}
         Err(std::sync::mpsc::TrySendError::Full(_)) => return busy(),
         Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
@@ -521,6 +702,147 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         stream_response(meta, req.include_usage, rx)
     } else {
         whole_response(meta, rx).await
+    }
+}
+
+/// The 400 of a request naming a model served for another endpoint.
+fn not_for(id: &str, what: &str, endpoint: &str) -> ApiError {
+    ApiError::invalid(
+        format!("The model `{id}` is {what}; use {endpoint}."),
+        Some("model"),
+    )
+    .with_code("model_not_supported")
+}
+
+/// `POST /v1/embeddings`: the request's inputs in one call of the embedding worker.
+async fn embeddings(
+    State(s): State<Shared>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = (|| {
+        let body = body_bytes(body, s.config.max_body_bytes)?;
+        let m = api::parse_object(&body)?;
+        let Some(e) = &s.embed else {
+            return Err(ApiError::invalid(
+                format!(
+                    "This server has no embedding model (`{}` is a chat model); start flint \
+                     serve with --embedding-model.",
+                    s.config.model_id
+                ),
+                Some("model"),
+            )
+            .with_code("model_not_supported"));
+        };
+        let req = api::parse_embeddings(&m)?;
+        if req.model != s.config.embedding_model_id {
+            if s.chat.is_some() && req.model == s.config.model_id {
+                return Err(not_for(
+                    &req.model,
+                    "a chat model, not an embedding model",
+                    format!("`{}` for embeddings", s.config.embedding_model_id).as_str(),
+                ));
+            }
+            return Err(unknown_model(&req.model));
+        }
+        Ok::<_, ApiError>((e, req))
+    })();
+    let (e, req) = match r {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let EmbedRequest {
+        model,
+        inputs,
+        base64,
+        opts,
+    } = req;
+    let Some(slot) = Slot::try_take(&e.counters, s.config.max_concurrency) else {
+        return busy();
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = embed::EmbedJob {
+        inputs,
+        opts,
+        reply: tx,
+        slot,
+    };
+    match e.jobs.try_send(job) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::TrySendError::Full(_)) => return busy(),
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+            return ApiError::server("the embedding worker has stopped").into_response()
+        }
+    }
+    let out = match rx.await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => {
+            return ApiError::server("the embedding worker dropped the request").into_response()
+        }
+    };
+    embeddings_response(&model, out, base64)
+}
+
+/// OpenAI's embeddings list. Floats are written as f32s (the shortest text that reads back as the
+/// same f32), not widened to f64 first.
+fn embeddings_response(model: &str, out: crate::embed::Embeddings, base64: bool) -> Response {
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Vector {
+        Float(Vec<f32>),
+        Base64(String),
+    }
+    #[derive(serde::Serialize)]
+    struct Item {
+        object: &'static str,
+        index: usize,
+        embedding: Vector,
+    }
+    #[derive(serde::Serialize)]
+    struct Usage {
+        prompt_tokens: usize,
+        total_tokens: usize,
+    }
+    #[derive(serde::Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<Item>,
+        model: &'a str,
+        usage: Usage,
+    }
+    let data = out
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, v)| Item {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                Vector::Base64(embed::base64_f32(&v))
+            } else {
+                Vector::Float(v)
+            },
+        })
+        .collect();
+    let list = List {
+        object: "list",
+        data,
+        model,
+        usage: Usage {
+            prompt_tokens: out.prompt_tokens,
+            total_tokens: out.prompt_tokens,
+        },
+    };
+    match serde_json::to_vec(&list) {
+        Ok(body) => {
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => ApiError::server(e.to_string()).into_response(),
     }
 }
 

@@ -4,12 +4,14 @@
 //! ```text
 //! read(0..prefix) ─► Gguf::from_header_bytes ─► config, tokenizer, chat template
 //! for each tensor (file order): read(piece) ─► repack (quant::to_gpu_rows) ─► queue.write_buffer
-//! uploaded tensors ─► Model::load_from ─► Engine::assemble
+//! uploaded tensors ─► Model::load_from ─► Engine::assemble   (a generation model)
+//!                  └► Embedder::from_gguf                  (an embedding model: embed::gguf_embeds)
 //! ```
 //!
 //! Peak memory is the header plus one piece, not the model: the bytes go to the GPU as they come.
 
 use crate::bench::ModelSizes;
+use crate::embed::{gguf_embeds, Embedder};
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
 use crate::format::gguf::{Gguf, GGUF_MAGIC};
@@ -18,6 +20,7 @@ use crate::model::{Model, TensorSource, Uploaded};
 use crate::ops::quant;
 use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
+use std::time::Duration;
 use web_time::Instant;
 
 /// Most file bytes read (and held) at once while streaming a tensor.
@@ -99,17 +102,28 @@ pub struct LoadStats {
     pub gpu_bytes: u64,
     /// The file's tensor sizes, for the benchmark's report.
     pub sizes: ModelSizes,
+    /// From the first read to the model ready to run.
+    pub load_time: Duration,
 }
 
-/// Streams the GGUF behind `reader` to `gpu` and builds an engine: tokenizer and chat template from
-/// the header, every tensor uploaded in pieces in file order. `progress(done, total)` counts file
-/// bytes (header included).
+/// What a streamed GGUF became: a generation engine, or an embedder where the file holds an
+/// embedding model ([`gguf_embeds`]: an encoder such as BERT, or a GGUF with a pooling type).
+pub enum Loaded {
+    Engine(Engine),
+    Embedder(Embedder),
+}
+
+/// Streams the GGUF behind `reader` to `gpu` and builds what it holds: tokenizer (and chat
+/// template) from the header, every tensor uploaded in pieces in file order, then an [`Engine`]
+/// or, for an embedding model, an [`Embedder`] from the same uploaded tensors. `opts` shapes an
+/// engine (context, batch, KV cache); an embedder takes only the GPU options the device was opened
+/// with. `progress(done, total)` counts file bytes (header included).
 pub async fn load<R: RangeReader>(
     reader: &mut R,
     gpu: Gpu,
     opts: &LoadOptions,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Engine, LoadStats)> {
+) -> Result<(Loaded, LoadStats)> {
     let t0 = Instant::now();
     let g = read_header(reader).await?;
     let mut stats = LoadStats {
@@ -118,6 +132,33 @@ pub async fn load<R: RangeReader>(
         ..LoadStats::default()
     };
     let tokenizer = Tokenizer::from_gguf(&g)?;
+    let uploaded = upload_tensors(reader, &gpu, &g, &mut stats, progress).await?;
+    // every byte was reported as it was uploaded
+    let mut quiet = |_, _| {};
+    let src = TensorSource::uploaded(uploaded, &mut quiet);
+    let loaded = if gguf_embeds(&g) {
+        Loaded::Embedder(Embedder::from_gguf(gpu, &g, src, tokenizer)?)
+    } else {
+        let model = Model::load_from(&gpu, &g, src)?;
+        let template = g.get_str("tokenizer.chat_template").map(str::to_string);
+        drop(g);
+        let mut engine = Engine::assemble(gpu, model, tokenizer, template, opts)?;
+        engine.load_time = t0.elapsed();
+        Loaded::Engine(engine)
+    };
+    stats.load_time = t0.elapsed();
+    Ok((loaded, stats))
+}
+
+/// Reads every tensor of `g` from `reader` in file order, in pieces, straight into GPU buffers:
+/// matrices in their GPU layout, vectors as f32. Fills `stats`; `progress` as for [`load`].
+async fn upload_tensors<R: RangeReader>(
+    reader: &mut R,
+    gpu: &Gpu,
+    g: &Gguf,
+    stats: &mut LoadStats,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<HashMap<String, Uploaded>> {
     let total = g.data_offset + g.tensors.iter().map(|t| t.n_bytes).sum::<u64>();
     let mut done = g.data_offset;
     progress(done, total);
@@ -143,7 +184,7 @@ pub async fn load<R: RangeReader>(
             }
             [cols, rows] => {
                 let (rows, cols) = (*rows as usize, *cols as usize);
-                let w = Weight::alloc(&gpu, &t.name, dtype, rows, cols)?;
+                let w = Weight::alloc(gpu, &t.name, dtype, rows, cols)?;
                 let row_bytes = (t.n_bytes as usize / rows.max(1)).max(1);
                 let rows_per_read = (CHUNK_BYTES / row_bytes).max(1);
                 let mut row0 = 0;
@@ -152,7 +193,7 @@ pub async fn load<R: RangeReader>(
                     let at = t.file_offset + (row0 * row_bytes) as u64;
                     let raw = reader.read(at, n * row_bytes).await?;
                     stats.max_read = stats.max_read.max(raw.len());
-                    w.write_rows(&gpu, row0, &raw)?;
+                    w.write_rows(gpu, row0, &raw)?;
                     row0 += n;
                     progress(done + (row0 * row_bytes) as u64, total);
                 }
@@ -181,10 +222,5 @@ pub async fn load<R: RangeReader>(
         done += t.n_bytes;
         progress(done, total);
     }
-    let model = Model::load_from(&gpu, &g, TensorSource::uploaded(uploaded, &mut |_, _| {}))?;
-    let template = g.get_str("tokenizer.chat_template").map(str::to_string);
-    drop(g);
-    let mut engine = Engine::assemble(gpu, model, tokenizer, template, opts)?;
-    engine.load_time = t0.elapsed();
-    Ok((engine, stats))
+    Ok(uploaded)
 }

@@ -1,12 +1,14 @@
 //! The JavaScript-facing API (wasm-bindgen), wrapped by `pkg/core.js`: [`load_model`] streams a
-//! GGUF through a JavaScript `read(offset, length)` function, [`WebEngine::generate`] runs the
-//! engine's own token loop with a text callback. Every failure is a JavaScript `Error` whose
+//! GGUF through a JavaScript `read(offset, length)` function and holds what it was, a generation
+//! model or an embedding model; [`WebEngine::generate`] runs the engine's own token loop with a
+//! text callback, [`WebEngine::embed`] the embedder. Every failure is a JavaScript `Error` whose
 //! message names the problem.
 
-use super::loader::{self, LoadStats, RangeReader};
+use super::loader::{self, LoadStats, Loaded, RangeReader};
 use super::options::parse_load_options;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::constrain::ConstraintVocab;
+use crate::embed::Embedder;
 use crate::engine::{Engine, FinishReason, GenerateOptions};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -157,15 +159,26 @@ impl WebBenchOptions {
     }
 }
 
-struct Inner {
+/// A generation model and what its requests need besides the engine.
+struct Chat {
     engine: Engine,
-    /// Where the model came from (the report names it).
-    url: String,
     template: Option<Result<ChatTemplate>>,
     /// The syntax the model writes tool calls in (detected from its template).
     syntax: Syntax,
     /// The vocabulary for grammars, built on first use.
     vocab: Option<ConstraintVocab>,
+}
+
+/// What the loaded file holds.
+enum Kind {
+    Chat(Box<Chat>),
+    Embed(Box<Embedder>),
+}
+
+struct Inner {
+    kind: Kind,
+    /// Where the model came from (the report and the errors name it).
+    url: String,
     stats: LoadStats,
 }
 
@@ -208,24 +221,29 @@ pub async fn load_model(
             &JsValue::from_f64(total as f64),
         );
     };
-    let (engine, stats) = loader::load(&mut reader, gpu, &load, &mut on_progress)
+    let (loaded, stats) = loader::load(&mut reader, gpu, &load, &mut on_progress)
         .await
         .map_err(js_error)?;
-    let template = engine.chat_template.as_deref().map(|src| {
-        let tok = &engine.tokenizer;
-        let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
-        ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
-    });
-    let syntax = Syntax::detect(engine.chat_template.as_deref().unwrap_or(""));
+    let kind = match loaded {
+        Loaded::Embedder(e) => Kind::Embed(Box::new(e)),
+        Loaded::Engine(engine) => {
+            let template = engine.chat_template.as_deref().map(|src| {
+                let tok = &engine.tokenizer;
+                let piece =
+                    |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
+                ChatTemplate::new(src, &piece(tok.bos_id()), &piece(tok.eos_id()))
+            });
+            let syntax = Syntax::detect(engine.chat_template.as_deref().unwrap_or(""));
+            Kind::Chat(Box::new(Chat {
+                engine,
+                template,
+                syntax,
+                vocab: None,
+            }))
+        }
+    };
     Ok(WebEngine {
-        inner: Rc::new(RefCell::new(Some(Inner {
-            engine,
-            url,
-            template,
-            syntax,
-            vocab: None,
-            stats,
-        }))),
+        inner: Rc::new(RefCell::new(Some(Inner { kind, url, stats }))),
     })
 }
 
@@ -233,7 +251,7 @@ fn busy() -> JsValue {
     JsError::new("the engine is unloaded or busy with another request").into()
 }
 
-impl Inner {
+impl Chat {
     fn tokens(&self, prompt: Prompt, tools: Option<&ToolSpec>) -> Result<Vec<u32>> {
         let tok = &self.engine.tokenizer;
         let ids = match prompt {
@@ -262,11 +280,79 @@ impl Inner {
         }
         Ok(ids)
     }
+}
+
+impl Inner {
+    fn gpu(&self) -> &Gpu {
+        match &self.kind {
+            Kind::Chat(c) => &c.engine.gpu,
+            Kind::Embed(e) => &e.gpu,
+        }
+    }
+
+    /// The generation model, or an error saying this one embeds.
+    fn chat(&mut self) -> Result<&mut Chat> {
+        match &mut self.kind {
+            Kind::Chat(c) => Ok(c),
+            Kind::Embed(e) => Err(Error::InvalidArgument(format!(
+                "{} is an embedding model ({}): it gives vectors, not text. Use \
+                 embeddings.create; chat, completions and bench need a generation model",
+                self.url,
+                e.info().architecture
+            ))),
+        }
+    }
+
+    /// The embedding model, or an error saying this one generates.
+    fn embedder(&mut self) -> Result<&mut Embedder> {
+        match &mut self.kind {
+            Kind::Embed(e) => Ok(e),
+            Kind::Chat(c) => Err(Error::InvalidArgument(format!(
+                "{} is a generation model ({}), not an embedding model: embeddings.create needs \
+                 one (an encoder such as BERT, or a GGUF with `<arch>.pooling_type`)",
+                self.url,
+                c.engine.model.info().architecture
+            ))),
+        }
+    }
 
     fn info(&self) -> serde_json::Value {
-        let e = &self.engine;
-        let g = &e.gpu;
-        let info = e.model.info();
+        let g = self.gpu();
+        let params = |p: Vec<(String, String)>| {
+            p.into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let (model, ctx) = match &self.kind {
+            Kind::Chat(c) => {
+                let info = c.engine.model.info();
+                let model = json!({
+                    "kind": "generation",
+                    "architecture": info.architecture,
+                    "params": params(info.params),
+                    "vocab": c.engine.tokenizer.vocab_size(),
+                    "hasChatTemplate": c.template.is_some(),
+                });
+                (model, c.engine.ctx)
+            }
+            Kind::Embed(e) => {
+                let info = e.info();
+                let model = json!({
+                    "kind": "embedding",
+                    "architecture": info.architecture,
+                    "params": params(info.params),
+                    "vocab": e.tokenizer.vocab_size(),
+                    "hasChatTemplate": false,
+                    "embedding": {
+                        "dimensions": e.cfg.dims,
+                        "pooling": e.cfg.pooling.name(),
+                        "normalize": e.cfg.normalize,
+                        "maxTokens": e.cfg.max_tokens,
+                    },
+                });
+                (model, e.cfg.max_tokens)
+            }
+        };
         json!({
             "adapter": g.info.name,
             "backend": format!("{:?}", g.info.backend),
@@ -285,14 +371,9 @@ impl Inner {
                 "sampleOn": if g.caps.gpu_sampling { "gpu" } else { "cpu" },
             },
             "kernels": g.compiled_kernels(),
-            "model": {
-                "architecture": info.architecture,
-                "params": info.params.into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<_, _>>(),
-                "vocab": e.tokenizer.vocab_size(),
-                "hasChatTemplate": self.template.is_some(),
-            },
-            "ctx": e.ctx,
-            "loadMs": e.load_time.as_secs_f64() * 1e3,
+            "model": model,
+            "ctx": ctx,
+            "loadMs": self.stats.load_time.as_secs_f64() * 1e3,
             "headerBytes": self.stats.header_bytes,
             "tensorBytes": self.stats.tensor_bytes,
             "largestReadBytes": self.stats.max_read,
@@ -310,13 +391,22 @@ impl WebEngine {
         Ok(inner.info().to_string())
     }
 
-    /// Token ids of `prompt` (JSON, as for `generate`), e.g. to count tokens.
+    /// Token ids of `prompt` (JSON, as for `generate`), e.g. to count tokens. An embedding
+    /// model's are those `embed` runs (the model's special tokens around the text).
     pub fn tokenize(&self, prompt: String) -> std::result::Result<Vec<u32>, JsValue> {
         let slot = self.inner.try_borrow().map_err(|_| busy())?;
         let inner = slot.as_ref().ok_or_else(busy)?;
         let p: Prompt = serde_json::from_str(&prompt)
             .map_err(|e| js_error(Error::InvalidArgument(format!("prompt: {e}"))))?;
-        inner.tokens(p, None).map_err(js_error)
+        match (&inner.kind, p) {
+            (Kind::Chat(c), p) => c.tokens(p, None),
+            (Kind::Embed(e), Prompt::Text(t)) => e.tokenizer.encode(&t, true),
+            (Kind::Embed(_), Prompt::Tokens(ids)) => Ok(ids),
+            (Kind::Embed(_), Prompt::Messages(_)) => Err(Error::InvalidArgument(
+                "an embedding model has no chat template: tokenize a prompt".into(),
+            )),
+        }
+        .map_err(js_error)
     }
 
     /// Generates after `prompt` (JSON `{"messages": [...]}`, `{"text": "..."}` or
@@ -340,11 +430,17 @@ impl WebEngine {
                 .ok()
                 .and_then(|mut s| s.take())
                 .ok_or_else(busy)?;
-            let result = run(&mut inner, prompt, o, &on_text).await;
-            if result.is_err() {
-                // The KV cache may hold a half-written step.
-                inner.engine.reset();
-            }
+            let result = match inner.chat() {
+                Ok(chat) => {
+                    let result = run(chat, prompt, o, &on_text).await;
+                    if result.is_err() {
+                        // The KV cache may hold a half-written step.
+                        chat.engine.reset();
+                    }
+                    result
+                }
+                Err(e) => Err(js_error(e)),
+            };
             if let Ok(mut s) = slot.try_borrow_mut() {
                 *s = Some(inner);
             }
@@ -384,11 +480,17 @@ impl WebEngine {
             };
             let sizes = inner.stats.sizes.clone();
             let model = inner.url.clone();
-            let result =
-                crate::bench::run(&mut inner.engine, &spec, &sizes, model, &mut report_run).await;
-            if result.is_err() {
-                inner.engine.reset();
-            }
+            let result = match inner.chat() {
+                Ok(chat) => {
+                    let e = &mut chat.engine;
+                    let result = crate::bench::run(e, &spec, &sizes, model, &mut report_run).await;
+                    if result.is_err() {
+                        e.reset();
+                    }
+                    result
+                }
+                Err(e) => Err(e),
+            };
             if let Ok(mut s) = slot.try_borrow_mut() {
                 *s = Some(inner);
             }
@@ -399,10 +501,42 @@ impl WebEngine {
         })
     }
 
-    /// Empties the KV cache.
+    /// Embeds `request` (JSON `{"input", "encoding_format", "dimensions", "truncate"}`, read by
+    /// [`super::embeddings::parse_request`]; the embedder checks the values). Resolves to OpenAI's
+    /// embeddings list in JSON, without `model` (pkg/index.js adds it).
+    pub fn embed(&self, request: String) -> Promise {
+        let slot = self.inner.clone();
+        future_to_promise(async move {
+            let mut inner = slot
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut s| s.take())
+                .ok_or_else(busy)?;
+            let result = match inner.embedder() {
+                Ok(e) => match super::embeddings::parse_request(&request) {
+                    Ok(req) => e
+                        .embed_async(&req.inputs, &req.opts)
+                        .await
+                        .map(|out| super::embeddings::response_json(&out, req.encoding)),
+                    Err(err) => Err(err),
+                },
+                Err(err) => Err(err),
+            };
+            if let Ok(mut s) = slot.try_borrow_mut() {
+                *s = Some(inner);
+            }
+            result
+                .map(|v| JsValue::from_str(&v.to_string()))
+                .map_err(js_error)
+        })
+    }
+
+    /// Empties the KV cache (an embedding model keeps nothing between calls).
     pub fn reset(&self) -> std::result::Result<(), JsValue> {
         let mut slot = self.inner.try_borrow_mut().map_err(|_| busy())?;
-        slot.as_mut().ok_or_else(busy)?.engine.reset();
+        if let Kind::Chat(c) = &mut slot.as_mut().ok_or_else(busy)?.kind {
+            c.engine.reset();
+        }
         Ok(())
     }
 
@@ -410,14 +544,14 @@ impl WebEngine {
     pub fn unload(&self) -> std::result::Result<(), JsValue> {
         let mut slot = self.inner.try_borrow_mut().map_err(|_| busy())?;
         if let Some(inner) = slot.take() {
-            inner.engine.gpu.device.destroy();
+            inner.gpu().device.destroy();
         }
         Ok(())
     }
 }
 
 async fn run(
-    inner: &mut Inner,
+    chat: &mut Chat,
     prompt: Prompt,
     o: WebGenerateOptions,
     on_text: &Function,
@@ -435,7 +569,7 @@ async fn run(
             "tools need chat messages (chat.completions), not a prompt (tools)".into(),
         )));
     }
-    let ids = inner.tokens(prompt, tools.as_ref()).map_err(js_error)?;
+    let ids = chat.tokens(prompt, tools.as_ref()).map_err(js_error)?;
     let mut opts = GenerateOptions {
         max_tokens: o.max_tokens,
         sampling: o.sampling,
@@ -443,11 +577,11 @@ async fn run(
         ..Default::default()
     };
     if tools.is_some() || format.is_some() {
-        if inner.vocab.is_none() {
-            inner.vocab = Some(ConstraintVocab::new(&inner.engine.tokenizer).map_err(js_error)?);
+        if chat.vocab.is_none() {
+            chat.vocab = Some(ConstraintVocab::new(&chat.engine.tokenizer).map_err(js_error)?);
         }
-        let vocab = inner.vocab.as_ref().expect("built above");
-        let c = crate::tools::constrain(vocab, inner.syntax, tools.as_ref(), format.as_ref())
+        let vocab = chat.vocab.as_ref().expect("built above");
+        let c = crate::tools::constrain(vocab, chat.syntax, tools.as_ref(), format.as_ref())
             .map_err(|e| js_error(field_error(e)))?;
         opts.grammar = c.grammar;
         opts.tools = c.tools;
@@ -460,7 +594,7 @@ async fn run(
             Err(_) => false,
         }
     };
-    let g = inner
+    let g = chat
         .engine
         .generate_async(&ids, &opts, &mut callback)
         .await

@@ -2,14 +2,19 @@
 // playwright-core: loads SmolLM2 from a local HTTP server in a Web Worker, checks greedy tokens
 // against the native engine's (tests/fixtures/web/greedy.json), that the page stays responsive,
 // the peak wasm memory, the device choices in info and a bad device option rejected through the
-// worker, then relaunches the browser on the same profile and checks that a second
+// worker, an embedding model (the tiny BERT fixture) through the worker and on the page's thread
+// against `flint embed --json` (target/release/flint, run here), then relaunches the browser on
+// the same profile and checks that a second
 // load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/:
 // a streamed answer, Stop, the Benchmark button)
 // and saves a screenshot to target/web-test/demo.png.
 //   node tests/web/browser.mjs     (after scripts/build-web.sh)
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { serve } from './server.mjs';
-import { FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, importTool, sameIds } from './common.mjs';
+import {
+  EMBED_PATH, EMBED_TEXTS, FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, importTool, maxDiff, nativeEmbeddings,
+  sameIds,
+} from './common.mjs';
 
 const playwright = await importTool('playwright-core');
 const { chromium } = playwright.chromium ? playwright : playwright.default;
@@ -111,6 +116,50 @@ try {
   }, MODEL_PATH);
   check(/sampleOn must be "auto", "gpu" or "cpu", not "npu"/.test(badOption),
     'an unknown sampleOn value is rejected in the worker, naming the option', badOption);
+
+  // An embedding model, through the worker and on the page's thread: the same vectors as the
+  // native engine's, base64 and dimensions, a bad input and a chat call rejected with messages.
+  const native = nativeEmbeddings(EMBED_TEXTS);
+  const emb = await page.evaluate(async ({ path, texts }) => {
+    const { createEngine } = await import('/pkg/index.js');
+    const message = async (p) => p.then(() => 'no error', (e) => e.message);
+    const out = {};
+    for (const worker of [true, false]) {
+      const t0 = performance.now();
+      const engine = await createEngine({ model: path, worker });
+      const r = { loadMs: performance.now() - t0 };
+      r.info = await engine.info();
+      const t1 = performance.now();
+      r.float = await engine.embeddings.create({ input: texts });
+      r.embedMs = performance.now() - t1;
+      const b64 = await engine.embeddings.create({ input: texts, encoding_format: 'base64' });
+      r.base64 = b64.data.map((d) => Array.from(new Float32Array(Uint8Array.from(atob(d.embedding), (c) => c.charCodeAt(0)).buffer)));
+      r.cut = await engine.embeddings.create({ input: texts.slice(0, 2), dimensions: 8 });
+      r.badInput = await message(engine.embeddings.create({ input: ['a', 7] }));
+      r.chat = await message(engine.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }] }));
+      await engine.unload();
+      out[worker ? 'worker' : 'thread'] = r;
+    }
+    return out;
+  }, { path: EMBED_PATH, texts: EMBED_TEXTS });
+  summary.embed = {};
+  for (const [where, r] of Object.entries(emb)) {
+    const diff = Math.max(...r.float.data.map((d, i) => maxDiff(d.embedding, native.data[i].embedding)));
+    summary.embed[where] = { loadMs: Math.round(r.loadMs), embedMs: Math.round(r.embedMs), maxDiffVsCli: diff };
+    check(r.info.worker === (where === 'worker') && r.info.model.kind === 'embedding' && r.info.model.embedding?.dimensions === 32,
+      `${where}: info reports an embedding model of 32 dimensions`, JSON.stringify(r.info.model.embedding));
+    check(r.float.object === 'list' && r.float.model === 'tiny-bert-f32' && r.float.data.length === EMBED_TEXTS.length &&
+      r.float.data.every((d, i) => d.object === 'embedding' && d.index === i) &&
+      r.float.usage.prompt_tokens === native.usage.prompt_tokens, `${where}: OpenAI's embeddings list, usage as flint embed's`,
+    JSON.stringify(r.float.usage));
+    check(diff < 1e-5, `${where}: ${EMBED_TEXTS.length} vectors equal flint embed --json's`, `max |diff| ${diff.toExponential(2)}`);
+    check(r.base64.every((v, i) => maxDiff(v, r.float.data[i].embedding) === 0), `${where}: base64 decodes to the float vectors`);
+    const unit = (v) => { const n = Math.hypot(...v); return v.map((x) => x / n); };
+    check(r.cut.data.every((d, i) => maxDiff(d.embedding, unit(native.data[i].embedding.slice(0, 8))) < 1e-5),
+      `${where}: dimensions: 8 keeps the first 8 components, normalized`);
+    check(/input\[1\] is a number but input\[0\] is a string/.test(r.badInput), `${where}: mixed input types are refused`, r.badInput);
+    check(/is an embedding model.*embeddings\.create/.test(r.chat), `${where}: chat on an embedding model rejects`, r.chat);
+  }
   await ctx.close();
 
   // 2. Same profile, new browser: the second load reads the cache, on the page's thread.

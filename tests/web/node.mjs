@@ -2,14 +2,19 @@
 // Chromium's SwiftShader: VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json). Loads
 // SmolLM2 from a local HTTP server through the range loader, checks greedy tokens against the
 // native engine's (tests/fixtures/web/greedy.json), streaming, abort, errors, unload, and the
-// device options (kernels, kvCache, sampleOn).
+// device options (kernels, kvCache, sampleOn). Then an embedding model (the tiny BERT fixture):
+// embeddings.create against `flint embed --json` (target/release/flint, run here), its options,
+// and the errors of bad inputs and of chat calls on it.
 //   node tests/web/node.mjs     (after scripts/build-web.sh)
 import { cpSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { serve } from './server.mjs';
-import { FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, sameIds } from './common.mjs';
+import {
+  EMBED_CASES, EMBED_PATH, EMBED_TEXTS, FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, maxDiff, nativeEmbeddings,
+  sameIds,
+} from './common.mjs';
 
 // Install the package the way a user does: pkg/ as node_modules/flint-llm next to `webgpu`.
 const app = `${OUT}/node-app`;
@@ -132,6 +137,13 @@ try {
     'the call and its tool result go back through the template; the model answers', JSON.stringify(answer.choices[0]));
   await bad({ messages: [{ role: 'user', content: 'hi' }, { role: 'tool', tool_call_id: 'call_x', content: '1' }] },
     /tool_call_id/, 'a tool message answering no call is rejected, naming the field');
+  try {
+    await engine.embeddings.create({ input: 'hi' });
+    check(false, 'embeddings.create on a generation model rejects', 'no error');
+  } catch (e) {
+    check(/is a generation model \(llama\), not an embedding model/.test(e.message),
+      'embeddings.create on a generation model rejects', e.message);
+  }
 
   // 6b. engine.bench(): the native `flint bench` code (src/bench.rs) in wasm, same report.
   const runs = [];
@@ -248,6 +260,87 @@ try {
     'an unknown kvCache value is rejected, naming the option');
   await loadErr({ model: modelUrl, matmul: 'bf16' }, /matmul must be "f32", "f16" or "q16", not "bf16"/,
     'an unknown matmul value is rejected, naming the option');
+
+  // 10. An embedding model through the same loader: OpenAI's embeddings, equal to the native
+  //     engine's (`flint embed --json`, run now on this machine's adapter).
+  const native = nativeEmbeddings(EMBED_TEXTS);
+  let t = performance.now();
+  const embedder = await createEngine({ model: server.url + EMBED_PATH });
+  summary.embedLoadMs = Math.round(performance.now() - t);
+  const einfo = await embedder.info();
+  const em = einfo.model;
+  check(em.kind === 'embedding' && em.architecture === 'bert' && em.embedding?.dimensions === 32 &&
+    em.embedding.pooling === 'cls' && em.embedding.normalize === true && em.embedding.maxTokens === 64 &&
+    einfo.ctx === 64 && em.params.pooling === 'cls', 'info: an embedding model (bert, 32 dimensions, CLS pooling, 64 tokens)',
+  JSON.stringify(em));
+  t = performance.now();
+  const emb = await embedder.embeddings.create({ input: EMBED_TEXTS, model: 'any' });
+  summary.embedMs = Math.round(performance.now() - t);
+  check(emb.object === 'list' && emb.model === 'tiny-bert-f32' && emb.data.length === EMBED_TEXTS.length &&
+    emb.data.every((d, i) => d.object === 'embedding' && d.index === i && Array.isArray(d.embedding) &&
+      d.embedding.length === 32), 'embeddings.create: OpenAI\'s list shape', JSON.stringify({ ...emb, data: emb.data.length }));
+  const diff = Math.max(...emb.data.map((d, i) => maxDiff(d.embedding, native.data[i].embedding)));
+  summary.embedMaxDiffVsCli = diff;
+  check(diff < 1e-5, `${EMBED_TEXTS.length} vectors equal flint embed --json's`, `max |diff| ${diff.toExponential(2)}`);
+  check(emb.usage.prompt_tokens === native.usage.prompt_tokens && emb.usage.total_tokens === native.usage.total_tokens,
+    'usage counts the tokens as flint embed does', JSON.stringify(emb.usage));
+  // base64: each vector's little-endian float32 bytes
+  const b64 = await embedder.embeddings.create({ input: EMBED_TEXTS, encoding_format: 'base64' });
+  const decoded = b64.data.map((d) => typeof d.embedding === 'string'
+    ? Array.from(new Float32Array(new Uint8Array(Buffer.from(d.embedding, 'base64')).buffer)) : []);
+  check(decoded.every((v, i) => maxDiff(v, emb.data[i].embedding) === 0), "encoding_format 'base64' decodes to the float vectors");
+  // dimensions: the first N components, normalized again
+  const cut = await embedder.embeddings.create({ input: EMBED_TEXTS.slice(0, 2), dimensions: 8 });
+  const unit = (v) => { const n = Math.hypot(...v); return v.map((x) => x / n); };
+  const cutDiff = Math.max(...cut.data.map((d, i) => maxDiff(d.embedding, unit(native.data[i].embedding.slice(0, 8)))));
+  check(cut.data.every((d) => d.embedding.length === 8) && cutDiff < 1e-5, 'dimensions: 8 keeps the first 8 components, normalized',
+    `max |diff| ${cutDiff.toExponential(2)}`);
+  // token ids: one input, or several; the ids of the text give its vector
+  const textIds = await embedder.tokenize({ prompt: EMBED_TEXTS[1] });
+  check(sameIds(textIds, EMBED_CASES[1].ids), 'tokenize gives the reference tokenizer\'s ids', JSON.stringify(textIds));
+  const byIds = await embedder.embeddings.create({ input: textIds });
+  const byIdLists = await embedder.embeddings.create({ input: [EMBED_CASES[0].ids, textIds] });
+  check(byIds.data.length === 1 && maxDiff(byIds.data[0].embedding, emb.data[1].embedding) < 1e-5 &&
+    byIdLists.data.length === 2 && maxDiff(byIdLists.data[1].embedding, emb.data[1].embedding) < 1e-5 &&
+    maxDiff(byIdLists.data[0].embedding, emb.data[0].embedding) < 1e-5 && byIds.usage.prompt_tokens === textIds.length,
+  'token-id inputs (number[] and number[][]) give the vectors of their texts');
+  // truncate: an input over the 64-token limit is refused, or cut to 64 tokens
+  const long = `${EMBED_TEXTS.at(-1)} ${EMBED_TEXTS.at(-1)}`;
+  const cutLong = await embedder.embeddings.create({ input: long, truncate: true });
+  check(cutLong.usage.prompt_tokens === 64, 'truncate: true cuts a long input to the model\'s 64 tokens', JSON.stringify(cutLong.usage));
+  const badEmbed = async (body, re, what) => {
+    try {
+      await embedder.embeddings.create(body);
+      check(false, what, 'no error');
+    } catch (e) {
+      check(e instanceof Error && re.test(e.message), what, e.message);
+    }
+  };
+  await badEmbed({ input: long }, /input 0 is \d+ tokens, over this model's limit of 64/, 'an input over the token limit is refused');
+  await badEmbed({ input: '' }, /input 0 is an empty string/, 'an empty string is refused');
+  await badEmbed({ input: [] }, /no input to embed/, 'an empty input list is refused');
+  await badEmbed({}, /input is missing/, 'a request without input is refused');
+  await badEmbed({ input: ['a', 7] }, /input\[1\] is a number but input\[0\] is a string/, 'mixed input types are refused, naming the item');
+  await badEmbed({ input: [{ text: 'a' }] }, /input\[0\] is an object/, 'an object item is refused');
+  await badEmbed({ input: [2, 1.5] }, /input\[1\] is 1\.5, not a token id/, 'a non-integer token id is refused');
+  await badEmbed({ input: [[2, 3], [2, 9999]] }, /input 1: token id 9999 is outside the vocabulary/, 'a token id outside the vocabulary is refused');
+  await badEmbed({ input: 'a', dimensions: 33 }, /dimensions 33 is outside 1..=32/, 'dimensions above the model\'s are refused');
+  await badEmbed({ input: 'a', encoding_format: 'int8' }, /encoding_format must be "float" or "base64", not "int8"/, 'an unknown encoding_format is refused');
+  // chat on an embedding model
+  const refused = async (call, what) => {
+    try {
+      await call();
+      check(false, what, 'no error');
+    } catch (e) {
+      check(/is an embedding model.*embeddings\.create/.test(e.message), what, e.message);
+    }
+  };
+  await refused(() => embedder.chat.completions.create({ messages: [{ role: 'user', content: 'hi' }] }), 'chat on an embedding model rejects');
+  await refused(() => embedder.completions.create({ prompt: 'hi', stream: true }), 'a streamed completion on an embedding model rejects');
+  await refused(() => embedder.bench({ nPrompt: 4, nGen: 0, repetitions: 1 }), 'bench on an embedding model rejects');
+  const again2 = await embedder.embeddings.create({ input: EMBED_TEXTS[0] });
+  check(maxDiff(again2.data[0].embedding, emb.data[0].embedding) < 1e-5, 'the embedder works after the errors');
+  await embedder.unload();
 } catch (e) {
   check(false, 'unexpected error', e?.stack ?? String(e));
 } finally {
