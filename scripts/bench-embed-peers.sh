@@ -2,9 +2,9 @@
 # Sentence-embedding throughput of llama.cpp's llama-embedding on all-MiniLM-L6-v2 (f16 GGUF), on the CPU
 # and on Vulkan (lavapipe, -ngl 99), inside the Debian sid root that holds Debian's llama.cpp packages
 # (scripts/sid-root.sh builds it; scripts/in-sid.sh enters it), as scripts/bench-peers.sh does for
-# generation. flint's side is to be added in the marked section below.
+# generation, and flint's `flint embed` on the same GGUF and adapter beside them.
 #
-#   scripts/bench-embed-peers.sh [-m MODEL.gguf] [-n "1 32 256"] [-r 3] [--no-cpu] [--no-vulkan] [--adapter NAME]
+#   scripts/bench-embed-peers.sh [-m MODEL.gguf] [-n "1 32 256"] [-r 3] [--no-cpu] [--no-vulkan] [--no-flint] [--adapter NAME]
 #
 # Input: the first N lines of tests/fixtures/embed/sentences-256.txt (one sentence per line, each exactly 32
 # tokens with [CLS] and [SEP] under the all-MiniLM-L6-v2 tokenizer; scripts/make-embed-fixtures.sh writes it).
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model=models/all-MiniLM-L6-v2-f16.gguf
-ns="1 32 256" r=3 cpu=1 vulkan=1 adapter=llvmpipe
+ns="1 32 256" r=3 cpu=1 vulkan=1 flint=1 adapter=llvmpipe
 sentences=tests/fixtures/embed/sentences-256.txt
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,6 +32,7 @@ while [ $# -gt 0 ]; do
     -r) r=$2; shift 2 ;;
     --no-cpu) cpu=0; shift ;;
     --no-vulkan) vulkan=0; shift ;;
+    --no-flint) flint=0; shift ;;
     --adapter) adapter=$2; shift 2 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "bench-embed-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -110,13 +111,27 @@ for n in $ns; do
   fi
 done
 
-# ==== FLINT: flint's side goes here (to be added) ==========================================================
-# For each N in $ns: embed $out/in-$N.txt with the same GGUF ($model) on the same adapter (flint's Vulkan
-# backend, --adapter "$adapter"), mean pooling + L2 normalization, timing only the embedding phase (leave
-# model load and pipeline creation out, as above), r times, and append one line per run to results.tsv:
-#   printf 'flint\tVulkan (%s)\t%d\t%.6f\n' "$adapter" "$N" "$seconds" >> "$out/results.tsv"
-# The table below then shows it next to llama.cpp.
-# ============================================================================================================
+# ==== flint ==================================================================================================
+# The same GGUF on the same adapter through flint's Vulkan backend (target/release/flint, built first),
+# pooling and normalization read from the GGUF (mean, L2). `flint embed --warmup` embeds one sentence
+# untimed first (pipeline compilation, as llama.cpp's warmup) and reports the embedding phase alone
+# ("N inputs, T tokens in S s" on stderr: tokenizing, every packed pass, pooling); r runs per N.
+if [ "$flint" = 1 ]; then
+  cargo build --release --quiet
+  for n in $ns; do
+    echo "bench-embed-peers: flint Vulkan ($adapter), N=$n, $r runs"
+    for _ in $(seq "$r"); do
+      log=$out/flint-$n.log
+      XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} target/release/flint embed -m "$model" -f "$out/in-$n.txt" \
+        --warmup --backend vulkan --adapter "$adapter" > /dev/null 2> "$log" \
+        || { cat "$log" >&2; die "flint embed (N=$n) failed"; }
+      sec=$(sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p' "$log" | tail -n1)
+      [ -n "$sec" ] || { cat "$log" >&2; die "no timing line in $log"; }
+      printf 'flint\tVulkan (%s)\t%d\t%.6f\n' "$adapter" "$n" "$sec" >> "$out/results.tsv"
+    done
+  done
+fi
+# =============================================================================================================
 
 python3 - "$out/results.tsv" "$model" "$r" <<'EOF'
 import statistics, sys

@@ -353,6 +353,10 @@ struct EmbedArgs {
     /// Time every kernel with timestamp queries and print the GPU time per kernel to stderr.
     #[arg(long)]
     profile: bool,
+    /// Embed the first input once, untimed, before the timed run (pipeline compilation; what
+    /// llama.cpp's warmup does; scripts/bench-embed-peers.sh uses it).
+    #[arg(long)]
+    warmup: bool,
 }
 
 fn main() {
@@ -989,6 +993,10 @@ fn embed(a: EmbedArgs) -> Result<()> {
         dimensions: a.dimensions,
         truncate: a.truncate,
     };
+    if a.warmup {
+        e.embed(&[EmbedInput::Text(texts[0].clone())], &opts)?;
+        e.gpu.take_profile();
+    }
     let t0 = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(texts.len());
     let mut tokens = 0;
