@@ -478,72 +478,49 @@ fn embeddings_beside_a_chat_model() {
             json!({"model": EMBED_ID}),
             &["input", "missing"],
         );
-        bad(addr, path, e(json!(null)), &["input", "missing"]);
-        bad(addr, path, e(json!("")), &["input", "empty string"]);
-        bad(addr, path, e(json!([])), &["input", "no input"]);
-        bad(addr, path, e(json!(["a", ""])), &["input", "1", "empty"]);
-        bad(
-            addr,
-            path,
-            e(json!([[101, 102], []])),
-            &["input", "1", "empty"],
-        );
         let many: Vec<&str> = vec!["a"; MAX_INPUTS + 1];
-        bad(addr, path, e(json!(many)), &["input", "2049", "2048"]);
-        bad(
-            addr,
-            path,
-            e(json!(["a", {"text": "b"}])),
-            &["input[1]", "an object"],
-        );
-        bad(addr, path, e(json!([true])), &["input[0]", "a boolean"]);
-        bad(addr, path, e(json!(["a", null])), &["input[1]", "null"]);
-        bad(addr, path, e(json!({"text": "a"})), &["input", "an object"]);
-        bad(addr, path, e(json!(42)), &["input", "a number"]);
-        bad(
-            addr,
-            path,
-            e(json!(["a", 1])),
-            &["input", "mixes", "input[1]"],
-        );
-        bad(addr, path, e(json!([1, "a"])), &["input", "mixes"]);
-        bad(addr, path, e(json!([[101, 102], "a"])), &["input", "mixes"]);
-        bad(
-            addr,
-            path,
-            e(json!([[101, "a"]])),
-            &["input[0][1]", "a string"],
-        );
-        bad(
-            addr,
-            path,
-            e(json!([101, -5, 102])),
-            &["input", "-5", "negative"],
-        );
-        bad(
-            addr,
-            path,
-            e(json!([[101, 102], [-1]])),
-            &["input[1][0]", "negative"],
-        );
-        bad(
-            addr,
-            path,
-            e(json!([101, 1.5])),
-            &["input", "1.5", "integer"],
-        );
-        bad(
-            addr,
-            path,
-            e(json!([4294967296u64])),
-            &["input", "too large"],
-        );
-        bad(
-            addr,
-            path,
-            e(json!([101, 30522, 102])),
-            &["input", "30522", "vocabulary"],
-        );
+        // (input, words its 400 must say): the shapes the server reads, then what the library
+        // checks (emptiness, count, vocabulary)
+        let inputs: Vec<(Value, &[&str])> = vec![
+            (json!(null), &["input", "missing"]),
+            (json!({"text": "a"}), &["input", "an object"]),
+            (json!(42), &["input", "a number"]),
+            (json!([true]), &["input[0]", "a boolean"]),
+            (json!(["a", {"text": "b"}]), &["input[1] is an object"]),
+            (json!(["a", null]), &["input[1] is null"]),
+            // mixed kinds
+            (
+                json!(["a", 1]),
+                &["input[1] is a number but input[0] is a string"],
+            ),
+            (
+                json!([[101, 102], "a"]),
+                &["input[1] is a string but input[0] is an array"],
+            ),
+            (json!([1, "a"]), &["input[1]", "not a token id"]),
+            (json!([[101, "a"]]), &["input[0][1]", "not a token id"]),
+            // token ids that are none
+            (json!([101, -5, 102]), &["input[1] is -5", "not a token id"]),
+            (
+                json!([[101, 102], [-1]]),
+                &["input[1][0] is -1", "not a token id"],
+            ),
+            (json!([101, 1.5]), &["input[1] is 1.5", "integer"]),
+            (json!([4294967296u64]), &["4294967296", "not a token id"]),
+            // the library's checks
+            (json!(""), &["input", "empty string"]),
+            (json!([]), &["input", "no input"]),
+            (json!(["a", ""]), &["input 1 is an empty string"]),
+            (
+                json!([[101, 102], []]),
+                &["input 1 is an empty token array"],
+            ),
+            (json!(many), &["input", "2049", "2048"]),
+            (json!([101, 30522, 102]), &["input", "30522", "vocabulary"]),
+        ];
+        for (input, words) in inputs {
+            bad(addr, path, e(input), words);
+        }
         let one = |k: &str, v: Value| {
             let mut b = e(json!("hello"));
             b[k] = v;

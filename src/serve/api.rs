@@ -650,13 +650,12 @@ pub struct EmbedRequest {
 }
 
 /// The `/v1/embeddings` fields: `model`, `input` (a string, an array of strings, an array of
-/// token ids, or an array of token-id arrays), `encoding_format`, `dimensions`, `user` (ignored)
-/// and `truncate`. Only the JSON shapes are checked here; what the inputs hold (empty, too many,
-/// ids outside the vocabulary, too long, `dimensions` out of range) the library checks.
+/// token ids, or an array of token-id arrays: [`crate::web::embeddings::parse_input`], shared with
+/// the npm package), `encoding_format`, `dimensions`, `user` (ignored) and `truncate`. Only the
+/// JSON shapes are checked here; what the inputs hold (empty, too many, ids outside the
+/// vocabulary, too long, `dimensions` out of range) the library checks.
 pub fn parse_embeddings(m: &Map<String, Value>) -> Result<EmbedRequest, ApiError> {
     let model = required_model(m)?;
-    const SHAPES: &str =
-        "a string, an array of strings, an array of token ids or an array of token-id arrays";
     let inputs = match get(m, "input") {
         None => {
             return Err(ApiError::invalid(
@@ -664,9 +663,14 @@ pub fn parse_embeddings(m: &Map<String, Value>) -> Result<EmbedRequest, ApiError
                 Some("input"),
             ))
         }
-        Some(Value::String(s)) => vec![EmbedInput::Text(s.clone())],
-        Some(Value::Array(a)) => embed_items(a, SHAPES)?,
-        Some(v) => return Err(wrong_type("input", SHAPES, v)),
+        // the npm package's reading of the shapes, so that both name a bad item alike
+        Some(v) => crate::web::embeddings::parse_input(v).map_err(|e| {
+            let msg = match e {
+                crate::Error::InvalidArgument(m) => m,
+                e => e.to_string(),
+            };
+            ApiError::invalid(msg, Some("input")).with_code("invalid_type")
+        })?,
     };
     let base64 = match opt_str(m, "encoding_format")? {
         None | Some("float") => false,
@@ -703,84 +707,4 @@ pub fn parse_embeddings(m: &Map<String, Value>) -> Result<EmbedRequest, ApiError
             truncate,
         },
     })
-}
-
-/// The items of an `input` array, all of one kind: strings (one input each), token ids (the
-/// whole array is one input), or token-id arrays (one input each).
-fn embed_items(a: &[Value], shapes: &str) -> Result<Vec<EmbedInput>, ApiError> {
-    let Some(first) = a.first() else {
-        return Ok(Vec::new()); // the library refuses no input
-    };
-    let kind = |v: &Value| match v {
-        Value::String(_) => Some("a string"),
-        Value::Number(_) => Some("a token id"),
-        Value::Array(_) => Some("a token-id array"),
-        _ => None,
-    };
-    let Some(want) = kind(first) else {
-        return Err(wrong_type("input[0]", shapes, first));
-    };
-    for (i, v) in a.iter().enumerate() {
-        match kind(v) {
-            None => return Err(wrong_type(&format!("input[{i}]"), shapes, v)),
-            Some(k) if k != want => {
-                return Err(ApiError::invalid(
-                    format!(
-                        "'input' mixes kinds: input[0] is {want} but input[{i}] is {k}; it must \
-                         be {shapes}."
-                    ),
-                    Some("input"),
-                )
-                .with_code("invalid_type"))
-            }
-            Some(_) => {}
-        }
-    }
-    match first {
-        Value::String(_) => Ok(a
-            .iter()
-            .filter_map(|v| v.as_str().map(|s| EmbedInput::Text(s.to_string())))
-            .collect()),
-        Value::Number(_) => Ok(vec![EmbedInput::Tokens(embed_ids(a, "input")?)]),
-        _ => a
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let ids = v.as_array().map_or(&[][..], Vec::as_slice);
-                embed_ids(ids, &format!("input[{i}]")).map(EmbedInput::Tokens)
-            })
-            .collect(),
-    }
-}
-
-/// Token ids: non-negative integers that fit 32 bits (whether the vocabulary has them, the
-/// library checks).
-fn embed_ids(a: &[Value], field: &str) -> Result<Vec<u32>, ApiError> {
-    a.iter()
-        .enumerate()
-        .map(|(j, v)| {
-            let at = || format!("{field}[{j}]");
-            match v {
-                Value::Number(n) => {
-                    n.as_u64()
-                        .and_then(|x| u32::try_from(x).ok())
-                        .ok_or_else(|| {
-                            let why = if n.as_i64().is_some_and(|x| x < 0) {
-                                "negative"
-                            } else if n.is_f64() {
-                                "not an integer"
-                            } else {
-                                "too large"
-                            };
-                            ApiError::invalid(
-                                format!("{} = {n} is not a token id ({why}).", at()),
-                                Some("input"),
-                            )
-                            .with_code("invalid_value")
-                        })
-                }
-                v => Err(wrong_type(&at(), "a token id (an integer)", v)),
-            }
-        })
-        .collect()
 }

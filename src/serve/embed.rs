@@ -101,44 +101,9 @@ fn api_error(e: Error) -> ApiError {
     }
 }
 
-/// `v` as OpenAI's `encoding_format: "base64"` sends it: the little-endian bytes of the f32s in
-/// standard base64 with padding (what numpy's `frombuffer(..., dtype=float32)` reads back).
-pub fn base64_f32(v: &[f32]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_of_little_endian_floats() {
-        // RFC 4648's test vectors, through the bytes of floats whose bytes spell them
-        assert_eq!(base64_f32(&[]), "");
-        assert_eq!(base64_f32(&[1.0]), "AACAPw=="); // 00 00 80 3f
-        assert_eq!(base64_f32(&[1.0, -2.0]), "AACAPwAAAMA="); // ... 00 00 00 c0
-        assert_eq!(base64_f32(&[0.5, 0.25, 3.0]), "AAAAPwAAgD4AAEBA");
-        let f = f32::from_le_bytes(*b"foob");
-        assert_eq!(base64_f32(&[f]), "Zm9vYg==");
-    }
 
     #[test]
     fn library_errors_name_their_field() {

@@ -818,7 +818,7 @@ fn embeddings_response(model: &str, out: crate::embed::Embeddings, base64: bool)
             object: "embedding",
             index,
             embedding: if base64 {
-                Vector::Base64(embed::base64_f32(&v))
+                Vector::Base64(crate::web::embeddings::base64_f32(&v))
             } else {
                 Vector::Float(v)
             },
