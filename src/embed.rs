@@ -114,8 +114,8 @@ pub struct Embeddings {
 }
 
 enum Net {
-    Encoder(Encoder),
-    Decoder(Transformer),
+    Encoder(Box<Encoder>),
+    Decoder(Box<Transformer>),
 }
 
 /// An embedding model on the GPU, with its tokenizer and pooling.
@@ -235,7 +235,7 @@ impl Embedder {
                         Tokenizer::encoder_from_tokenizer_json(hf.dir.join("tokenizer.json"))?;
                     let (h, ctx) = (cfg.hidden, cfg.ctx_train);
                     (
-                        Net::Encoder(Encoder::load(&gpu, &mut src, cfg)?),
+                        Net::Encoder(Box::new(Encoder::load(&gpu, &mut src, cfg)?)),
                         h,
                         ctx,
                         tok,
@@ -252,7 +252,11 @@ impl Embedder {
                     }
                     let (h, ctx) = (cfg.hidden, cfg.ctx_train);
                     let t = Transformer::load(&gpu, &mut src, cfg)?;
-                    (Net::Decoder(t), h, ctx, hf.tokenizer()?)
+                    // tokenizer.json's post-processor adds what sentence-transformers adds
+                    // (Qwen3-Embedding: <|endoftext|> last, the token whose state is pooled)
+                    let tok =
+                        Tokenizer::encoder_from_tokenizer_json(hf.dir.join("tokenizer.json"))?;
+                    (Net::Decoder(Box::new(t)), h, ctx, tok)
                 };
                 let default = match net {
                     Net::Encoder(_) => Pooling::Mean,
@@ -303,7 +307,11 @@ impl Embedder {
         let (net, hidden, ctx) = if is_encoder_arch(&arch) {
             let cfg = encoder::from_gguf(g, &arch)?;
             let (h, ctx) = (cfg.hidden, cfg.ctx_train);
-            (Net::Encoder(Encoder::load(&gpu, &mut src, cfg)?), h, ctx)
+            (
+                Net::Encoder(Box::new(Encoder::load(&gpu, &mut src, cfg)?)),
+                h,
+                ctx,
+            )
         } else {
             if pooling.is_none() {
                 return Err(not_an_embedder(&arch));
@@ -314,7 +322,7 @@ impl Embedder {
             }
             let (h, ctx) = (cfg.hidden, cfg.ctx_train);
             (
-                Net::Decoder(Transformer::load(&gpu, &mut src, cfg)?),
+                Net::Decoder(Box::new(Transformer::load(&gpu, &mut src, cfg)?)),
                 h,
                 ctx,
             )

@@ -84,7 +84,7 @@ impl EncoderConfig {
                 return bad(format!("{name} is 0"));
             }
         }
-        if self.hidden % self.n_heads != 0 {
+        if !self.hidden.is_multiple_of(self.n_heads) {
             return bad(format!(
                 "{} heads do not divide the embedding length {}",
                 self.n_heads, self.hidden

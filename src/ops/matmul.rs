@@ -577,8 +577,9 @@ impl MatMul<'_> {
         }
         // dense weights whose rows all start on a 16-byte boundary: vec4 loads (CPU drivers)
         let v4 = match variant {
-            Variant::MatmulRows => matmul_rows_v4_sources(w.dtype)
-                .filter(|_| w.row_words % 4 == 0 && w.parts.iter().all(|p| p.word0 % 4 == 0)),
+            Variant::MatmulRows => matmul_rows_v4_sources(w.dtype).filter(|_| {
+                w.row_words.is_multiple_of(4) && w.parts.iter().all(|p| p.word0.is_multiple_of(4))
+            }),
             _ => None,
         };
         let (key, srcs) = v4
