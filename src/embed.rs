@@ -543,6 +543,7 @@ fn not_an_embedder(what: &str) -> Error {
 }
 
 /// What a sentence-transformers folder says about pooling.
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Default)]
 struct StConfig {
     /// `None`: no `modules.json` (a plain Hugging Face folder).

@@ -307,7 +307,7 @@ fn dimensions_truncation_and_bad_input() {
     assert!(max_abs(&short.vectors[0], &want) < 1e-6);
 
     let err = |e: &mut Embedder, inputs: &[EmbedInput], opts: &EmbedOptions| {
-        e.embed(inputs, opts).err().expect("an error").to_string()
+        e.embed(inputs, opts).expect_err("an error").to_string()
     };
     let none = EmbedOptions::default();
     assert!(err(&mut e, &[], &none).contains("no input"));

@@ -109,8 +109,8 @@ pub struct LoadStats {
 /// What a streamed GGUF became: a generation engine, or an embedder where the file holds an
 /// embedding model ([`gguf_embeds`]: an encoder such as BERT, or a GGUF with a pooling type).
 pub enum Loaded {
-    Engine(Engine),
-    Embedder(Embedder),
+    Engine(Box<Engine>),
+    Embedder(Box<Embedder>),
 }
 
 /// Streams the GGUF behind `reader` to `gpu` and builds what it holds: tokenizer (and chat
@@ -137,14 +137,14 @@ pub async fn load<R: RangeReader>(
     let mut quiet = |_, _| {};
     let src = TensorSource::uploaded(uploaded, &mut quiet);
     let loaded = if gguf_embeds(&g) {
-        Loaded::Embedder(Embedder::from_gguf(gpu, &g, src, tokenizer)?)
+        Loaded::Embedder(Box::new(Embedder::from_gguf(gpu, &g, src, tokenizer)?))
     } else {
         let model = Model::load_from(&gpu, &g, src)?;
         let template = g.get_str("tokenizer.chat_template").map(str::to_string);
         drop(g);
         let mut engine = Engine::assemble(gpu, model, tokenizer, template, opts)?;
         engine.load_time = t0.elapsed();
-        Loaded::Engine(engine)
+        Loaded::Engine(Box::new(engine))
     };
     stats.load_time = t0.elapsed();
     Ok((loaded, stats))

@@ -225,7 +225,7 @@ pub async fn load_model(
         .await
         .map_err(js_error)?;
     let kind = match loaded {
-        Loaded::Embedder(e) => Kind::Embed(Box::new(e)),
+        Loaded::Embedder(e) => Kind::Embed(e),
         Loaded::Engine(engine) => {
             let template = engine.chat_template.as_deref().map(|src| {
                 let tok = &engine.tokenizer;
@@ -235,7 +235,7 @@ pub async fn load_model(
             });
             let syntax = Syntax::detect(engine.chat_template.as_deref().unwrap_or(""));
             Kind::Chat(Box::new(Chat {
-                engine,
+                engine: *engine,
                 template,
                 syntax,
                 vocab: None,
