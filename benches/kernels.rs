@@ -53,7 +53,7 @@ const DTYPES: [DType; 7] = [
 ];
 
 /// Seconds of `iters` repetitions of `f`, recorded into one command buffer and run to completion.
-fn gpu_time<F: FnMut(&mut wgpu::CommandEncoder)>(g: &Gpu, iters: u64, f: &mut F) -> Duration {
+fn gpu_time<F: FnMut(&mut flint::gpu::Recorder)>(g: &Gpu, iters: u64, f: &mut F) -> Duration {
     let mut enc = g.encoder();
     for _ in 0..iters {
         f(&mut enc);
@@ -169,7 +169,7 @@ fn weight_products(c: &mut Criterion) {
                     format!("matmul_m{m}/{id}")
                 };
                 grp.bench_function(BenchmarkId::from_parameter(name), |b| {
-                    let mut f = |enc: &mut wgpu::CommandEncoder| {
+                    let mut f = |enc: &mut flint::gpu::Recorder| {
                         MatMul {
                             w: &w,
                             m,
@@ -236,7 +236,7 @@ fn attention(c: &mut Criterion) {
                 BenchmarkId::from_parameter(format!("ctx{ctx}.tokens{tokens}{suffix}")),
                 |b| {
                     let mut f =
-                        |enc: &mut wgpu::CommandEncoder| a.encode(&g, enc, &q, kv, &o).unwrap();
+                        |enc: &mut flint::gpu::Recorder| a.encode(&g, enc, &q, kv, &o).unwrap();
                     b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
                 },
             );
@@ -251,7 +251,7 @@ fn attention(c: &mut Criterion) {
                         a.splits(&g)
                     )),
                     |b| {
-                        let mut f = |enc: &mut wgpu::CommandEncoder| {
+                        let mut f = |enc: &mut flint::gpu::Recorder| {
                             a.encode_split(&g, enc, &q, kv, &o, Some(&part)).unwrap()
                         };
                         b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
@@ -282,7 +282,7 @@ fn copy(c: &mut Criterion) {
                 BenchmarkId::from_parameter(format!("{mib}MiB.workgroups_{wgs}")),
                 |b| {
                     let mut f =
-                        |enc: &mut wgpu::CommandEncoder| op.encode(&g, enc, &src, &dst).unwrap();
+                        |enc: &mut flint::gpu::Recorder| op.encode(&g, enc, &src, &dst).unwrap();
                     b.iter_custom(|iters| gpu_time(&g, iters, &mut f))
                 },
             );

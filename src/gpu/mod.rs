@@ -522,19 +522,23 @@ impl Gpu {
         }))
     }
 
-    /// A new command encoder.
-    pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("flint"),
-            })
+    /// A new recorder (a command encoder whose dispatches share compute passes).
+    pub fn encoder(&self) -> Recorder {
+        Recorder {
+            enc: self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("flint"),
+                }),
+            pass: None,
+        }
     }
 
     /// Records one compute dispatch: binding 0 is a uniform holding `params`, bindings 1.. are
     /// `buffers` in order (whole buffers), `groups` workgroups (see [`Gpu::grid`]).
     pub fn dispatch(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         kernel: &Kernel,
         params: &[u8],
         buffers: &[&wgpu::Buffer],
@@ -547,7 +551,7 @@ impl Gpu {
     /// the rows kernels bind a weight both as words and as 16-byte vectors).
     pub fn dispatch_bound(
         &self,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         kernel: &Kernel,
         params: &[u8],
         buffers: &[(u32, &wgpu::Buffer)],
@@ -574,15 +578,30 @@ impl Gpu {
                 bg
             }
         };
+        // Profiling times each dispatch in a pass of its own; otherwise the dispatches between two
+        // copies share one pass (wgpu still orders them: each dispatch is its own usage scope).
         let mut profiler = self.profiler.as_ref().and_then(|p| p.lock().ok());
-        let timestamp_writes = profiler.as_mut().and_then(|p| p.begin(&kernel.name));
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: None,
-            timestamp_writes,
-        });
+        let pass = match profiler.as_mut() {
+            Some(p) => {
+                enc.pass = None;
+                let timestamp_writes = p.begin(&kernel.name);
+                enc.pass.insert(
+                    enc.enc
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes,
+                        })
+                        .forget_lifetime(),
+                )
+            }
+            None => enc.pass(),
+        };
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if profiler.is_some() {
+            enc.pass = None;
+        }
     }
 
     /// A new uniform holding `params` and a bind group of it and `buffers` for `kernel`.
@@ -640,10 +659,9 @@ impl Gpu {
 
     /// Submits `enc` and returns the submission index. When profiling, the dispatches' timestamps
     /// are resolved into the same submission and read back (the call then waits for the GPU).
-    pub fn submit(
-        &self,
-        #[allow(unused_mut)] mut enc: wgpu::CommandEncoder,
-    ) -> wgpu::SubmissionIndex {
+    pub fn submit(&self, rec: Recorder) -> wgpu::SubmissionIndex {
+        #[allow(unused_mut)]
+        let mut enc = rec.finish();
         // (profiling is native only: Gpu::new refuses it on the web)
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) {
@@ -775,6 +793,48 @@ struct BindKey {
     kernel: String,
     params: Vec<u8>,
     buffers: Vec<(u32, wgpu::Buffer)>,
+}
+
+/// Records one submission's work: a command encoder whose dispatches go into a shared compute
+/// pass (one per dispatch when profiling), closed before a copy and at submit. Opening a pass per
+/// dispatch cost the host about as much as the dispatch itself.
+pub struct Recorder {
+    enc: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+}
+
+impl Recorder {
+    /// The open compute pass, opened now if there is none.
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let enc = &mut self.enc;
+        self.pass.get_or_insert_with(|| {
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            })
+            .forget_lifetime()
+        })
+    }
+
+    /// Copies `size` bytes between buffers, after every dispatch recorded so far.
+    pub fn copy_buffer_to_buffer(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) {
+        self.pass = None;
+        self.enc
+            .copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+
+    /// The encoder, its pass closed.
+    pub fn finish(mut self) -> wgpu::CommandEncoder {
+        self.pass = None;
+        self.enc
+    }
 }
 
 /// A compiled kernel: its pipeline and the key it was compiled under (`matvec.q4_1`, `rmsnorm`, ...).

@@ -25,7 +25,7 @@ use super::{HfNames, Scratch, TensorSource};
 use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
 use crate::format::hf::HfConfig;
-use crate::gpu::{Gpu, KvType, Weight};
+use crate::gpu::{Gpu, KvType, Recorder, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, swiglu, Unary};
 use crate::ops::embed::Embed;
@@ -454,7 +454,7 @@ impl Encoder {
         gpu: &Gpu,
         scratch: &mut Scratch,
         seqs: &[&[u32]],
-    ) -> Result<(wgpu::CommandEncoder, usize)> {
+    ) -> Result<(Recorder, usize)> {
         let c = &self.cfg;
         if seqs.is_empty() {
             return Err(Error::InvalidArgument("encoder: no inputs".into()));
@@ -497,7 +497,7 @@ impl Encoder {
             Embed { w: types }.encode(gpu, &mut enc, &vec![0; m], &s.xn)?;
             add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
         }
-        let norm = |enc: &mut wgpu::CommandEncoder, x, ln: &Ln, y| {
+        let norm = |enc: &mut Recorder, x, ln: &Ln, y| {
             LayerNorm {
                 n: h,
                 rows: m,
@@ -512,7 +512,7 @@ impl Encoder {
             accumulate,
             variant_m,
         };
-        let bias = |enc: &mut wgpu::CommandEncoder, b: Option<&wgpu::Buffer>, n, y| match b {
+        let bias = |enc: &mut Recorder, b: Option<&wgpu::Buffer>, n, y| match b {
             Some(b) => add_bias(gpu, enc, m, n, y, b),
             None => Ok(()),
         };

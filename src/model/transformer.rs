@@ -22,7 +22,7 @@
 
 use super::{KvCache, Logits, ModelInfo, Scratch, TensorSource};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KvType, Weight};
+use crate::gpu::{Gpu, KvType, Recorder, Weight};
 use crate::ops::attention::Attention;
 use crate::ops::elementwise::{add, add_bias, geglu, swiglu, Unary};
 use crate::ops::embed::Embed;
@@ -663,7 +663,7 @@ impl Transformer {
         seqs: &mut [Seq<'_>],
         scratch: &mut Scratch,
         want: Logits,
-    ) -> Result<(wgpu::CommandEncoder, Vec<(usize, usize, usize)>, usize)> {
+    ) -> Result<(Recorder, Vec<(usize, usize, usize)>, usize)> {
         let c = &self.cfg;
         if seqs.is_empty() {
             return Err(Error::InvalidArgument("forward: no sequences".into()));
@@ -745,7 +745,7 @@ impl Transformer {
             add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
         }
 
-        let norm = |enc: &mut wgpu::CommandEncoder, x: &wgpu::Buffer, nw: &NormW, y| match &nw.b {
+        let norm = |enc: &mut Recorder, x: &wgpu::Buffer, nw: &NormW, y| match &nw.b {
             Some(b) => LayerNorm {
                 n: h,
                 rows: m,
@@ -765,7 +765,7 @@ impl Transformer {
             accumulate,
             variant_m,
         };
-        let bias = |enc: &mut wgpu::CommandEncoder, b: &Option<wgpu::Buffer>, n, y| match b {
+        let bias = |enc: &mut Recorder, b: &Option<wgpu::Buffer>, n, y| match b {
             Some(b) => add_bias(gpu, enc, m, n, y, b),
             None => Ok(()),
         };

@@ -4,7 +4,7 @@
 //! across workgroups (split-K, `attention.wgsl` then `shaders/attention_merge.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KvType};
+use crate::gpu::{Gpu, KvType, Recorder};
 use crate::ops::kv::LayerKv;
 
 /// The kernel (`shaders/attention.wgsl`).
@@ -137,7 +137,7 @@ impl Attention {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         q: &wgpu::Buffer,
         kv: LayerKv,
         out: &wgpu::Buffer,
@@ -151,7 +151,7 @@ impl Attention {
     pub fn encode_split(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         q: &wgpu::Buffer,
         kv: LayerKv,
         out: &wgpu::Buffer,

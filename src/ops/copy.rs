@@ -3,7 +3,7 @@
 //! by (the roofline ratio).
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The kernel (`shaders/copy.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/copy.wgsl");
@@ -37,7 +37,7 @@ impl BufferCopy {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         src: &wgpu::Buffer,
         dst: &wgpu::Buffer,
     ) -> Result<()> {

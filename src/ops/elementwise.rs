@@ -3,7 +3,7 @@
 //! `shaders/unary.wgsl` (scale, soft-cap, GELU tanh and erf).
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The SwiGLU kernel (`shaders/swiglu.wgsl`).
 pub const SWIGLU_WGSL: &str = include_str!("../../shaders/swiglu.wgsl");
@@ -28,7 +28,7 @@ struct Params {
 
 fn encode_binary(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     name: &str,
     sources: &[&str],
     n: usize,
@@ -59,7 +59,7 @@ fn encode_binary(
 /// `gate = silu(gate) * up` over `n` floats, in place.
 pub fn swiglu(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     n: usize,
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
@@ -70,7 +70,7 @@ pub fn swiglu(
 /// `gate = gelu_tanh(gate) * up` over `n` floats, in place.
 pub fn geglu(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     n: usize,
     gate: &wgpu::Buffer,
     up: &wgpu::Buffer,
@@ -81,7 +81,7 @@ pub fn geglu(
 /// `x += y` over `n` floats.
 pub fn add(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     n: usize,
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -108,7 +108,7 @@ struct BiasParams {
 /// `x[r, :] += b` for `rows` rows of `n` floats.
 pub fn add_bias(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     rows: usize,
     n: usize,
     x: &wgpu::Buffer,
@@ -162,13 +162,7 @@ struct UnaryParams {
 
 impl Unary {
     /// Records the op over the first `n` floats of `x`.
-    pub fn encode(
-        self,
-        gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
-        n: usize,
-        x: &wgpu::Buffer,
-    ) -> Result<()> {
+    pub fn encode(self, gpu: &Gpu, enc: &mut Recorder, n: usize, x: &wgpu::Buffer) -> Result<()> {
         let (op, a) = match self {
             Unary::Scale(a) => (0, a),
             Unary::SoftCap(a) => (1, a),

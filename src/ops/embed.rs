@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::DType;
-use crate::gpu::{Gpu, Weight};
+use crate::gpu::{Gpu, Recorder, Weight};
 use crate::ops::matmul::dq8_fragment;
 use crate::ops::quant;
 
@@ -44,7 +44,7 @@ impl Embed<'_> {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         ids: &[u32],
         out: &wgpu::Buffer,
     ) -> Result<()> {

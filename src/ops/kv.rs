@@ -19,7 +19,7 @@
 //!   f16's 1.7e-2 to 2.1e-3 (tests/smollm2.rs).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KvType};
+use crate::gpu::{Gpu, KvType, Recorder};
 
 /// The f16 store kernel (`shaders/kv_store.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/kv_store.wgsl");
@@ -107,7 +107,7 @@ impl KvStore {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         [k, v]: [&wgpu::Buffer; 2],
         kv: LayerKv,
     ) -> Result<()> {

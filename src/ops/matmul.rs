@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::DType;
-use crate::gpu::{Gpu, TileType, Weight};
+use crate::gpu::{Gpu, Recorder, TileType, Weight};
 use crate::ops::rope::{AngleParams, RopeConfig, RopeMode};
 
 /// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
@@ -360,7 +360,7 @@ impl QkvRows<'_> {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         out: [&wgpu::Buffer; 3],
     ) -> Result<()> {
@@ -398,7 +398,7 @@ impl QkvRows<'_> {
     fn encode_rope(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         out: [&wgpu::Buffer; 3],
         rope: &QkvRope,
@@ -494,7 +494,7 @@ impl GluRows<'_> {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<()> {
@@ -547,7 +547,7 @@ impl MatMul<'_> {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
     ) -> Result<()> {

@@ -1,7 +1,7 @@
 //! RMSNorm: `y = x / sqrt(mean(x²) + eps) * weight`, row by row (`shaders/rmsnorm.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The kernel (`shaders/rmsnorm.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/rmsnorm.wgsl");
@@ -27,7 +27,7 @@ impl RmsNorm {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         y: &wgpu::Buffer,
@@ -87,7 +87,7 @@ impl LayerNorm {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         bias: &wgpu::Buffer,

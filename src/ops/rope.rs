@@ -4,7 +4,7 @@
 //! ggml/src/ggml.c); the CPU reference below is the same formula, written plainly.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The kernel (`shaders/rope.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/rope.wgsl");
@@ -133,7 +133,7 @@ impl Rope<'_> {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         freq_factors: Option<&wgpu::Buffer>,
         dummy: &wgpu::Buffer,

@@ -1,7 +1,7 @@
 //! Row-wise softmax (`shaders/softmax.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The kernel (`shaders/softmax.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/softmax.wgsl");
@@ -17,7 +17,7 @@ struct Params {
 /// Softmax in place over `rows` rows of `n` floats.
 pub fn softmax(
     gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
+    enc: &mut Recorder,
     x: &wgpu::Buffer,
     n: usize,
     rows: usize,

@@ -7,7 +7,7 @@
 //! caller can report it rather than sample around it.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Recorder};
 
 /// The shared part: keys, ranking, the workgroup reduction (`shaders/common/top_k.wgsl`).
 pub const COMMON_WGSL: &str = include_str!("../../shaders/common/top_k.wgsl");
@@ -108,7 +108,7 @@ impl TopK {
     pub fn encode(
         &self,
         gpu: &Gpu,
-        enc: &mut wgpu::CommandEncoder,
+        enc: &mut Recorder,
         x: &wgpu::Buffer,
         part: &wgpu::Buffer,
         out: &wgpu::Buffer,
