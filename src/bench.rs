@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::gguf::Gguf;
 use crate::format::hf::HfModel;
 use crate::format::{DType, ModelFile};
-use crate::gpu::{Gpu, KernelTime};
+use crate::gpu::{Gpu, GpuCounters, KernelTime};
 use crate::ops::copy::BufferCopy;
 use web_time::Instant;
 
@@ -218,6 +218,14 @@ pub struct TestResult {
     pub median_tps: f64,
     pub max_tps: f64,
     pub samples_tps: Vec<f64>,
+    /// Host microseconds per token spent recording and submitting GPU work (from each command
+    /// encoder's creation to its submit, readbacks' copies included, waits excluded), over the
+    /// timed runs. On `--backend noop` it is nearly all of a token's time.
+    pub host_us_per_token: f64,
+    /// Compute dispatches recorded per token over the timed runs.
+    pub dispatches_per_token: f64,
+    /// Bind groups created per token (misses of the bind-group cache) over the timed runs.
+    pub bind_groups_per_token: f64,
 }
 
 impl TestResult {
@@ -225,7 +233,10 @@ impl TestResult {
         test: String,
         (n_prompt, n_gen, n_depth): (usize, usize, usize),
         samples_tps: Vec<f64>,
+        host: GpuCounters,
+        tokens: usize,
     ) -> TestResult {
+        let per = |x: f64| x / tokens.max(1) as f64;
         let mut s = samples_tps.clone();
         s.sort_by(f64::total_cmp);
         let median = if s.len() % 2 == 1 {
@@ -242,6 +253,9 @@ impl TestResult {
             median_tps: median,
             max_tps: s[s.len() - 1],
             samples_tps,
+            host_us_per_token: per(host.record_ns as f64 / 1e3),
+            dispatches_per_token: per(host.dispatches as f64),
+            bind_groups_per_token: per(host.bind_groups as f64),
         }
     }
 }
@@ -381,6 +395,8 @@ pub async fn run(
                 n => format!("tg{n}"),
             });
             let mut tps = Vec::new();
+            // the host's work over the timed runs' timed stretches
+            let mut host = GpuCounters::default();
             for run in 0..runs {
                 fill(engine, depth).await?;
                 // a decode test starts from a one-token prompt, untimed
@@ -391,6 +407,7 @@ pub async fn run(
                 if run + spec.reps == runs {
                     engine.gpu.take_profile(); // the warm-up run's kernels are not counted
                 }
+                let c0 = engine.gpu.counters();
                 let t0 = Instant::now();
                 if n_prompt > 0 {
                     engine.feed_async(&prompt[..n_prompt]).await?; // the logits: the GPU is done
@@ -401,13 +418,24 @@ pub async fn run(
                 let r = (n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64();
                 if timed(run) {
                     tps.push(r);
+                    let c = engine.gpu.counters().since(c0);
+                    host.record_ns += c.record_ns;
+                    host.dispatches += c.dispatches;
+                    host.bind_groups += c.bind_groups;
+                    host.submits += c.submits;
                 }
                 on_run(&test, run + 1, runs, r);
             }
             let times = engine.gpu.take_profile();
             let tokens = (n_prompt + n_gen) * spec.reps;
             profiles.extend(TestProfile::new(test.clone(), tokens, times));
-            tests.push(TestResult::new(test, (n_prompt, n_gen, d), tps));
+            tests.push(TestResult::new(
+                test,
+                (n_prompt, n_gen, d),
+                tps,
+                host,
+                tokens,
+            ));
         }
     }
     engine.reset();
@@ -538,9 +566,23 @@ mod tests {
 
     #[test]
     fn median_of_even_and_odd_counts() {
-        let t = TestResult::new("pp8".into(), (8, 0, 0), vec![3.0, 1.0, 2.0]);
+        let host = GpuCounters {
+            dispatches: 300,
+            bind_groups: 6,
+            record_ns: 9_000_000,
+            submits: 3,
+        };
+        let t = TestResult::new("pp8".into(), (8, 0, 0), vec![3.0, 1.0, 2.0], host, 24);
         assert_eq!((t.min_tps, t.median_tps, t.max_tps), (1.0, 2.0, 3.0));
-        let t = TestResult::new("tg2".into(), (0, 2, 0), vec![4.0, 1.0, 2.0, 3.0]);
+        assert_eq!(
+            (
+                t.host_us_per_token,
+                t.dispatches_per_token,
+                t.bind_groups_per_token
+            ),
+            (375.0, 12.5, 0.25)
+        );
+        let t = TestResult::new("tg2".into(), (0, 2, 0), vec![4.0, 1.0, 2.0, 3.0], host, 8);
         assert_eq!((t.min_tps, t.median_tps, t.max_tps), (1.0, 2.5, 4.0));
         assert_eq!(t.samples_tps, [4.0, 1.0, 2.0, 3.0]);
     }

@@ -403,12 +403,13 @@ fn version_names_wgpu_and_the_compiled_backends() {
     let backends: Vec<&str> = out.trim_end().trim_end_matches(')')[want.len()..]
         .split(", ")
         .collect();
+    // noop: wgpu's kernel-less backend, for `flint bench --backend noop` (tests/bench_noop.rs)
     #[cfg(target_os = "linux")]
-    assert_eq!(backends, ["vulkan", "gl"], "{out}");
+    assert_eq!(backends, ["vulkan", "gl", "noop"], "{out}");
     #[cfg(target_os = "macos")]
-    assert_eq!(backends, ["metal"], "{out}");
+    assert_eq!(backends, ["metal", "noop"], "{out}");
     #[cfg(windows)]
-    assert_eq!(backends, ["vulkan", "dx12", "gl"], "{out}");
+    assert_eq!(backends, ["vulkan", "dx12", "gl", "noop"], "{out}");
 }
 
 /// The `[i] NAME (Backend, DeviceType, ...)` block of `flint info --adapters` whose header line

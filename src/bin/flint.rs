@@ -40,6 +40,7 @@ fn compiled_backends() -> Vec<&'static str> {
         (wgpu::Backends::DX12, "dx12"),
         (wgpu::Backends::GL, "gl"),
         (wgpu::Backends::BROWSER_WEBGPU, "webgpu"),
+        (wgpu::Backends::NOOP, "noop"),
     ]
     .into_iter()
     .filter(|(b, _)| have.contains(*b))
@@ -99,7 +100,9 @@ struct ModelArgs {
     /// Most tokens per forward pass in prefill.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// GPU backend: vulkan, metal, dx12, gl (default: every backend compiled in; see `flint --version`).
+    /// GPU backend: vulkan, metal, dx12, gl (default: every backend compiled in; see `flint --version`),
+    /// or noop: wgpu's backend that runs no kernels, for `flint bench` to measure the host's cost
+    /// (pick the layout with --kernels; other commands refuse it).
     #[arg(long, env = "FLINT_BACKEND")]
     backend: Option<String>,
     /// Adapter index or name substring, as `flint info --adapters` lists them (default: wgpu's
@@ -402,6 +405,14 @@ impl ModelArgs {
         Ok(p)
     }
 
+    /// Refuses `--backend noop` (its kernels do nothing, so what it would print is not text).
+    fn refuse_noop(&self) -> Result<()> {
+        if flint::gpu::is_noop(self.backend.as_deref()) {
+            return Err(Error::InvalidArgument(flint::gpu::NOOP_REFUSAL.into()));
+        }
+        Ok(())
+    }
+
     fn gpu_options(&self) -> GpuOptions {
         GpuOptions {
             backend: self.backend.clone(),
@@ -575,6 +586,7 @@ fn print_stats(g: &flint::engine::Generation) {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    a.model.refuse_noop()?;
     let mut engine = a.model.load(None)?;
     let prompt = engine.tokenizer.encode(&a.prompt, true)?;
     let opts = a.sample.options();
@@ -593,6 +605,7 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 fn chat(a: ChatArgs) -> Result<()> {
+    a.model.refuse_noop()?;
     let mut engine = a.model.load(None)?;
     let template = engine
         .chat_template
@@ -888,6 +901,7 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn perplexity(a: PplArgs) -> Result<()> {
+    a.model.refuse_noop()?;
     let text = std::fs::read_to_string(&a.file).map_err(|e| Error::io(&a.file, e))?;
     let n_ctx = a.model.ctx.unwrap_or(512);
     let mut engine = a.model.load(Some(n_ctx))?;
@@ -955,6 +969,7 @@ impl ModelArgs {
 }
 
 fn embed(a: EmbedArgs) -> Result<()> {
+    a.model.refuse_noop()?;
     use flint::embed::{EmbedInput, EmbedOptions, MAX_INPUTS};
     let texts: Vec<String> = match &a.file {
         None if a.texts.is_empty() => {
@@ -1074,6 +1089,7 @@ fn default_model_id(path: &std::path::Path) -> String {
 
 fn serve(a: ServeArgs) -> Result<()> {
     use flint::serve::Models;
+    a.model.refuse_noop()?;
     let path = a.model.path()?;
     let mut config = flint::serve::ServeConfig {
         host: a.host,
@@ -1161,6 +1177,10 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     };
     // before the model loads, naming the flags
     spec.check_named(&SpecNames::CLI)?;
+    let noop = flint::gpu::is_noop(a.model.backend.as_deref());
+    if noop {
+        eprintln!("{NOOP_NOTE}");
+    }
     let path = a.model.path()?;
     let sizes = ModelSizes::of(&ModelFile::open(&path)?);
     let ctx = spec.ctx_needed().max(a.model.ctx.unwrap_or(0));
@@ -1183,6 +1203,9 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         report.profiles.clear();
     }
     if a.json {
+        if noop {
+            eprintln!("{NOOP_NOTE}");
+        }
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::InvalidArgument(format!("encoding the report: {e}")))?;
         println!("{text}");
@@ -1192,15 +1215,23 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `flint bench --backend noop` says on stderr before and after it runs.
+const NOOP_NOTE: &str = "flint: NOTE: --backend noop runs no kernels (wgpu's noop backend): these \
+     figures measure the HOST's cost only (recording and submitting the GPU work, read-backs of \
+     zeros), not a GPU's speed; its tok/s is the ceiling the host alone allows";
+
 fn print_bench_table(r: &BenchReport) {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    if r.backend == "Noop" {
+        println!("{NOOP_NOTE}\n");
+    }
     println!(
-        "| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max |"
+        "| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max | host us/tok | dispatches/tok | bind groups/tok |"
     );
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for t in &r.tests {
         println!(
-            "| {} {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} |",
             r.architecture,
             r.quant,
             mib(r.model_bytes),
@@ -1210,9 +1241,17 @@ fn print_bench_table(r: &BenchReport) {
             t.test,
             t.min_tps,
             t.median_tps,
-            t.max_tps
+            t.max_tps,
+            t.host_us_per_token,
+            t.dispatches_per_token,
+            t.bind_groups_per_token
         );
     }
+    println!(
+        "\nhost us/tok: host time recording and submitting the GPU work per token (waits for the \
+         GPU excluded); dispatches/tok and bind groups/tok: compute dispatches recorded and bind \
+         groups created per token"
+    );
     println!(
         "\nbatch {}, context {}, {} repetitions, {} kernel layout, {} KV cache, {} prefill matmul, \
          sampling on the {}; {}",

@@ -9,7 +9,9 @@ pub use weight::Weight;
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use web_time::Instant;
 use wgpu::util::DeviceExt;
 
 /// How a KV cache stores keys and values. The two 16-bit types halve the cache's memory; every
@@ -113,7 +115,9 @@ impl TileType {
 /// How to choose an adapter and which optional capabilities to use.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
-    /// Restrict to one backend (`vulkan`, `metal`, `dx12`, `gl`); `None` = all that are compiled in.
+    /// Restrict to one backend (`vulkan`, `metal`, `dx12`, `gl`, or `noop`: wgpu's backend that
+    /// runs no kernels, for measuring the host's cost, see [`noop_options`]); `None` = all that
+    /// are compiled in (never `noop`).
     pub backend: Option<String>,
     /// Pick an adapter by index (as `flint info --adapters` lists them) or by a substring of its name.
     pub adapter: Option<String>,
@@ -220,6 +224,44 @@ pub struct Gpu {
     profiler: Option<Mutex<Profiler>>,
     /// First uncaptured wgpu error since the last check (validation, out of memory).
     error: Arc<Mutex<Option<String>>>,
+    /// What the host did: see [`Gpu::counters`].
+    counters: Counters,
+}
+
+/// Totals of the host's work since the device was opened (see [`Gpu::counters`]); subtract two
+/// readings ([`GpuCounters::since`]) to get one stretch's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GpuCounters {
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Bind groups (each with its uniform buffer) created: misses of the bind-group cache.
+    pub bind_groups: u64,
+    /// Host nanoseconds from each [`Gpu::encoder`] to the end of its [`Gpu::submit`]: recording
+    /// the dispatches and copies (with whatever the caller did in between) and submitting them.
+    pub record_ns: u64,
+    /// Submissions.
+    pub submits: u64,
+}
+
+impl GpuCounters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: GpuCounters) -> GpuCounters {
+        GpuCounters {
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            bind_groups: self.bind_groups.saturating_sub(earlier.bind_groups),
+            record_ns: self.record_ns.saturating_sub(earlier.record_ns),
+            submits: self.submits.saturating_sub(earlier.submits),
+        }
+    }
+}
+
+/// [`GpuCounters`] as atomics, added to once per submit (a [`Recorder`] counts its own).
+#[derive(Default)]
+struct Counters {
+    dispatches: AtomicU64,
+    bind_groups: AtomicU64,
+    record_ns: AtomicU64,
+    submits: AtomicU64,
 }
 
 /// Lists the adapters wgpu can see for the given backend filter.
@@ -232,7 +274,46 @@ pub async fn enumerate_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapt
 fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = backends;
+    if backends == wgpu::Backends::NOOP {
+        desc.backend_options.noop = noop_options();
+    }
     wgpu::Instance::new(desc)
+}
+
+/// wgpu's noop backend (`--backend noop`) as flint uses it: every kernel is stubbed out (buffers
+/// are real host memory, copies and mapping work, compute passes do nothing), so a forward pass
+/// costs only what the host spends recording and submitting it. It reports the limits and
+/// features of a typical discrete GPU rather than its unlimited defaults (with those, pipelines
+/// fail to build): 1 GiB buffers, 128 MiB storage bindings, 32 KiB of workgroup memory, 1024
+/// invocations, `shader-f16` and subgroups of 32. Its adapter says it is a CPU whatever is asked,
+/// so flint picks the kernel layout on it from `--kernels` alone (see [`Gpu::new_async`]).
+pub fn noop_options() -> wgpu::NoopBackendOptions {
+    wgpu::NoopBackendOptions {
+        enable: true,
+        limits: Some(wgpu::Limits {
+            max_buffer_size: 1 << 30,
+            max_storage_buffer_binding_size: 128 << 20,
+            max_storage_buffers_per_shader_stage: 16,
+            max_compute_workgroup_storage_size: 32 << 10,
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            max_compute_workgroup_size_y: 1024,
+            ..wgpu::Limits::default()
+        }),
+        features: Some(wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP),
+        device_type: Some(wgpu::DeviceType::DiscreteGpu),
+        subgroup_min_size: Some(32),
+        subgroup_max_size: Some(32),
+    }
+}
+
+/// What `run`, `chat`, `serve`, `embed` and `perplexity` say when asked for the noop backend.
+pub const NOOP_REFUSAL: &str = "the noop backend runs no kernels: its output is not text; use it \
+     with `flint bench` to measure host cost";
+
+/// Whether `backend` (a `--backend` value) names wgpu's noop backend.
+pub fn is_noop(backend: Option<&str>) -> bool {
+    backend.is_some_and(|b| b.eq_ignore_ascii_case("noop"))
 }
 
 fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends> {
@@ -244,9 +325,10 @@ fn parse_backends(backend: Option<&str>) -> Result<wgpu::Backends> {
             "dx12" | "d3d12" => wgpu::Backends::DX12,
             "gl" | "gles" | "opengl" => wgpu::Backends::GL,
             "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+            "noop" => wgpu::Backends::NOOP,
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown backend `{other}` (expected vulkan, metal, dx12, gl or webgpu)"
+                    "unknown backend `{other}` (expected vulkan, metal, dx12, gl, webgpu or noop)"
                 )))
             }
         },
@@ -364,7 +446,13 @@ impl Gpu {
 
         let max_binding = (limits.max_storage_buffer_binding_size as u64)
             .min(opts.max_binding_override.unwrap_or(u64::MAX));
-        let cpu_adapter = info.device_type == wgpu::DeviceType::Cpu;
+        // The noop adapter calls itself a CPU whatever it is told: there the automatic choices
+        // follow the kernel layout asked for (a GPU's unless `--kernels cpu`).
+        let cpu_adapter = if info.backend == wgpu::Backend::Noop {
+            opts.rows_kernels == Some(true)
+        } else {
+            info.device_type == wgpu::DeviceType::Cpu
+        };
         let caps = Caps {
             f16,
             subgroups,
@@ -395,7 +483,21 @@ impl Gpu {
             binds: Mutex::new(HashMap::new()),
             profiler,
             error,
+            counters: Counters::default(),
         })
+    }
+
+    /// Totals of the host's work so far: dispatches recorded, bind groups created, host time
+    /// spent recording and submitting, submissions. Each [`Recorder`] counts its own and adds
+    /// them at [`Gpu::submit`], so the dispatch path pays nothing for them.
+    pub fn counters(&self) -> GpuCounters {
+        let c = &self.counters;
+        GpuCounters {
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
+            record_ns: c.record_ns.load(Ordering::Relaxed),
+            submits: c.submits.load(Ordering::Relaxed),
+        }
     }
 
     /// A one-line description of the adapter: name, backend, device type.
@@ -525,6 +627,9 @@ impl Gpu {
     /// A new recorder (a command encoder whose dispatches share compute passes).
     pub fn encoder(&self) -> Recorder {
         Recorder {
+            start: Instant::now(),
+            dispatches: 0,
+            bind_groups: 0,
             enc: self
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -568,6 +673,7 @@ impl Gpu {
         let bind_group = match cached {
             Some(bg) => bg,
             None => {
+                enc.bind_groups += 1;
                 let bg = self.bind_group(kernel, params, buffers);
                 if let Ok(mut cache) = self.binds.lock() {
                     if cache.len() >= BIND_CACHE_ENTRIES {
@@ -599,6 +705,7 @@ impl Gpu {
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        enc.dispatches += 1;
         if profiler.is_some() {
             enc.pass = None;
         }
@@ -660,19 +767,30 @@ impl Gpu {
     /// Submits `enc` and returns the submission index. When profiling, the dispatches' timestamps
     /// are resolved into the same submission and read back (the call then waits for the GPU).
     pub fn submit(&self, rec: Recorder) -> wgpu::SubmissionIndex {
+        let (start, dispatches, bind_groups) = (rec.start, rec.dispatches, rec.bind_groups);
         #[allow(unused_mut)]
         let mut enc = rec.finish();
+        let counted = |index| {
+            let c = &self.counters;
+            let ns = start.elapsed().as_nanos() as u64;
+            c.record_ns.fetch_add(ns, Ordering::Relaxed);
+            c.dispatches.fetch_add(dispatches, Ordering::Relaxed);
+            c.bind_groups.fetch_add(bind_groups, Ordering::Relaxed);
+            c.submits.fetch_add(1, Ordering::Relaxed);
+            index
+        };
         // (profiling is native only: Gpu::new refuses it on the web)
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(mut profiler) = self.profiler.as_ref().and_then(|p| p.lock().ok()) {
             if !profiler.pending.is_empty() {
                 profiler.resolve(&mut enc);
-                let index = self.queue.submit(Some(enc.finish()));
+                // counted before the wait for the timestamps
+                let index = counted(self.queue.submit(Some(enc.finish())));
                 profiler.collect(&self.device);
                 return index;
             }
         }
-        self.queue.submit(Some(enc.finish()))
+        counted(self.queue.submit(Some(enc.finish())))
     }
 
     /// Per-kernel GPU time recorded since the last call (empty unless profiling), slowest first.
@@ -801,6 +919,11 @@ struct BindKey {
 pub struct Recorder {
     enc: wgpu::CommandEncoder,
     pass: Option<wgpu::ComputePass<'static>>,
+    /// When [`Gpu::encoder`] made it: [`Gpu::submit`] adds the time since to [`GpuCounters`].
+    start: Instant,
+    /// Dispatches recorded and bind groups created into it (added to [`GpuCounters`] at submit).
+    dispatches: u64,
+    bind_groups: u64,
 }
 
 impl Recorder {
