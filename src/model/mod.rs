@@ -724,11 +724,15 @@ pub struct ScratchBufs {
     pub q: wgpu::Buffer,
     pub k: wgpu::Buffer,
     pub v: wgpu::Buffer,
+    /// The attention output (and, with head norms, Q before its norm).
     pub att: wgpu::Buffer,
-    /// A spare `max(hidden, q_dim, kv_dim)`-wide buffer (post-norm outputs, K before its norm).
-    pub res: wgpu::Buffer,
+    /// A spare `max(hidden, q_dim, kv_dim)`-wide buffer: post-norm outputs, K before its norm.
+    pub spare: wgpu::Buffer,
+    /// The feed-forward gate projection, then the gated activation's output.
     pub gate: wgpu::Buffer,
+    /// The feed-forward up projection.
     pub up: wgpu::Buffer,
+    /// Each sequence's last row after the final norm (the head's input).
     pub last: wgpu::Buffer,
     pub logits: wgpu::Buffer,
 }
@@ -771,7 +775,7 @@ impl Scratch {
                 k: f("k", m * kv)?,
                 v: f("v", m * kv)?,
                 att: f("att", m * q)?,
-                res: f("res", m * h.max(q).max(kv))?,
+                spare: f("spare", m * h.max(q).max(kv))?,
                 gate: f("gate", m * ffn)?,
                 up: f("up", m * ffn)?,
                 last: f("last", h * last_rows)?,

@@ -20,7 +20,7 @@
 //! Tensor names are llama.cpp's GGUF names (gguf-py/gguf/constants.py); a Hugging Face folder is
 //! read through its architecture's name map.
 
-use super::{KvCache, Logits, ModelInfo, Scratch, TensorSource};
+use super::{KvCache, Logits, ModelInfo, Scratch, ScratchBufs, TensorSource};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KvType, Recorder, Weight};
 use crate::ops::attention::Attention;
@@ -616,8 +616,8 @@ impl Transformer {
             _ => (&bufs.logits, self.cfg.vocab),
         };
         let logits = gpu.read_f32_async(buf, 0, rows * width).await?;
-        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
-            sq.cache.len = pos0 + n;
+        for (sq, span) in seqs.iter_mut().zip(&spans) {
+            sq.cache.len = span.pos0 + span.tokens;
         }
         Ok(match want {
             Logits::All => vec![logits],
@@ -647,23 +647,74 @@ impl Transformer {
         gpu.submit(enc);
         let bytes = gpu.read_async(out, 0, (op.out_words() * 4) as u64).await?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..op.out_words() * 4]);
-        for (sq, &(_, n, pos0)) in seqs.iter_mut().zip(&spans) {
-            sq.cache.len = pos0 + n;
+        for (sq, span) in seqs.iter_mut().zip(&spans) {
+            sq.cache.len = span.pos0 + span.tokens;
         }
         Ok(words.chunks(2 * k).map(top_k::decode).collect())
     }
 
     /// Records a forward pass over `seqs` up to the logits in `scratch` (not submitted): returns
-    /// the encoder, each sequence's (first row, tokens, first position), and the logit rows.
-    /// The caller submits, reads back, then sets each cache's length.
-    #[allow(clippy::type_complexity)]
+    /// the recorder, each sequence's [`Span`], and the logit rows. The caller submits, reads
+    /// back, then sets each cache's length. The layer loop is the pseudocode at the top of this
+    /// file, one block per line.
     fn encode_many(
         &self,
         gpu: &Gpu,
         seqs: &mut [Seq<'_>],
         scratch: &mut Scratch,
         want: Logits,
-    ) -> Result<(Recorder, Vec<(usize, usize, usize)>, usize)> {
+    ) -> Result<(Recorder, Vec<Span>, usize)> {
+        let c = &self.cfg;
+        let spans = self.spans(seqs, want)?;
+        let m: usize = spans.iter().map(|s| s.tokens).sum();
+        let n_logit_rows = if want == Logits::All { m } else { seqs.len() };
+        // split-K decode attention's partials (GPU layout only)
+        let att_part = match gpu.caps.rows_kernels {
+            true => None,
+            false => Some(scratch.att_part(gpu, Attention::part_floats(c.n_heads, c.head_dim))?),
+        };
+        let widths = [
+            c.hidden,
+            c.n_heads * c.head_dim,
+            c.n_kv_heads * c.head_dim,
+            c.ffn,
+        ];
+        let s = scratch.ensure(gpu, m, &widths, n_logit_rows, n_logit_rows * c.vocab)?;
+        let p = Pass {
+            gpu,
+            s,
+            m,
+            variant_m: spans.iter().map(|s| s.tokens).max().unwrap_or(1),
+            att_part: att_part.as_ref(),
+        };
+        let mut enc = gpu.encoder();
+        self.embed(&p, &mut enc, seqs, &spans)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            // attention block: x += [post_norm](Wo attention(rope(Wqkv norm(x))) [+ bo])
+            self.norm(&p, &mut enc, &s.x, &layer.attn_norm, &s.xn)?;
+            let rope_done = self.qkv(&p, &mut enc, l, layer, seqs, &spans)?;
+            // per sequence: its positions, its cache
+            for (sq, &span) in seqs.iter().zip(&spans) {
+                if !rope_done {
+                    self.rope(&p, &mut enc, l, span)?;
+                }
+                self.kv_append(&p, &mut enc, l, sq.cache, span, rope_done)?;
+                self.attention(&p, &mut enc, l, sq.cache, span)?;
+            }
+            let post_norm = layer.post_attn_norm.as_ref();
+            self.residual(&p, &mut enc, &layer.wo, &layer.bo, post_norm, &s.att)?;
+            // feed-forward block: x += [post_norm](Wdown act(Wgate f, Wup f) [+ bdown]), f = norm(x)
+            self.norm(&p, &mut enc, &s.x, &layer.ffn_norm, &s.xn)?;
+            let act = self.ffn_act(&p, &mut enc, layer)?;
+            let post_norm = layer.post_ffn_norm.as_ref();
+            self.residual(&p, &mut enc, &layer.w_down, &layer.b_down, post_norm, act)?;
+        }
+        self.head(&p, &mut enc, &spans, want, n_logit_rows)?;
+        Ok((enc, spans, n_logit_rows))
+    }
+
+    /// Checks the sequences of a pass and lays out their rows: each sequence's [`Span`].
+    fn spans(&self, seqs: &[Seq<'_>], want: Logits) -> Result<Vec<Span>> {
         let c = &self.cfg;
         if seqs.is_empty() {
             return Err(Error::InvalidArgument("forward: no sequences".into()));
@@ -673,20 +724,19 @@ impl Transformer {
                 "forward: all-token logits need a single sequence".into(),
             ));
         }
-        // rows of each sequence in the batch, and its first position
         let mut spans = Vec::with_capacity(seqs.len());
-        let mut m = 0;
-        for sq in seqs.iter() {
-            let n = sq.tokens.len();
+        let mut row0 = 0;
+        for sq in seqs {
+            let tokens = sq.tokens.len();
             let pos0 = sq.cache.len;
-            if n == 0 {
+            if tokens == 0 {
                 return Err(Error::InvalidArgument(
                     "forward: a sequence with no tokens".into(),
                 ));
             }
-            if pos0 + n > sq.cache.ctx {
+            if pos0 + tokens > sq.cache.ctx {
                 return Err(Error::ContextOverflow {
-                    tokens: pos0 + n,
+                    tokens: pos0 + tokens,
                     ctx: sq.cache.ctx,
                 });
             }
@@ -701,114 +751,106 @@ impl Transformer {
                     c.vocab
                 )));
             }
-            spans.push((m, n, pos0));
-            m += n;
+            spans.push(Span { row0, tokens, pos0 });
+            row0 += tokens;
         }
-        if m > MAX_BATCH {
+        if row0 > MAX_BATCH {
             return Err(Error::InvalidArgument(format!(
-                "forward: {m} tokens in one pass, over the {MAX_BATCH} the sliding-window caches allow"
+                "forward: {row0} tokens in one pass, over the {MAX_BATCH} the sliding-window caches allow"
             )));
         }
-        let variant_m = spans.iter().map(|s| s.1).max().unwrap_or(1);
-        let (h, hd) = (c.hidden, c.head_dim);
-        let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
-        let n_logit_rows = if want == Logits::All { m } else { seqs.len() };
-        // split-K decode attention's partials (GPU layout only)
-        let att_part = match gpu.caps.rows_kernels {
-            true => None,
-            false => Some(scratch.att_part(gpu, Attention::part_floats(c.n_heads, c.head_dim))?),
-        };
-        let s = scratch.ensure(
-            gpu,
-            m,
-            &[h, q_dim, kv_dim, c.ffn],
-            n_logit_rows,
-            n_logit_rows * c.vocab,
-        )?;
-        let mut enc = gpu.encoder();
+        Ok(spans)
+    }
+
+    /// `x = embed(tokens) [* scale] [+ pos_embed(positions)]`: the tokens' rows of the table
+    /// (dequantized), into `x`.
+    fn embed(&self, p: &Pass, enc: &mut Recorder, seqs: &[Seq<'_>], spans: &[Span]) -> Result<()> {
+        let (gpu, s, n) = (p.gpu, p.s, p.m * self.cfg.hidden);
         let tokens: Vec<u32> = seqs
             .iter()
             .flat_map(|sq| sq.tokens.iter().copied())
             .collect();
-
-        // x = embedding rows of the tokens (dequantized from the table), scaled, plus positions
-        Embed { w: &self.tok_embd }.encode(gpu, &mut enc, &tokens, &s.x)?;
-        if let Some(scale) = c.embed_scale {
-            Unary::Scale(scale).encode(gpu, &mut enc, m * h, &s.x)?;
+        Embed { w: &self.tok_embd }.encode(gpu, enc, &tokens, &s.x)?;
+        if let Some(scale) = self.cfg.embed_scale {
+            Unary::Scale(scale).encode(gpu, enc, n, &s.x)?;
         }
         if let Some(pe) = &self.pos_embd {
             let positions: Vec<u32> = spans
                 .iter()
-                .flat_map(|&(_, n, pos0)| (pos0..pos0 + n).map(|p| p as u32))
+                .flat_map(|s| (s.pos0..s.pos0 + s.tokens).map(|p| p as u32))
                 .collect();
-            Embed { w: pe }.encode(gpu, &mut enc, &positions, &s.xn)?;
-            add(gpu, &mut enc, m * h, &s.x, &s.xn)?;
+            Embed { w: pe }.encode(gpu, enc, &positions, &s.xn)?;
+            add(gpu, enc, n, &s.x, &s.xn)?;
         }
+        Ok(())
+    }
 
-        let norm = |enc: &mut Recorder, x: &wgpu::Buffer, nw: &NormW, y| match &nw.b {
-            Some(b) => LayerNorm {
-                n: h,
-                rows: m,
-                eps: c.eps,
-            }
-            .encode(gpu, enc, x, &nw.w, b, y),
-            None => RmsNorm {
-                n: h,
-                rows: m,
-                eps: c.eps,
-            }
-            .encode(gpu, enc, x, &nw.w, y),
+    /// `y = norm(x)` over every row of the pass (the model's RMSNorm or LayerNorm).
+    fn norm(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        x: &wgpu::Buffer,
+        nw: &NormW,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (n, rows, eps) = (self.cfg.hidden, p.m, self.cfg.eps);
+        match &nw.b {
+            Some(b) => LayerNorm { n, rows, eps }.encode(p.gpu, enc, x, &nw.w, b, y),
+            None => RmsNorm { n, rows, eps }.encode(p.gpu, enc, x, &nw.w, y),
+        }
+    }
+
+    /// Layer `l`'s RoPE, and whether it is the local (sliding-window) one; `None` for learned
+    /// positions.
+    fn rope_cfg(&self, l: usize) -> Option<(&RopeConfig, bool)> {
+        let c = &self.cfg;
+        let local = c.windows[l] > 0 && c.rope_local.is_some();
+        let rc = if local { &c.rope_local } else { &c.rope };
+        rc.as_ref().map(|rc| (rc, local))
+    }
+
+    /// The frequency divisors a span is rotated with. Phi-3 longrope: the long factors once the
+    /// sequence outgrows the original context (transformers' rule; keys already cached keep the
+    /// factors they were rotated with, as in transformers' generate with a cache).
+    fn rope_factors(&self, local: bool, span: Span) -> Option<&wgpu::Buffer> {
+        let long = self.rope_long.is_some() && span.pos0 + span.tokens > self.cfg.long_rope_ctx;
+        match (local, long) {
+            (true, _) => None,
+            (false, true) => self.rope_long.as_ref(),
+            (false, false) => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
+        }
+    }
+
+    /// `q, k, v = Wq a [+ bq], Wk a [+ bk], Wv a [+ bv]` from `a = xn` into `q`, `k`, `v`, then
+    /// `[q, k = rmsnorm per head (q, k)]`. Returns whether RoPE ran in the projection's epilogue
+    /// (one sequence, the fused rows kernel, no bias or head norm between projection and
+    /// rotation), which then also wrote an f32 cache's keys and values.
+    fn qkv(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        l: usize,
+        layer: &Layer,
+        seqs: &[Seq<'_>],
+        spans: &[Span],
+    ) -> Result<bool> {
+        let (c, gpu, s) = (&self.cfg, p.gpu, p.s);
+        let hd = c.head_dim;
+        let (q_dim, kv_dim) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let head_normed = layer.q_norm.is_some() && layer.k_norm.is_some();
+        // with head norms, q and k are projected into spare buffers, then normalised into q, k
+        let (q_out, k_out) = match head_normed {
+            true => (&s.att, &s.spare),
+            false => (&s.q, &s.k),
         };
-        let mm = |w, accumulate| MatMul {
-            w,
-            m,
-            accumulate,
-            variant_m,
-        };
-        let bias = |enc: &mut Recorder, b: &Option<wgpu::Buffer>, n, y| match b {
-            Some(b) => add_bias(gpu, enc, m, n, y, b),
-            None => Ok(()),
-        };
-        let head_norm = |heads: usize| RmsNorm {
-            n: hd,
-            rows: m * heads,
-            eps: c.eps,
-        };
-        for (l, layer) in self.layers.iter().enumerate() {
-            let window = c.windows[l];
-            // attention block
-            norm(&mut enc, &s.x, &layer.attn_norm, &s.xn)?;
-            // q, k, v (with per-head norms: projected into spare buffers, then normalised)
-            let head_normed = layer.q_norm.is_some() && layer.k_norm.is_some();
-            let (q_out, k_out) = match head_normed {
-                true => (&s.att, &s.res),
-                false => (&s.q, &s.k),
-            };
-            let qkv = [&layer.wq, &layer.wk, &layer.wv];
-            let local = window > 0 && c.rope_local.is_some();
-            let rope_cfg = if local { &c.rope_local } else { &c.rope };
-            // Phi-3 longrope: the long factors once the sequence outgrows the original context
-            // (transformers' rule; keys already cached keep the factors they were rotated with,
-            // as in transformers' generate with a cache).
-            let factors = |pos0: usize, n: usize| match (
-                local,
-                self.rope_long.is_some() && pos0 + n > c.long_rope_ctx,
-            ) {
-                (true, _) => None,
-                (false, true) => self.rope_long.as_ref(),
-                (false, false) => self.rope_short.as_ref().or(self.rope_freqs.as_ref()),
-            };
-            // One sequence, no head norm or bias between projection and rotation: RoPE runs in
-            // the fused projection's epilogue, which writes keys/values straight into an f32 cache.
-            let no_bias = layer.bq.is_none() && layer.bk.is_none() && layer.bv.is_none();
-            let fused_qkv = fused_rows_apply(gpu, variant_m, &qkv);
-            let rope_fused = match (rope_cfg, &seqs[..]) {
-                (Some(rc), [sq]) if fused_qkv && no_bias && !head_normed => {
-                    Some((rc, &*sq.cache, spans[0]))
-                }
-                _ => None,
-            };
-            if let Some((rc, cache, (_, n, pos0))) = rope_fused {
+        let qkv = [&layer.wq, &layer.wk, &layer.wv];
+        let no_bias = layer.bq.is_none() && layer.bk.is_none() && layer.bv.is_none();
+        let fused = fused_rows_apply(gpu, p.variant_m, &qkv);
+        if let (Some((rc, local)), [sq], &[span]) = (self.rope_cfg(l), seqs, spans) {
+            if fused && no_bias && !head_normed {
+                // keys and values straight into an f32 cache (its ring), else into k, v
+                let cache = &*sq.cache;
                 let (kv_ring, k_dst, v_dst) = match cache.kind {
                     KvType::F32 => (cache.rows[l], &cache.k[l], &cache.v[l]),
                     KvType::F16 | KvType::Q16 => (0, &s.k, &s.v),
@@ -816,212 +858,308 @@ impl Transformer {
                 let rope = QkvRope {
                     cfg: rc,
                     head_dim: hd,
-                    pos0,
-                    factors: factors(pos0, n),
+                    pos0: span.pos0,
+                    factors: self.rope_factors(local, span),
                     dummy: &self.dummy,
                     kv_ring,
                 };
                 QkvRows {
                     w: qkv,
-                    m,
+                    m: p.m,
                     rope: Some(rope),
                 }
-                .encode(gpu, &mut enc, &s.xn, [q_out, k_dst, v_dst])?;
-            } else if fused_qkv {
-                QkvRows {
-                    w: qkv,
-                    m,
-                    rope: None,
-                }
-                .encode(gpu, &mut enc, &s.xn, [q_out, k_out, &s.v])?;
-            } else {
-                mm(&layer.wq, false).encode(gpu, &mut enc, &s.xn, q_out)?;
-                mm(&layer.wk, false).encode(gpu, &mut enc, &s.xn, k_out)?;
-                mm(&layer.wv, false).encode(gpu, &mut enc, &s.xn, &s.v)?;
+                .encode(gpu, enc, &s.xn, [q_out, k_dst, v_dst])?;
+                return Ok(true);
             }
-            bias(&mut enc, &layer.bq, q_dim, q_out)?;
-            bias(&mut enc, &layer.bk, kv_dim, k_out)?;
-            bias(&mut enc, &layer.bv, kv_dim, &s.v)?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                head_norm(c.n_heads).encode(gpu, &mut enc, &s.att, qn, &s.q)?;
-                head_norm(c.n_kv_heads).encode(gpu, &mut enc, &s.res, kn, &s.k)?;
+        }
+        if fused {
+            QkvRows {
+                w: qkv,
+                m: p.m,
+                rope: None,
             }
-            // per sequence: its positions, its cache
-            for (sq, &(row0, n, pos0)) in seqs.iter().zip(&spans) {
-                let cache = &sq.cache;
-                if let (Some(rc), None) = (rope_cfg, rope_fused) {
-                    let factors = factors(pos0, n);
-                    for (buf, heads) in [(&s.q, c.n_heads), (&s.k, c.n_kv_heads)] {
-                        Rope {
-                            cfg: rc,
-                            n_heads: heads,
-                            head_dim: hd,
-                            tokens: n,
-                            pos0,
-                            row0,
-                        }
-                        .encode(
-                            gpu,
-                            &mut enc,
-                            buf,
-                            factors,
-                            &self.dummy,
-                        )?;
-                    }
-                }
-                // append this sequence's keys/values; a ring wraps around its end
-                let rows = cache.rows[l];
-                let ring = if rows < cache.ctx { rows } else { 0 };
-                let start = pos0 % rows;
-                let first = n.min(rows - start);
-                let row = (kv_dim * 4) as u64;
-                for (from, to, k) in [(row0, start, first), (row0 + first, 0, n - first)] {
-                    // (the fused projection already wrote an f32 cache's rows)
-                    let f32_cache = cache.kind == KvType::F32;
-                    if k == 0 || (rope_fused.is_some() && f32_cache) {
-                        continue;
-                    }
-                    if !f32_cache {
-                        KvStore {
-                            kind: cache.kind,
-                            kv_dim,
-                            head_dim: hd,
-                            rows: k,
-                            src_row0: from,
-                            dst_row0: to,
-                            // the sequence's first rows set the cache's base
-                            sets_base: pos0 == 0 && from == row0,
-                        }
-                        .encode(
-                            gpu,
-                            &mut enc,
-                            [&s.k, &s.v],
-                            cache.layer(l),
-                        )?;
-                    } else {
-                        let (from, to, k) = (from as u64 * row, to as u64 * row, k as u64 * row);
-                        enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, k);
-                        enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, k);
-                    }
-                }
-                Attention {
-                    n_heads: c.n_heads,
-                    n_kv_heads: c.n_kv_heads,
-                    head_dim: hd,
-                    tokens: n,
-                    pos0,
-                    scale: c.attn_scale,
-                    window,
-                    softcap: c.attn_softcap,
-                    ring,
-                    row0,
-                    kv: cache.kind,
-                    bidirectional: false,
-                }
-                .encode_split(
-                    gpu,
-                    &mut enc,
-                    &s.q,
-                    cache.layer(l),
-                    &s.att,
-                    att_part.as_ref(),
-                )?;
-            }
-            match &layer.post_attn_norm {
-                None => {
-                    mm(&layer.wo, true).encode(gpu, &mut enc, &s.att, &s.x)?; // x += Wo att
-                    bias(&mut enc, &layer.bo, h, &s.x)?;
-                }
-                Some(pn) => {
-                    mm(&layer.wo, false).encode(gpu, &mut enc, &s.att, &s.xn)?;
-                    bias(&mut enc, &layer.bo, h, &s.xn)?;
-                    norm(&mut enc, &s.xn, pn, &s.res)?;
-                    add(gpu, &mut enc, m * h, &s.x, &s.res)?; // x += norm(Wo att)
-                }
-            }
+            .encode(gpu, enc, &s.xn, [q_out, k_out, &s.v])?;
+        } else {
+            p.mm(&layer.wq, false).encode(gpu, enc, &s.xn, q_out)?;
+            p.mm(&layer.wk, false).encode(gpu, enc, &s.xn, k_out)?;
+            p.mm(&layer.wv, false).encode(gpu, enc, &s.xn, &s.v)?;
+        }
+        p.bias(enc, &layer.bq, q_dim, q_out)?;
+        p.bias(enc, &layer.bk, kv_dim, k_out)?;
+        p.bias(enc, &layer.bv, kv_dim, &s.v)?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            let head_norm = |heads: usize| RmsNorm {
+                n: hd,
+                rows: p.m * heads,
+                eps: c.eps,
+            };
+            head_norm(c.n_heads).encode(gpu, enc, q_out, qn, &s.q)?;
+            head_norm(c.n_kv_heads).encode(gpu, enc, k_out, kn, &s.k)?;
+        }
+        Ok(false)
+    }
 
-            // feed-forward block
-            norm(&mut enc, &s.x, &layer.ffn_norm, &s.xn)?;
-            let glu = match c.act {
+    /// `q, k = rope(q, k)` on one sequence's rows (nothing for learned positions).
+    fn rope(&self, p: &Pass, enc: &mut Recorder, l: usize, span: Span) -> Result<()> {
+        let Some((rc, local)) = self.rope_cfg(l) else {
+            return Ok(());
+        };
+        let c = &self.cfg;
+        let factors = self.rope_factors(local, span);
+        for (buf, heads) in [(&p.s.q, c.n_heads), (&p.s.k, c.n_kv_heads)] {
+            Rope {
+                cfg: rc,
+                n_heads: heads,
+                head_dim: c.head_dim,
+                tokens: span.tokens,
+                pos0: span.pos0,
+                row0: span.row0,
+            }
+            .encode(p.gpu, enc, buf, factors, &self.dummy)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one sequence's keys and values (rows of `k`, `v`) to layer `l` of its cache at
+    /// positions `pos0..`; a ring (sliding-window layer) wraps around its end, so the rows go in
+    /// up to two runs. `rope_done`: the fused projection already wrote an f32 cache's rows.
+    fn kv_append(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        l: usize,
+        cache: &KvCache,
+        span: Span,
+        rope_done: bool,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let f32_cache = cache.kind == KvType::F32;
+        if rope_done && f32_cache {
+            return Ok(());
+        }
+        let (s, kv_dim) = (p.s, c.n_kv_heads * c.head_dim);
+        let rows = cache.rows[l];
+        let start = span.pos0 % rows;
+        let first = span.tokens.min(rows - start);
+        let row = (kv_dim * 4) as u64;
+        let runs = [
+            (span.row0, start, first),
+            (span.row0 + first, 0, span.tokens - first),
+        ];
+        for (from, to, n) in runs {
+            if n == 0 {
+                continue;
+            }
+            if f32_cache {
+                let (from, to, n) = (from as u64 * row, to as u64 * row, n as u64 * row);
+                enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, n);
+                enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, n);
+                continue;
+            }
+            KvStore {
+                kind: cache.kind,
+                kv_dim,
+                head_dim: c.head_dim,
+                rows: n,
+                src_row0: from,
+                dst_row0: to,
+                // the sequence's first rows set the cache's base
+                sets_base: span.pos0 == 0 && from == span.row0,
+            }
+            .encode(p.gpu, enc, [&s.k, &s.v], cache.layer(l))?;
+        }
+        Ok(())
+    }
+
+    /// `att = attention(q, K, V)` for one sequence's queries over layer `l` of its cache, with
+    /// the layer's sliding window (a ring cache where the layer keeps fewer rows than the
+    /// context).
+    fn attention(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        l: usize,
+        cache: &KvCache,
+        span: Span,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let rows = cache.rows[l];
+        Attention {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            tokens: span.tokens,
+            pos0: span.pos0,
+            scale: c.attn_scale,
+            window: c.windows[l],
+            softcap: c.attn_softcap,
+            ring: if rows < cache.ctx { rows } else { 0 },
+            row0: span.row0,
+            kv: cache.kind,
+            bidirectional: false,
+        }
+        .encode_split(
+            p.gpu,
+            enc,
+            &p.s.q,
+            cache.layer(l),
+            &p.s.att,
+            p.att_part,
+        )
+    }
+
+    /// `x += [post_norm](W input [+ b])`: the attention output's and the feed-forward's
+    /// residual add (accumulated into `x` by the projection itself without a post-norm).
+    #[allow(clippy::too_many_arguments)]
+    fn residual(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        w: &Weight,
+        b: &Option<wgpu::Buffer>,
+        post_norm: Option<&NormW>,
+        input: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (gpu, s, h) = (p.gpu, p.s, self.cfg.hidden);
+        match post_norm {
+            None => {
+                p.mm(w, true).encode(gpu, enc, input, &s.x)?;
+                p.bias(enc, b, h, &s.x)
+            }
+            Some(pn) => {
+                p.mm(w, false).encode(gpu, enc, input, &s.xn)?;
+                p.bias(enc, b, h, &s.xn)?;
+                self.norm(p, enc, &s.xn, pn, &s.spare)?;
+                add(gpu, enc, p.m * h, &s.x, &s.spare)
+            }
+        }
+    }
+
+    /// `act(Wgate f, Wup f)` (or `gelu(Wup f [+ bup])` without a gate) from `f = xn`; returns
+    /// the buffer holding it.
+    fn ffn_act<'s>(&self, p: &Pass<'s>, enc: &mut Recorder, layer: &Layer) -> Result<&'s wgpu::Buffer> {
+        let (c, gpu, s) = (&self.cfg, p.gpu, p.s);
+        let n = p.m * c.ffn;
+        let fused = layer.w_gate.as_ref().filter(|wg| {
+            layer.b_up.is_none() && fused_rows_apply(gpu, p.variant_m, &[wg, &layer.w_up])
+        });
+        if let Some(wg) = fused {
+            let act = match c.act {
                 Act::GeGlu => Glu::GeGlu,
                 _ => Glu::SwiGlu,
             };
-            let fused_glu = layer.w_gate.as_ref().filter(|wg| {
-                layer.b_up.is_none() && fused_rows_apply(gpu, variant_m, &[wg, &layer.w_up])
-            });
-            if let Some(wg) = fused_glu {
-                GluRows {
-                    gate: wg,
-                    up: &layer.w_up,
-                    m,
-                    act: glu,
-                }
-                .encode(gpu, &mut enc, &s.xn, &s.gate)?;
-            } else {
-                mm(&layer.w_up, false).encode(gpu, &mut enc, &s.xn, &s.up)?;
-                bias(&mut enc, &layer.b_up, c.ffn, &s.up)?;
+            GluRows {
+                gate: wg,
+                up: &layer.w_up,
+                m: p.m,
+                act,
             }
-            let act_out = match (&layer.w_gate, c.act) {
-                (Some(_), _) if fused_glu.is_some() => &s.gate,
-                (Some(wg), act) => {
-                    mm(wg, false).encode(gpu, &mut enc, &s.xn, &s.gate)?;
-                    match act {
-                        Act::GeGlu => geglu(gpu, &mut enc, m * c.ffn, &s.gate, &s.up)?,
-                        _ => swiglu(gpu, &mut enc, m * c.ffn, &s.gate, &s.up)?,
-                    }
-                    &s.gate
+            .encode(gpu, enc, &s.xn, &s.gate)?;
+            return Ok(&s.gate);
+        }
+        p.mm(&layer.w_up, false).encode(gpu, enc, &s.xn, &s.up)?;
+        p.bias(enc, &layer.b_up, c.ffn, &s.up)?;
+        match &layer.w_gate {
+            Some(wg) => {
+                p.mm(wg, false).encode(gpu, enc, &s.xn, &s.gate)?;
+                match c.act {
+                    Act::GeGlu => geglu(gpu, enc, n, &s.gate, &s.up)?,
+                    _ => swiglu(gpu, enc, n, &s.gate, &s.up)?,
                 }
-                (None, _) => {
-                    Unary::Gelu.encode(gpu, &mut enc, m * c.ffn, &s.up)?;
-                    &s.up
-                }
-            };
-            match &layer.post_ffn_norm {
-                None => {
-                    mm(&layer.w_down, true).encode(gpu, &mut enc, act_out, &s.x)?; // x += Wdown f
-                    bias(&mut enc, &layer.b_down, h, &s.x)?;
-                }
-                Some(pn) => {
-                    mm(&layer.w_down, false).encode(gpu, &mut enc, act_out, &s.xn)?;
-                    bias(&mut enc, &layer.b_down, h, &s.xn)?;
-                    norm(&mut enc, &s.xn, pn, &s.res)?;
-                    add(gpu, &mut enc, m * h, &s.x, &s.res)?; // x += norm(Wdown f)
-                }
+                Ok(&s.gate)
+            }
+            None => {
+                Unary::Gelu.encode(gpu, enc, n, &s.up)?;
+                Ok(&s.up)
             }
         }
+    }
 
-        // final norm and output head, over each sequence's last token (or every token)
-        norm(&mut enc, &s.x, &self.out_norm, &s.xn)?;
-        let head = self.output.as_ref().unwrap_or(&self.tok_embd);
+    /// `logits = head(norm(x)) [soft-capped]` over each sequence's last token (or every token),
+    /// into `logits`; for [`Logits::Hidden`] only the normed last rows, into `last`.
+    fn head(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        spans: &[Span],
+        want: Logits,
+        n_logit_rows: usize,
+    ) -> Result<()> {
+        let (c, gpu, s) = (&self.cfg, p.gpu, p.s);
+        self.norm(p, enc, &s.x, &self.out_norm, &s.xn)?;
         let rows_in = if want == Logits::All {
             &s.xn
         } else {
-            let row = (h * 4) as u64;
-            for (i, &(row0, n, _)) in spans.iter().enumerate() {
-                let last = (row0 + n - 1) as u64;
+            let row = (c.hidden * 4) as u64;
+            for (i, span) in spans.iter().enumerate() {
+                let last = (span.row0 + span.tokens - 1) as u64;
                 enc.copy_buffer_to_buffer(&s.xn, last * row, &s.last, i as u64 * row, row);
             }
             &s.last
         };
         if want == Logits::Hidden {
-            return Ok((enc, spans, n_logit_rows));
+            return Ok(());
         }
         MatMul {
-            w: head,
+            w: self.output.as_ref().unwrap_or(&self.tok_embd),
             m: n_logit_rows,
             accumulate: false,
-            variant_m: if want == Logits::All { m } else { 1 },
+            variant_m: if want == Logits::All { p.m } else { 1 },
         }
-        .encode(gpu, &mut enc, rows_in, &s.logits)?;
+        .encode(gpu, enc, rows_in, &s.logits)?;
         if c.final_softcap > 0.0 {
-            Unary::SoftCap(c.final_softcap).encode(
-                gpu,
-                &mut enc,
-                n_logit_rows * c.vocab,
-                &s.logits,
-            )?;
+            Unary::SoftCap(c.final_softcap).encode(gpu, enc, n_logit_rows * c.vocab, &s.logits)?;
         }
-        Ok((enc, spans, n_logit_rows))
+        Ok(())
+    }
+}
+
+/// Where one sequence of a batched pass sits: its rows of the activations and its positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Its first row in the pass's activations.
+    pub row0: usize,
+    /// Its tokens (rows).
+    pub tokens: usize,
+    /// The position of its first token (its cache's length before the pass).
+    pub pos0: usize,
+}
+
+/// What every block of one forward pass reads: the device, the scratch buffers, the rows.
+struct Pass<'a> {
+    gpu: &'a Gpu,
+    s: &'a ScratchBufs,
+    /// Rows of the pass: every sequence's tokens.
+    m: usize,
+    /// The most tokens one sequence brings, which picks the matrix kernels.
+    variant_m: usize,
+    /// Split-K attention's partials (the GPU layout's).
+    att_part: Option<&'a wgpu::Buffer>,
+}
+
+impl Pass<'_> {
+    /// `y [+]= W x` over the pass's rows.
+    fn mm<'w>(&self, w: &'w Weight, accumulate: bool) -> MatMul<'w> {
+        MatMul {
+            w,
+            m: self.m,
+            accumulate,
+            variant_m: self.variant_m,
+        }
+    }
+
+    /// `y += b` on every row, where there is a bias.
+    fn bias(
+        &self,
+        enc: &mut Recorder,
+        b: &Option<wgpu::Buffer>,
+        n: usize,
+        y: &wgpu::Buffer,
+    ) -> Result<()> {
+        match b {
+            Some(b) => add_bias(self.gpu, enc, self.m, n, y, b),
+            None => Ok(()),
+        }
     }
 }
 
