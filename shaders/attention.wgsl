@@ -9,8 +9,9 @@
 // only the last `ring` positions (a sliding-window layer's ring buffer): position p sits in row
 // p % ring.
 //
-// Split-K (p.chunk > 0; long-context decode): workgroup (head, t, s) covers only positions
-// [first + s * chunk, first + (s + 1) * chunk) and writes its unnormalised partial (m, l, acc) to
+// Split-K (p.split = 1; long-context decode): with chunk = ceil(positions the last query sees /
+// splits), workgroup (head, t, s) covers only positions [first + s * chunk, first + (s + 1) * chunk)
+// and writes its unnormalised partial (m, l, acc) to
 // out[((t * n_heads + head) * splits + s) * (D + 2) ..] (splits = the grid's z), for
 // attention_merge.wgsl to combine: many workgroups per head instead of one, so a long cache is
 // read by the whole device rather than by n_heads workgroups.
@@ -44,9 +45,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let vis = visible(t);
     var first = vis.x;
     var end = vis.y;
-    if (p.chunk > 0u) {
-        first = min(vis.y, first + wid.z * p.chunk);
-        end = min(vis.y, first + p.chunk);
+    if (p.split != 0u) {
+        let last = visible(p.tokens - 1u);
+        let chunk = (last.y - last.x + nwg.z - 1u) / nwg.z;
+        first = min(vis.y, first + wid.z * chunk);
+        end = min(vis.y, first + chunk);
     }
     var m = -3.0e38;
     var l = 0.0;
@@ -85,7 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         m = tmax;
         workgroupBarrier();
     }
-    if (p.chunk > 0u) {
+    if (p.split != 0u) {
         let pb = ((t * p.n_heads + head) * nwg.z + wid.z) * (D + 2u);
         if (lid == 0u) {
             out[pb] = m;

@@ -22,7 +22,7 @@ struct Params {
     head_dim: u32,
     n_rot: u32,
     neox: u32,
-    pos0: u32,
+    slot: u32,      // the sequence's entry in seq_pos0, which holds pos0
     kv_ring: u32,
     has_ff: u32,
     freq_base: f32, // freq_base .. corr1: rope_cs()'s (src/ops/rope.rs AngleParams)
@@ -39,6 +39,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> k: array<f32>;
 @group(0) @binding(5) var<storage, read_write> v: array<f32>;
 @group(0) @binding(6) var<storage, read> ff: array<f32>;
+// each sequence's first position, written once per step (src/ops/mod.rs Positions)
+@group(0) @binding(8) var<storage, read> seq_pos0: array<u32>;
 
 const WG: u32 = 16u;
 
@@ -67,7 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (a < p.nq + p.nk && t < half_rot) {
         var ffi = 1.0;
         if (p.has_ff != 0u) { ffi = ff[t]; }
-        let cs = rope_cs(t, f32(p.pos0 + m), p.n_rot, p.freq_base, p.freq_scale, p.ext_factor,
+        let cs = rope_cs(t, f32(seq_pos0[p.slot] + m), p.n_rot, p.freq_base, p.freq_scale, p.ext_factor,
                          p.attn_factor, vec2<f32>(p.corr0, p.corr1), ffi);
         let x0 = sa;
         let x1 = sb;
@@ -75,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         sb = x0 * cs.y + x1 * cs.x;
     }
     var kv_row = m;
-    if (p.kv_ring > 0u) { kv_row = (p.pos0 + m) % p.kv_ring; }
+    if (p.kv_ring > 0u) { kv_row = (seq_pos0[p.slot] + m) % p.kv_ring; }
     let nv = p.N - p.nq - p.nk;
     if (a < p.nq) {
         q[m * p.nq + a] = sa;

@@ -8,7 +8,7 @@ struct Params {
     n_heads: u32,
     head_dim: u32,
     n_rot: u32,
-    pos0: u32,
+    slot: u32,     // this sequence's entry in seq_pos0
     tokens: u32,
     mode: u32,
     has_ff: u32,
@@ -26,6 +26,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read> ff: array<f32>;
+// each sequence's first position, written once per step (src/ops/mod.rs Positions)
+@group(0) @binding(8) var<storage, read> seq_pos0: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -36,7 +38,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = idx % half_rot;
     let h = (idx / half_rot) % p.n_heads;
     let m = idx / (half_rot * p.n_heads);
-    let pos = f32(p.pos0 + m);
+    let pos = f32(seq_pos0[p.slot] + m);
 
     var ffi = 1.0;
     if (p.has_ff != 0u) { ffi = ff[i]; }

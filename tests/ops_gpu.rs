@@ -15,8 +15,14 @@ use flint::ops::quant;
 use flint::ops::rope::{rope_cpu, Rope, RopeConfig, RopeMode};
 use flint::ops::softmax::{softmax, softmax_cpu};
 use flint::ops::top_k::{self, top_k_cpu, TopK};
+use flint::ops::Positions;
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
+
+/// A storage buffer of `u32`s (positions, ids).
+fn upload_u32(g: &Gpu, x: &[u32]) -> wgpu::Buffer {
+    g.upload("u32s", bytemuck::cast_slice(x))
+}
 
 fn gpu() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
@@ -379,23 +385,34 @@ fn rope_matches_cpu_in_every_mode() {
         let xb = upload(g, &x);
         let ffb = upload(g, &ff);
         let dummy = g.zeros("d", 16).unwrap();
+        // the same rows again, the first position read from slot 2 of a positions buffer
+        let xb2 = upload(g, &x);
+        let posb = upload_u32(g, &[5, 6, pos0 as u32, 8]);
         let mut enc = g.encoder();
-        Rope {
+        let rope = Rope {
             cfg: &cfg,
             n_heads: heads,
             head_dim: hd,
             tokens,
             pos0,
             row0: 0,
-        }
-        .encode(g, &mut enc, &xb, with_ff.then_some(&ffb), &dummy)
-        .unwrap();
+        };
+        rope.encode(g, &mut enc, &xb, with_ff.then_some(&ffb), &dummy)
+            .unwrap();
+        let at = Positions {
+            buf: &posb,
+            slot: 2,
+        };
+        rope.encode_at(g, &mut enc, &xb2, with_ff.then_some(&ffb), &dummy, at)
+            .unwrap();
         g.submit(enc);
-        let got = g.read_f32(&xb, 0, x.len()).unwrap();
         let mut want = x.clone();
         rope_cpu(&mut want, &cfg, heads, hd, pos0, with_ff.then_some(&ff[..]));
-        let err = max_abs(&got, &want);
-        assert!(err < 2e-3, "rope {:?} pos0={pos0}: {err}", cfg.mode);
+        for b in [&xb, &xb2] {
+            let got = g.read_f32(b, 0, x.len()).unwrap();
+            let err = max_abs(&got, &want);
+            assert!(err < 2e-3, "rope {:?} pos0={pos0}: {err}", cfg.mode);
+        }
     }
 }
 
@@ -603,7 +620,14 @@ fn attention_cases(g: &Gpu) {
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
         let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
         let mut enc = g.encoder();
-        a.encode(g, &mut enc, &qb, kv32(&kb, &vb), &ob).unwrap();
+        // (the f32 cache's case reads pos0 from slot 1 of a positions buffer)
+        let posb = upload_u32(g, &[3, pos0 as u32]);
+        let at = Positions {
+            buf: &posb,
+            slot: 1,
+        };
+        a.encode_at(g, &mut enc, &qb, kv32(&kb, &vb), &ob, None, at)
+            .unwrap();
         g.submit(enc);
         let got = g.read_f32(&ob, 0, tokens * h * d).unwrap();
         let err = max_abs(&got, &want);
@@ -974,6 +998,7 @@ fn fused_weights_match_cpu() {
                     (yarn.clone(), true, 0),
                 ] {
                     let (m, pos0) = (3, 7);
+                    let posb = upload_u32(g, &[0, pos0 as u32]);
                     let x = randv(m * k, 17);
                     let xb = upload(g, &x);
                     let rows = if kv_ring > 0 { kv_ring } else { m };
@@ -988,6 +1013,11 @@ fn fused_weights_match_cpu() {
                             cfg: &cfg,
                             head_dim: hd,
                             pos0,
+                            // ring cases read pos0 from slot 1 of a positions buffer
+                            positions: (kv_ring > 0).then_some(Positions {
+                                buf: &posb,
+                                slot: 1,
+                            }),
                             factors: factors.then_some(&ffb),
                             dummy: &dummy,
                             kv_ring,
@@ -1174,6 +1204,35 @@ fn kv_store_holds_f16_differences_from_the_base() {
     assert!(odd.encode(g, &mut enc, [&kb, &vb], kv).is_err());
     let no_base = store(0, 1, 0, false).encode(g, &mut enc, [&kb, &vb], kv32(&kc, &vc));
     assert!(no_base.unwrap_err().to_string().contains("base"));
+    // through a positions buffer into a ring of 7 rows: input rows 1..5 at positions 12..16 go
+    // to rows 5, 6, 0, 1, the ring's wrap inside the one dispatch; the base is kept
+    let posb = upload_u32(g, &[0, 0, 0, 12]);
+    let mut enc = g.encoder();
+    let at = Positions {
+        buf: &posb,
+        slot: 3,
+    };
+    store(1, 4, 12, false)
+        .encode_at(g, &mut enc, [&kb, &vb], kv, at, cache_rows)
+        .unwrap();
+    // more rows than the ring holds are refused
+    let over = store(0, 8, 12, false).encode_at(g, &mut enc, [&kb, &vb], kv, at, cache_rows);
+    assert!(over.is_err());
+    g.submit(enc);
+    for (got, src, base) in [
+        (read(&kc), &k, &got_base[..kv_dim]),
+        (read(&vc), &v, &got_base[kv_dim..]),
+    ] {
+        for (input, cache_row) in [(1, 5), (2, 6), (3, 0), (4, 1)] {
+            let want = f16_cached_cpu(&src[input * kv_dim..][..kv_dim], base);
+            let held: Vec<f32> = got[cache_row * kv_dim..][..kv_dim]
+                .iter()
+                .zip(base)
+                .map(|(d, b)| b + d)
+                .collect();
+            assert_eq!(held, want, "input row {input} in cache row {cache_row}");
+        }
+    }
 }
 
 /// f32 rows stored into a q16 cache: after the same per-channel base as f16, each (row, KV head)
@@ -1466,10 +1525,16 @@ fn split_k_attention_matches_cpu() {
             .zeros("part", (Attention::part_floats(h, d) * 4) as u64)
             .unwrap();
         let (qb, kb, vb) = (upload(g, &q), upload(g, &k), upload(g, &v));
+        // pos0 from slot 1 of a positions buffer (the chunk size follows from it in the kernel)
+        let posb = upload_u32(g, &[9, pos0 as u32]);
         let run = |a: &Attention, kv: LayerKv, part| {
             let ob = g.zeros("o", (tokens * h * d * 4) as u64).unwrap();
             let mut enc = g.encoder();
-            a.encode_split(g, &mut enc, &qb, kv, &ob, part).unwrap();
+            let at = Positions {
+                buf: &posb,
+                slot: 1,
+            };
+            a.encode_at(g, &mut enc, &qb, kv, &ob, part, at).unwrap();
             g.submit(enc);
             g.read_f32(&ob, 0, tokens * h * d).unwrap()
         };

@@ -418,3 +418,78 @@ fn sixteen_bit_matmul_tiles_stay_close_to_f32() {
         }
     }
 }
+
+/// Steady-state decode makes no bind group: the position-dependent kernels (RoPE, the fused
+/// QKV+RoPE epilogue, the KV-cache store, attention) read each sequence's first position from a
+/// scratch buffer written once per step, and the embedding its ids, so every dispatch's
+/// (kernel, parameters, buffers) repeat from one step to the next and their bind groups come
+/// from the cache. Both kernel layouts, each KV-cache type, and the GPU top-k path.
+#[test]
+fn decode_steps_reuse_every_bind_group() {
+    if engine().is_none() {
+        return;
+    }
+    use flint::format::ModelFile;
+    use flint::gpu::{Gpu, GpuOptions};
+    use flint::model::{Logits, Model, Scratch};
+    let file = ModelFile::open(MODEL).unwrap();
+    let prompt = ids(&reference()["prompts"][0]["prompt_ids"]);
+    for (rows_kernels, kv_cache) in [
+        (true, KvType::F32),
+        (true, KvType::Q16),
+        (false, KvType::F16),
+        (false, KvType::F32),
+    ] {
+        let gpu = Gpu::new(&GpuOptions {
+            rows_kernels: Some(rows_kernels),
+            // the fused QKV(+RoPE) and gate/up kernels too (off by default on Mesa < 23)
+            fused_rows: Some(true),
+            kv_cache,
+            ..Default::default()
+        })
+        .unwrap();
+        let model = Model::load_file(&gpu, &file, &mut |_, _| {}).unwrap();
+        let mut cache = model.new_cache(&gpu, 512).unwrap();
+        let mut scratch = Scratch::default();
+        let logits = model
+            .forward(&gpu, &mut cache, &mut scratch, &prompt, Logits::Last)
+            .unwrap();
+        let mut next = argmax(&logits);
+        let layout = if rows_kernels { "cpu" } else { "gpu" };
+        let mut made = Vec::new();
+        for step in 0..5 {
+            let before = gpu.counters();
+            let logits = model
+                .forward(&gpu, &mut cache, &mut scratch, &[next], Logits::Last)
+                .unwrap();
+            let c = gpu.counters().since(before);
+            eprintln!(
+                "{layout} layout, {kv_cache:?} KV, decode step {step}: {} dispatches, {} bind groups made",
+                c.dispatches, c.bind_groups
+            );
+            made.push(c.bind_groups);
+            next = argmax(&logits);
+        }
+        // the GPU top-k path (greedy on the GPU)
+        for step in 0..3 {
+            let before = gpu.counters();
+            let best =
+                pollster::block_on(model.top_k_async(&gpu, &mut cache, &mut scratch, &[next], 1))
+                    .unwrap();
+            let c = gpu.counters().since(before);
+            eprintln!(
+                "{layout} layout, {kv_cache:?} KV, top-k decode step {step}: {} dispatches, {} bind groups made",
+                c.dispatches, c.bind_groups
+            );
+            if step > 0 {
+                made.push(c.bind_groups);
+            }
+            next = best[0].0;
+        }
+        // the first decode step makes the decode shapes' bind groups; none after it
+        assert!(
+            made[1..].iter().all(|&n| n == 0),
+            "{layout} layout, {kv_cache:?} KV: bind groups made per decode step {made:?}"
+        );
+    }
+}

@@ -735,6 +735,15 @@ pub struct ScratchBufs {
     /// Each sequence's last row after the final norm (the head's input).
     pub last: wgpu::Buffer,
     pub logits: wgpu::Buffer,
+    /// The pass's token ids, one `u32` per row, written once per pass (`queue.write_buffer`) and
+    /// read by the embedding lookup.
+    pub ids: wgpu::Buffer,
+    /// Each row's position (`u32`), for a learned position embedding's lookup.
+    pub positions: wgpu::Buffer,
+    /// Each sequence's first position (`u32`, by its index in the batch), which the
+    /// position-dependent kernels read ([`crate::ops::Positions`]): their parameters, and so
+    /// their bind groups, then repeat from one decode step to the next.
+    pub seq_pos0: wgpu::Buffer,
 }
 
 impl Scratch {
@@ -780,6 +789,9 @@ impl Scratch {
                 up: f("up", m * ffn)?,
                 last: f("last", h * last_rows)?,
                 logits: f("logits", logits)?,
+                ids: f("ids", m)?,
+                positions: f("positions", m)?,
+                seq_pos0: f("seq_pos0", m)?,
             });
             self.cap_tokens = m;
             self.cap_logits = logits;

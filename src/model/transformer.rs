@@ -31,6 +31,7 @@ use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRope, QkvRow
 use crate::ops::norm::{LayerNorm, RmsNorm};
 use crate::ops::rope::{Rope, RopeConfig};
 use crate::ops::top_k::{self, TopK};
+use crate::ops::Positions;
 
 /// Most tokens one forward pass takes: a sliding-window layer's ring cache holds its window plus
 /// this many positions (the engine's batches stay at or below it).
@@ -687,19 +688,21 @@ impl Transformer {
             variant_m: spans.iter().map(|s| s.tokens).max().unwrap_or(1),
             att_part: att_part.as_ref(),
         };
+        self.write_inputs(&p, seqs, &spans);
         let mut enc = gpu.encoder();
-        self.embed(&p, &mut enc, seqs, &spans)?;
+        self.embed(&p, &mut enc)?;
         for (l, layer) in self.layers.iter().enumerate() {
             // attention block: x += [post_norm](Wo attention(rope(Wqkv norm(x))) [+ bo])
             self.norm(&p, &mut enc, &s.x, &layer.attn_norm, &s.xn)?;
             let rope_done = self.qkv(&p, &mut enc, l, layer, seqs, &spans)?;
             // per sequence: its positions, its cache
-            for (sq, &span) in seqs.iter().zip(&spans) {
+            for (i, (sq, &span)) in seqs.iter().zip(&spans).enumerate() {
+                let pos = p.positions(i);
                 if !rope_done {
-                    self.rope(&p, &mut enc, l, span)?;
+                    self.rope(&p, &mut enc, l, span, pos)?;
                 }
-                self.kv_append(&p, &mut enc, l, sq.cache, span, rope_done)?;
-                self.attention(&p, &mut enc, l, sq.cache, span)?;
+                self.kv_append(&p, &mut enc, l, sq.cache, span, pos, rope_done)?;
+                self.attention(&p, &mut enc, l, sq.cache, span, pos)?;
             }
             let post_norm = layer.post_attn_norm.as_ref();
             self.residual(&p, &mut enc, &layer.wo, &layer.bo, post_norm, &s.att)?;
@@ -762,24 +765,39 @@ impl Transformer {
         Ok(spans)
     }
 
-    /// `x = embed(tokens) [* scale] [+ pos_embed(positions)]`: the tokens' rows of the table
-    /// (dequantized), into `x`.
-    fn embed(&self, p: &Pass, enc: &mut Recorder, seqs: &[Seq<'_>], spans: &[Span]) -> Result<()> {
-        let (gpu, s, n) = (p.gpu, p.s, p.m * self.cfg.hidden);
+    /// Writes what changes from one pass to the next into the scratch buffers the kernels read
+    /// it from (one `queue.write_buffer` each, before the pass's commands run): the token ids,
+    /// each sequence's first position and, for learned position embeddings, each row's position.
+    /// Every dispatch's parameters and buffers then repeat from one decode step to the next, and
+    /// so do their bind groups.
+    fn write_inputs(&self, p: &Pass, seqs: &[Seq<'_>], spans: &[Span]) {
+        let (queue, s) = (&p.gpu.queue, p.s);
         let tokens: Vec<u32> = seqs
             .iter()
             .flat_map(|sq| sq.tokens.iter().copied())
             .collect();
-        Embed { w: &self.tok_embd }.encode(gpu, enc, &tokens, &s.x)?;
-        if let Some(scale) = self.cfg.embed_scale {
-            Unary::Scale(scale).encode(gpu, enc, n, &s.x)?;
-        }
-        if let Some(pe) = &self.pos_embd {
+        queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(&tokens));
+        let pos0: Vec<u32> = spans.iter().map(|s| s.pos0 as u32).collect();
+        queue.write_buffer(&s.seq_pos0, 0, bytemuck::cast_slice(&pos0));
+        if self.pos_embd.is_some() {
             let positions: Vec<u32> = spans
                 .iter()
                 .flat_map(|s| (s.pos0..s.pos0 + s.tokens).map(|p| p as u32))
                 .collect();
-            Embed { w: pe }.encode(gpu, enc, &positions, &s.xn)?;
+            queue.write_buffer(&s.positions, 0, bytemuck::cast_slice(&positions));
+        }
+    }
+
+    /// `x = embed(tokens) [* scale] [+ pos_embed(positions)]`: the tokens' rows of the table
+    /// (dequantized), into `x`.
+    fn embed(&self, p: &Pass, enc: &mut Recorder) -> Result<()> {
+        let (gpu, s, n) = (p.gpu, p.s, p.m * self.cfg.hidden);
+        Embed { w: &self.tok_embd }.encode_ids(gpu, enc, &s.ids, p.m, &s.x)?;
+        if let Some(scale) = self.cfg.embed_scale {
+            Unary::Scale(scale).encode(gpu, enc, n, &s.x)?;
+        }
+        if let Some(pe) = &self.pos_embd {
+            Embed { w: pe }.encode_ids(gpu, enc, &s.positions, p.m, &s.xn)?;
             add(gpu, enc, n, &s.x, &s.xn)?;
         }
         Ok(())
@@ -859,6 +877,7 @@ impl Transformer {
                     cfg: rc,
                     head_dim: hd,
                     pos0: span.pos0,
+                    positions: Some(p.positions(0)),
                     factors: self.rope_factors(local, span),
                     dummy: &self.dummy,
                     kv_ring,
@@ -900,7 +919,14 @@ impl Transformer {
     }
 
     /// `q, k = rope(q, k)` on one sequence's rows (nothing for learned positions).
-    fn rope(&self, p: &Pass, enc: &mut Recorder, l: usize, span: Span) -> Result<()> {
+    fn rope(
+        &self,
+        p: &Pass,
+        enc: &mut Recorder,
+        l: usize,
+        span: Span,
+        pos: Positions,
+    ) -> Result<()> {
         let Some((rc, local)) = self.rope_cfg(l) else {
             return Ok(());
         };
@@ -915,14 +941,17 @@ impl Transformer {
                 pos0: span.pos0,
                 row0: span.row0,
             }
-            .encode(p.gpu, enc, buf, factors, &self.dummy)?;
+            .encode_at(p.gpu, enc, buf, factors, &self.dummy, pos)?;
         }
         Ok(())
     }
 
     /// Appends one sequence's keys and values (rows of `k`, `v`) to layer `l` of its cache at
-    /// positions `pos0..`; a ring (sliding-window layer) wraps around its end, so the rows go in
-    /// up to two runs. `rope_done`: the fused projection already wrote an f32 cache's rows.
+    /// positions `pos0..`, position `p` in row `p % rows` (a sliding-window layer's ring wraps
+    /// around its end). A 16-bit cache's store kernel reads `pos0` from `pos` and wraps itself;
+    /// an f32 cache takes buffer copies, in up to two runs. `rope_done`: the fused projection
+    /// already wrote an f32 cache's rows.
+    #[allow(clippy::too_many_arguments)]
     fn kv_append(
         &self,
         p: &Pass,
@@ -930,15 +959,28 @@ impl Transformer {
         l: usize,
         cache: &KvCache,
         span: Span,
+        pos: Positions,
         rope_done: bool,
     ) -> Result<()> {
         let c = &self.cfg;
-        let f32_cache = cache.kind == KvType::F32;
-        if rope_done && f32_cache {
-            return Ok(());
-        }
         let (s, kv_dim) = (p.s, c.n_kv_heads * c.head_dim);
         let rows = cache.rows[l];
+        if cache.kind != KvType::F32 {
+            return KvStore {
+                kind: cache.kind,
+                kv_dim,
+                head_dim: c.head_dim,
+                rows: span.tokens,
+                src_row0: span.row0,
+                dst_row0: span.pos0,
+                // the sequence's first rows set the cache's base
+                sets_base: span.pos0 == 0,
+            }
+            .encode_at(p.gpu, enc, [&s.k, &s.v], cache.layer(l), pos, rows);
+        }
+        if rope_done {
+            return Ok(());
+        }
         let start = span.pos0 % rows;
         let first = span.tokens.min(rows - start);
         let row = (kv_dim * 4) as u64;
@@ -947,26 +989,11 @@ impl Transformer {
             (span.row0 + first, 0, span.tokens - first),
         ];
         for (from, to, n) in runs {
-            if n == 0 {
-                continue;
-            }
-            if f32_cache {
+            if n > 0 {
                 let (from, to, n) = (from as u64 * row, to as u64 * row, n as u64 * row);
                 enc.copy_buffer_to_buffer(&s.k, from, &cache.k[l], to, n);
                 enc.copy_buffer_to_buffer(&s.v, from, &cache.v[l], to, n);
-                continue;
             }
-            KvStore {
-                kind: cache.kind,
-                kv_dim,
-                head_dim: c.head_dim,
-                rows: n,
-                src_row0: from,
-                dst_row0: to,
-                // the sequence's first rows set the cache's base
-                sets_base: span.pos0 == 0 && from == span.row0,
-            }
-            .encode(p.gpu, enc, [&s.k, &s.v], cache.layer(l))?;
         }
         Ok(())
     }
@@ -981,6 +1008,7 @@ impl Transformer {
         l: usize,
         cache: &KvCache,
         span: Span,
+        pos: Positions,
     ) -> Result<()> {
         let c = &self.cfg;
         let rows = cache.rows[l];
@@ -998,13 +1026,14 @@ impl Transformer {
             kv: cache.kind,
             bidirectional: false,
         }
-        .encode_split(
+        .encode_at(
             p.gpu,
             enc,
             &p.s.q,
             cache.layer(l),
             &p.s.att,
             p.att_part,
+            pos,
         )
     }
 
@@ -1037,7 +1066,12 @@ impl Transformer {
 
     /// `act(Wgate f, Wup f)` (or `gelu(Wup f [+ bup])` without a gate) from `f = xn`; returns
     /// the buffer holding it.
-    fn ffn_act<'s>(&self, p: &Pass<'s>, enc: &mut Recorder, layer: &Layer) -> Result<&'s wgpu::Buffer> {
+    fn ffn_act<'s>(
+        &self,
+        p: &Pass<'s>,
+        enc: &mut Recorder,
+        layer: &Layer,
+    ) -> Result<&'s wgpu::Buffer> {
         let (c, gpu, s) = (&self.cfg, p.gpu, p.s);
         let n = p.m * c.ffn;
         let fused = layer.w_gate.as_ref().filter(|wg| {
@@ -1137,7 +1171,15 @@ struct Pass<'a> {
     att_part: Option<&'a wgpu::Buffer>,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
+    /// Where the kernels read the first position of the batch's sequence `i`.
+    fn positions(&self, i: usize) -> Positions<'a> {
+        Positions {
+            buf: &self.s.seq_pos0,
+            slot: i,
+        }
+    }
+
     /// `y [+]= W x` over the pass's rows.
     fn mm<'w>(&self, w: &'w Weight, accumulate: bool) -> MatMul<'w> {
         MatMul {

@@ -4,8 +4,9 @@
 //! across workgroups (split-K, `attention.wgsl` then `shaders/attention_merge.wgsl`).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KvType, Recorder};
+use crate::gpu::{numbered, Gpu, KvType, Recorder};
 use crate::ops::kv::LayerKv;
+use crate::ops::{positions_or, Positions, POSITIONS_BINDING};
 
 /// The kernel (`shaders/attention.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/attention.wgsl");
@@ -50,13 +51,15 @@ struct Params {
     n_kv_heads: u32,
     head_dim: u32,
     tokens: u32,
-    pos0: u32,
+    /// The sequence's entry in the positions buffer, which holds its first position.
+    slot: u32,
     window: u32,
     ring: u32,
     row0: u32,
     scale: f32,
     softcap: f32,
-    chunk: u32,
+    /// 1: split-K, each query's positions split across the grid's z (chunk size in the kernel).
+    split: u32,
     bidir: u32,
 }
 
@@ -157,6 +160,37 @@ impl Attention {
         out: &wgpu::Buffer,
         part: Option<&wgpu::Buffer>,
     ) -> Result<()> {
+        self.encode_pos(gpu, enc, q, kv, out, part, None)
+    }
+
+    /// [`Attention::encode_split`] with the first position read from `pos` on the GPU (it must
+    /// hold `self.pos0`, which the checks and the split count use): the dispatch's parameters
+    /// then do not change from one decode step to the next, nor does its bind group.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_at(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        q: &wgpu::Buffer,
+        kv: LayerKv,
+        out: &wgpu::Buffer,
+        part: Option<&wgpu::Buffer>,
+        pos: Positions,
+    ) -> Result<()> {
+        self.encode_pos(gpu, enc, q, kv, out, part, Some(pos))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn encode_pos(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        q: &wgpu::Buffer,
+        kv: LayerKv,
+        out: &wgpu::Buffer,
+        part: Option<&wgpu::Buffer>,
+        pos: Option<Positions>,
+    ) -> Result<()> {
         if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::InvalidArgument(format!(
                 "attention: {} heads is not a multiple of {} KV heads",
@@ -215,18 +249,19 @@ impl Attention {
                 "attention: query or output buffer smaller than its rows".into(),
             ));
         }
+        let (pos_buf, slot) = positions_or(gpu, pos, self.pos0)?;
         let p = Params {
             n_heads: self.n_heads as u32,
             n_kv_heads: self.n_kv_heads as u32,
             head_dim: self.head_dim as u32,
             tokens: self.tokens as u32,
-            pos0: self.pos0 as u32,
+            slot,
             window: u32::try_from(self.window).unwrap_or(u32::MAX),
             ring: self.ring as u32,
             row0: self.row0 as u32,
             scale: self.scale,
             softcap: self.softcap,
-            chunk: 0,
+            split: 0,
             bidir: self.bidirectional as u32,
         };
         // CPU-type adapters: one query per invocation where there are several queries, lanes
@@ -244,21 +279,14 @@ impl Attention {
                     part.size()
                 )));
             }
-            let span = match self.window {
-                0 => self.pos0 + self.tokens,
-                w => w.min(self.pos0 + self.tokens),
-            };
-            let p = Params {
-                chunk: span.div_ceil(splits) as u32,
-                ..p
-            };
+            let p = Params { split: 1, ..p };
             let pipeline =
                 gpu.pipeline(&format!("attention{kv_key}"), &[PARAMS_WGSL, view, WGSL])?;
-            gpu.dispatch(
+            gpu.dispatch_bound(
                 enc,
                 &pipeline,
                 bytemuck::bytes_of(&p),
-                &kv_bufs(q, kv, part, base, scale),
+                &kv_bufs(q, kv, part, base, scale, &pos_buf),
                 [self.n_heads as u32, self.tokens as u32, splits as u32],
             );
             let merge = gpu.pipeline("attention_merge", &[MERGE_WGSL])?;
@@ -301,11 +329,11 @@ impl Attention {
                 [self.n_heads as u32, self.tokens as u32, 1],
             )
         };
-        gpu.dispatch(
+        gpu.dispatch_bound(
             enc,
             &pipeline,
             bytemuck::bytes_of(&p),
-            &kv_bufs(q, kv, out, base, scale),
+            &kv_bufs(q, kv, out, base, scale, &pos_buf),
             groups,
         );
         Ok(())
@@ -313,17 +341,20 @@ impl Attention {
 }
 
 /// The attention kernels' buffers, bindings 1.. (the base only for a 16-bit cache, the scales
-/// only for q16).
+/// only for q16), and the positions at [`POSITIONS_BINDING`].
 fn kv_bufs<'a>(
     q: &'a wgpu::Buffer,
     kv: LayerKv<'a>,
     out: &'a wgpu::Buffer,
     base: Option<&'a wgpu::Buffer>,
     scale: Option<&'a wgpu::Buffer>,
-) -> Vec<&'a wgpu::Buffer> {
+    positions: &'a wgpu::Buffer,
+) -> Vec<(u32, &'a wgpu::Buffer)> {
     let mut b = vec![q, kv.k, kv.v, out];
     b.extend(base);
     b.extend(scale);
+    let mut b = numbered(&b);
+    b.push((POSITIONS_BINDING, positions));
     b
 }
 

@@ -59,31 +59,50 @@ impl Embed<'_> {
                 w.name, w.rows
             )));
         }
-        let need = (ids.len() * w.cols * 4) as u64;
+        let ids_buf = gpu.upload("embed ids", bytemuck::cast_slice(ids));
+        self.encode_ids(gpu, enc, &ids_buf, ids.len(), out)
+    }
+
+    /// [`Embed::encode`] of the `n` ids the GPU buffer `ids` holds (the caller checked them: an
+    /// id outside the table leaves its row of `out` as it was). A buffer written once per step
+    /// keeps the dispatch's bind group the same from one decode step to the next.
+    pub fn encode_ids(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        ids: &wgpu::Buffer,
+        n: usize,
+        out: &wgpu::Buffer,
+    ) -> Result<()> {
+        let w = self.w;
+        if ids.size() < (n * 4) as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "embed `{}`: an ids buffer of {} bytes cannot hold {n} ids",
+                w.name,
+                ids.size()
+            )));
+        }
+        let need = (n * w.cols * 4) as u64;
         if out.size() < need {
             return Err(Error::InvalidArgument(format!(
-                "embed `{}`: output of {} bytes is too small for {} tokens x {} ({need} bytes)",
+                "embed `{}`: output of {} bytes is too small for {n} tokens x {} ({need} bytes)",
                 w.name,
                 out.size(),
-                ids.len(),
                 w.cols
             )));
         }
-        let threads = ids.len() as u64 * w.cols.div_ceil(8) as u64;
+        let threads = n as u64 * w.cols.div_ceil(8) as u64;
         if threads == 0 {
             return Ok(());
         }
         let workgroups = u32::try_from(threads.div_ceil(WG)).map_err(|_| {
             Error::InvalidArgument(format!(
-                "embed `{}`: {} tokens x {} is too large",
-                w.name,
-                ids.len(),
-                w.cols
+                "embed `{}`: {n} tokens x {} is too large",
+                w.name, w.cols
             ))
         })?;
         let (key, srcs) = sources(w.dtype);
         let pipeline = gpu.pipeline(&key, &srcs)?;
-        let ids_buf = gpu.upload("embed ids", bytemuck::cast_slice(ids));
         for part in &w.parts {
             if part.word0 != 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -93,7 +112,7 @@ impl Embed<'_> {
             }
             let p = Params {
                 k: w.cols as u32,
-                t: ids.len() as u32,
+                t: n as u32,
                 row_words: w.row_words as u32,
                 row0: part.row0 as u32,
                 rows: part.rows as u32,
@@ -102,7 +121,7 @@ impl Embed<'_> {
                 enc,
                 &pipeline,
                 bytemuck::bytes_of(&p),
-                &[&part.buffer, &ids_buf, out],
+                &[&part.buffer, ids, out],
                 gpu.grid(workgroups),
             );
         }

@@ -19,7 +19,8 @@
 //!   f16's 1.7e-2 to 2.1e-3 (tests/smollm2.rs).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, KvType, Recorder};
+use crate::gpu::{numbered, Gpu, KvType, Recorder};
+use crate::ops::{positions_or, Positions, POSITIONS_BINDING};
 
 /// The f16 store kernel (`shaders/kv_store.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/kv_store.wgsl");
@@ -76,7 +77,16 @@ struct Params {
     kv_dim: u32,
     rows: u32,
     src_row0: u32,
-    dst_row0: u32,
+    /// The sequence's entry in the positions buffer (0 for `kv_base.wgsl`, which has none).
+    slot: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct F16Params {
+    p: Params,
+    ring: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -84,11 +94,13 @@ struct Params {
 struct Q16Params {
     p: Params,
     head_dim: u32,
-    _pad: [u32; 3],
+    ring: u32,
+    _pad: [u32; 2],
 }
 
 /// Rows `src_row0..src_row0 + rows` of f32 keys and values (`kv_dim` per row) stored into rows
-/// `dst_row0..` of a layer's 16-bit cache, as differences from the cache's base.
+/// `dst_row0..` of a layer's 16-bit cache, as differences from the cache's base; or, through
+/// [`KvStore::encode_at`], at positions `dst_row0..` read from a positions buffer, in a ring.
 pub struct KvStore {
     /// The cache's type: f16 or q16 (an f32 cache takes a buffer copy).
     pub kind: KvType,
@@ -97,6 +109,8 @@ pub struct KvStore {
     pub head_dim: usize,
     pub rows: usize,
     pub src_row0: usize,
+    /// The first row's cache row ([`KvStore::encode`]), or its position ([`KvStore::encode_at`],
+    /// where the positions buffer holds it and this copy serves the checks).
     pub dst_row0: usize,
     /// These rows begin the sequence: their mean becomes the cache's base first.
     pub sets_base: bool,
@@ -108,8 +122,42 @@ impl KvStore {
         &self,
         gpu: &Gpu,
         enc: &mut Recorder,
+        kv_in: [&wgpu::Buffer; 2],
+        kv: LayerKv,
+    ) -> Result<()> {
+        self.encode_pos(gpu, enc, kv_in, kv, None, 0)
+    }
+
+    /// [`KvStore::encode`] of the rows at positions `pos..` (`pos` read from the positions
+    /// buffer, which must hold `self.dst_row0`) into a cache of `ring` rows, position `p` in row
+    /// `p % ring` (a sliding-window layer's ring wraps within the one dispatch). The dispatch's
+    /// parameters, and so its bind group, stay the same from one decode step to the next.
+    pub fn encode_at(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        kv_in: [&wgpu::Buffer; 2],
+        kv: LayerKv,
+        pos: Positions,
+        ring: usize,
+    ) -> Result<()> {
+        if ring == 0 || self.rows > ring {
+            return Err(Error::InvalidArgument(format!(
+                "kv_store: {} rows do not fit a ring of {ring}",
+                self.rows
+            )));
+        }
+        self.encode_pos(gpu, enc, kv_in, kv, Some(pos), ring)
+    }
+
+    fn encode_pos(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
         [k, v]: [&wgpu::Buffer; 2],
         kv: LayerKv,
+        pos: Option<Positions>,
+        ring: usize,
     ) -> Result<()> {
         if self.rows == 0 {
             return Ok(());
@@ -124,7 +172,11 @@ impl KvStore {
             )));
         }
         let heads = self.kv_dim / self.head_dim;
-        let rows = self.dst_row0 + self.rows;
+        // the cache rows written: a ring's every row, else up to the last one
+        let rows = match ring {
+            0 => self.dst_row0 + self.rows,
+            r => r,
+        };
         let (base, scale) = kv.aux("kv_store", self.kind, rows, heads, self.head_dim)?;
         let Some(base) = base else {
             return Err(Error::InvalidArgument(
@@ -139,22 +191,25 @@ impl KvStore {
                 self.rows, self.src_row0, self.dst_row0
             )));
         }
+        let (pos_buf, slot) = positions_or(gpu, pos, self.dst_row0)?;
         let p = Params {
             kv_dim: self.kv_dim as u32,
             rows: self.rows as u32,
             src_row0: self.src_row0 as u32,
-            dst_row0: self.dst_row0 as u32,
+            slot,
         };
         if self.sets_base {
             let pipeline = gpu.pipeline("kv_base", &[BASE_WGSL])?;
             gpu.dispatch(
                 enc,
                 &pipeline,
-                bytemuck::bytes_of(&Params { dst_row0: 0, ..p }),
+                bytemuck::bytes_of(&Params { slot: 0, ..p }),
                 &[k, v, base],
                 gpu.grid((self.kv_dim as u32).div_ceil(64)),
             );
         }
+        let ring = u32::try_from(ring)
+            .map_err(|_| Error::InvalidArgument(format!("kv_store: a ring of {ring} rows")))?;
         if let Some(scale) = scale {
             // one invocation per (row, KV head, keys|values)
             let pipeline = gpu.pipeline("kv_store_q16", &[Q16_WGSL])?;
@@ -162,24 +217,34 @@ impl KvStore {
             let q = Q16Params {
                 p,
                 head_dim: self.head_dim as u32,
-                _pad: [0; 3],
+                ring,
+                _pad: [0; 2],
             };
-            gpu.dispatch(
+            let mut bufs = numbered(&[k, v, kv.k, kv.v, base, scale]);
+            bufs.push((POSITIONS_BINDING, &pos_buf));
+            gpu.dispatch_bound(
                 enc,
                 &pipeline,
                 bytemuck::bytes_of(&q),
-                &[k, v, kv.k, kv.v, base, scale],
+                &bufs,
                 gpu.grid(segments.div_ceil(64)),
             );
             return Ok(());
         }
         let pipeline = gpu.pipeline("kv_store", &[WGSL])?;
         let pairs = (self.rows * self.kv_dim / 2) as u32;
-        gpu.dispatch(
+        let mut bufs = numbered(&[k, v, kv.k, kv.v, base]);
+        bufs.push((POSITIONS_BINDING, &pos_buf));
+        let f = F16Params {
+            p,
+            ring,
+            _pad: [0; 3],
+        };
+        gpu.dispatch_bound(
             enc,
             &pipeline,
-            bytemuck::bytes_of(&p),
-            &[k, v, kv.k, kv.v, base],
+            bytemuck::bytes_of(&f),
+            &bufs,
             gpu.grid(pairs.div_ceil(64)),
         );
         Ok(())

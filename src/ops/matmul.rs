@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::DType;
 use crate::gpu::{Gpu, Recorder, TileType, Weight};
 use crate::ops::rope::{AngleParams, RopeConfig, RopeMode};
+use crate::ops::{positions_or, Positions, POSITIONS_BINDING};
 
 /// Uniform parameters shared by the matvec and matmul kernels (`struct Params` in the WGSL).
 #[repr(C)]
@@ -310,7 +311,8 @@ struct QkvRopeParams {
     head_dim: u32,
     n_rot: u32,
     neox: u32,
-    pos0: u32,
+    /// The sequence's entry in the positions buffer, which holds `pos0`.
+    slot: u32,
     kv_ring: u32,
     has_ff: u32,
     angle: AngleParams,
@@ -323,6 +325,10 @@ pub struct QkvRope<'a> {
     pub cfg: &'a RopeConfig,
     pub head_dim: usize,
     pub pos0: usize,
+    /// Where the kernel reads `pos0` (which must be what it holds): a buffer written once per
+    /// step keeps the dispatch's bind group the same from one decode step to the next. `None`:
+    /// a buffer holding `pos0` is made for this dispatch.
+    pub positions: Option<Positions<'a>>,
     /// Frequency divisors (`n_rot / 2` floats), if the model has them.
     pub factors: Option<&'a wgpu::Buffer>,
     /// Bound in place of absent factors.
@@ -431,12 +437,13 @@ impl QkvRows<'_> {
             }
         }
         let n = wq.rows + wk.rows + wv.rows;
+        let (pos_buf, slot) = positions_or(gpu, rope.positions, rope.pos0)?;
         let params = QkvRopeParams {
             qkv: self.params(),
             head_dim: hd as u32,
             n_rot: c.n_rot as u32,
             neox: (c.mode == RopeMode::Neox) as u32,
-            pos0: rope.pos0 as u32,
+            slot,
             kv_ring: rope.kv_ring as u32,
             has_ff: rope.factors.is_some() as u32,
             angle: c.angle_params(),
@@ -445,14 +452,16 @@ impl QkvRows<'_> {
         let pipeline = gpu.pipeline(&key, &srcs)?;
         let g = gpu.grid(((n / 2) as u32).div_ceil(MATVEC_ROWS_WG));
         let ff = rope.factors.unwrap_or(rope.dummy);
+        let mut bufs = rows_bindings(
+            wq.dtype,
+            &[&wq.parts[0].buffer, x, out[0], out[1], out[2], ff],
+        );
+        bufs.push((POSITIONS_BINDING, &pos_buf));
         gpu.dispatch_bound(
             enc,
             &pipeline,
             bytemuck::bytes_of(&params),
-            &rows_bindings(
-                wq.dtype,
-                &[&wq.parts[0].buffer, x, out[0], out[1], out[2], ff],
-            ),
+            &bufs,
             [g[0], g[1], self.m as u32],
         );
         Ok(())

@@ -87,3 +87,44 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
     }
     v
 }
+
+/// Where a position-dependent kernel (RoPE, the fused QKV+RoPE epilogue, the KV-cache store,
+/// attention) reads a sequence's first position: element `slot` of a GPU buffer of `u32` written
+/// once per step (`queue.write_buffer`), bound at binding 8. The kernel's parameters then hold only
+/// what stays the same from one decode step to the next (the slot, token count, ring size), so
+/// its uniform and bind group are reused instead of made anew each step.
+#[derive(Clone, Copy)]
+pub struct Positions<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub slot: usize,
+}
+
+/// The binding every position-dependent kernel reads its [`Positions`] buffer at.
+pub(crate) const POSITIONS_BINDING: u32 = 8;
+
+/// `pos`'s buffer and slot, or, for a caller without one, a new buffer holding just `pos0` (a
+/// bind group made for that one dispatch, as when the position was a parameter).
+pub(crate) fn positions_or(
+    gpu: &crate::gpu::Gpu,
+    pos: Option<Positions>,
+    pos0: usize,
+) -> crate::error::Result<(wgpu::Buffer, u32)> {
+    match pos {
+        Some(p) => {
+            if p.buf.size() < (p.slot as u64 + 1) * 4 {
+                return Err(crate::error::Error::InvalidArgument(format!(
+                    "positions: slot {} is outside a buffer of {} bytes",
+                    p.slot,
+                    p.buf.size()
+                )));
+            }
+            Ok((p.buf.clone(), p.slot as u32))
+        }
+        None => {
+            let pos0 = u32::try_from(pos0).map_err(|_| {
+                crate::error::Error::InvalidArgument(format!("position {pos0} is over u32"))
+            })?;
+            Ok((gpu.upload("pos0", bytemuck::bytes_of(&[pos0, 0, 0, 0])), 0))
+        }
+    }
+}

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
+use crate::ops::{positions_or, Positions, POSITIONS_BINDING};
 
 /// The kernel (`shaders/rope.wgsl`).
 pub const WGSL: &str = include_str!("../../shaders/rope.wgsl");
@@ -106,7 +107,8 @@ struct Params {
     n_heads: u32,
     head_dim: u32,
     n_rot: u32,
-    pos0: u32,
+    /// The sequence's entry in the positions buffer, which holds its first position.
+    slot: u32,
     tokens: u32,
     mode: u32,
     has_ff: u32,
@@ -138,6 +140,33 @@ impl Rope<'_> {
         freq_factors: Option<&wgpu::Buffer>,
         dummy: &wgpu::Buffer,
     ) -> Result<()> {
+        self.encode_pos(gpu, enc, x, freq_factors, dummy, None)
+    }
+
+    /// [`Rope::encode`] with the first position read from `pos` on the GPU (it must hold
+    /// `self.pos0`): the dispatch's parameters, and so its bind group, stay the same from one
+    /// decode step to the next.
+    pub fn encode_at(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        x: &wgpu::Buffer,
+        freq_factors: Option<&wgpu::Buffer>,
+        dummy: &wgpu::Buffer,
+        pos: Positions,
+    ) -> Result<()> {
+        self.encode_pos(gpu, enc, x, freq_factors, dummy, Some(pos))
+    }
+
+    fn encode_pos(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        x: &wgpu::Buffer,
+        freq_factors: Option<&wgpu::Buffer>,
+        dummy: &wgpu::Buffer,
+        pos: Option<Positions>,
+    ) -> Result<()> {
         let c = self.cfg;
         if c.n_rot == 0 || !c.n_rot.is_multiple_of(2) || c.n_rot > self.head_dim {
             return Err(Error::InvalidArgument(format!(
@@ -148,11 +177,12 @@ impl Rope<'_> {
         if x.size() < ((self.row0 + self.tokens) * self.n_heads * self.head_dim * 4) as u64 {
             return Err(Error::InvalidArgument("rope: buffer too small".into()));
         }
+        let (pos_buf, slot) = positions_or(gpu, pos, self.pos0)?;
         let p = Params {
             n_heads: self.n_heads as u32,
             head_dim: self.head_dim as u32,
             n_rot: c.n_rot as u32,
-            pos0: self.pos0 as u32,
+            slot,
             tokens: self.tokens as u32,
             mode: if c.mode == RopeMode::Neox { 2 } else { 0 },
             has_ff: freq_factors.is_some() as u32,
@@ -163,11 +193,15 @@ impl Rope<'_> {
         };
         let pipeline = gpu.pipeline("rope", &[ANGLE_WGSL, WGSL])?;
         let n = (self.tokens * self.n_heads * c.n_rot / 2) as u32;
-        gpu.dispatch(
+        gpu.dispatch_bound(
             enc,
             &pipeline,
             bytemuck::bytes_of(&p),
-            &[x, freq_factors.unwrap_or(dummy)],
+            &[
+                (1, x),
+                (2, freq_factors.unwrap_or(dummy)),
+                (POSITIONS_BINDING, &pos_buf),
+            ],
             gpu.grid(n.div_ceil(64)),
         );
         Ok(())
