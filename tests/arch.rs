@@ -308,20 +308,38 @@ fn bad_hf_folders_are_named() {
 
 /// A sliding-window layer's KV cache is a ring of `window + slack` positions instead of the whole
 /// context: over 100 positions (the ring of 7-8 rows wraps a dozen times), every step's logits
-/// equal those of a full-length cache fed the same way, and the cache takes less memory.
+/// equal those of a full-length cache fed the same way, and the cache takes less memory. Over
+/// each cache type (a 16-bit cache's store kernel wraps the ring itself, reading the position
+/// from the step's positions buffer) and both kernel layouts.
 #[test]
 fn sliding_window_ring_cache_matches_a_full_cache() {
+    use flint::gpu::{Gpu, GpuOptions, KvType};
+    for (rows_kernels, kv_cache) in [
+        (None, KvType::F32),
+        (Some(false), KvType::F16),
+        (Some(true), KvType::Q16),
+    ] {
+        let gpu = Gpu::new(&GpuOptions {
+            rows_kernels,
+            kv_cache,
+            ..Default::default()
+        })
+        .unwrap();
+        ring_cache_matches_a_full_cache(&gpu);
+    }
+}
+
+fn ring_cache_matches_a_full_cache(gpu: &flint::gpu::Gpu) {
     use flint::format::hf::HfModel;
-    use flint::gpu::{Gpu, GpuOptions};
     use flint::model::{Logits, Model, Scratch};
-    let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+    let kind = gpu.caps.kv_cache;
     for arch in ["gemma3", "mistral", "gemma2"] {
         let hf = HfModel::open(Path::new(DIR).join(arch)).unwrap();
-        let model = Model::load_hf(&gpu, &hf, &mut |_, _| {}).unwrap();
+        let model = Model::load_hf(gpu, &hf, &mut |_, _| {}).unwrap();
         let ctx = 256;
         let slack = 3;
-        let mut full = model.new_cache(&gpu, ctx).unwrap();
-        let mut ring = model.new_cache_with_slack(&gpu, ctx, slack).unwrap();
+        let mut full = model.new_cache(gpu, ctx).unwrap();
+        let mut ring = model.new_cache_with_slack(gpu, ctx, slack).unwrap();
         assert!(
             full.rows.iter().all(|&r| r == ctx),
             "{arch}: {:?}",
@@ -343,10 +361,10 @@ fn sliding_window_ring_cache_matches_a_full_cache() {
             let n = (1 + step % (slack + 1)).min(tokens.len() - at);
             let chunk = &tokens[at..at + n];
             let a = model
-                .forward(&gpu, &mut full, &mut s1, chunk, Logits::Last)
+                .forward(gpu, &mut full, &mut s1, chunk, Logits::Last)
                 .unwrap();
             let b = model
-                .forward(&gpu, &mut ring, &mut s2, chunk, Logits::Last)
+                .forward(gpu, &mut ring, &mut s2, chunk, Logits::Last)
                 .unwrap();
             let diff = a
                 .iter()
@@ -355,14 +373,14 @@ fn sliding_window_ring_cache_matches_a_full_cache() {
                 .fold(0.0f32, f32::max);
             assert!(
                 diff <= 1e-6,
-                "{arch} at position {at}: ring differs by {diff}"
+                "{arch} {kind:?} KV at position {at}: ring differs by {diff}"
             );
             at += n;
             step += 1;
         }
         // one token more than the ring's slack allows is refused, not computed wrongly
         let e = model
-            .forward(&gpu, &mut ring, &mut s2, &[1; 5], Logits::Last)
+            .forward(gpu, &mut ring, &mut s2, &[1; 5], Logits::Last)
             .unwrap_err()
             .to_string();
         assert!(e.contains("ring cache"), "{arch}: {e}");
