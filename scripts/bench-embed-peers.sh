@@ -112,17 +112,20 @@ for n in $ns; do
 done
 
 # ==== flint ==================================================================================================
-# The same GGUF on the same adapter through flint's Vulkan backend (target/release/flint, built first),
+# The same GGUF on the same adapter through flint's Vulkan backend (target/release/flint, built first,
+# or the binary FLINT names),
 # pooling and normalization read from the GGUF (mean, L2). `flint embed --warmup` embeds one sentence
 # untimed first (pipeline compilation, as llama.cpp's warmup) and reports the embedding phase alone
 # ("N inputs, T tokens in S s" on stderr: tokenizing, every packed pass, pooling); r runs per N.
 if [ "$flint" = 1 ]; then
-  cargo build --release --quiet
+  # FLINT=PATH runs that binary instead of building target/release/flint
+  flint_bin=${FLINT:-target/release/flint}
+  [ -n "${FLINT:-}" ] || cargo build --release --quiet
   for n in $ns; do
     echo "bench-embed-peers: flint Vulkan ($adapter), N=$n, $r runs"
     for _ in $(seq "$r"); do
       log=$out/flint-$n.log
-      XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} target/release/flint embed -m "$model" -f "$out/in-$n.txt" \
+      XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} "$flint_bin" embed -m "$model" -f "$out/in-$n.txt" \
         --warmup --backend vulkan --adapter "$adapter" > /dev/null 2> "$log" \
         || { cat "$log" >&2; die "flint embed (N=$n) failed"; }
       sec=$(sed -n 's/.* tokens in \([0-9.]*\) s .*/\1/p' "$log" | tail -n1)
