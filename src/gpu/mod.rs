@@ -220,7 +220,7 @@ pub struct Gpu {
     pub caps: Caps,
     pipelines: Mutex<HashMap<String, Arc<Kernel>>>,
     /// Bind groups (with their uniforms) by kernel, parameters and buffers: see [`Gpu::dispatch`].
-    binds: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
+    binds: Mutex<BindCache>,
     profiler: Option<Mutex<Profiler>>,
     /// First uncaptured wgpu error since the last check (validation, out of memory).
     error: Arc<Mutex<Option<String>>>,
@@ -480,7 +480,7 @@ impl Gpu {
             info,
             caps,
             pipelines: Mutex::new(HashMap::new()),
-            binds: Mutex::new(HashMap::new()),
+            binds: Mutex::new(BindCache::new(limits.min_uniform_buffer_offset_alignment)),
             profiler,
             error,
             counters: Counters::default(),
@@ -559,8 +559,11 @@ impl Gpu {
                 cache: None,
             });
         self.check(key)?;
+        static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(0);
         let p = Arc::new(Kernel {
             name: key.to_string(),
+            id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+            layout: pipeline.get_bind_group_layout(0),
             pipeline,
         });
         cache.insert(key.to_string(), p.clone());
@@ -649,7 +652,8 @@ impl Gpu {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) {
-        self.dispatch_bound(enc, kernel, params, &numbered(buffers), groups);
+        let numbered = buffers.iter().enumerate().map(|(i, &b)| (i as u32 + 1, b));
+        self.dispatch_with(enc, kernel, params, numbered, groups);
     }
 
     /// [`Gpu::dispatch`] with each buffer's binding number given (a buffer may appear twice, as
@@ -662,26 +666,36 @@ impl Gpu {
         buffers: &[(u32, &wgpu::Buffer)],
         groups: [u32; 3],
     ) {
+        self.dispatch_with(enc, kernel, params, buffers.iter().copied(), groups);
+    }
+
+    /// [`Gpu::dispatch_bound`] over any list of (binding, buffer): walked (never collected) to
+    /// find the cached bind group, collected only when one must be made.
+    fn dispatch_with<'b, I>(
+        &self,
+        enc: &mut Recorder,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: I,
+        groups: [u32; 3],
+    ) where
+        I: Iterator<Item = (u32, &'b wgpu::Buffer)> + Clone,
+    {
         // The same kernel with the same parameters over the same buffers (every layer of every
         // decode step but the position-dependent ones) reuses its uniform and bind group.
-        let key = BindKey {
-            kernel: kernel.name.clone(),
-            params: params.to_vec(),
-            buffers: buffers.iter().map(|&(i, b)| (i, b.clone())).collect(),
-        };
-        let cached = self.binds.lock().ok().and_then(|c| c.get(&key).cloned());
-        let bind_group = match cached {
-            Some(bg) => bg,
-            None => {
-                enc.bind_groups += 1;
-                let bg = self.bind_group(kernel, params, buffers);
-                if let Ok(mut cache) = self.binds.lock() {
-                    if cache.len() >= BIND_CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                    cache.insert(key, bg.clone());
+        let hash = bind_hash(kernel.id, params, buffers.clone());
+        let bind_group = {
+            let mut cache = self.binds.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(hash, kernel.id, params, buffers.clone()) {
+                Some(bg) => bg,
+                None => {
+                    enc.bind_groups += 1;
+                    let buffers: Vec<(u32, wgpu::Buffer)> =
+                        buffers.map(|(i, b)| (i, b.clone())).collect();
+                    let bg = cache.make(self, kernel, params, &buffers);
+                    cache.insert(hash, kernel.id, params, buffers, bg.clone());
+                    bg
                 }
-                bg
             }
         };
         // Profiling times each dispatch in a pass of its own; otherwise the dispatches between two
@@ -709,39 +723,6 @@ impl Gpu {
         if profiler.is_some() {
             enc.pass = None;
         }
-    }
-
-    /// A new uniform holding `params` and a bind group of it and `buffers` for `kernel`.
-    fn bind_group(
-        &self,
-        kernel: &Kernel,
-        params: &[u8],
-        buffers: &[(u32, &wgpu::Buffer)],
-    ) -> wgpu::BindGroup {
-        let mut padded = params.to_vec();
-        padded.resize(params.len().next_multiple_of(16).max(16), 0);
-        let uniform = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &padded,
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        for &(binding, b) in buffers {
-            entries.push(wgpu::BindGroupEntry {
-                binding,
-                resource: b.as_entire_binding(),
-            });
-        }
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &kernel.pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        })
     }
 
     /// Drops every cached bind group, and with them the references they hold to buffers (call
@@ -905,12 +886,228 @@ fn mesa_major(driver_info: &str) -> Option<u32> {
 /// of a 30-layer model uses about 300, of which the position-dependent ones change every step).
 const BIND_CACHE_ENTRIES: usize = 4096;
 
-/// What identifies a cached bind group.
-#[derive(PartialEq, Eq, Hash)]
-struct BindKey {
-    kernel: String,
-    params: Vec<u8>,
-    buffers: Vec<(u32, wgpu::Buffer)>,
+/// Bytes of each buffer the bind-group cache packs uniforms into.
+const UNIFORM_CHUNK: u64 = 64 << 10;
+
+/// One cached bind group and what it was made of (the buffers held, so that no other buffer
+/// can take their identity while the entry lives).
+struct BindEntry {
+    kernel: u64,
+    params: Box<[u8]>,
+    buffers: Box<[(u32, wgpu::Buffer)]>,
+    group: wgpu::BindGroup,
+}
+
+/// [`Gpu::dispatch`]'s bind groups, found by a hash of (kernel id, parameters, buffers) computed
+/// once per dispatch without cloning or allocating anything; a hit compares the entry's fields
+/// with the borrowed ones. The uniforms live in a few shared 64 KiB buffers, one aligned slice
+/// each, rather than a buffer each: wgpu's per-dispatch resource tracking costs time in
+/// proportion to the number of live buffers, and a full cache held 4096 of them.
+struct BindCache {
+    map: HashMap<u64, Vec<BindEntry>, std::hash::BuildHasherDefault<IdHasher>>,
+    len: usize,
+    /// Uniform buffers, the last one being filled; dropped (never rewritten) when the cache
+    /// starts over, since a recorded but unsubmitted dispatch may still read a slice.
+    chunks: Vec<wgpu::Buffer>,
+    /// Bytes of the last chunk in use.
+    used: u64,
+    /// Offset alignment of a uniform binding (the adapter's limit, at least 16).
+    align: u64,
+}
+
+impl BindCache {
+    fn new(align: u32) -> BindCache {
+        BindCache {
+            map: HashMap::default(),
+            len: 0,
+            chunks: Vec::new(),
+            used: UNIFORM_CHUNK,
+            align: (align as u64).max(16),
+        }
+    }
+
+    fn get<'b>(
+        &self,
+        hash: u64,
+        kernel: u64,
+        params: &[u8],
+        buffers: impl Iterator<Item = (u32, &'b wgpu::Buffer)> + Clone,
+    ) -> Option<wgpu::BindGroup> {
+        self.map
+            .get(&hash)?
+            .iter()
+            .find(|e| {
+                e.kernel == kernel
+                    && *e.params == *params
+                    && e.buffers.len() == buffers.clone().count()
+                    && e.buffers
+                        .iter()
+                        .zip(buffers.clone())
+                        .all(|((i, b), (j, c))| *i == j && b == c)
+            })
+            .map(|e| e.group.clone())
+    }
+
+    fn insert(
+        &mut self,
+        hash: u64,
+        kernel: u64,
+        params: &[u8],
+        buffers: Vec<(u32, wgpu::Buffer)>,
+        group: wgpu::BindGroup,
+    ) {
+        if self.len >= BIND_CACHE_ENTRIES {
+            self.clear();
+        }
+        self.map.entry(hash).or_default().push(BindEntry {
+            kernel,
+            params: params.into(),
+            buffers: buffers.into_boxed_slice(),
+            group,
+        });
+        self.len += 1;
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.len = 0;
+        self.chunks.clear();
+        self.used = UNIFORM_CHUNK;
+    }
+
+    /// A new bind group for `kernel`: binding 0 a fresh uniform slice holding `params` (padded
+    /// to 16 bytes), then `buffers`.
+    fn make(
+        &mut self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        params: &[u8],
+        buffers: &[(u32, wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        let size = (params.len() as u64).next_multiple_of(16).max(16);
+        let offset = self.used.next_multiple_of(self.align);
+        let (chunk, offset) = if offset + size <= UNIFORM_CHUNK && !self.chunks.is_empty() {
+            (self.chunks.len() - 1, offset)
+        } else {
+            self.chunks
+                .push(gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("params"),
+                    size: UNIFORM_CHUNK.max(size),
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            (self.chunks.len() - 1, 0)
+        };
+        self.used = offset + size;
+        let uniform = &self.chunks[chunk];
+        let mut padded = [0u8; 256];
+        if params.len() <= padded.len() {
+            padded[..params.len()].copy_from_slice(params);
+            gpu.queue
+                .write_buffer(uniform, offset, &padded[..size as usize]);
+        } else {
+            let mut padded = params.to_vec();
+            padded.resize(size as usize, 0);
+            gpu.queue.write_buffer(uniform, offset, &padded);
+        }
+        let mut entries = Vec::with_capacity(buffers.len() + 1);
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: uniform,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            }),
+        });
+        for (binding, b) in buffers {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: b.as_entire_binding(),
+            });
+        }
+        gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &kernel.layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// The bind-group cache's hash of a dispatch (FxHash's multiply-rotate over its words).
+fn bind_hash<'b>(
+    kernel: u64,
+    params: &[u8],
+    buffers: impl Iterator<Item = (u32, &'b wgpu::Buffer)>,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = FxHasher(0);
+    h.write_u64(kernel);
+    h.write(params);
+    for (i, b) in buffers {
+        h.write_u32(i);
+        b.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// FxHash (rustc's): one multiply and rotate per word; good enough for a cache key of ids and
+/// a few parameter words, and several times cheaper than SipHash.
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.add(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+        self.add(bytes.len() as u64);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.add(v as u64);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.add(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hash map's hasher over keys that are already hashes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Records one submission's work: a command encoder whose dispatches go into a shared compute
@@ -964,6 +1161,10 @@ impl Recorder {
 pub struct Kernel {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
+    /// Unique per kernel compiled in this process: the bind-group cache's name for it.
+    id: u64,
+    /// The pipeline's bind group layout 0 (asked of wgpu once, not per bind group).
+    layout: wgpu::BindGroupLayout,
 }
 
 /// GPU time one kernel took over the dispatches a profile covers.
@@ -1132,11 +1333,74 @@ impl<T> OneShotRx<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The bind-group cache on the noop backend (no GPU needed): the same kernel, parameters and
+    /// buffers reuse a bind group; a parameter or a buffer that differs makes a new one; the
+    /// counters see every dispatch and every new bind group.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn bind_groups_are_cached_by_kernel_params_and_buffers() {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: Some("noop".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let wgsl = "struct P { a: u32, b: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> x: array<u32>;
+@compute @workgroup_size(1) fn main() { x[0] = p.a + p.b; }
+";
+        let k = gpu.pipeline("test.add", &[wgsl]).unwrap();
+        let k2 = gpu.pipeline("test.add2", &[wgsl, "\n"]).unwrap();
+        let (x, y) = (gpu.zeros("x", 16).unwrap(), gpu.zeros("y", 16).unwrap());
+        let before = gpu.counters();
+        let mut rec = gpu.encoder();
+        let runs = [
+            (&k, 1u32, &x),
+            (&k, 2, &x),
+            (&k, 1, &x),
+            (&k, 1, &y),
+            (&k2, 1, &x),
+        ];
+        for (kernel, a, buf) in runs.into_iter().chain(runs) {
+            let p = [a, 7];
+            gpu.dispatch(
+                &mut rec,
+                kernel,
+                bytemuck::cast_slice(&p),
+                &[buf],
+                [1, 1, 1],
+            );
+        }
+        gpu.submit(rec);
+        let c = gpu.counters().since(before);
+        assert_eq!(
+            (c.dispatches, c.bind_groups, c.submits),
+            (10, 4, 1),
+            "{c:?}"
+        );
+        assert!(c.record_ns > 0);
+        gpu.check("dispatches").unwrap();
+        // forgetting the cache makes them again
+        gpu.forget_bindings();
+        let mut rec = gpu.encoder();
+        gpu.dispatch(
+            &mut rec,
+            &k,
+            bytemuck::cast_slice(&[1u32, 7]),
+            &[&x],
+            [1, 1, 1],
+        );
+        gpu.submit(rec);
+        assert_eq!(gpu.counters().since(before).bind_groups, 5);
+    }
+
     #[test]
     fn mesa_major_reads_driver_strings() {
-        assert_eq!(super::mesa_major("Mesa 22.3.6 (LLVM 15.0.6)"), Some(22));
-        assert_eq!(super::mesa_major("llvmpipe Mesa 26.0.1"), Some(26));
-        assert_eq!(super::mesa_major("NVIDIA 550.54"), None);
-        assert_eq!(super::mesa_major("Mesa "), None);
+        assert_eq!(mesa_major("Mesa 22.3.6 (LLVM 15.0.6)"), Some(22));
+        assert_eq!(mesa_major("llvmpipe Mesa 26.0.1"), Some(26));
+        assert_eq!(mesa_major("NVIDIA 550.54"), None);
+        assert_eq!(mesa_major("Mesa "), None);
     }
 }
