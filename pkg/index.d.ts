@@ -365,6 +365,12 @@ export interface BenchTest {
   median_tps: number;
   max_tps: number;
   samples_tps: number[];
+  /** Host microseconds per token spent recording and submitting GPU work (waits excluded). */
+  host_us_per_token: number;
+  /** Compute dispatches recorded per token. */
+  dispatches_per_token: number;
+  /** Bind groups created per token (misses of the bind-group cache). */
+  bind_groups_per_token: number;
 }
 
 /** The report `flint bench --json` prints, field for field. */
