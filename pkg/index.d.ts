@@ -367,6 +367,8 @@ export interface BenchTest {
   samples_tps: number[];
   /** Host microseconds per token spent recording and submitting GPU work (waits excluded). */
   host_us_per_token: number;
+  /** The part of host_us_per_token spent finishing command buffers and submitting them. */
+  submit_us_per_token: number;
   /** Compute dispatches recorded per token. */
   dispatches_per_token: number;
   /** Bind groups created per token (misses of the bind-group cache). */

@@ -93,13 +93,14 @@ try {
   } else {
     const mib = (b) => (b / 2 ** 20).toFixed(2);
     console.log('| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max | ' +
-      'host us/tok | dispatches/tok | bind groups/tok |');
-    console.log('| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+      'host us/tok | submit us/tok | dispatches/tok | bind groups/tok |');
+    console.log('| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const t of report.tests) {
       console.log(`| ${report.architecture} ${report.quant} | ${mib(report.model_bytes)} MiB | ` +
         `${(report.params / 1e6).toFixed(2)} M | ${report.backend} | ${report.adapter} | ${t.test} | ` +
         `${t.min_tps.toFixed(2)} | ${t.median_tps.toFixed(2)} | ${t.max_tps.toFixed(2)} | ` +
-        `${t.host_us_per_token.toFixed(1)} | ${t.dispatches_per_token.toFixed(1)} | ` +
+        `${t.host_us_per_token.toFixed(1)} | ${t.submit_us_per_token.toFixed(1)} | ` +
+        `${t.dispatches_per_token.toFixed(1)} | ` +
         `${t.bind_groups_per_token.toFixed(2)} |`);
     }
     console.log(`\nbatch ${report.batch}, context ${report.ctx}, ${report.repetitions} repetitions, ` +

@@ -222,6 +222,10 @@ pub struct TestResult {
     /// encoder's creation to its submit, readbacks' copies included, waits excluded), over the
     /// timed runs. On `--backend noop` it is nearly all of a token's time.
     pub host_us_per_token: f64,
+    /// The part of `host_us_per_token` spent submitting: finishing the command buffers (wgpu
+    /// validates and encodes the recorded passes there) and `queue.submit`, which on some
+    /// drivers (lavapipe) runs the work before it returns, making both figures the token's time.
+    pub submit_us_per_token: f64,
     /// Compute dispatches recorded per token over the timed runs.
     pub dispatches_per_token: f64,
     /// Bind groups created per token (misses of the bind-group cache) over the timed runs.
@@ -254,6 +258,7 @@ impl TestResult {
             max_tps: s[s.len() - 1],
             samples_tps,
             host_us_per_token: per(host.record_ns as f64 / 1e3),
+            submit_us_per_token: per(host.submit_ns as f64 / 1e3),
             dispatches_per_token: per(host.dispatches as f64),
             bind_groups_per_token: per(host.bind_groups as f64),
         }
@@ -420,6 +425,7 @@ pub async fn run(
                     tps.push(r);
                     let c = engine.gpu.counters().since(c0);
                     host.record_ns += c.record_ns;
+                    host.submit_ns += c.submit_ns;
                     host.dispatches += c.dispatches;
                     host.bind_groups += c.bind_groups;
                     host.submits += c.submits;
@@ -570,6 +576,7 @@ mod tests {
             dispatches: 300,
             bind_groups: 6,
             record_ns: 9_000_000,
+            submit_ns: 2_400_000,
             submits: 3,
         };
         let t = TestResult::new("pp8".into(), (8, 0, 0), vec![3.0, 1.0, 2.0], host, 24);
@@ -577,10 +584,11 @@ mod tests {
         assert_eq!(
             (
                 t.host_us_per_token,
+                t.submit_us_per_token,
                 t.dispatches_per_token,
                 t.bind_groups_per_token
             ),
-            (375.0, 12.5, 0.25)
+            (375.0, 100.0, 12.5, 0.25)
         );
         let t = TestResult::new("tg2".into(), (0, 2, 0), vec![4.0, 1.0, 2.0, 3.0], host, 8);
         assert_eq!((t.min_tps, t.median_tps, t.max_tps), (1.0, 2.5, 4.0));

@@ -44,7 +44,8 @@ fn bench_on_noop_reports_the_host_cost_per_token() {
             "-n",
             "8",
             "-r",
-            "2",
+            "1",
+            "--no-warmup",
             "--json",
             "--quiet",
         ]);
@@ -59,16 +60,27 @@ fn bench_on_noop_reports_the_host_cost_per_token() {
         let tests = r["tests"].as_array().unwrap();
         let names: Vec<&str> = tests.iter().map(|t| t["test"].as_str().unwrap()).collect();
         assert_eq!(names, ["pp8", "tg8"]);
+        let f = |t: &serde_json::Value, k: &str| {
+            let v = t[k].as_f64().unwrap_or_else(|| panic!("no {k} in {t}"));
+            assert!(v >= 0.0 && v.is_finite(), "{k} = {v} in {t}");
+            v
+        };
         for t in tests {
             for k in [
                 "host_us_per_token",
+                "submit_us_per_token",
                 "dispatches_per_token",
-                "bind_groups_per_token",
             ] {
-                let v = t[k].as_f64().unwrap_or_else(|| panic!("no {k} in {t}"));
-                assert!(v > 0.0 && v.is_finite(), "{k} = {v} in {t}");
+                assert!(f(t, k) > 0.0, "{k} in {t}");
             }
         }
+        // no warm-up: the prefill is the first forward pass, which makes its bind groups (decode
+        // steps may make none: their parameters do not change with the position)
+        assert!(f(&tests[0], "bind_groups_per_token") > 0.0, "{}", tests[0]);
+        f(&tests[1], "bind_groups_per_token");
+        assert!(tests
+            .iter()
+            .all(|t| f(t, "submit_us_per_token") <= f(t, "host_us_per_token")));
         // a decode step runs at least one dispatch per layer, and more in all
         let tg = tests[1]["dispatches_per_token"].as_f64().unwrap();
         assert!(tg > 30.0, "{layout}: {tg} dispatches per decode token");
@@ -96,7 +108,7 @@ fn bench_on_noop_reports_the_host_cost_per_token() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("measure the HOST's cost only"), "{out}");
     assert!(
-        out.contains("| host us/tok | dispatches/tok | bind groups/tok |"),
+        out.contains("| host us/tok | submit us/tok | dispatches/tok | bind groups/tok |"),
         "{out}"
     );
     assert!(out.contains("| tg4 |"), "{out}");

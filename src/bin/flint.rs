@@ -1226,12 +1226,14 @@ fn print_bench_table(r: &BenchReport) {
         println!("{NOOP_NOTE}\n");
     }
     println!(
-        "| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max | host us/tok | dispatches/tok | bind groups/tok |"
+        "| model | size | params | backend | adapter | test | t/s min | t/s median | t/s max | host us/tok | submit us/tok | dispatches/tok | bind groups/tok |"
     );
-    println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for t in &r.tests {
         println!(
-            "| {} {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} |",
+            "| {} {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
             r.architecture,
             r.quant,
             mib(r.model_bytes),
@@ -1243,14 +1245,16 @@ fn print_bench_table(r: &BenchReport) {
             t.median_tps,
             t.max_tps,
             t.host_us_per_token,
+            t.submit_us_per_token,
             t.dispatches_per_token,
             t.bind_groups_per_token
         );
     }
     println!(
         "\nhost us/tok: host time recording and submitting the GPU work per token (waits for the \
-         GPU excluded); dispatches/tok and bind groups/tok: compute dispatches recorded and bind \
-         groups created per token"
+         GPU excluded); submit us/tok: the part of it spent finishing command buffers and in \
+         queue.submit (which lavapipe's returns only after running the work); dispatches/tok and \
+         bind groups/tok: compute dispatches recorded and bind groups created per token"
     );
     println!(
         "\nbatch {}, context {}, {} repetitions, {} kernel layout, {} KV cache, {} prefill matmul, \

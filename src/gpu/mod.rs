@@ -239,6 +239,10 @@ pub struct GpuCounters {
     /// Host nanoseconds from each [`Gpu::encoder`] to the end of its [`Gpu::submit`]: recording
     /// the dispatches and copies (with whatever the caller did in between) and submitting them.
     pub record_ns: u64,
+    /// The part of `record_ns` spent inside [`Gpu::submit`]: finishing the command buffer (where
+    /// wgpu validates and encodes the recorded passes) and `queue.submit` (which on some drivers,
+    /// lavapipe among them, runs the work before it returns).
+    pub submit_ns: u64,
     /// Submissions.
     pub submits: u64,
 }
@@ -250,6 +254,7 @@ impl GpuCounters {
             dispatches: self.dispatches.saturating_sub(earlier.dispatches),
             bind_groups: self.bind_groups.saturating_sub(earlier.bind_groups),
             record_ns: self.record_ns.saturating_sub(earlier.record_ns),
+            submit_ns: self.submit_ns.saturating_sub(earlier.submit_ns),
             submits: self.submits.saturating_sub(earlier.submits),
         }
     }
@@ -261,6 +266,7 @@ struct Counters {
     dispatches: AtomicU64,
     bind_groups: AtomicU64,
     record_ns: AtomicU64,
+    submit_ns: AtomicU64,
     submits: AtomicU64,
 }
 
@@ -496,6 +502,7 @@ impl Gpu {
             dispatches: c.dispatches.load(Ordering::Relaxed),
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             record_ns: c.record_ns.load(Ordering::Relaxed),
+            submit_ns: c.submit_ns.load(Ordering::Relaxed),
             submits: c.submits.load(Ordering::Relaxed),
         }
     }
@@ -749,12 +756,15 @@ impl Gpu {
     /// are resolved into the same submission and read back (the call then waits for the GPU).
     pub fn submit(&self, rec: Recorder) -> wgpu::SubmissionIndex {
         let (start, dispatches, bind_groups) = (rec.start, rec.dispatches, rec.bind_groups);
+        let submitting = Instant::now();
         #[allow(unused_mut)]
         let mut enc = rec.finish();
         let counted = |index| {
             let c = &self.counters;
             let ns = start.elapsed().as_nanos() as u64;
             c.record_ns.fetch_add(ns, Ordering::Relaxed);
+            let ns = submitting.elapsed().as_nanos() as u64;
+            c.submit_ns.fetch_add(ns, Ordering::Relaxed);
             c.dispatches.fetch_add(dispatches, Ordering::Relaxed);
             c.bind_groups.fetch_add(bind_groups, Ordering::Relaxed);
             c.submits.fetch_add(1, Ordering::Relaxed);
@@ -1380,7 +1390,7 @@ mod tests {
             (10, 4, 1),
             "{c:?}"
         );
-        assert!(c.record_ns > 0);
+        assert!(c.record_ns >= c.submit_ns && c.submit_ns > 0, "{c:?}");
         gpu.check("dispatches").unwrap();
         // forgetting the cache makes them again
         gpu.forget_bindings();
