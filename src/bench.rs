@@ -1,6 +1,7 @@
 //! Throughput measurement shaped like llama.cpp's `llama-bench`: a prefill test (`pp512`: one
-//! prompt of random token ids) and a decode test (`tg128`: greedy steps of one token), each
-//! repeated, optionally after filling the cache with `n_depth` tokens, plus the adapter's copy
+//! prompt of random token ids) and a decode test (`tg128`: greedy steps of one token; with the
+//! pick made on the GPU, overlapped as generation runs them unless `FLINT_NO_OVERLAP` is set),
+//! each repeated, optionally after filling the cache with `n_depth` tokens, plus the adapter's copy
 //! bandwidth and the decode's weight streaming rate as a fraction of it (the roofline ratio).
 //!
 //! One implementation for both targets: `flint bench` (native, blocking on it) and the web
@@ -417,8 +418,13 @@ pub async fn run(
                 if n_prompt > 0 {
                     engine.feed_async(&prompt[..n_prompt]).await?; // the logits: the GPU is done
                 }
-                for _ in 0..n_gen {
-                    tok = greedy_step(engine, tok).await?;
+                if engine.gpu.caps.gpu_sampling {
+                    // as generation runs them: overlapped unless `Engine::overlap` is off
+                    engine.greedy_steps_async(tok, n_gen).await?;
+                } else {
+                    for _ in 0..n_gen {
+                        tok = greedy_step(engine, tok).await?;
+                    }
                 }
                 let r = (n_prompt + n_gen) as f64 / t0.elapsed().as_secs_f64();
                 if timed(run) {

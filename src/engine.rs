@@ -13,6 +13,7 @@ use crate::format::hf::HfModel;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::format::ModelFile;
 use crate::gpu::{Gpu, GpuOptions};
+use crate::model::transformer::StepInput;
 use crate::model::{KvCache, Logits, Model, Scratch};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -120,6 +121,11 @@ pub struct Engine {
     state: State,
     slots: Vec<State>,
     pub load_time: Duration,
+    /// Whether greedy generation with the pick made on the GPU overlaps its steps: step N+1 is
+    /// submitted, fed with step N's pick on the GPU, before step N's pick is read back (see
+    /// [`Engine::generate_async`]). The same tokens either way. On unless the environment
+    /// variable `FLINT_NO_OVERLAP` is set when the engine is assembled.
+    pub overlap: bool,
 }
 
 /// The KV cache, the activation buffers and the tokens the cache holds.
@@ -215,6 +221,187 @@ impl State {
             Some(k) => Scores::Best(self.feed_top_k(gpu, model, batch, tokens, k).await?),
             None => Scores::Logits(self.feed(gpu, model, batch, tokens, Logits::Last).await?),
         })
+    }
+}
+
+impl State {
+    /// The decode loop: picks each token from what the last step read back, hands it to `turn`
+    /// and feeds it, one step at a time, until `turn` says generation ends.
+    async fn decode(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        mut next: Scores,
+        gpu_k: Option<usize>,
+        turn: &mut Turn<'_>,
+        on_delta: &mut dyn FnMut(&Delta) -> bool,
+    ) -> Result<FinishReason> {
+        loop {
+            let tok = turn.pick(&mut next)?;
+            if let Some(finish) = turn.accept(tok, self.history.len(), self.cache.ctx, on_delta)? {
+                return Ok(finish);
+            }
+            next = self.feed_next(gpu, model, 1, &[tok], gpu_k).await?;
+        }
+    }
+
+    /// [`State::decode`] for greedy decoding with the pick made on the GPU, overlapped: each
+    /// step's successor is submitted, fed with its pick on the GPU, before its pick is read back
+    /// ([`Pipelined`]). When a token ends generation the step already feeding it has been
+    /// submitted: the caller drops it by cutting the cache back to the history.
+    async fn decode_overlapped(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        mut next: Scores,
+        turn: &mut Turn<'_>,
+        on_delta: &mut dyn FnMut(&Delta) -> bool,
+    ) -> Result<FinishReason> {
+        let mut pipe = Pipelined::new(gpu);
+        loop {
+            let tok = turn.pick(&mut next)?;
+            if let Some(finish) = turn.accept(tok, self.history.len(), self.cache.ctx, on_delta)? {
+                return Ok(finish);
+            }
+            next = Scores::Best(pipe.step(self, gpu, model, tok, true).await?);
+        }
+    }
+}
+
+/// The overlapped greedy decode loop's steps in flight: the one whose pick is being read back,
+/// and the one after it, which reads that pick on the GPU (its embedding's token id is copied
+/// from the first step's top-k result). Each step's pick goes into one of two readback buffers,
+/// in turn, so the next step's copy never targets a buffer being mapped.
+struct Pipelined {
+    readback: [wgpu::Buffer; 2],
+    /// The readback buffer of the next step submitted.
+    next: usize,
+    /// The step already feeding the last accepted token (its pick): its submission and readback
+    /// buffer.
+    ahead: Option<(wgpu::SubmissionIndex, usize)>,
+}
+
+impl Pipelined {
+    /// Bytes of one greedy step's result: one (key, id) pair ([`crate::ops::top_k::decode`]).
+    const RESULT: u64 = 8;
+
+    fn new(gpu: &Gpu) -> Pipelined {
+        Pipelined {
+            readback: [0, 1].map(|_| gpu.staging("greedy pick", Self::RESULT)),
+            next: 0,
+            ahead: None,
+        }
+    }
+
+    /// `tok` was just accepted: makes sure a step feeds it (the first time, from the host; after
+    /// that, the step submitted ahead already does), records it in the history, submits the
+    /// step after it (if `ahead`, and the cache has room), and only then reads back `tok`'s
+    /// step's pick.
+    async fn step(
+        &mut self,
+        st: &mut State,
+        gpu: &Gpu,
+        model: &Model,
+        tok: u32,
+        ahead: bool,
+    ) -> Result<Vec<(u32, f32)>> {
+        let (index, buf) = match self.ahead.take() {
+            Some(ahead) => ahead,
+            None => self.submit(st, gpu, model, StepInput::Token(tok))?,
+        };
+        st.history.push(tok);
+        if ahead && st.cache.len < st.cache.ctx {
+            self.ahead = Some(self.submit(st, gpu, model, StepInput::Picked)?);
+        }
+        let bytes = gpu
+            .read_staging_async(&self.readback[buf], Some(index))
+            .await?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..Self::RESULT as usize]);
+        Ok(crate::ops::top_k::decode(&words))
+    }
+
+    fn submit(
+        &mut self,
+        st: &mut State,
+        gpu: &Gpu,
+        model: &Model,
+        input: StepInput,
+    ) -> Result<(wgpu::SubmissionIndex, usize)> {
+        let buf = self.next;
+        self.next ^= 1;
+        let index = model.submit_greedy_step(
+            gpu,
+            &mut st.cache,
+            &mut st.scratch,
+            input,
+            &self.readback[buf],
+        )?;
+        Ok((index, buf))
+    }
+}
+
+/// One generation's output so far, and what happens to each token picked.
+struct Turn<'t> {
+    sampler: Sampler,
+    tokenizer: &'t Tokenizer,
+    tools: Option<crate::tools::Syntax>,
+    output: Output,
+    /// The answer's tokens (end-of-generation tokens left out).
+    tokens: Vec<u32>,
+    deltas: Vec<Delta>,
+    /// The prompt and the answer so far (what penalties look at).
+    context: Vec<u32>,
+    text: String,
+}
+
+impl Turn<'_> {
+    /// Picks the next token from what a step read back.
+    fn pick(&mut self, next: &mut Scores) -> Result<u32> {
+        match next {
+            Scores::Logits(logits) => {
+                self.output.mask(logits)?;
+                self.sampler.sample(logits, &self.context)
+            }
+            Scores::Best(best) => self.sampler.sample_top(best),
+        }
+    }
+
+    /// Takes the picked `tok`, with `cached` tokens in a cache of `ctx` positions before it:
+    /// passes its text (or tool call pieces) to `on_delta`; returns why generation ends, if it
+    /// does (the token ends generation, a stop string, max_tokens, the context is full, or
+    /// `on_delta` returned `false`).
+    fn accept(
+        &mut self,
+        tok: u32,
+        cached: usize,
+        ctx: usize,
+        on_delta: &mut dyn FnMut(&Delta) -> bool,
+    ) -> Result<Option<FinishReason>> {
+        let eog = self.tokenizer.is_eog(tok);
+        let bytes = if eog {
+            Vec::new()
+        } else {
+            crate::decode::token_bytes(self.tokenizer, tok, self.tools)
+        };
+        let start = self.deltas.len();
+        let mut finish = self.output.push(tok, &bytes, eog, &mut self.deltas)?;
+        if !eog {
+            self.tokens.push(tok);
+            self.context.push(tok);
+        }
+        if finish.is_none() && cached >= ctx {
+            finish = Some(self.output.finish(FinishReason::Length, &mut self.deltas));
+        }
+        for d in &self.deltas[start..] {
+            if let Delta::Text(t) = d {
+                self.text.push_str(t);
+            }
+            if !on_delta(d) {
+                finish = Some(self.output.finish(FinishReason::Cancelled, &mut Vec::new()));
+                break;
+            }
+        }
+        Ok(finish)
     }
 }
 
@@ -321,12 +508,19 @@ impl Engine {
             },
             slots: Vec::new(),
             load_time: Duration::ZERO,
+            overlap: std::env::var_os("FLINT_NO_OVERLAP").is_none(),
         })
     }
 
     /// Tokens currently held in the KV cache.
     pub fn history(&self) -> &[u32] {
         &self.state.history
+    }
+
+    /// Positions the KV cache holds: the history's length between calls (a step that the
+    /// overlapped decode loop submitted past the end of generation is not counted).
+    pub fn cache_len(&self) -> usize {
+        self.state.cache.len
     }
 
     /// Empties the KV cache.
@@ -549,6 +743,38 @@ impl Engine {
             .await
     }
 
+    /// `n` greedy decode steps, the first feeding `tok`, each picking its token on the GPU and
+    /// feeding it to the next, overlapped as [`Engine::generate_async`] overlaps them when
+    /// [`Engine::overlap`] is on (else one [`Engine::feed_top_k_async`] after another); stops
+    /// at nothing else (`flint bench`'s decode test). Returns the `n` tokens picked; the
+    /// history ends with the last token fed.
+    pub async fn greedy_steps_async(&mut self, tok: u32, n: usize) -> Result<Vec<u32>> {
+        let mut picked = Vec::with_capacity(n);
+        let mut tok = tok;
+        if !self.overlap {
+            for _ in 0..n {
+                let best = self.feed_top_k_async(&[tok], 1).await?;
+                tok = best.first().map_or(0, |c| c.0);
+                picked.push(tok);
+            }
+            return Ok(picked);
+        }
+        let (gpu, model, st) = (&self.gpu, &self.model, &mut self.state);
+        let mut pipe = Pipelined::new(gpu);
+        let r: Result<()> = async {
+            for i in 0..n {
+                let best = pipe.step(st, gpu, model, tok, i + 1 < n).await?;
+                tok = best.first().map_or(0, |c| c.0);
+                picked.push(tok);
+            }
+            Ok(())
+        }
+        .await;
+        // after an error, a step submitted ahead is dropped
+        st.cache.truncate(st.history.len());
+        r.map(|()| picked)
+    }
+
     /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
     /// returns the last token's logits and how many tokens were computed.
     #[cfg(not(target_arch = "wasm32"))]
@@ -609,84 +835,75 @@ impl Engine {
     /// while each token is computed, so `on_delta` can stream and a caller can cancel). Each
     /// piece of the answer ([`Delta`]: text, or a tool call's start and argument text when
     /// `opts.tools` is set) goes to `on_delta`, which returns `false` to stop.
+    ///
+    /// Greedy decoding with the pick made on the GPU (`gpu_sampling`, temperature 0, no
+    /// penalties, logit bias or grammar) is overlapped ([`Engine::overlap`]): the token each step
+    /// picks is copied on the GPU into the next step's input, and the next step is submitted
+    /// before the pick is read back, so the GPU computes step N+1 while the host reads,
+    /// detokenizes and streams token N. A token found to end generation leaves one step
+    /// computed past the end, which is dropped (the cache is cut back; its keys and values are
+    /// overwritten later). The tokens, the history and the cache are those of the loop without
+    /// overlap.
     pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
         on_delta: &mut dyn FnMut(&Delta) -> bool,
     ) -> Result<Generation> {
-        let mut sampler = Sampler::new(opts.sampling.clone())?;
+        let sampler = Sampler::new(opts.sampling.clone())?;
         let constraint = opts.grammar.as_ref().map(Constraint::new);
         // Rank on the GPU and read back a few candidates, where they decide the token (a grammar
         // needs the whole row).
         let gpu_k = sampler
             .gpu_top_k()
             .filter(|_| self.gpu.caps.gpu_sampling && constraint.is_none());
+        // Greedy over GPU-ranked candidates: the GPU's pick is the token, so the next step can
+        // read it there, and the loop can run ahead of the readback.
+        let overlap = self.overlap && gpu_k == Some(1) && opts.sampling.temperature == 0.0;
         let t0 = Instant::now();
         let keep = self.reuse_prefix(0, prompt)?;
         let rest = &prompt[keep..];
         let (gpu, model, batch) = (&self.gpu, &self.model, self.batch);
-        let mut next = self.state.feed_next(gpu, model, batch, rest, gpu_k).await?;
+        let first = self.state.feed_next(gpu, model, batch, rest, gpu_k).await?;
         let prefilled = rest.len();
         let prefill_time = t0.elapsed();
         let t1 = Instant::now();
-        let tokenizer = &self.tokenizer;
-        let mut output = Output::new(
-            tokenizer.strips_leading_space(),
-            opts.stop.clone(),
-            opts.max_tokens,
-            opts.tools,
-            constraint,
-        );
-        let mut tokens = Vec::new();
-        let mut deltas = Vec::new();
-        let mut context: Vec<u32> = prompt.to_vec();
-        let mut finish = if opts.max_tokens == 0 {
-            Some(FinishReason::Length)
-        } else {
-            None
+        let mut turn = Turn {
+            sampler,
+            tokenizer: &self.tokenizer,
+            tools: opts.tools,
+            output: Output::new(
+                self.tokenizer.strips_leading_space(),
+                opts.stop.clone(),
+                opts.max_tokens,
+                opts.tools,
+                constraint,
+            ),
+            tokens: Vec::new(),
+            deltas: Vec::new(),
+            context: prompt.to_vec(),
+            text: String::new(),
         };
-        let mut text = String::new();
-        while finish.is_none() {
-            let tok = match &mut next {
-                Scores::Logits(logits) => {
-                    output.mask(logits)?;
-                    sampler.sample(logits, &context)?
-                }
-                Scores::Best(best) => sampler.sample_top(best)?,
-            };
-            let eog = tokenizer.is_eog(tok);
-            let bytes = if eog {
-                Vec::new()
-            } else {
-                crate::decode::token_bytes(tokenizer, tok, opts.tools)
-            };
-            let start = deltas.len();
-            finish = output.push(tok, &bytes, eog, &mut deltas)?;
-            if !eog {
-                tokens.push(tok);
-                context.push(tok);
-            }
-            if finish.is_none() && self.state.history.len() >= self.ctx {
-                finish = Some(output.finish(FinishReason::Length, &mut deltas));
-            }
-            for d in &deltas[start..] {
-                if let Delta::Text(t) = d {
-                    text.push_str(t);
-                }
-                if !on_delta(d) {
-                    finish = Some(output.finish(FinishReason::Cancelled, &mut Vec::new()));
-                    break;
-                }
-            }
-            if finish.is_some() {
-                break;
-            }
-            next = self
-                .state
-                .feed_next(gpu, model, batch, &[tok], gpu_k)
-                .await?;
-        }
+        let st = &mut self.state;
+        let finish = if opts.max_tokens == 0 {
+            FinishReason::Length
+        } else if overlap {
+            let r = st
+                .decode_overlapped(gpu, model, first, &mut turn, on_delta)
+                .await;
+            // the step submitted ahead, if any, is dropped: its keys and values get overwritten
+            st.cache.truncate(st.history.len());
+            r?
+        } else {
+            st.decode(gpu, model, first, gpu_k, &mut turn, on_delta)
+                .await?
+        };
+        let Turn {
+            text,
+            tokens,
+            deltas,
+            ..
+        } = turn;
         let (_, tool_calls) = crate::tools::collect(&deltas);
         Ok(Generation {
             text,
@@ -694,7 +911,7 @@ impl Engine {
             tool_calls,
             prompt_tokens: prompt.len(),
             prefilled_tokens: prefilled,
-            finish: finish.unwrap_or(FinishReason::Length),
+            finish,
             prefill_time,
             decode_time: t1.elapsed(),
         })

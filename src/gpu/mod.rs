@@ -805,15 +805,32 @@ impl Gpu {
     /// Reads `size` bytes at `offset` of `buf` back to the CPU, waiting for all work before it.
     pub async fn read_async(&self, buf: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let size = size.next_multiple_of(4);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: size.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.staging("readback", size);
         let mut enc = self.encoder();
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
         self.submit(enc);
+        self.read_staging_async(&staging, None).await
+    }
+
+    /// A buffer of `size` bytes (a multiple of 4) that a submission copies results into and
+    /// [`Gpu::read_staging_async`] reads back (`MAP_READ | COPY_DST`).
+    pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Maps a [`Gpu::staging`] buffer, reads all of it and unmaps it. Natively this waits only
+    /// for submission `after` (the one that copied into it; `None`: every submission so far),
+    /// so work submitted later keeps the GPU busy meanwhile (the overlapped decode loop).
+    pub async fn read_staging_async(
+        &self,
+        staging: &wgpu::Buffer,
+        after: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<u8>> {
         let (tx, rx) = futures_channel();
         staging
             .slice(..)
@@ -822,14 +839,20 @@ impl Gpu {
         // callback lands on a later poll, poll again rather than spin on the channel.
         #[cfg(not(target_arch = "wasm32"))]
         for _ in 0..10_000 {
+            let wait = wgpu::PollType::Wait {
+                submission_index: after.clone(),
+                timeout: None,
+            };
             self.device
-                .poll(wgpu::PollType::wait_indefinitely())
+                .poll(wait)
                 .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
             if rx.is_ready() {
                 break;
             }
             std::thread::yield_now();
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = after;
         #[cfg(not(target_arch = "wasm32"))]
         if !rx.is_ready() {
             return Err(Error::Gpu("the GPU did not finish a readback".into()));

@@ -267,6 +267,20 @@ impl Model {
         Ok(out.pop().unwrap_or_default())
     }
 
+    /// One greedy decode step submitted without a readback (see
+    /// [`Transformer::submit_greedy_step`]): the overlapped decode loop's step.
+    pub fn submit_greedy_step(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        input: transformer::StepInput,
+        readback: &wgpu::Buffer,
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.0
+            .submit_greedy_step(gpu, cache, scratch, input, readback)
+    }
+
     /// [`Model::forward_many_async`] with each sequence's `k` best logits ranked on the GPU
     /// (see [`Model::top_k_async`]).
     pub async fn top_k_many_async(
@@ -810,6 +824,14 @@ impl Scratch {
         self.bufs
             .as_ref()
             .ok_or_else(|| Error::Gpu("scratch buffers missing".into()))
+    }
+
+    /// The last top-k result (`(key, id)` pairs, best first): what a greedy step picked, which
+    /// the next step's embedding reads on the GPU ([`transformer::StepInput::Picked`]).
+    pub fn picked(&self) -> Result<&wgpu::Buffer> {
+        self.top_k_out
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("no top-k result to read a picked token from".into()))
     }
 
     /// The logits and top-k's candidate (`part_words`) and result (`out_words`) buffers, the

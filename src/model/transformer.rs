@@ -609,7 +609,7 @@ impl Transformer {
         scratch: &mut Scratch,
         want: Logits,
     ) -> Result<Vec<Vec<f32>>> {
-        let (enc, spans, rows) = self.encode_many(gpu, seqs, scratch, want)?;
+        let (enc, spans, rows) = self.encode_many(gpu, seqs, scratch, want, None)?;
         gpu.submit(enc);
         let bufs = scratch.bufs()?;
         let (buf, width) = match want {
@@ -637,16 +637,10 @@ impl Transformer {
         scratch: &mut Scratch,
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
-        let (mut enc, spans, rows) = self.encode_many(gpu, seqs, scratch, Logits::Last)?;
-        let op = TopK {
-            n: self.cfg.vocab,
-            k,
-            rows,
-        };
-        let (logits, part, out) = scratch.top_k_bufs(gpu, op.part_words(), op.out_words())?;
-        op.encode(gpu, &mut enc, logits, part, out)?;
+        let (mut enc, spans, rows) = self.encode_many(gpu, seqs, scratch, Logits::Last, None)?;
+        let (op, out) = self.encode_top_k(gpu, &mut enc, scratch, rows, k)?;
         gpu.submit(enc);
-        let bytes = gpu.read_async(out, 0, (op.out_words() * 4) as u64).await?;
+        let bytes = gpu.read_async(&out, 0, (op.out_words() * 4) as u64).await?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes[..op.out_words() * 4]);
         for (sq, span) in seqs.iter_mut().zip(&spans) {
             sq.cache.len = span.pos0 + span.tokens;
@@ -654,9 +648,73 @@ impl Transformer {
         Ok(words.chunks(2 * k).map(top_k::decode).collect())
     }
 
+    /// One greedy decode step of one sequence, recorded and submitted without waiting for
+    /// anything (the overlapped decode loop, `Engine::generate_async`): `input` is fed at
+    /// position `cache.len`, and the argmax of its logits, ranked on the GPU ([`TopK`], k = 1),
+    /// is left in the scratch's top-k result, where the next step's embedding can read it
+    /// ([`StepInput::Picked`]) before the host has seen it, and copied into `readback` (a
+    /// [`Gpu::staging`] buffer of 8 bytes: one (key, id) pair, [`top_k::decode`]). The cache's
+    /// length advances now; a caller that drops the step sets it back, and the step's keys and
+    /// values are overwritten by the next pass at that position (queue order).
+    pub fn submit_greedy_step(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        input: StepInput,
+        readback: &wgpu::Buffer,
+    ) -> Result<wgpu::SubmissionIndex> {
+        let (token, picked) = match input {
+            StepInput::Token(t) => (t, None),
+            // any id in range: the ids buffer is filled on the GPU
+            StepInput::Picked => (0, Some(scratch.picked()?.clone())),
+        };
+        let tokens = [token];
+        let mut seqs = [Seq {
+            cache,
+            tokens: &tokens,
+        }];
+        let (mut enc, spans, rows) =
+            self.encode_many(gpu, &mut seqs, scratch, Logits::Last, picked.as_ref())?;
+        let (op, out) = self.encode_top_k(gpu, &mut enc, scratch, rows, 1)?;
+        let bytes = (op.out_words() * 4) as u64;
+        if readback.size() < bytes {
+            return Err(Error::InvalidArgument(format!(
+                "greedy step: a readback buffer of {} bytes, {bytes} needed",
+                readback.size()
+            )));
+        }
+        enc.copy_buffer_to_buffer(&out, 0, readback, 0, bytes);
+        let index = gpu.submit(enc);
+        seqs[0].cache.len = spans[0].pos0 + spans[0].tokens;
+        Ok(index)
+    }
+
+    /// Records the ranking of the pass's `rows` logit rows ([`TopK`]): returns the op and its
+    /// result buffer (`rows * k` (key, id) pairs).
+    fn encode_top_k(
+        &self,
+        gpu: &Gpu,
+        enc: &mut Recorder,
+        scratch: &mut Scratch,
+        rows: usize,
+        k: usize,
+    ) -> Result<(TopK, wgpu::Buffer)> {
+        let op = TopK {
+            n: self.cfg.vocab,
+            k,
+            rows,
+        };
+        let (logits, part, out) = scratch.top_k_bufs(gpu, op.part_words(), op.out_words())?;
+        op.encode(gpu, enc, logits, part, out)?;
+        Ok((op, out.clone()))
+    }
+
     /// Records a forward pass over `seqs` up to the logits in `scratch` (not submitted): returns
     /// the recorder, each sequence's [`Span`], and the logit rows. The caller submits, reads
-    /// back, then sets each cache's length. The layer loop is the pseudocode at the top of this
+    /// back, then sets each cache's length. With `picked` (a single sequence of one token), the
+    /// token id is not the host's but the one in word 1 of that buffer (the previous step's
+    /// top-k result), copied on the GPU into the ids the embedding reads. The layer loop is the pseudocode at the top of this
     /// file, one block per line.
     fn encode_many(
         &self,
@@ -664,9 +722,15 @@ impl Transformer {
         seqs: &mut [Seq<'_>],
         scratch: &mut Scratch,
         want: Logits,
+        picked: Option<&wgpu::Buffer>,
     ) -> Result<(Recorder, Vec<Span>, usize)> {
         let c = &self.cfg;
         let spans = self.spans(seqs, want)?;
+        if picked.is_some() && (spans.len() != 1 || spans[0].tokens != 1) {
+            return Err(Error::InvalidArgument(
+                "forward: a GPU-picked token feeds one sequence of one token".into(),
+            ));
+        }
         let m: usize = spans.iter().map(|s| s.tokens).sum();
         let n_logit_rows = if want == Logits::All { m } else { seqs.len() };
         // split-K decode attention's partials (GPU layout only)
@@ -688,8 +752,11 @@ impl Transformer {
             variant_m: spans.iter().map(|s| s.tokens).max().unwrap_or(1),
             att_part: att_part.as_ref(),
         };
-        self.write_inputs(&p, seqs, &spans);
+        self.write_inputs(&p, seqs, &spans, picked.is_none());
         let mut enc = gpu.encoder();
+        if let Some(picked) = picked {
+            enc.copy_buffer_to_buffer(picked, 4, &s.ids, 0, 4);
+        }
         self.embed(&p, &mut enc)?;
         for (l, layer) in self.layers.iter().enumerate() {
             // attention block: x += [post_norm](Wo attention(rope(Wqkv norm(x))) [+ bo])
@@ -769,14 +836,19 @@ impl Transformer {
     /// it from (one `queue.write_buffer` each, before the pass's commands run): the token ids,
     /// each sequence's first position and, for learned position embeddings, each row's position.
     /// Every dispatch's parameters and buffers then repeat from one decode step to the next, and
-    /// so do their bind groups.
-    fn write_inputs(&self, p: &Pass, seqs: &[Seq<'_>], spans: &[Span]) {
+    /// so do their bind groups. Without `ids` the token ids are left alone (the pass copies
+    /// them on the GPU). A write lands after every earlier submission's commands (wgpu runs a
+    /// submission's pending writes first, behind a barrier against earlier uses of the buffer),
+    /// so it is safe while earlier steps still run.
+    fn write_inputs(&self, p: &Pass, seqs: &[Seq<'_>], spans: &[Span], ids: bool) {
         let (queue, s) = (&p.gpu.queue, p.s);
-        let tokens: Vec<u32> = seqs
-            .iter()
-            .flat_map(|sq| sq.tokens.iter().copied())
-            .collect();
-        queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(&tokens));
+        if ids {
+            let tokens: Vec<u32> = seqs
+                .iter()
+                .flat_map(|sq| sq.tokens.iter().copied())
+                .collect();
+            queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(&tokens));
+        }
         let pos0: Vec<u32> = spans.iter().map(|s| s.pos0 as u32).collect();
         queue.write_buffer(&s.seq_pos0, 0, bytemuck::cast_slice(&pos0));
         if self.pos_embd.is_some() {
@@ -1203,6 +1275,15 @@ impl<'a> Pass<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// What a [`Transformer::submit_greedy_step`] feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepInput {
+    /// A token the host knows.
+    Token(u32),
+    /// The previous greedy step's pick, still on the GPU (in the scratch's top-k result).
+    Picked,
 }
 
 /// One sequence of a batched forward pass: its cache and the tokens it adds.
