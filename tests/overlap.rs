@@ -9,7 +9,7 @@
 //! it), and the tiny random model of every family in tests/fixtures/arch on both kernel layouts.
 
 use flint::engine::{Engine, FinishReason, GenerateOptions, LoadOptions};
-use flint::gpu::GpuOptions;
+use flint::gpu::{GpuCounters, GpuOptions};
 use flint::sampling::SamplingParams;
 use std::path::Path;
 
@@ -41,8 +41,8 @@ fn greedy(max_tokens: usize, stop: &[&str]) -> GenerateOptions {
 }
 
 /// Runs `turns` from an empty cache with the overlap on or off; returns each turn's outcome and
-/// the submissions all of them took.
-fn run(e: &mut Engine, overlap: bool, turns: &[Turn]) -> (Vec<Outcome>, u64) {
+/// the host's work for all of them.
+fn run(e: &mut Engine, overlap: bool, turns: &[Turn]) -> (Vec<Outcome>, GpuCounters) {
     e.overlap = overlap;
     e.gpu.caps.gpu_sampling = true;
     e.reset();
@@ -67,14 +67,15 @@ fn run(e: &mut Engine, overlap: bool, turns: &[Turn]) -> (Vec<Outcome>, u64) {
             cache_len: e.cache_len(),
         });
     }
-    (out, e.gpu.counters().since(before).submits)
+    (out, e.gpu.counters().since(before))
 }
 
 /// The same outcomes with and without overlap, and fewer submissions with it (one per decode
 /// step instead of a step and a readback: the overlapped loop ran).
 fn same_with_and_without_overlap(what: &str, e: &mut Engine, turns: &[Turn]) -> Vec<Outcome> {
-    let (on, on_submits) = run(e, true, turns);
-    let (off, off_submits) = run(e, false, turns);
+    let (on, on_host) = run(e, true, turns);
+    let (off, off_host) = run(e, false, turns);
+    let (on_submits, off_submits) = (on_host.submits, off_host.submits);
     e.overlap = true;
     eprintln!("{what}: {on:?}\n  submissions: {on_submits} overlapped, {off_submits} not");
     assert_eq!(on, off, "{what}: overlapped vs not");
@@ -192,6 +193,13 @@ fn every_family_overlapped_greedy_equals_the_plain_loop() {
             ];
             let out = same_with_and_without_overlap(&what, &mut e, &turns);
             assert_eq!(out[2].cache_len, 40, "{what}");
+            // run again, the overlapped steps make no bind group: they repeat the same dispatches
+            let (again, host) = run(&mut e, true, &turns);
+            assert_eq!(again, out, "{what}: a second run");
+            assert_eq!(
+                host.bind_groups, 0,
+                "{what}: bind groups made by a second run"
+            );
         }
     }
 }
