@@ -159,9 +159,16 @@ async fn upload_tensors<R: RangeReader>(
     stats: &mut LoadStats,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<HashMap<String, Uploaded>> {
-    let total = g.data_offset + g.tensors.iter().map(|t| t.n_bytes).sum::<u64>();
-    let mut done = g.data_offset;
-    progress(done, total);
+    // File bytes up to the end of the last tensor: the alignment padding between tensors counts
+    // (so a file that ends with its last tensor reports its own length when done).
+    let total = g
+        .tensors
+        .iter()
+        .map(|t| t.file_offset + t.n_bytes)
+        .max()
+        .unwrap_or(g.data_offset)
+        .max(g.data_offset);
+    progress(g.data_offset, total);
 
     let mut order: Vec<_> = g.tensors.iter().collect();
     order.sort_by_key(|t| t.file_offset);
@@ -195,7 +202,7 @@ async fn upload_tensors<R: RangeReader>(
                     stats.max_read = stats.max_read.max(raw.len());
                     w.write_rows(gpu, row0, &raw)?;
                     row0 += n;
-                    progress(done + (row0 * row_bytes) as u64, total);
+                    progress(t.file_offset + (row0 * row_bytes) as u64, total);
                 }
                 stats.gpu_bytes += w.gpu_bytes();
                 Uploaded::Weight(w)
@@ -219,8 +226,7 @@ async fn upload_tensors<R: RangeReader>(
         }
         uploaded.insert(t.name.clone(), u);
         stats.tensor_bytes += t.n_bytes;
-        done += t.n_bytes;
-        progress(done, total);
+        progress(t.file_offset + t.n_bytes, total);
     }
     Ok(uploaded)
 }
