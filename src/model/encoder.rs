@@ -33,6 +33,7 @@ use crate::ops::kv::LayerKv;
 use crate::ops::matmul::MatMul;
 use crate::ops::norm::LayerNorm;
 use crate::ops::rope::{Rope, RopeConfig, RopeMode};
+use crate::ops::Positions;
 
 /// The feed-forward activation of an encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -485,6 +486,15 @@ impl Encoder {
         let s = scratch.ensure(gpu, m, &[h, h, h, c.ffn], 1, 1)?;
         let mut enc = gpu.encoder();
         let tokens: Vec<u32> = seqs.iter().flat_map(|sq| sq.iter().copied()).collect();
+        // The first positions the RoPE and attention kernels read, uploaded once for the pass:
+        // slot 0 holds 0 (every input's RoPE starts there), slot 1 + i input i's first row (its
+        // keys' and values' position in the packed k and v).
+        let mut starts: Vec<u32> = std::iter::once(0)
+            .chain(spans.iter().map(|&(row0, _)| row0 as u32))
+            .collect();
+        starts.resize(starts.len().next_multiple_of(4), 0); // (16-byte sized, as positions_or's)
+        let starts = gpu.upload("encoder starts", bytemuck::cast_slice(&starts));
+        let at = |slot| Positions { buf: &starts, slot };
 
         // x = token + position + type-0 embeddings, then the embeddings' LayerNorm
         Embed { w: &self.tok_embd }.encode(gpu, &mut enc, &tokens, &s.x)?;
@@ -526,7 +536,7 @@ impl Encoder {
             bias(&mut enc, b(0), h, &s.q)?;
             bias(&mut enc, b(1), h, &s.k)?;
             bias(&mut enc, b(2), h, &s.v)?;
-            for &(row0, n) in &spans {
+            for (i, &(row0, n)) in spans.iter().enumerate() {
                 if let Some(rc) = &c.rope {
                     for buf in [&s.q, &s.k] {
                         Rope {
@@ -537,7 +547,14 @@ impl Encoder {
                             pos0: 0,
                             row0,
                         }
-                        .encode(gpu, &mut enc, buf, None, &self.dummy)?;
+                        .encode_at(
+                            gpu,
+                            &mut enc,
+                            buf,
+                            None,
+                            &self.dummy,
+                            at(0),
+                        )?;
                     }
                 }
                 // the input's keys and values are rows row0.. of k and v: positions row0..
@@ -555,7 +572,7 @@ impl Encoder {
                     kv: KvType::F32,
                     bidirectional: true,
                 }
-                .encode(
+                .encode_at(
                     gpu,
                     &mut enc,
                     &s.q,
@@ -566,6 +583,8 @@ impl Encoder {
                         scale: None,
                     },
                     &s.att,
+                    None,
+                    at(1 + i),
                 )?;
             }
             mm(&layer.wo, true).encode(gpu, &mut enc, &s.att, cur)?; // cur += Wo att
