@@ -1632,3 +1632,199 @@ fn split_k_attention_matches_cpu() {
         .to_string();
     assert!(err.contains("partials"), "{err}");
 }
+
+/// The GPU layout's fused decode kernels (`matvec_pairs.wgsl`): RMSNorm in the prologue, then
+/// Q/K/V with RoPE and the KV ring rows (`QkvPairs`), or gate/up with the activation (`GluPairs`),
+/// against the norm, product, RoPE and activation references composed; on the baseline and the
+/// subgroup device, over every tested weight type and m = 1 and 3.
+#[test]
+fn pairs_kernels_match_cpu() {
+    use flint::ops::matmul::{Glu, QkvRope};
+    use flint::ops::pairs::{pairs_apply, GluPairs, QkvPairs, RmsIn};
+    let eps = 1e-5;
+    for dtype in [
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+        DType::F16,
+        DType::F32,
+    ] {
+        // five blocks (two of 256-element types: within the baseline device's 64 KiB bindings)
+        let blocks = if dtype.block_elems() >= 256 { 2 } else { 5 };
+        let k = dtype.block_elems().max(8) * blocks;
+        let dims = [40, 24, 24];
+        let raws: Vec<Vec<u8>> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| quant::random_gguf_bytes(dtype, n, k, 90 + i as u64))
+            .collect();
+        let deq = |raw: &[u8], n: usize| {
+            let mut f = vec![0.0f32; n * k];
+            quant::dequantize(dtype, raw, &mut f).unwrap();
+            f
+        };
+        let norm_w: Vec<f32> = randv(k, 3).iter().map(|v| 1.0 + v).collect();
+        for g in [gpu_baseline(), gpu_subgroups()] {
+            let mut ws: Vec<Weight> = raws
+                .iter()
+                .zip(dims)
+                .map(|(r, n)| Weight::upload(g, "w", dtype, r, n, k).unwrap())
+                .collect();
+            {
+                let [a, b, c] = &mut ws[..] else {
+                    unreachable!()
+                };
+                assert!(Weight::fuse(g, &mut [a, b, c]).unwrap(), "{dtype}: fuse");
+            }
+            let refs = [&ws[0], &ws[1], &ws[2]];
+            assert!(pairs_apply(g, 1, &refs), "{dtype}: pairs apply to decode");
+            assert!(!pairs_apply(g, 5, &refs), "{dtype}: not to a prefill");
+            let nb = upload(g, &norm_w);
+            let norm = RmsIn { weight: &nb, eps };
+            let dummy = upload(g, &[0.0]);
+            let ff = [1.0f32, 4.0];
+            let ffb = upload(g, &ff);
+            let mut yarn = RopeConfig::plain(RopeMode::Neox, 4, 500.0);
+            yarn.freq_scale = 0.25;
+            yarn.ext_factor = 1.0;
+            yarn.n_ctx_orig = 64;
+            // no rotation (plain products, scratch rows), then RoPE in each mode (heads of 8:
+            // q 5 heads, k and v 3), keys and values at ring rows of a 5-row cache or scratch
+            let cases = [
+                (None, false, 0usize),
+                (
+                    Some(RopeConfig::plain(RopeMode::Normal, 8, 10_000.0)),
+                    false,
+                    0,
+                ),
+                (
+                    Some(RopeConfig::plain(RopeMode::Neox, 8, 10_000.0)),
+                    false,
+                    5,
+                ),
+                (
+                    Some(RopeConfig::plain(RopeMode::Normal, 4, 10_000.0)),
+                    true,
+                    5,
+                ),
+                (Some(yarn), true, 0),
+            ];
+            for (cfg, factors, kv_ring) in cases {
+                for m in [1, 3] {
+                    let pos0 = 7;
+                    let posb = upload_u32(g, &[0, pos0 as u32]);
+                    let x = randv(m * k, 17 + m as u64);
+                    let xb = upload(g, &x);
+                    let rows = if kv_ring > 0 { kv_ring } else { m };
+                    let q = g.zeros("q", (m * 40 * 4) as u64).unwrap();
+                    let kc = g.zeros("k", (rows * 24 * 4) as u64).unwrap();
+                    let vc = g.zeros("v", (rows * 24 * 4) as u64).unwrap();
+                    let mut enc = g.encoder();
+                    QkvPairs {
+                        w: refs,
+                        m,
+                        norm,
+                        rope: cfg.as_ref().map(|cfg| QkvRope {
+                            cfg,
+                            head_dim: 8,
+                            pos0,
+                            positions: (kv_ring > 0).then_some(Positions {
+                                buf: &posb,
+                                slot: 1,
+                            }),
+                            factors: factors.then_some(&ffb),
+                            dummy: &dummy,
+                            kv_ring,
+                        }),
+                    }
+                    .encode(g, &mut enc, &xb, [&q, &kc, &vc])
+                    .unwrap();
+                    g.submit(enc);
+                    let a = rmsnorm_cpu(&x, &norm_w, k, eps);
+                    let ffs = factors.then_some(&ff[..]);
+                    let mut want_q = matmul_cpu(&deq(&raws[0], 40), 40, k, &a, m);
+                    let mut want_k = matmul_cpu(&deq(&raws[1], 24), 24, k, &a, m);
+                    let want_v = matmul_cpu(&deq(&raws[2], 24), 24, k, &a, m);
+                    if let Some(cfg) = &cfg {
+                        rope_cpu(&mut want_q, cfg, 5, 8, pos0, ffs);
+                        rope_cpu(&mut want_k, cfg, 3, 8, pos0, ffs);
+                    }
+                    let what = format!(
+                        "{dtype} m={m} rope {:?} ring {kv_ring}",
+                        cfg.as_ref().map(|c| (c.mode, c.n_rot))
+                    );
+                    let scale = want_q.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+                    let tol = 2e-5 * scale.max(1.0) * (k as f32).sqrt();
+                    let err = max_abs(&g.read_f32(&q, 0, m * 40).unwrap(), &want_q);
+                    assert!(err < tol, "{what}: q {err} (tolerance {tol})");
+                    let (kk, vv) = (
+                        g.read_f32(&kc, 0, rows * 24).unwrap(),
+                        g.read_f32(&vc, 0, rows * 24).unwrap(),
+                    );
+                    for t in 0..m {
+                        let row = if kv_ring > 0 { (pos0 + t) % kv_ring } else { t };
+                        let ek = max_abs(&kk[row * 24..][..24], &want_k[t * 24..][..24]);
+                        let ev = max_abs(&vv[row * 24..][..24], &want_v[t * 24..][..24]);
+                        assert!(ek < tol && ev < tol, "{what}: token {t} k {ek} v {ev}");
+                    }
+                }
+            }
+            // gate/up of 24 rows each, fused afresh
+            let mut gu: Vec<Weight> = (0..2)
+                .map(|i| Weight::upload(g, "gu", dtype, &raws[1 + i], 24, k).unwrap())
+                .collect();
+            {
+                let [a, b] = &mut gu[..] else { unreachable!() };
+                assert!(Weight::fuse(g, &mut [a, b]).unwrap());
+            }
+            assert!(pairs_apply(g, 2, &[&gu[0], &gu[1]]));
+            for act in [Glu::SwiGlu, Glu::GeGlu] {
+                let m = 2;
+                let x = randv(m * k, 9);
+                let (xb, yb) = (upload(g, &x), g.zeros("y", (m * 24 * 4) as u64).unwrap());
+                let mut enc = g.encoder();
+                GluPairs {
+                    gate: &gu[0],
+                    up: &gu[1],
+                    m,
+                    act,
+                    norm,
+                }
+                .encode(g, &mut enc, &xb, &yb)
+                .unwrap();
+                g.submit(enc);
+                let got = g.read_f32(&yb, 0, m * 24).unwrap();
+                let a = rmsnorm_cpu(&x, &norm_w, k, eps);
+                let gate = matmul_cpu(&deq(&raws[1], 24), 24, k, &a, m);
+                let up = matmul_cpu(&deq(&raws[2], 24), 24, k, &a, m);
+                let want = match act {
+                    Glu::SwiGlu => swiglu_cpu(&gate, &up),
+                    Glu::GeGlu => geglu_cpu(&gate, &up),
+                };
+                let scale = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+                let err = max_abs(&got, &want);
+                assert!(err < 1e-4 * scale, "{dtype} {act:?}: {err}");
+            }
+            // a weight split into two buffers, or odd row counts: not fused, a clear error
+            let odd: Vec<Weight> = [23usize, 25]
+                .iter()
+                .map(|&n| {
+                    let raw = quant::random_gguf_bytes(dtype, n, k, 5);
+                    Weight::upload(g, "odd", dtype, &raw, n, k).unwrap()
+                })
+                .collect();
+            assert!(!pairs_apply(g, 1, &[&odd[0], &odd[1]]));
+            let err = GluPairs {
+                gate: &odd[0],
+                up: &odd[1],
+                m: 1,
+                act: Glu::SwiGlu,
+                norm,
+            }
+            .encode(g, &mut g.encoder(), &upload(g, &randv(k, 1)), &dummy)
+            .unwrap_err();
+            assert!(err.to_string().contains("pairs_glu"), "{err}");
+        }
+    }
+}

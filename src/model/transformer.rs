@@ -29,6 +29,7 @@ use crate::ops::embed::Embed;
 use crate::ops::kv::KvStore;
 use crate::ops::matmul::{fused_rows_apply, Glu, GluRows, MatMul, QkvRope, QkvRows};
 use crate::ops::norm::{LayerNorm, RmsNorm};
+use crate::ops::pairs::{pairs_apply, GluPairs, QkvPairs, RmsIn};
 use crate::ops::rope::{Rope, RopeConfig};
 use crate::ops::top_k::{self, TopK};
 use crate::ops::Positions;
@@ -760,7 +761,6 @@ impl Transformer {
         self.embed(&p, &mut enc)?;
         for (l, layer) in self.layers.iter().enumerate() {
             // attention block: x += [post_norm](Wo attention(rope(Wqkv norm(x))) [+ bo])
-            self.norm(&p, &mut enc, &s.x, &layer.attn_norm, &s.xn)?;
             let rope_done = self.qkv(&p, &mut enc, l, layer, seqs, &spans)?;
             // per sequence: its positions, its cache
             for (i, (sq, &span)) in seqs.iter().zip(&spans).enumerate() {
@@ -774,7 +774,6 @@ impl Transformer {
             let post_norm = layer.post_attn_norm.as_ref();
             self.residual(&p, &mut enc, &layer.wo, &layer.bo, post_norm, &s.att)?;
             // feed-forward block: x += [post_norm](Wdown act(Wgate f, Wup f) [+ bdown]), f = norm(x)
-            self.norm(&p, &mut enc, &s.x, &layer.ffn_norm, &s.xn)?;
             let act = self.ffn_act(&p, &mut enc, layer)?;
             let post_norm = layer.post_ffn_norm.as_ref();
             self.residual(&p, &mut enc, &layer.w_down, &layer.b_down, post_norm, act)?;
@@ -891,6 +890,18 @@ impl Transformer {
         }
     }
 
+    /// A norm a fused kernel can apply in its prologue: RMSNorm (LayerNorm's mean and bias are
+    /// not fused).
+    fn rms_in<'a>(&self, nw: &'a NormW) -> Option<RmsIn<'a>> {
+        match nw.b {
+            Some(_) => None,
+            None => Some(RmsIn {
+                weight: &nw.w,
+                eps: self.cfg.eps,
+            }),
+        }
+    }
+
     /// Layer `l`'s RoPE, and whether it is the local (sliding-window) one; `None` for learned
     /// positions.
     fn rope_cfg(&self, l: usize) -> Option<(&RopeConfig, bool)> {
@@ -912,10 +923,12 @@ impl Transformer {
         }
     }
 
-    /// `q, k, v = Wq a [+ bq], Wk a [+ bk], Wv a [+ bv]` from `a = xn` into `q`, `k`, `v`, then
+    /// `a = norm(x)`, `q, k, v = Wq a [+ bq], Wk a [+ bk], Wv a [+ bv]` into `q`, `k`, `v`, then
     /// `[q, k = rmsnorm per head (q, k)]`. Returns whether RoPE ran in the projection's epilogue
-    /// (one sequence, the fused rows kernel, no bias or head norm between projection and
-    /// rotation), which then also wrote an f32 cache's keys and values.
+    /// (one sequence, a fused kernel, no bias or head norm between projection and rotation),
+    /// which then also wrote an f32 cache's keys and values. The GPU layout's decode runs the
+    /// norm, the three products and the rotation as one dispatch (`QkvPairs`); the CPU layout's
+    /// fuses the products and the rotation (`QkvRows`).
     fn qkv(
         &self,
         p: &Pass,
@@ -936,7 +949,12 @@ impl Transformer {
         };
         let qkv = [&layer.wq, &layer.wk, &layer.wv];
         let no_bias = layer.bq.is_none() && layer.bk.is_none() && layer.bv.is_none();
-        let fused = fused_rows_apply(gpu, p.variant_m, &qkv);
+        let norm_in = self.rms_in(&layer.attn_norm);
+        let pairs = norm_in.filter(|_| pairs_apply(gpu, p.variant_m, &qkv));
+        let fused = pairs.is_some() || fused_rows_apply(gpu, p.variant_m, &qkv);
+        if pairs.is_none() {
+            self.norm(p, enc, &s.x, &layer.attn_norm, &s.xn)?;
+        }
         if let (Some((rc, local)), [sq], &[span]) = (self.rope_cfg(l), seqs, spans) {
             if fused && no_bias && !head_normed {
                 // keys and values straight into an f32 cache (its ring), else into k, v
@@ -954,16 +972,33 @@ impl Transformer {
                     dummy: &self.dummy,
                     kv_ring,
                 };
-                QkvRows {
-                    w: qkv,
-                    m: p.m,
-                    rope: Some(rope),
+                match pairs {
+                    Some(norm) => QkvPairs {
+                        w: qkv,
+                        m: p.m,
+                        norm,
+                        rope: Some(rope),
+                    }
+                    .encode(gpu, enc, &s.x, [q_out, k_dst, v_dst])?,
+                    None => QkvRows {
+                        w: qkv,
+                        m: p.m,
+                        rope: Some(rope),
+                    }
+                    .encode(gpu, enc, &s.xn, [q_out, k_dst, v_dst])?,
                 }
-                .encode(gpu, enc, &s.xn, [q_out, k_dst, v_dst])?;
                 return Ok(true);
             }
         }
-        if fused {
+        if let Some(norm) = pairs {
+            QkvPairs {
+                w: qkv,
+                m: p.m,
+                norm,
+                rope: None,
+            }
+            .encode(gpu, enc, &s.x, [q_out, k_out, &s.v])?;
+        } else if fused {
             QkvRows {
                 w: qkv,
                 m: p.m,
@@ -1136,8 +1171,9 @@ impl Transformer {
         }
     }
 
-    /// `act(Wgate f, Wup f)` (or `gelu(Wup f [+ bup])` without a gate) from `f = xn`; returns
-    /// the buffer holding it.
+    /// `f = norm(x)`, `act(Wgate f, Wup f)` (or `gelu(Wup f [+ bup])` without a gate); returns
+    /// the buffer holding it. The GPU layout's decode runs it as one dispatch (`GluPairs`), the
+    /// CPU layout's the products and the activation (`GluRows`).
     fn ffn_act<'s>(
         &self,
         p: &Pass<'s>,
@@ -1146,14 +1182,30 @@ impl Transformer {
     ) -> Result<&'s wgpu::Buffer> {
         let (c, gpu, s) = (&self.cfg, p.gpu, p.s);
         let n = p.m * c.ffn;
+        let act = match c.act {
+            Act::GeGlu => Glu::GeGlu,
+            _ => Glu::SwiGlu,
+        };
+        let norm_in = self.rms_in(&layer.ffn_norm);
+        let pairs = layer.w_gate.as_ref().zip(norm_in).filter(|(wg, _)| {
+            layer.b_up.is_none() && pairs_apply(gpu, p.variant_m, &[wg, &layer.w_up])
+        });
+        if let Some((wg, norm)) = pairs {
+            GluPairs {
+                gate: wg,
+                up: &layer.w_up,
+                m: p.m,
+                act,
+                norm,
+            }
+            .encode(gpu, enc, &s.x, &s.gate)?;
+            return Ok(&s.gate);
+        }
+        self.norm(p, enc, &s.x, &layer.ffn_norm, &s.xn)?;
         let fused = layer.w_gate.as_ref().filter(|wg| {
             layer.b_up.is_none() && fused_rows_apply(gpu, p.variant_m, &[wg, &layer.w_up])
         });
         if let Some(wg) = fused {
-            let act = match c.act {
-                Act::GeGlu => Glu::GeGlu,
-                _ => Glu::SwiGlu,
-            };
             GluRows {
                 gate: wg,
                 up: &layer.w_up,

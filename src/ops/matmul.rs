@@ -270,12 +270,12 @@ pub fn fused_rows_apply(gpu: &Gpu, variant_m: usize, ws: &[&Weight]) -> bool {
 }
 
 /// One buffer, one after the other, whole blocks per row: what the fused rows kernels read.
-fn fused_layout(ws: &[&Weight]) -> bool {
+pub(crate) fn fused_layout(ws: &[&Weight]) -> bool {
     Weight::contiguous(ws) && ws[0].cols.is_multiple_of(ws[0].dtype.block_elems().max(8))
 }
 
 /// Checks the x and output buffers of a fused rows kernel.
-fn check_fused(
+pub(crate) fn check_fused(
     name: &str,
     m: usize,
     x: (&wgpu::Buffer, usize),

@@ -7,6 +7,7 @@ pub mod embed;
 pub mod kv;
 pub mod matmul;
 pub mod norm;
+pub mod pairs;
 pub mod quant;
 pub mod rope;
 pub mod softmax;
@@ -78,6 +79,8 @@ pub fn all_kernels() -> Vec<(String, Vec<&'static str>)> {
             matmul::qkv_rows_sources(dtype),
             matmul::qkv_rope_rows_sources(dtype),
             matmul::glu_rows_sources(dtype),
+            pairs::qkv_sources(dtype),
+            pairs::glu_sources(dtype),
         ] {
             v.push((key, srcs));
         }
