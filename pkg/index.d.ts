@@ -135,6 +135,13 @@ interface SamplingRequest {
   logit_bias?: Record<string, number>;
   /** Enforced while decoding (llguidance): a `json_schema` answer that ends with `stop` validates. */
   response_format?: ResponseFormat;
+  /**
+   * Speculative decoding (flint's extension): proposes what followed the latest earlier
+   * occurrence of the last tokens in the prompt and answer, and checks the proposal in one pass.
+   * The same text (greedy) or the same distribution (sampling) as without; faster when the
+   * answer copies its input. Default `'ngram'` (on); `false` or `'off'` turns it off.
+   */
+  speculative?: boolean | 'ngram' | 'off' | { mode?: 'ngram' | 'off'; draft_max?: number; draft_min?: number };
   n?: 1;
   stream?: boolean;
   stream_options?: { include_usage?: boolean };

@@ -199,6 +199,8 @@ function generateOptions(body, ctx) {
     tool_choice: body.tool_choice ?? null,
     parallel_tool_calls: body.parallel_tool_calls ?? null,
     response_format: body.response_format ?? null,
+    // speculative decoding (prompt lookup): on unless `speculative: false` (src/spec.rs)
+    speculative: body.speculative ?? null,
   };
 }
 

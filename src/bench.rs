@@ -307,6 +307,94 @@ pub struct BenchReport {
     /// `--profile`); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<TestProfile>,
+    /// Speculative decoding's tests ([`run_spec`]), where prompts were given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spec: Vec<SpecResult>,
+}
+
+/// One speculative-decoding test: the greedy answer to one prompt with speculation off and on
+/// (each the median of the repetitions, after a warm-up of each).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpecResult {
+    /// `spec <name>` (a prompt file's stem in `benches/spec/`).
+    pub test: String,
+    pub n_prompt: usize,
+    /// Tokens generated (the same with and without speculation when `same_text`).
+    pub n_gen: usize,
+    /// Decode tokens per second without speculation (the `generated N tokens at X tok/s` figure).
+    pub off_tps: f64,
+    /// The same with speculation: the effective decode rate.
+    pub on_tps: f64,
+    /// on_tps / off_tps.
+    pub speedup: f64,
+    /// Checking passes, drafted tokens and accepted tokens of one run with speculation.
+    pub passes: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// accepted / drafted.
+    pub acceptance: f64,
+    /// Whether both answers are the same text.
+    pub same_text: bool,
+}
+
+/// `reps` timed generations after a warm-up: the median decode rate and the last generation.
+async fn spec_runs(
+    engine: &mut Engine,
+    prompt: &[u32],
+    o: &crate::engine::GenerateOptions,
+    reps: usize,
+) -> Result<(f64, crate::engine::Generation)> {
+    let mut tps = Vec::new();
+    let mut last = None;
+    for _ in 0..=reps.max(1) {
+        engine.reset();
+        let g = engine.generate_async(prompt, o, &mut |_| true).await?;
+        tps.push(g.decode_tps());
+        last = Some(g);
+    }
+    tps.remove(0); // the warm-up
+    tps.sort_by(f64::total_cmp);
+    let g = last.ok_or_else(|| Error::InvalidArgument("no run".into()))?;
+    Ok((tps[tps.len() / 2], g))
+}
+
+/// Runs one speculative test: `prompt` (token ids) answered greedily, up to `max_tokens`,
+/// without speculation and with `spec`, `reps` times each after a warm-up; the decode rates are
+/// medians.
+pub async fn run_spec(
+    engine: &mut Engine,
+    name: &str,
+    prompt: &[u32],
+    max_tokens: usize,
+    spec: crate::spec::SpecOptions,
+    reps: usize,
+) -> Result<SpecResult> {
+    use crate::engine::GenerateOptions;
+    use crate::sampling::SamplingParams;
+    let opts = |spec| GenerateOptions {
+        max_tokens,
+        sampling: SamplingParams::greedy(),
+        spec,
+        ..Default::default()
+    };
+    let off_opts = opts(crate::spec::SpecOptions::off());
+    let (off_tps, off) = spec_runs(engine, prompt, &off_opts, reps).await?;
+    let (on_tps, on) = spec_runs(engine, prompt, &opts(spec), reps).await?;
+    engine.reset();
+    let s = on.spec;
+    Ok(SpecResult {
+        test: format!("spec {name}"),
+        n_prompt: prompt.len(),
+        n_gen: on.tokens.len(),
+        off_tps,
+        on_tps,
+        speedup: on_tps / off_tps.max(1e-9),
+        passes: s.passes,
+        drafted: s.drafted,
+        accepted: s.accepted,
+        acceptance: s.acceptance(),
+        same_text: on.text == off.text && on.tokens == off.tokens,
+    })
 }
 
 /// Where one test's GPU time went, per token over the timed runs.
@@ -487,6 +575,7 @@ pub async fn run(
         copy_bytes,
         roofline_ratio: decode_weight_gbps.map(|g| g / copy_gbps),
         profiles,
+        spec: Vec::new(),
     })
 }
 

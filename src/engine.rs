@@ -16,6 +16,7 @@ use crate::gpu::{Gpu, GpuOptions};
 use crate::model::transformer::StepInput;
 use crate::model::{KvCache, Logits, Model, Scratch};
 use crate::sampling::{Sampler, SamplingParams};
+use crate::spec::{Drafter, SpecOptions, SpecStats};
 use crate::tokenizer::Tokenizer;
 use crate::tools::Delta;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct GenerateOptions {
     pub grammar: Option<crate::constrain::Compiled>,
     /// Parse tool calls written in this syntax out of the text (tools were given).
     pub tools: Option<crate::tools::Syntax>,
+    /// Speculative decoding (on by default: prompt lookup, [`crate::spec`]).
+    pub spec: SpecOptions,
 }
 
 pub use crate::decode::FinishReason;
@@ -66,6 +69,7 @@ impl std::fmt::Debug for GenerateOptions {
             .field("stop", &self.stop)
             .field("grammar", &self.grammar.is_some())
             .field("tools", &self.tools)
+            .field("spec", &self.spec)
             .finish()
     }
 }
@@ -84,6 +88,8 @@ pub struct Generation {
     pub finish: FinishReason,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// Speculative decoding's checking passes, drafted and accepted tokens.
+    pub spec: SpecStats,
 }
 
 impl Generation {
@@ -207,6 +213,42 @@ impl State {
         Ok(best)
     }
 
+    /// Feeds `tokens` (at most one batch) and reads back what picks the token after each of
+    /// them, in order: each row's `k` best logits ranked on the GPU when `gpu_k` is `Some(k)`,
+    /// else each whole row (speculative decoding's check).
+    async fn feed_rows(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        tokens: &[u32],
+        gpu_k: Option<usize>,
+    ) -> Result<Vec<Scores>> {
+        self.check_fits(tokens)?;
+        let (cache, scratch) = (&mut self.cache, &mut self.scratch);
+        let rows = match gpu_k {
+            Some(k) => model
+                .top_k_all_async(gpu, cache, scratch, tokens, k)
+                .await?
+                .into_iter()
+                .map(Scores::Best)
+                .collect(),
+            None => model
+                .forward_async(gpu, cache, scratch, tokens, Logits::All)
+                .await?
+                .chunks(model.vocab())
+                .map(|r| Scores::Logits(r.to_vec()))
+                .collect(),
+        };
+        self.history.extend_from_slice(tokens);
+        Ok(rows)
+    }
+
+    /// Cuts the cache and the history back to their first `len` tokens.
+    fn cut(&mut self, len: usize) {
+        self.cache.truncate(len);
+        self.history.truncate(len);
+    }
+
     /// Feeds `tokens` and reads back what picks the next token: the `k` best logits ranked on
     /// the GPU when `gpu_k` is `Some(k)`, else the last token's whole row.
     async fn feed_next(
@@ -237,7 +279,7 @@ impl State {
         on_delta: &mut dyn FnMut(&Delta) -> bool,
     ) -> Result<FinishReason> {
         loop {
-            let tok = turn.pick(&mut next)?;
+            let tok = turn.pick(&mut next, None)?;
             if let Some(finish) = turn.accept(tok, self.history.len(), self.cache.ctx, on_delta)? {
                 return Ok(finish);
             }
@@ -259,13 +301,83 @@ impl State {
     ) -> Result<FinishReason> {
         let mut pipe = Pipelined::new(gpu);
         loop {
-            let tok = turn.pick(&mut next)?;
+            let tok = turn.pick(&mut next, None)?;
             if let Some(finish) = turn.accept(tok, self.history.len(), self.cache.ctx, on_delta)? {
                 return Ok(finish);
             }
             next = Scores::Best(pipe.step(self, gpu, model, tok, true).await?);
         }
     }
+}
+
+impl State {
+    /// [`State::decode`] with speculative decoding: after each token, `drafter` proposes what
+    /// may follow; the token and the draft go through the model in one pass, which scores the
+    /// token after each of them; drafted tokens are taken, in order, while the sampler picks
+    /// them from those scores ([`Sampler::sample_spec`]: the same token, or the same
+    /// distribution, as without the draft), and the first one it does not pick is replaced by
+    /// its own pick. The cache and the history keep only what was taken.
+    #[allow(clippy::too_many_arguments)]
+    async fn decode_spec(
+        &mut self,
+        gpu: &Gpu,
+        model: &Model,
+        mut next: Scores,
+        gpu_k: Option<usize>,
+        turn: &mut Turn<'_>,
+        on_delta: &mut dyn FnMut(&Delta) -> bool,
+        drafter: &mut Drafter,
+        max_tokens: usize,
+    ) -> Result<FinishReason> {
+        let ctx = self.cache.ctx;
+        let mut tok = turn.pick(&mut next, None)?;
+        loop {
+            if let Some(finish) = turn.accept(tok, self.history.len(), ctx, on_delta)? {
+                return Ok(finish);
+            }
+            // what the cache and the answer still take after `tok`
+            let room = (ctx.saturating_sub(self.history.len() + 1))
+                .min(max_tokens.saturating_sub(turn.tokens.len()));
+            // a check computes its rows as single steps would (`same_as_alone`)
+            let room = model.same_as_alone(self.history.len(), room + 1) - 1;
+            let draft = drafter.propose(&turn.context, room);
+            if draft.is_empty() {
+                next = self.feed_next(gpu, model, 1, &[tok], gpu_k).await?;
+                tok = turn.pick(&mut next, None)?;
+                continue;
+            }
+            let before = self.history.len();
+            let input: Vec<u32> = std::iter::once(tok).chain(draft.iter().copied()).collect();
+            let mut rows = self.feed_rows(gpu, model, &input, gpu_k).await?.into_iter();
+            let mut taken = 0;
+            let mut own = None;
+            for &d in &draft {
+                let mut row = rows.next().ok_or_else(short)?;
+                let pick = turn.pick(&mut row, Some(d))?;
+                if pick != d {
+                    own = Some(pick);
+                    break;
+                }
+                if let Some(finish) = turn.accept(d, before + 1 + taken, ctx, on_delta)? {
+                    drafter.observe(draft.len(), taken + 1);
+                    self.cut(before + 1 + taken);
+                    return Ok(finish);
+                }
+                taken += 1;
+            }
+            drafter.observe(draft.len(), taken);
+            self.cut(before + 1 + taken);
+            tok = match own {
+                Some(t) => t,
+                None => turn.pick(&mut rows.next().ok_or_else(short)?, None)?,
+            };
+        }
+    }
+}
+
+/// A checking pass that returned fewer rows than it was given tokens.
+fn short() -> Error {
+    Error::Gpu("speculative check: fewer rows of scores than tokens".into())
 }
 
 /// The overlapped greedy decode loop's steps in flight: the one whose pick is being read back,
@@ -355,14 +467,15 @@ struct Turn<'t> {
 }
 
 impl Turn<'_> {
-    /// Picks the next token from what a step read back.
-    fn pick(&mut self, next: &mut Scores) -> Result<u32> {
+    /// Picks the next token from what a step read back; at a position where `draft` was
+    /// proposed, as [`Sampler::sample_spec`] picks it.
+    fn pick(&mut self, next: &mut Scores, draft: Option<u32>) -> Result<u32> {
         match next {
             Scores::Logits(logits) => {
                 self.output.mask(logits)?;
-                self.sampler.sample(logits, &self.context)
+                self.sampler.sample_spec(logits, &self.context, draft)
             }
-            Scores::Best(best) => self.sampler.sample_top(best),
+            Scores::Best(best) => self.sampler.sample_top_spec(best, draft),
         }
     }
 
@@ -859,7 +972,10 @@ impl Engine {
             .filter(|_| self.gpu.caps.gpu_sampling && constraint.is_none());
         // Greedy over GPU-ranked candidates: the GPU's pick is the token, so the next step can
         // read it there, and the loop can run ahead of the readback.
-        let overlap = self.overlap && gpu_k == Some(1) && opts.sampling.temperature == 0.0;
+        opts.spec.validate()?;
+        let mut drafter = Drafter::new(opts.spec);
+        let spec = opts.spec.mode != crate::spec::SpecMode::Off;
+        let overlap = !spec && self.overlap && gpu_k == Some(1) && opts.sampling.temperature == 0.0;
         let t0 = Instant::now();
         let keep = self.reuse_prefix(0, prompt)?;
         let rest = &prompt[keep..];
@@ -894,6 +1010,23 @@ impl Engine {
             // the step submitted ahead, if any, is dropped: its keys and values get overwritten
             st.cache.truncate(st.history.len());
             r?
+        } else if spec {
+            let max = opts.max_tokens;
+            let r = st
+                .decode_spec(
+                    gpu,
+                    model,
+                    first,
+                    gpu_k,
+                    &mut turn,
+                    on_delta,
+                    &mut drafter,
+                    max,
+                )
+                .await;
+            // after an error, the rows of an unfinished check are dropped
+            st.cache.truncate(st.history.len());
+            r?
         } else {
             st.decode(gpu, model, first, gpu_k, &mut turn, on_delta)
                 .await?
@@ -914,6 +1047,7 @@ impl Engine {
             finish,
             prefill_time,
             decode_time: t1.elapsed(),
+            spec: drafter.stats,
         })
     }
 

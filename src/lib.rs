@@ -20,6 +20,7 @@ pub mod ops;
 pub mod sampling;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
+pub mod spec;
 pub mod tokenizer;
 pub mod tools;
 pub mod web;

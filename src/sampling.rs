@@ -194,6 +194,21 @@ impl Sampler {
     /// Errors: empty logits, a NaN or `+inf` logit, a `logit_bias` token outside the vocabulary,
     /// or every token banned (`-inf`).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Result<u32> {
+        self.sample_spec(logits, history, None)
+    }
+
+    /// [`Sampler::sample`] for a position where speculative decoding proposed `draft`: returns
+    /// `draft` with the probability `p(draft)` the sampler's distribution gives it, else a token
+    /// drawn from that distribution with `draft` left out (renormalised). The token returned
+    /// has exactly the distribution [`Sampler::sample`]'s has (a one-token draft's speculative
+    /// sampling: accept with min(1, p/q), q = 1, else sample the residual max(0, p - q)), so
+    /// speculation does not change what is generated. Greedy: the argmax, whatever the draft.
+    pub fn sample_spec(
+        &mut self,
+        logits: &mut [f32],
+        history: &[u32],
+        draft: Option<u32>,
+    ) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::InvalidArgument(
                 "sampling: the logits are empty".into(),
@@ -244,7 +259,7 @@ impl Sampler {
         if p.top_k > 0 || p.top_p < 1.0 {
             cand.sort_unstable_by(by_logit_desc);
         }
-        self.draw()
+        self.draw(draft)
     }
 
     /// How many of the best logits decide the next token when no bias or penalty can change
@@ -269,6 +284,12 @@ impl Sampler {
     /// [`Sampler::sample`] picks from the full row with the same generator state.
     /// Errors: no candidates, a NaN or `+inf` logit among them.
     pub fn sample_top(&mut self, best: &[(u32, f32)]) -> Result<u32> {
+        self.sample_top_spec(best, None)
+    }
+
+    /// [`Sampler::sample_top`] with a drafted token, as [`Sampler::sample_spec`] takes it (a
+    /// draft outside the candidates has probability 0).
+    pub fn sample_top_spec(&mut self, best: &[(u32, f32)], draft: Option<u32>) -> Result<u32> {
         if let Some(&(id, l)) = best.iter().find(|c| c.1.is_nan() || c.1 == f32::INFINITY) {
             return Err(Error::InvalidArgument(format!(
                 "sampling: logit of token {id} is {l} (the model produced a non-finite value)"
@@ -286,12 +307,13 @@ impl Sampler {
         if self.params.top_k > 0 {
             self.candidates.truncate(self.params.top_k);
         }
-        self.draw()
+        self.draw(draft)
     }
 
     /// top-p, min-p, temperature and the random draw over `self.candidates` (non-empty, sorted
-    /// best first when top-k or top-p is on).
-    fn draw(&mut self) -> Result<u32> {
+    /// best first when top-k or top-p is on). With a `draft`: first one uniform draw accepts it
+    /// with its probability; if it is not accepted (or has none), it is left out of the draw.
+    fn draw(&mut self, draft: Option<u32>) -> Result<u32> {
         let p = &self.params;
         let cand = &mut self.candidates;
         if p.top_p < 1.0 {
@@ -308,14 +330,26 @@ impl Sampler {
         // Temperature, then a softmax in f64 and one uniform draw.
         let inv_t = 1.0 / f64::from(p.temperature);
         let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-        let total: f64 = cand
-            .iter()
-            .map(|c| ((f64::from(c.1) - f64::from(max)) * inv_t).exp())
-            .sum();
+        let weight = |l: f32| ((f64::from(l) - f64::from(max)) * inv_t).exp();
+        let mut total: f64 = cand.iter().map(|c| weight(c.1)).sum();
+        if let Some(d) = draft {
+            if let Some(&(_, l)) = cand.iter().find(|c| c.0 == d) {
+                let w = weight(l);
+                if self.rng.random::<f64>() * total < w {
+                    return Ok(d);
+                }
+                // the residual: the distribution without the draft
+                total -= w;
+                cand.retain(|c| c.0 != d);
+                if cand.is_empty() || total <= 0.0 {
+                    return Ok(d);
+                }
+            }
+        }
         let u: f64 = self.rng.random::<f64>() * total;
         let mut acc = 0.0f64;
         for &(id, l) in cand.iter() {
-            acc += ((f64::from(l) - f64::from(max)) * inv_t).exp();
+            acc += weight(l);
             if u < acc {
                 return Ok(id);
             }

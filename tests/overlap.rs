@@ -36,6 +36,8 @@ fn greedy(max_tokens: usize, stop: &[&str]) -> GenerateOptions {
         max_tokens,
         sampling: SamplingParams::greedy(),
         stop: stop.iter().map(|s| s.to_string()).collect(),
+        // the overlapped loop is the non-speculative one
+        spec: flint::spec::SpecOptions::off(),
         ..Default::default()
     }
 }

@@ -7,10 +7,11 @@ use flint::engine::{Engine, GenerateOptions, LoadOptions};
 use flint::format::ModelFile;
 use flint::gpu::{Gpu, GpuOptions, KvType, TileType};
 use flint::sampling::SamplingParams;
+use flint::spec::{SpecMode, SpecOptions};
 use flint::tools::{ToolChoice, ToolSpec};
 use flint::{Error, Result};
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 /// The model scripts/setup.sh fetches.
@@ -169,6 +170,21 @@ struct SampleArgs {
     /// Stop at this string (repeatable).
     #[arg(long = "stop")]
     stop: Vec<String>,
+    /// Speculative decoding: `ngram` (propose what followed the latest earlier occurrence of the
+    /// last tokens in the prompt and output, check the proposal in one pass; the same text as
+    /// `off`, faster where the answer copies its input) or `off` (one token per pass).
+    #[arg(long = "spec", default_value = "ngram", value_parser = parse_spec)]
+    spec: SpecMode,
+    /// Most tokens one speculative draft proposes.
+    #[arg(long = "draft-max", default_value_t = 8)]
+    draft_max: usize,
+    /// Fewest tokens a draft must have to be checked.
+    #[arg(long = "draft-min", default_value_t = 1)]
+    draft_min: usize,
+}
+
+fn parse_spec(s: &str) -> std::result::Result<SpecMode, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 #[derive(Args)]
@@ -311,6 +327,18 @@ struct BenchArgs {
     /// (ms per token by kernel). Each submit then waits for the GPU, so t/s drop a little.
     #[arg(long)]
     profile: bool,
+    /// Speculative decoding tests: every `*.txt` in this folder (benches/spec has input-grounded
+    /// prompts and a free-form one) is a user message, answered greedily with `--spec off` and
+    /// with `--spec ngram`; the table gives both decode rates, the speedup, the acceptance and
+    /// whether the texts are the same. Combine with `-p 0 -n 0` to run only these.
+    #[arg(long, value_name = "DIR")]
+    spec_prompts: Option<PathBuf>,
+    /// Most tokens each speculative test generates.
+    #[arg(long, default_value_t = 128)]
+    spec_tokens: usize,
+    /// Most tokens one speculative draft proposes in those tests.
+    #[arg(long = "draft-max", default_value_t = 8)]
+    draft_max: usize,
 }
 
 #[derive(Args)]
@@ -569,6 +597,11 @@ impl SampleArgs {
                 ..SamplingParams::default()
             },
             stop: self.stop.clone(),
+            spec: SpecOptions {
+                mode: self.spec,
+                draft_max: self.draft_max,
+                draft_min: self.draft_min,
+            },
             ..Default::default()
         }
     }
@@ -583,6 +616,16 @@ fn print_stats(g: &flint::engine::Generation) {
         g.tokens.len(),
         g.decode_tps()
     );
+    let s = g.spec;
+    if s.passes > 0 {
+        eprintln!(
+            "flint: speculative: {} checks, {} of {} drafted tokens accepted ({:.0}%)",
+            s.passes,
+            s.accepted,
+            s.drafted,
+            100.0 * s.acceptance()
+        );
+    }
 }
 
 fn run(a: RunArgs) -> Result<()> {
@@ -1202,6 +1245,26 @@ fn bench(mut a: BenchArgs) -> Result<()> {
     if !a.profile {
         report.profiles.clear();
     }
+    if let Some(dir) = &a.spec_prompts {
+        let spec = SpecOptions {
+            mode: SpecMode::Ngram,
+            draft_max: a.draft_max,
+            draft_min: 1,
+        };
+        spec.validate()?;
+        for (name, prompt) in spec_prompts(&engine, dir)? {
+            let r = pollster::block_on(flint::bench::run_spec(
+                &mut engine,
+                &name,
+                &prompt,
+                a.spec_tokens,
+                spec,
+                a.reps,
+            ))?;
+            on_run(&r.test, 1, 1, r.on_tps);
+            report.spec.push(r);
+        }
+    }
     if a.json {
         if noop {
             eprintln!("{NOOP_NOTE}");
@@ -1213,6 +1276,53 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         print_bench_table(&report);
     }
     Ok(())
+}
+
+/// The prompts of `flint bench --spec-prompts DIR`: each `*.txt` file (by name) as one user
+/// message through the model's chat template (or as plain text without one), tokenized.
+fn spec_prompts(engine: &Engine, dir: &Path) -> Result<Vec<(String, Vec<u32>)>> {
+    let read = |e: std::io::Error| Error::InvalidArgument(format!("{}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read)?
+        .filter_map(|f| f.ok().map(|f| f.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: no *.txt prompt files",
+            dir.display()
+        )));
+    }
+    let tok = &engine.tokenizer;
+    let piece = |id: Option<u32>| id.and_then(|i| tok.token_str(i)).unwrap_or("").to_string();
+    let template = match &engine.chat_template {
+        Some(t) => Some(ChatTemplate::new(
+            t,
+            &piece(tok.bos_id()),
+            &piece(tok.eos_id()),
+        )?),
+        None => None,
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", f.display())))?;
+        let name = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let prompt = match &template {
+            Some(t) => {
+                let rendered = t.render(&[ChatMessage::user(text)], true)?;
+                tok.encode(&rendered, false)?
+            }
+            None => tok.encode(&text, true)?,
+        };
+        out.push((name, prompt));
+    }
+    Ok(out)
 }
 
 /// What `flint bench --backend noop` says on stderr before and after it runs.
@@ -1279,6 +1389,30 @@ fn print_bench_table(r: &BenchReport) {
             mib(r.decode_weight_bytes_per_token),
             ratio * 100.0
         );
+    }
+    if !r.spec.is_empty() {
+        println!(
+            "\nspeculative decoding (--spec ngram, greedy; decode t/s medians over {} repetitions):",
+            r.repetitions
+        );
+        println!("| test | prompt | generated | t/s off | t/s ngram | speedup | checks | drafted | accepted | acceptance | same text |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+        for t in &r.spec {
+            println!(
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2}x | {} | {} | {} | {:.0}% | {} |",
+                t.test,
+                t.n_prompt,
+                t.n_gen,
+                t.off_tps,
+                t.on_tps,
+                t.speedup,
+                t.passes,
+                t.drafted,
+                t.accepted,
+                t.acceptance * 100.0,
+                if t.same_text { "yes" } else { "NO" }
+            );
+        }
     }
     for p in &r.profiles {
         let total: f64 = p.kernels.iter().map(|k| k.ms_per_token).sum();

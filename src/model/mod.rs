@@ -267,6 +267,27 @@ impl Model {
         Ok(out.pop().unwrap_or_default())
     }
 
+    /// See [`Transformer::same_as_alone`].
+    pub fn same_as_alone(&self, pos0: usize, tokens: usize) -> usize {
+        self.0.same_as_alone(pos0, tokens)
+    }
+
+    /// One forward pass over `tokens`, then the `k` best logits of every token's row, ranked on
+    /// the GPU (speculative decoding's check: row `i` scores the token after `tokens[i]`).
+    pub async fn top_k_all_async(
+        &self,
+        gpu: &Gpu,
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        tokens: &[u32],
+        k: usize,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        let mut seqs = [transformer::Seq { cache, tokens }];
+        self.0
+            .top_k_rows_async(gpu, &mut seqs, scratch, k, Logits::All)
+            .await
+    }
+
     /// One greedy decode step submitted without a readback (see
     /// [`Transformer::submit_greedy_step`]): the overlapped decode loop's step.
     pub fn submit_greedy_step(

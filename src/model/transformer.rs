@@ -638,7 +638,26 @@ impl Transformer {
         scratch: &mut Scratch,
         k: usize,
     ) -> Result<Vec<Vec<(u32, f32)>>> {
-        let (mut enc, spans, rows) = self.encode_many(gpu, seqs, scratch, Logits::Last, None)?;
+        self.top_k_rows_async(gpu, seqs, scratch, k, Logits::Last)
+            .await
+    }
+
+    /// [`Transformer::top_k_many_async`] over the rows `want` asks for: each sequence's last
+    /// token, or ([`Logits::All`], one sequence) every token (speculative decoding's check).
+    pub async fn top_k_rows_async(
+        &self,
+        gpu: &Gpu,
+        seqs: &mut [Seq<'_>],
+        scratch: &mut Scratch,
+        k: usize,
+        want: Logits,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        if want == Logits::Hidden {
+            return Err(Error::InvalidArgument(
+                "top-k: hidden states have no logits to rank".into(),
+            ));
+        }
+        let (mut enc, spans, rows) = self.encode_many(gpu, seqs, scratch, want, None)?;
         let (op, out) = self.encode_top_k(gpu, &mut enc, scratch, rows, k)?;
         gpu.submit(enc);
         let bytes = gpu.read_async(&out, 0, (op.out_words() * 4) as u64).await?;
@@ -780,6 +799,18 @@ impl Transformer {
         }
         self.head(&p, &mut enc, &spans, want, n_logit_rows)?;
         Ok((enc, spans, n_logit_rows))
+    }
+
+    /// The most of `tokens` tokens, from position `pos0`, that one pass computes exactly as it
+    /// would one token at a time (speculative decoding's check must): all of them, except where
+    /// Phi-3's longrope switches factors inside the span (a pass rotates every token with the
+    /// factors its end calls for; one token at a time, each with its own).
+    pub fn same_as_alone(&self, pos0: usize, tokens: usize) -> usize {
+        let switch = self.cfg.long_rope_ctx;
+        match self.rope_long.is_some() && pos0 < switch {
+            true => tokens.min(switch - pos0),
+            false => tokens,
+        }
     }
 
     /// Checks the sequences of a pass and lays out their rows: each sequence's [`Span`].

@@ -112,6 +112,9 @@ struct WebGenerateOptions {
     parallel_tool_calls: Option<serde_json::Value>,
     #[serde(default)]
     response_format: Option<serde_json::Value>,
+    /// Speculative decoding ([`SpecOptions::from_json`]).
+    #[serde(default)]
+    speculative: Option<serde_json::Value>,
 }
 
 /// Options of [`WebEngine::bench`] (JSON; llama-bench's -p, -n, -d, -r). The lengths are lists
@@ -570,10 +573,12 @@ async fn run(
         )));
     }
     let ids = chat.tokens(prompt, tools.as_ref()).map_err(js_error)?;
+    let spec = crate::spec::SpecOptions::from_json(o.speculative.as_ref()).map_err(js_error)?;
     let mut opts = GenerateOptions {
         max_tokens: o.max_tokens,
         sampling: o.sampling,
         stop: o.stop,
+        spec,
         ..Default::default()
     };
     if tools.is_some() || format.is_some() {
