@@ -180,6 +180,9 @@ export interface Timings {
   predicted_n: number;
   predicted_ms: number;
   predicted_per_second: number;
+  /** Speculative decoding: tokens drafted, and how many of them were kept. */
+  draft_n: number;
+  draft_n_accepted: number;
 }
 
 export interface ChatCompletion {

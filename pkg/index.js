@@ -231,6 +231,9 @@ function timingsOf(r) {
     predicted_n: r.tokens.length,
     predicted_ms: r.decodeMs,
     predicted_per_second: r.decodeTps,
+    // speculative decoding, as llama.cpp's server names them
+    draft_n: r.draftTokens,
+    draft_n_accepted: r.draftAccepted,
   };
 }
 

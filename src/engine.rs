@@ -888,6 +888,27 @@ impl Engine {
         r.map(|()| picked)
     }
 
+    /// Speculative decoding's check on a slot: feeds `tokens` (a token and its draft) after what
+    /// the slot holds and returns the scores of the token after each, in order (each row's `k`
+    /// best ranked on the GPU with `gpu_k`, else each whole row). The caller cuts the slot back
+    /// to what it keeps ([`Engine::cut_slot`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn check_slot(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        gpu_k: Option<usize>,
+    ) -> Result<Vec<Scores>> {
+        let (gpu, model, _, st) = self.slot_parts(slot)?;
+        pollster::block_on(st.feed_rows(gpu, model, tokens, gpu_k))
+    }
+
+    /// Cuts a slot's cache and history back to their first `len` tokens.
+    pub fn cut_slot(&mut self, slot: usize, len: usize) -> Result<()> {
+        self.slot_mut(slot)?.cut(len);
+        Ok(())
+    }
+
     /// Makes the cache hold exactly `tokens`, computing only what differs from what it holds, and
     /// returns the last token's logits and how many tokens were computed.
     #[cfg(not(target_arch = "wasm32"))]

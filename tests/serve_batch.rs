@@ -374,3 +374,107 @@ fn gpu_sampling_serves_what_cpu_sampling_serves() {
     let lp = &cpu[2][0]["choice"]["logprobs"];
     assert_eq!(lp["tokens"].as_array().map(Vec::len), Some(4), "{lp}");
 }
+
+/// Speculative decoding inside continuous batching: four concurrent greedy chat requests that
+/// copy a sentence (each drafting for itself, checked in passes of its own) return exactly what
+/// they return with `"speculative": false`, and `/health` counts the checks, drafted and
+/// accepted tokens.
+#[test]
+fn speculative_requests_serve_what_plain_ones_serve() {
+    if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
+        return;
+    }
+    let _one = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = LoadOptions {
+        ctx: Some(256),
+        ..Default::default()
+    };
+    let engine = Engine::load(MODEL, &opts, &mut |_, _| {}).expect("load SmolLM2");
+    let config = ServeConfig {
+        port: 0,
+        model_id: "smol".into(),
+        max_concurrency: 8,
+        parallel: 4,
+        ..Default::default()
+    };
+    let server = flint::serve::spawn(engine, config).unwrap();
+    let addr = server.addr;
+    let sentences = [
+        "The lighthouse keeper climbed the spiral stairs every evening at dusk.",
+        "Seven small boats sailed past the harbour wall before the storm arrived.",
+        "The library on the hill keeps its oldest maps in a cool stone cellar.",
+        "A red kite circled twice above the field and then drifted east.",
+    ];
+    let bodies = |spec: Value| -> Vec<Value> {
+        sentences
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({"model": "smol", "max_tokens": 24, "temperature": 0, "speculative": spec,
+                       "stream": i == 1,
+                       "messages": [{"role": "user", "content": format!("Repeat this sentence exactly: {s}")}]})
+            })
+            .collect()
+    };
+    let chat_together = |bodies: Vec<Value>| -> Vec<String> {
+        let handles: Vec<_> = bodies
+            .into_iter()
+            .map(|b| {
+                std::thread::spawn(move || {
+                    let text = post_text(addr, "/v1/chat/completions", &b);
+                    if b["stream"] == json!(true) {
+                        // the streamed pieces, joined
+                        text.lines()
+                            .filter_map(|l| l.strip_prefix("data: "))
+                            .filter(|l| *l != "[DONE]")
+                            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                            .filter_map(|c| {
+                                c["choices"][0]["delta"]["content"]
+                                    .as_str()
+                                    .map(str::to_string)
+                            })
+                            .collect::<String>()
+                    } else {
+                        let v: Value = serde_json::from_str(&text).unwrap();
+                        v["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap()
+                            .to_string()
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    };
+    let plain = chat_together(bodies(json!(false)));
+    let h1 = idle_health(addr);
+    assert_eq!(h1["speculative"]["checks"], 0, "{h1}");
+    let spec = chat_together(bodies(json!(null)));
+    let h2 = idle_health(addr);
+    let s = &h2["speculative"];
+    eprintln!("plain {plain:?}\nspeculative {spec:?}\n{s}");
+    assert_eq!(spec, plain, "speculation changed the answers");
+    assert!(plain[0].contains("spiral stairs"), "{plain:?}");
+    let (drafted, accepted) = (
+        s["drafted_tokens"].as_u64().unwrap(),
+        s["accepted_tokens"].as_u64().unwrap(),
+    );
+    assert!(s["checks"].as_u64().unwrap() > 0, "{h2}");
+    assert!(accepted * 2 > drafted, "most drafts accepted: {s}");
+    // a bad value is the request's error
+    let bad = json!({"model": "smol", "max_tokens": 2, "speculative": "fast",
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let mut c = TcpStream::connect(addr).unwrap();
+    let b = bad.to_string();
+    write!(
+        c,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("speculative"), "{out}");
+    server.shutdown();
+}

@@ -176,10 +176,10 @@ struct SampleArgs {
     #[arg(long = "spec", default_value = "ngram", value_parser = parse_spec)]
     spec: SpecMode,
     /// Most tokens one speculative draft proposes.
-    #[arg(long = "draft-max", default_value_t = 8)]
+    #[arg(long = "draft-max", default_value_t = 7)]
     draft_max: usize,
     /// Fewest tokens a draft must have to be checked.
-    #[arg(long = "draft-min", default_value_t = 1)]
+    #[arg(long = "draft-min", default_value_t = 3)]
     draft_min: usize,
 }
 
@@ -337,7 +337,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 128)]
     spec_tokens: usize,
     /// Most tokens one speculative draft proposes in those tests.
-    #[arg(long = "draft-max", default_value_t = 8)]
+    #[arg(long = "draft-max", default_value_t = 7)]
     draft_max: usize,
 }
 
@@ -1219,14 +1219,22 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         warmup: !a.no_warmup,
     };
     // before the model loads, naming the flags
-    spec.check_named(&SpecNames::CLI)?;
+    let only_spec =
+        a.spec_prompts.is_some() && spec.n_prompt.iter().chain(&spec.n_gen).all(|&n| n == 0);
+    if !only_spec {
+        spec.check_named(&SpecNames::CLI)?;
+    }
     let noop = flint::gpu::is_noop(a.model.backend.as_deref());
     if noop {
         eprintln!("{NOOP_NOTE}");
     }
     let path = a.model.path()?;
     let sizes = ModelSizes::of(&ModelFile::open(&path)?);
-    let ctx = spec.ctx_needed().max(a.model.ctx.unwrap_or(0));
+    let mut ctx = spec.ctx_needed().max(a.model.ctx.unwrap_or(0));
+    if a.spec_prompts.is_some() {
+        // room for the prompt files (checked once they are tokenized)
+        ctx = ctx.max(flint::engine::DEFAULT_CTX);
+    }
     let mut engine = a.model.load(Some(ctx))?;
     let quiet = a.model.quiet;
     let mut on_run = |test: &str, run: usize, runs: usize, tps: f64| {
@@ -1249,7 +1257,7 @@ fn bench(mut a: BenchArgs) -> Result<()> {
         let spec = SpecOptions {
             mode: SpecMode::Ngram,
             draft_max: a.draft_max,
-            draft_min: 1,
+            draft_min: SpecOptions::default().draft_min,
         };
         spec.validate()?;
         for (name, prompt) in spec_prompts(&engine, dir)? {

@@ -236,6 +236,9 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
             .with_code("unsupported_value"));
         }
     }
+    // flint's extension: speculative decoding (on unless `false` / "off"; src/spec.rs)
+    let spec = crate::spec::SpecOptions::from_json(m.get("speculative"))
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("speculative")))?;
     let mut logprobs = None;
     let mut response_format = None;
     let mut tools = None;
@@ -381,6 +384,7 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
                 seed,
             },
             stop,
+            spec,
             ..Default::default()
         },
     })

@@ -465,6 +465,11 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
                 "decode_steps": steps,
                 "decode_passes": c.passes.load(Ordering::Relaxed),
                 "gpu_sampled_passes": c.gpu_sampled_passes.load(Ordering::Relaxed),
+                "speculative": {
+                    "checks": c.spec_checks.load(Ordering::Relaxed),
+                    "drafted_tokens": c.spec_drafted.load(Ordering::Relaxed),
+                    "accepted_tokens": c.spec_accepted.load(Ordering::Relaxed),
+                },
                 "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
                 "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
             })

@@ -19,6 +19,13 @@
 //! [`Engine::feed_many_top_k`]); [`Sampler::sample_top`] then picks exactly the token
 //! [`Sampler::sample`] would have picked from the row.
 //!
+//! Speculative decoding (the request's `speculative`, on by default): a sequence whose prompt
+//! lookup proposes a draft after its token checks token and draft in a pass of its own on its
+//! slot ([`Engine::check_slot`]), exactly as `Engine::generate_async` does, and keeps what its
+//! sampler picks ([`Sampler::sample_spec`]); sequences without a draft share the batched pass.
+//! Requests that ask for `logprobs` do not speculate. `/health` counts the checks and the
+//! drafted and accepted tokens.
+//!
 //! A job whose client disconnected is skipped if it is still queued, and a running one is
 //! dropped at its next step, freeing its slot (visible in `/health`).
 
@@ -27,6 +34,7 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::decode::Output;
 use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
 use crate::sampling::{top_logprobs, Sampler};
+use crate::spec::{Drafter, SpecMode};
 use crate::tools::{Delta, Syntax, ToolSpec};
 use crate::Error;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -114,6 +122,10 @@ pub struct Counters {
     pub gpu_sampled_passes: AtomicU64,
     /// Prompt tokens served from the KV cache instead of being computed.
     pub cached_prompt_tokens: AtomicU64,
+    /// Speculative decoding: checking passes, and the tokens drafted and accepted in them.
+    pub spec_checks: AtomicU64,
+    pub spec_drafted: AtomicU64,
+    pub spec_accepted: AtomicU64,
 }
 
 /// A request's place among the `--max-concurrency` admitted ones; released on drop.
@@ -241,11 +253,16 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
     let mut feeds: Vec<(usize, u32)> = Vec::new(); // (engine slot, token)
     let mut fed: Vec<usize> = Vec::new(); // index into `active` of each feed
     for (i, seq) in active.iter_mut().enumerate() {
-        match guarded(|| seq.choose(engine, shared, counters)) {
+        let next = guarded(|| match seq.choose(engine, shared, counters)? {
+            Next::Feed(tok) => seq.speculate(engine, shared, counters, tok),
+            other => Ok(other),
+        });
+        match next {
             Ok(Next::Feed(tok)) => {
                 feeds.push((seq.slot, tok));
                 fed.push(i);
             }
+            Ok(Next::Checked) => {}
             Ok(Next::Finished(finish)) => {
                 if finish == FinishReason::Cancelled {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -317,6 +334,8 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
 enum Next {
     /// Feed this token (the batched pass gives the next logits).
     Feed(u32),
+    /// Its token and a draft went through a check pass of their own: its next scores are set.
+    Checked,
     /// The sequence is finished (its `Done` event sent, or its client gone).
     Finished(FinishReason),
 }
@@ -344,6 +363,13 @@ struct Sequence {
     pending_logprobs: Vec<TokenLogprob>,
     /// Prompt tokens that came from the KV cache.
     cached: usize,
+    /// The most tokens the answer may have.
+    max_tokens: usize,
+    /// Speculative decoding's drafter (`None`: the request does not speculate).
+    drafter: Option<Drafter>,
+    /// The token a check already picked from `next` (where its draft was not taken): the next
+    /// step reports it instead of sampling again.
+    forced: Option<u32>,
 }
 
 impl Sequence {
@@ -422,7 +448,12 @@ impl Sequence {
             return Ok(None);
         }
         let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
+        let drafter = (opts.spec.mode != SpecMode::Off && job.logprobs.is_none())
+            .then(|| Drafter::new(opts.spec));
         Ok(Some(Sequence {
+            max_tokens,
+            drafter,
+            forced: None,
             slot,
             events: job.events,
             admission: Some(job._slot),
@@ -454,6 +485,9 @@ impl Sequence {
             return Ok(Next::Finished(FinishReason::Cancelled));
         }
         counters.steps.fetch_add(1, Ordering::Relaxed);
+        if let Some(tok) = self.forced.take() {
+            return self.emit(engine, shared, tok, None);
+        }
         let logits = match &mut self.next {
             Scores::Logits(logits) => logits,
             // no logprobs or grammar here (see `gpu_k`): the candidates decide the token
@@ -479,6 +513,117 @@ impl Sequence {
             .sample(logits, &self.context)
             .map_err(|e| ApiError::server(e.to_string()))?;
         self.emit(engine, shared, tok, raw)
+    }
+
+    /// After `tok` was chosen and reported: if the drafter proposes what follows, checks `tok`
+    /// and the draft in one pass on this sequence's slot, reports the drafted tokens its sampler
+    /// picks in turn (the first it does not pick becomes [`Sequence::forced`]) and cuts the
+    /// slot back to what was taken: [`Next::Checked`], or [`Next::Finished`] if one of them ended
+    /// the answer. Without a draft: [`Next::Feed`] of `tok`, for the batched pass.
+    fn speculate(
+        &mut self,
+        engine: &mut Engine,
+        shared: &Shared,
+        counters: &Counters,
+        tok: u32,
+    ) -> Result<Next, ApiError> {
+        let Some(mut drafter) = self.drafter.take() else {
+            return Ok(Next::Feed(tok));
+        };
+        let r = self.check(engine, shared, counters, tok, &mut drafter);
+        self.drafter = Some(drafter);
+        r
+    }
+
+    fn check(
+        &mut self,
+        engine: &mut Engine,
+        shared: &Shared,
+        counters: &Counters,
+        tok: u32,
+        drafter: &mut Drafter,
+    ) -> Result<Next, ApiError> {
+        let server = |e: crate::Error| ApiError::server(e.to_string());
+        let before = engine.slot_history(self.slot).len();
+        // room for the draft: the answer's and the cache's (one position spare, so the checked
+        // tokens never look like a full context to `emit`), cut where a pass would compute
+        // rows differently from single steps
+        let room = (engine.ctx.saturating_sub(before + 2))
+            .min(self.max_tokens.saturating_sub(self.output.generated()));
+        let room = engine.model.same_as_alone(before, room + 1) - 1;
+        let draft = drafter.propose(&self.context, room);
+        if draft.is_empty() {
+            return Ok(Next::Feed(tok));
+        }
+        let input: Vec<u32> = std::iter::once(tok).chain(draft.iter().copied()).collect();
+        counters.passes.fetch_add(1, Ordering::Relaxed);
+        counters.spec_checks.fetch_add(1, Ordering::Relaxed);
+        let mut rows = engine
+            .check_slot(self.slot, &input, self.gpu_k)
+            .map_err(server)?
+            .into_iter();
+        let short = || ApiError::server("speculative check: fewer rows than tokens");
+        let mut taken = 0;
+        let mut finished = None;
+        for &d in &draft {
+            let mut row = rows.next().ok_or_else(short)?;
+            let pick = self.pick(&mut row, Some(d), counters)?;
+            if pick != d {
+                self.forced = Some(pick);
+                self.next = row;
+                break;
+            }
+            counters.steps.fetch_add(1, Ordering::Relaxed);
+            match self.emit(engine, shared, d, None)? {
+                Next::Feed(_) => taken += 1,
+                other => {
+                    finished = Some(other);
+                    break;
+                }
+            }
+        }
+        let kept = taken + finished.is_some() as usize;
+        drafter.observe(draft.len(), kept);
+        counters
+            .spec_drafted
+            .fetch_add(draft.len() as u64, Ordering::Relaxed);
+        counters
+            .spec_accepted
+            .fetch_add(kept as u64, Ordering::Relaxed);
+        engine
+            .cut_slot(self.slot, before + 1 + taken)
+            .map_err(server)?;
+        if let Some(f) = finished {
+            return Ok(f);
+        }
+        if self.forced.is_none() {
+            self.next = rows.next().ok_or_else(short)?;
+        }
+        Ok(Next::Checked)
+    }
+
+    /// The token the sampler picks from a checked row, where `draft` was proposed.
+    fn pick(
+        &mut self,
+        row: &mut Scores,
+        draft: Option<u32>,
+        counters: &Counters,
+    ) -> Result<u32, ApiError> {
+        let r = match row {
+            Scores::Best(best) => self.sampler.sample_top_spec(best, draft),
+            Scores::Logits(logits) => {
+                if self.output.constrained() {
+                    let t0 = Instant::now();
+                    let masked = self.output.mask(logits);
+                    counters
+                        .mask_us
+                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    masked.map_err(|e| ApiError::server(e.to_string()))?;
+                }
+                self.sampler.sample_spec(logits, &self.context, draft)
+            }
+        };
+        r.map_err(|e| ApiError::server(e.to_string()))
     }
 
     /// Reports the chosen token `tok`; `raw` is its row before the grammar mask, when logprobs

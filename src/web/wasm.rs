@@ -619,5 +619,7 @@ async fn run(
         "decodeMs": g.decode_time.as_secs_f64() * 1e3,
         "prefillTps": g.prefill_tps(),
         "decodeTps": g.decode_tps(),
+        "draftTokens": g.spec.drafted,
+        "draftAccepted": g.spec.accepted,
     }))
 }

@@ -108,6 +108,16 @@ try {
   await bad({ messages: [{ role: 'user', content: 'hi' }], response_format: { type: 'xml' } }, /response_format\.type/, 'an unknown response_format type is rejected, naming the field');
   await bad({ messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { parameters: {} } }] },
     /tools\[0\]\.function\.name/, 'a tool without a name is rejected, naming the field');
+  await bad({ messages: [{ role: 'user', content: 'hi' }], speculative: 'fast' }, /speculative/, 'a bad `speculative` is rejected, naming the field');
+  // Speculative decoding (on by default): copying a sentence, the same greedy text as without.
+  const copy = { messages: [{ role: 'user', content: 'Repeat this sentence exactly: The lighthouse keeper climbed the spiral stairs every evening at dusk.' }],
+    max_tokens: 20, temperature: 0 };
+  const specOn = await engine.chat.completions.create(copy);
+  const specOff = await engine.chat.completions.create({ ...copy, speculative: false });
+  check(specOn.choices[0].message.content === specOff.choices[0].message.content && /spiral stairs/.test(specOff.choices[0].message.content),
+    'speculative decoding gives the text decoding without it gives', JSON.stringify([specOn.choices[0].message.content, specOff.choices[0].message.content]));
+  check(specOn.timings.draft_n_accepted > 0 && specOn.timings.draft_n_accepted <= specOn.timings.draft_n && specOff.timings.draft_n === 0,
+    'timings count drafted and accepted tokens', JSON.stringify([specOn.timings, specOff.timings]));
   // response_format and tool calls go through the library's grammar engine in wasm too.
   const rf = await engine.chat.completions.create({
     messages: [{ role: 'user', content: 'Give a JSON object.' }], max_tokens: 3, temperature: 0,
