@@ -127,6 +127,8 @@ pub struct Engine {
     state: State,
     slots: Vec<State>,
     pub load_time: Duration,
+    /// The draft model of speculative decoding's `draft` mode ([`Engine::set_draft`]).
+    draft: Option<DraftModel>,
     /// Whether greedy generation with the pick made on the GPU overlaps its steps: step N+1 is
     /// submitted, fed with step N's pick on the GPU, before step N's pick is read back (see
     /// [`Engine::generate_async`]). The same tokens either way. On unless the environment
@@ -327,6 +329,7 @@ impl State {
         turn: &mut Turn<'_>,
         on_delta: &mut dyn FnMut(&Delta) -> bool,
         drafter: &mut Drafter,
+        mut draft_model: Option<&mut DraftModel>,
         max_tokens: usize,
     ) -> Result<FinishReason> {
         let ctx = self.cache.ctx;
@@ -340,7 +343,13 @@ impl State {
                 .min(max_tokens.saturating_sub(turn.tokens.len()));
             // a check computes its rows as single steps would (`same_as_alone`)
             let room = model.same_as_alone(self.history.len(), room + 1) - 1;
-            let draft = drafter.propose(&turn.context, room);
+            let draft = match draft_model.as_deref_mut() {
+                Some(dm) => match drafter.budget(room) {
+                    0 => Vec::new(),
+                    k => dm.propose(gpu, 256, &turn.context, k).await?,
+                },
+                None => drafter.propose(&turn.context, room),
+            };
             if draft.is_empty() {
                 next = self.feed_next(gpu, model, 1, &[tok], gpu_k).await?;
                 tok = turn.pick(&mut next, None)?;
@@ -372,6 +381,49 @@ impl State {
                 None => turn.pick(&mut rows.next().ok_or_else(short)?, None)?,
             };
         }
+    }
+}
+
+/// A second, smaller model that drafts for speculative decoding (`SpecMode::Draft`): the same
+/// vocabulary, its own KV cache on the same device. Each draft first brings its cache to the
+/// prompt and answer so far (keeping the prefix it shares with them: after a check, what the
+/// main model kept), then runs `k` greedy steps, each picked on the GPU.
+pub struct DraftModel {
+    model: Model,
+    state: State,
+}
+
+impl DraftModel {
+    async fn propose(
+        &mut self,
+        gpu: &Gpu,
+        batch: usize,
+        context: &[u32],
+        k: usize,
+    ) -> Result<Vec<u32>> {
+        let st = &mut self.state;
+        if context.is_empty() || k == 0 || context.len() + k > st.cache.ctx {
+            return Ok(Vec::new());
+        }
+        let common = st
+            .history
+            .iter()
+            .zip(context)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(context.len() - 1);
+        st.cut(common);
+        let mut draft = Vec::with_capacity(k);
+        let mut feed = context[common..].to_vec();
+        for _ in 0..k {
+            let best = st.feed_top_k(gpu, &self.model, batch, &feed, 1).await?;
+            let Some(&(tok, _)) = best.first() else {
+                break;
+            };
+            draft.push(tok);
+            feed = vec![tok];
+        }
+        Ok(draft)
     }
 }
 
@@ -620,9 +672,57 @@ impl Engine {
                 history: Vec::new(),
             },
             slots: Vec::new(),
+            draft: None,
             load_time: Duration::ZERO,
             overlap: std::env::var_os("FLINT_NO_OVERLAP").is_none(),
         })
+    }
+
+    /// Gives the engine a draft model for speculative decoding's `draft` mode: a smaller model
+    /// with the same vocabulary (`tokenizer` is its own, compared token by token), with a KV
+    /// cache of the engine's context on the engine's device.
+    pub fn set_draft(&mut self, model: Model, tokenizer: &Tokenizer) -> Result<()> {
+        let (mine, theirs) = (&self.tokenizer, tokenizer);
+        let differs = mine.vocab_size() != theirs.vocab_size()
+            || model.vocab() < theirs.vocab_size()
+            || (0..mine.vocab_size() as u32).any(|i| mine.token_str(i) != theirs.token_str(i));
+        if differs {
+            return Err(Error::Model(format!(
+                "the draft model's vocabulary ({} tokens) is not the model's ({} tokens): speculative \
+                 decoding needs the same tokens with the same ids",
+                theirs.vocab_size(),
+                mine.vocab_size()
+            )));
+        }
+        let cache = model.new_cache(&self.gpu, self.ctx)?;
+        self.gpu.check("loading the draft model")?;
+        self.draft = Some(DraftModel {
+            model,
+            state: State {
+                cache,
+                scratch: Scratch::default(),
+                history: Vec::new(),
+            },
+        });
+        Ok(())
+    }
+
+    /// Loads a GGUF file or a Hugging Face folder on the engine's device as its draft model
+    /// ([`Engine::set_draft`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_draft(
+        &mut self,
+        path: impl AsRef<std::path::Path>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let file = ModelFile::open(path)?;
+        let tokenizer = match &file {
+            ModelFile::Gguf(g) => Tokenizer::load_for_model(path, g)?,
+            ModelFile::Hf(hf) => hf.tokenizer()?,
+        };
+        let model = Model::load_file(&self.gpu, &file, progress)?;
+        self.set_draft(model, &tokenizer)
     }
 
     /// Tokens currently held in the KV cache.
@@ -994,6 +1094,12 @@ impl Engine {
         // Greedy over GPU-ranked candidates: the GPU's pick is the token, so the next step can
         // read it there, and the loop can run ahead of the readback.
         opts.spec.validate()?;
+        if opts.spec.mode == crate::spec::SpecMode::Draft && self.draft.is_none() {
+            return Err(Error::InvalidArgument(
+                "speculative mode `draft` needs a draft model (`--draft MODEL`, Engine::set_draft)"
+                    .into(),
+            ));
+        }
         let mut drafter = Drafter::new(opts.spec);
         let spec = opts.spec.mode != crate::spec::SpecMode::Off;
         let overlap = !spec && self.overlap && gpu_k == Some(1) && opts.sampling.temperature == 0.0;
@@ -1022,6 +1128,10 @@ impl Engine {
             text: String::new(),
         };
         let st = &mut self.state;
+        let draft_model = match opts.spec.mode {
+            crate::spec::SpecMode::Draft => self.draft.as_mut(),
+            _ => None,
+        };
         let finish = if opts.max_tokens == 0 {
             FinishReason::Length
         } else if overlap {
@@ -1042,6 +1152,7 @@ impl Engine {
                     &mut turn,
                     on_delta,
                     &mut drafter,
+                    draft_model,
                     max,
                 )
                 .await;

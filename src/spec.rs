@@ -29,6 +29,8 @@ pub enum SpecMode {
     /// Prompt lookup over the context itself (no second model).
     #[default]
     Ngram,
+    /// A second, smaller model with the same vocabulary drafts greedily (`--draft MODEL`).
+    Draft,
 }
 
 impl std::str::FromStr for SpecMode {
@@ -37,13 +39,9 @@ impl std::str::FromStr for SpecMode {
         match s {
             "off" | "none" => Ok(SpecMode::Off),
             "ngram" => Ok(SpecMode::Ngram),
-            "draft" => Err(Error::InvalidArgument(
-                "speculative mode `draft` (a second, smaller model) is not implemented yet; use \
-                 `ngram` or `off`"
-                    .into(),
-            )),
+            "draft" => Ok(SpecMode::Draft),
             _ => Err(Error::InvalidArgument(format!(
-                "speculative mode `{s}`: expected `ngram` or `off`"
+                "speculative mode `{s}`: expected `ngram`, `draft` or `off`"
             ))),
         }
     }
@@ -105,6 +103,7 @@ impl SpecOptions {
 impl SpecOptions {
     /// The request field `speculative` (npm package, server): absent or `null` = the default
     /// (`ngram`), `true`/`false`, `"ngram"`/`"off"`, or `{"mode", "draft_max", "draft_min"}`.
+    /// (`"draft"` parses, and is refused where no draft model is loaded.)
     pub fn from_json(v: Option<&serde_json::Value>) -> Result<SpecOptions> {
         use serde_json::Value;
         let bad = |what: &str| {
@@ -193,12 +192,8 @@ impl Drafter {
         if self.opts.mode == SpecMode::Off {
             return Vec::new();
         }
-        if self.cooldown > 0 {
-            self.cooldown -= 1;
-            return Vec::new();
-        }
-        let want = self.opts.draft_max.min(room);
-        if want == 0 || want < self.opts.draft_min {
+        let want = self.budget(room);
+        if want == 0 {
             return Vec::new();
         }
         let draft = lookup(context, want);
@@ -206,6 +201,23 @@ impl Drafter {
             return Vec::new();
         }
         draft
+    }
+
+    /// How many tokens to draft now (a draft model's budget; prompt lookup's upper bound): 0
+    /// while backing off, or when `room` is below `draft_min`; else `draft_max` or `room`.
+    pub fn budget(&mut self, room: usize) -> usize {
+        if self.opts.mode == SpecMode::Off {
+            return 0;
+        }
+        if self.cooldown > 0 {
+            self.cooldown -= 1;
+            return 0;
+        }
+        let want = self.opts.draft_max.min(room);
+        if want < self.opts.draft_min.max(1) {
+            return 0;
+        }
+        want
     }
 
     /// Records how a draft of `drafted` tokens fared: `accepted` of them were kept.
@@ -315,7 +327,7 @@ mod tests {
         assert_eq!(d.stats.passes, 4);
         let mut off = Drafter::new(SpecOptions::off());
         assert!(off.propose(&ctx, 100).is_empty());
-        assert!("draft".parse::<SpecMode>().is_err());
+        assert_eq!("draft".parse::<SpecMode>().unwrap(), SpecMode::Draft);
         assert!("bogus".parse::<SpecMode>().is_err());
         assert!(SpecOptions {
             draft_min: 9,

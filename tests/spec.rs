@@ -246,3 +246,52 @@ fn smollm2_copies_with_most_drafts_accepted() {
     assert!(spec.spec.acceptance() > 0.5, "{:?}", spec.spec);
     assert!(spec.spec.passes < spec.tokens.len() / 2, "{:?}", spec.spec);
 }
+
+/// `--spec draft`: a second model with the same vocabulary drafts. The tiny qwen2 drafting for
+/// itself (every draft accepted) and the tiny qwen3 drafting for it (another model, the same
+/// tokens) give the ids decoding without speculation gives; a draft model with another
+/// vocabulary is refused, and `draft` without one is a clear error.
+#[test]
+fn draft_model_gives_the_same_ids() {
+    let dir = Path::new("tests/fixtures/arch");
+    let load = LoadOptions {
+        ctx: Some(64),
+        ..Default::default()
+    };
+    let mut e = Engine::load(dir.join("qwen2"), &load, &mut |_, _| {}).unwrap();
+    let prompt: Vec<u32> = vec![1, 72, 101, 108, 9, 33, 72];
+    let draft = SpecOptions {
+        mode: SpecMode::Draft,
+        draft_max: 4,
+        draft_min: 1,
+    };
+    let err = e
+        .generate(
+            &prompt,
+            &opts(8, SamplingParams::greedy(), draft),
+            &mut |_| true,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("needs a draft model"), "{err}");
+    let plain = gen(
+        &mut e,
+        &prompt,
+        &opts(40, SamplingParams::greedy(), SpecOptions::off()),
+    );
+    for (drafter, all_kept) in [("qwen2", true), ("qwen3", false)] {
+        e.load_draft(dir.join(drafter), &mut |_, _| {}).unwrap();
+        let spec = gen(&mut e, &prompt, &opts(40, SamplingParams::greedy(), draft));
+        eprintln!("{drafter} drafting: {:?}", spec.spec);
+        assert_eq!(spec.tokens, plain.tokens, "{drafter} drafting: ids");
+        assert_eq!(spec.finish, plain.finish);
+        assert!(spec.spec.drafted > 0, "{drafter}: nothing drafted");
+        if all_kept {
+            assert_eq!(spec.spec.accepted, spec.spec.drafted, "drafting for itself");
+            assert!(spec.spec.passes * 3 < spec.tokens.len(), "{:?}", spec.spec);
+        }
+    }
+    if Path::new(MODEL).exists() && std::env::var_os("FLINT_SKIP_MODEL_TESTS").is_none() {
+        let err = e.load_draft(MODEL, &mut |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("vocabulary"), "{err}");
+    }
+}

@@ -172,9 +172,16 @@ struct SampleArgs {
     stop: Vec<String>,
     /// Speculative decoding: `ngram` (propose what followed the latest earlier occurrence of the
     /// last tokens in the prompt and output, check the proposal in one pass; the same text as
-    /// `off`, faster where the answer copies its input) or `off` (one token per pass).
-    #[arg(long = "spec", default_value = "ngram", value_parser = parse_spec)]
-    spec: SpecMode,
+    /// `off`, faster where the answer copies its input), `draft` (a smaller model with the same
+    /// vocabulary proposes, `--draft`) or `off` (one token per pass). Default: `draft` with
+    /// `--draft`, else `ngram`.
+    #[arg(long = "spec", value_parser = parse_spec)]
+    spec: Option<SpecMode>,
+    /// A draft model for `--spec draft`: a GGUF file or Hugging Face folder with the model's
+    /// vocabulary (e.g. SmolLM2-135M for a larger SmolLM2), loaded on the same GPU with its own
+    /// KV cache.
+    #[arg(long = "draft", value_name = "MODEL")]
+    draft: Option<PathBuf>,
     /// Most tokens one speculative draft proposes.
     #[arg(long = "draft-max", default_value_t = 7)]
     draft_max: usize,
@@ -581,6 +588,14 @@ fn pull(a: PullArgs) -> Result<()> {
 }
 
 impl SampleArgs {
+    /// Loads `--draft` on the engine's device, if given.
+    fn load_draft(&self, engine: &mut Engine) -> Result<()> {
+        match &self.draft {
+            Some(path) => engine.load_draft(path, &mut |_, _| {}),
+            None => Ok(()),
+        }
+    }
+
     fn options(&self) -> GenerateOptions {
         GenerateOptions {
             max_tokens: self.max_tokens,
@@ -598,7 +613,10 @@ impl SampleArgs {
             },
             stop: self.stop.clone(),
             spec: SpecOptions {
-                mode: self.spec,
+                mode: self.spec.unwrap_or(match self.draft {
+                    Some(_) => SpecMode::Draft,
+                    None => SpecMode::Ngram,
+                }),
                 draft_max: self.draft_max,
                 draft_min: self.draft_min,
             },
@@ -631,6 +649,7 @@ fn print_stats(g: &flint::engine::Generation) {
 fn run(a: RunArgs) -> Result<()> {
     a.model.refuse_noop()?;
     let mut engine = a.model.load(None)?;
+    a.sample.load_draft(&mut engine)?;
     let prompt = engine.tokenizer.encode(&a.prompt, true)?;
     let opts = a.sample.options();
     let mut stdout = std::io::stdout();
@@ -650,6 +669,7 @@ fn run(a: RunArgs) -> Result<()> {
 fn chat(a: ChatArgs) -> Result<()> {
     a.model.refuse_noop()?;
     let mut engine = a.model.load(None)?;
+    a.sample.load_draft(&mut engine)?;
     let template = engine
         .chat_template
         .clone()

@@ -239,6 +239,13 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
     // flint's extension: speculative decoding (on unless `false` / "off"; src/spec.rs)
     let spec = crate::spec::SpecOptions::from_json(m.get("speculative"))
         .map_err(|e| ApiError::invalid(e.to_string(), Some("speculative")))?;
+    if spec.mode == crate::spec::SpecMode::Draft {
+        return Err(ApiError::invalid(
+            "`speculative` mode \"draft\": flint serve drafts by prompt lookup (\"ngram\"); it \
+             loads no draft model",
+            Some("speculative"),
+        ));
+    }
     let mut logprobs = None;
     let mut response_format = None;
     let mut tools = None;
