@@ -376,9 +376,9 @@ fn gpu_sampling_serves_what_cpu_sampling_serves() {
 }
 
 /// Speculative decoding inside continuous batching: four concurrent greedy chat requests that
-/// copy a sentence (each drafting for itself, checked in passes of its own) return exactly what
-/// they return with `"speculative": false`, and `/health` counts the checks, drafted and
-/// accepted tokens.
+/// copy a sentence (each drafting for itself, checked in passes of its own; one streamed, one
+/// constrained to a JSON object) return exactly what they return with `"speculative": false`,
+/// and `/health` counts the checks, drafted and accepted tokens.
 #[test]
 fn speculative_requests_serve_what_plain_ones_serve() {
     if std::env::var("FLINT_SKIP_MODEL_TESTS").is_ok() {
@@ -410,9 +410,15 @@ fn speculative_requests_serve_what_plain_ones_serve() {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                json!({"model": "smol", "max_tokens": 24, "temperature": 0, "speculative": spec,
+                let mut b = json!({"model": "smol", "max_tokens": 24, "temperature": 0, "speculative": spec,
                        "stream": i == 1,
-                       "messages": [{"role": "user", "content": format!("Repeat this sentence exactly: {s}")}]})
+                       "messages": [{"role": "user", "content": format!("Repeat this sentence exactly: {s}")}]});
+                if i == 3 {
+                    // the grammar masks every checked row: drafts it forbids are not taken
+                    b["response_format"] = json!({"type": "json_object"});
+                    b["messages"][0]["content"] = json!(format!("Answer in JSON with the key \"text\": {s}"));
+                }
+                b
             })
             .collect()
     };
@@ -464,6 +470,7 @@ fn speculative_requests_serve_what_plain_ones_serve() {
     );
     assert_eq!(spec, plain, "speculation changed the answers");
     assert!(plain[0].contains("spiral stairs"), "{plain:?}");
+    assert!(plain[3].starts_with('{'), "{plain:?}");
     let (drafted, accepted) = (
         s["drafted_tokens"].as_u64().unwrap(),
         s["accepted_tokens"].as_u64().unwrap(),
