@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Creates (once) the Python venv the OpenAI-client test uses: target/openai-venv with the official
-# `openai` package and `jsonschema` from PyPI. Prints the venv's python. Idempotent and cached: a
+# `openai` package, `jsonschema` and `prometheus_client` (its text-format parser checks /metrics)
+# from PyPI. Prints the venv's python. Idempotent and cached: a
 # venv whose packages import is reused as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/openai-venv
 PY="$VENV/bin/python"
-if [ -x "$PY" ] && "$PY" -c "import openai, jsonschema" 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c "import openai, jsonschema, prometheus_client" 2>/dev/null; then
   echo "$PY"
   exit 0
 fi
@@ -22,6 +23,7 @@ if ! python3 -m venv "$VENV" >&2; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >&2
   python3 -m venv "$VENV" >&2
 fi
-"$PY" -m pip install -q --disable-pip-version-check "openai>=1.40,<3" "jsonschema>=4,<5" >&2
-"$PY" -c "import openai, jsonschema" >&2
+"$PY" -m pip install -q --disable-pip-version-check "openai>=1.40,<3" "jsonschema>=4,<5" \
+  "prometheus_client>=0.17,<1" >&2
+"$PY" -c "import openai, jsonschema, prometheus_client" >&2
 echo "$PY"

@@ -796,13 +796,26 @@ fn oversize_body_is_413() {
     assert_error(&r, "chunked 413");
 }
 
+/// Safe by default: a loopback web origin may call the server (CORS preflight answered, the
+/// origin echoed); a foreign origin gets no CORS grant and its requests a 403 before the key or
+/// any model work; a foreign `Host` (DNS rebinding) a 403; the demo page loads through the
+/// server's own address.
 #[test]
 fn cors_preflight_and_headers() {
     let Some(f) = fixture() else { return };
-    let head = "OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: http://example.com\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n";
-    let r = raw(f.addr, head, b"");
+    let pre = |origin: &str| {
+        format!("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\n\r\n")
+    };
+    let r = raw(f.addr, &pre("http://example.com"), b"");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        None,
+        "foreign origin granted"
+    );
+    let local = "http://localhost:5173";
+    let r = raw(f.addr, &pre(local), b"");
     assert!((200..300).contains(&r.status), "preflight {}", r.status);
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-origin"), Some(local));
     let allowed = r
         .header("access-control-allow-headers")
         .unwrap_or("")
@@ -812,10 +825,47 @@ fn cors_preflight_and_headers() {
         .header("access-control-allow-methods")
         .is_some_and(|m| m.contains("POST")));
     // Actual responses, errors included, carry the header too.
-    let head = "GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: http://example.com\r\n\r\n";
-    let r = raw(f.addr, head, b"");
+    let head = format!("GET /v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: {local}\r\n\r\n");
+    let r = raw(f.addr, &head, b"");
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(r.header("access-control-allow-origin"), Some(local));
+    // a foreign origin's request (even a "simple" one a browser sends without preflight) and a
+    // foreign Host are refused before the key is looked at
+    let _g = gen_lock();
+    let gen_before = get_health_steps();
+    for head in [
+        format!("POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {KEY}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n"),
+        format!("POST /v1/completions HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"),
+    ] {
+        let r = raw(f.addr, &head, b"{}");
+        assert_eq!(r.status, 403, "{head}: {}", r.text());
+        assert_error(&r, "403");
+        assert!(r.text().contains("--cors-origin") || r.text().contains("--allowed-host"), "{}", r.text());
+    }
+    assert_eq!(
+        get_health_steps(),
+        gen_before,
+        "no model work for refused requests"
+    );
+    // the demo page (like every route, behind this server's key), through the address the
+    // server listens on and through localhost, with the page's own origin
+    for host in [f.addr.to_string(), format!("localhost:{}", f.addr.port())] {
+        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n");
+        let r = raw(f.addr, &head, b"");
+        assert_eq!(r.status, 200, "demo page via {host}: {}", r.text());
+        assert!(
+            r.text().contains("<html") || r.text().contains("<!doctype"),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+/// `/health`'s decode steps and prompt tokens served from the cache, as one string.
+fn get_health_steps() -> String {
+    let v = request("GET", "/health", Some(KEY), b"").json();
+    assert_eq!(v["status"], "ok", "{v}");
+    format!("{} {}", v["decode_steps"], v["cached_prompt_tokens"])
 }
 
 /// Chat logprobs in OpenAI's shape: one entry per completion token whose texts concatenate to

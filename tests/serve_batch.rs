@@ -27,7 +27,7 @@ fn post_text(addr: SocketAddr, path: &str, body: &Value) -> String {
     s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -63,7 +63,7 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -484,7 +484,7 @@ fn speculative_requests_serve_what_plain_ones_serve() {
     let b = bad.to_string();
     write!(
         c,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     )
     .unwrap();
@@ -492,5 +492,92 @@ fn speculative_requests_serve_what_plain_ones_serve() {
     c.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("speculative"), "{out}");
+    check_metrics(addr, &h2);
     server.shutdown();
+}
+
+/// `/metrics` after the 8 chat answers and the one refused request of the test above: its
+/// counters equal what the clients saw and `/health` counts, it parses with Prometheus' own
+/// Python parser (`prometheus_client`, from scripts/openai-venv.sh), and it carries the Gateway
+/// API Inference Extension's names.
+fn check_metrics(addr: SocketAddr, health: &Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, text) = out.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("flint_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}"),
+        8.0
+    );
+    assert_eq!(
+        value("flint_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(value("flint_time_to_first_token_seconds_count"), 8.0);
+    assert_eq!(value("flint_time_per_output_token_seconds_count"), 8.0);
+    assert_eq!(value("vllm:num_requests_running"), 0.0);
+    assert_eq!(value("vllm:num_requests_waiting"), 0.0);
+    assert_eq!(value("vllm:gpu_cache_usage_perc"), 0.0);
+    assert_eq!(value("flint_kv_cache_slots"), 4.0);
+    assert_eq!(
+        value("flint_prefix_cache_hit_tokens_total"),
+        health["cached_prompt_tokens"].as_u64().unwrap() as f64
+    );
+    let generated = value("flint_generation_tokens_total");
+    assert!(
+        (8.0 * 10.0..=8.0 * 24.0).contains(&generated),
+        "{generated}"
+    );
+    assert!(value("flint_prompt_tokens_total") > 8.0 * 20.0);
+    if std::env::var_os("FLINT_SKIP_PYTHON").is_some() {
+        return;
+    }
+    let venv = std::process::Command::new("scripts/openai-venv.sh")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/openai-venv.sh");
+    assert!(venv.status.success(), "scripts/openai-venv.sh failed");
+    let python = String::from_utf8(venv.stdout).unwrap();
+    let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
+                  fams = {f.name: f for f in p(sys.stdin.read())}\n\
+                  reqs = sum(s.value for s in fams['flint_requests'].samples if s.labels.get('endpoint') == '/v1/chat/completions')\n\
+                  ttft = [s.value for s in fams['flint_time_to_first_token_seconds'].samples if s.name.endswith('_count')][0]\n\
+                  print(int(reqs), int(ttft), fams['vllm:num_requests_running'].type)\n";
+    let mut child = std::process::Command::new(python.trim())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let got = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "prometheus_client could not parse /metrics:\n{text}"
+    );
+    assert_eq!(said.trim(), "9 8 gauge", "prometheus_client read {said}");
 }

@@ -258,9 +258,19 @@ struct ServeArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Require `Authorization: Bearer KEY` on every request (env FLINT_API_KEY).
-    #[arg(long, env = "FLINT_API_KEY")]
+    /// Require `Authorization: Bearer KEY` on every request (env FLINT_API_KEY, which keeps it
+    /// out of `ps`).
+    #[arg(long, env = "FLINT_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// A web origin allowed to call the server (CORS, and any request carrying `Origin`), besides
+    /// the loopback ones (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`), which
+    /// are the only ones by default: repeatable; `*` allows every origin.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origin: Vec<String>,
+    /// A host name accepted in the `Host` header besides loopback names and IP addresses (which
+    /// guards against DNS rebinding): repeatable; `*` accepts any.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_host: Vec<String>,
     /// Most requests queued or running at once; more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
     max_concurrency: usize,
@@ -1164,6 +1174,8 @@ fn serve(a: ServeArgs) -> Result<()> {
         embedding_model_id: String::new(),
         max_body_bytes: a.max_body_bytes,
         tool_syntax: a.tool_syntax,
+        cors_origins: a.cors_origin,
+        allowed_hosts: a.allowed_host,
     };
     let models = if flint::embed::is_embedding_model(&path)? {
         if let Some(e) = &a.embedding_model {

@@ -600,9 +600,20 @@ fn parse_tool_calls(o: &Map<String, Value>, i: usize) -> Result<Vec<ToolCall>, A
     Ok(out)
 }
 
+/// What to generate after: a chat rendered through the model's template, raw text, or token ids.
+#[derive(Debug)]
+pub enum Prompt {
+    /// Messages for the model's chat template (a generation prompt is appended), with the
+    /// request's tools.
+    Chat(Vec<ChatMessage>, Option<ToolSpec>),
+    /// Raw text, encoded with the model's BOS (like `flint run`).
+    Text(String),
+    /// Token ids, used as they are.
+    Tokens(Vec<u32>),
+}
+
 /// `prompt` of `/v1/completions`: a string, a list of one string, or a list of token ids.
-pub fn parse_prompt(m: &Map<String, Value>) -> Result<super::worker::Prompt, ApiError> {
-    use super::worker::Prompt;
+pub fn parse_prompt(m: &Map<String, Value>) -> Result<Prompt, ApiError> {
     let one = || {
         ApiError::invalid(
             "flint serve takes one prompt per request: a string, a list of one string, or a list of token ids.",

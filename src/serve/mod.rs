@@ -16,10 +16,18 @@
 //! `response_format` json_object / json_schema and tool calls are enforced by a token mask from
 //! [`crate::constrain`] at every step.
 //!
+//! Who may call it is checked first ([`access`]: loopback origins and hosts by default,
+//! `--cors-origin`, `--allowed-host`), then the API key. The request side ([`api`]: OpenAI's
+//! JSON read into checked requests and prompts, errors written back) and the worker side
+//! ([`worker`]) depend in one direction: the worker takes the API's `Prompt` and reports
+//! `ApiError`s; `api` knows nothing of the worker.
+//!
 //! Not yet: `n` > 1.
 
+pub mod access;
 pub mod api;
 pub mod embed;
+pub mod metrics;
 pub mod static_files;
 pub mod worker;
 
@@ -28,7 +36,7 @@ use crate::embed::Embedder;
 use crate::engine::Engine;
 use crate::tools::{Delta, Syntax};
 use crate::{Error, Result};
-use api::{ApiError, EmbedRequest, GenRequest};
+use api::{ApiError, EmbedRequest, GenRequest, Prompt};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -43,7 +51,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
-use worker::{Counters, Event, Job, Prompt, Slot, TokenLogprob};
+use worker::{Counters, Event, Job, Slot, TokenLogprob};
 
 /// Request bodies larger than this get 413 unless [`ServeConfig::max_body_bytes`] says otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
@@ -70,6 +78,12 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// The tool-call syntax, instead of the one detected from the chat template.
     pub tool_syntax: Option<Syntax>,
+    /// Web origins allowed besides the loopback ones (CORS, and requests that carry an
+    /// `Origin`); `*` allows any ([`access::origin_allowed`]).
+    pub cors_origins: Vec<String>,
+    /// Host names accepted in `Host` besides loopback names and IP addresses (DNS rebinding);
+    /// `*` accepts any ([`access::host_allowed`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -84,6 +98,8 @@ impl Default for ServeConfig {
             embedding_model_id: "flint-embedding".into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tool_syntax: None,
+            cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -120,6 +136,8 @@ struct AppState {
     created: u64,
     chat: Option<ChatState>,
     embed: Option<EmbedState>,
+    /// What `/metrics` reports besides the workers' counters (shared with the chat worker).
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The chat model's side: its worker's queue and what requests are checked against.
@@ -206,9 +224,10 @@ fn build(models: Models, config: ServeConfig) -> Result<Router> {
         }
         _ => {}
     }
+    let metrics = Arc::new(metrics::Metrics::default());
     let chat = models
         .chat
-        .map(|engine| start_chat(engine, &config))
+        .map(|engine| start_chat(engine, &config, metrics.clone()))
         .transpose()?;
     let embed = models
         .embedder
@@ -219,14 +238,22 @@ fn build(models: Models, config: ServeConfig) -> Result<Router> {
         created: now(),
         chat,
         embed,
+        metrics,
     })))
 }
 
 /// Starts the generation worker.
-fn start_chat(mut engine: Engine, config: &ServeConfig) -> Result<ChatState> {
+fn start_chat(
+    mut engine: Engine,
+    config: &ServeConfig,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<ChatState> {
     engine.set_slots(config.parallel.min(config.max_concurrency))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(config.max_concurrency);
-    let counters = Arc::new(Counters::default());
+    let counters = Arc::new(Counters {
+        metrics,
+        ..Default::default()
+    });
     let syntax = config
         .tool_syntax
         .unwrap_or_else(|| Syntax::detect(engine.chat_template.as_deref().unwrap_or("")));
@@ -266,14 +293,25 @@ fn start_embed(embedder: Embedder, config: &ServeConfig) -> Result<EmbedState> {
 }
 
 fn router(state: Shared) -> Router {
+    use tower_http::cors::AllowOrigin;
+    let origins = state.config.cors_origins.clone();
+    let allow_origin = match origins.iter().any(|o| o == "*") {
+        true => AllowOrigin::any(),
+        false => AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| access::origin_allowed(o, &origins))
+        }),
+    };
     let cors = tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
+        .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(3600));
     let limit = state.config.max_body_bytes;
     static_files::add(Router::new())
         .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(chat_completions))
@@ -282,6 +320,10 @@ fn router(state: Shared) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(cors)
         .with_state(state)
@@ -369,8 +411,70 @@ pub fn spawn(models: impl Into<Models>, config: ServeConfig) -> Result<ServerHan
     })
 }
 
-/// Checks the API key and the declared body size before any handler runs.
+/// Counts every request that got past [`guard`] by endpoint and status, for `/metrics`.
+async fn count_requests(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let r = next.run(req).await;
+    state.metrics.request(&path, r.status().as_u16());
+    r
+}
+
+/// `GET /metrics`: Prometheus' text format ([`metrics`]).
+async fn metrics_text(State(s): State<Shared>) -> Response {
+    let mut g = metrics::Gauges {
+        queued: 0,
+        running: 0,
+        slots: 0,
+        cached_prompt_tokens: 0,
+    };
+    if let Some(chat) = &s.chat {
+        let c = &chat.counters;
+        let in_flight = c.in_flight.load(Ordering::SeqCst) as u64;
+        g.running = c.active.load(Ordering::SeqCst) as u64;
+        g.queued = in_flight.saturating_sub(g.running);
+        g.slots = chat.slots as u64;
+        g.cached_prompt_tokens = c.cached_prompt_tokens.load(Ordering::Relaxed);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(&g),
+    )
+        .into_response()
+}
+
+/// Checks who is asking (the `Host` and `Origin` headers, see [`access`]), the API key and the
+/// declared body size before any handler runs.
 async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let cfg = &state.config;
+    let forbidden = |msg: String| {
+        ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", msg)
+            .with_code("forbidden")
+            .into_response()
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("?").to_string())
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(host) = host.filter(|h| !access::host_allowed(h, &cfg.allowed_hosts)) {
+        return forbidden(format!(
+            "The Host `{host}` is neither a loopback name nor an IP address (a page on another \
+             site may be reaching this server through DNS rebinding). Start flint serve with \
+             --allowed-host NAME to serve it."
+        ));
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("?");
+        if !access::origin_allowed(origin, &cfg.cors_origins) {
+            return forbidden(format!(
+                "Requests from the web origin `{origin}` are not allowed (only loopback origins \
+                 by default). Start flint serve with --cors-origin {origin} to allow it."
+            ));
+        }
+    }
     if let Some(key) = &state.config.api_key {
         let given = req
             .headers()
@@ -675,6 +779,7 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
     };
     let (tx, mut rx) = unbounded_channel();
     let job = Job {
+        admitted: std::time::Instant::now(),
         prompt,
         max_tokens: req.max_tokens,
         opts: req.opts,

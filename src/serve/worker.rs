@@ -29,13 +29,13 @@
 //! A job whose client disconnected is skipped if it is still queued, and a running one is
 //! dropped at its next step, freeing its slot (visible in `/health`).
 
-use super::api::ApiError;
-use crate::chat::{ChatMessage, ChatTemplate};
+use super::api::{ApiError, Prompt};
+use crate::chat::ChatTemplate;
 use crate::decode::Output;
 use crate::engine::{Engine, FinishReason, GenerateOptions, Scores};
 use crate::sampling::{top_logprobs, Sampler};
 use crate::spec::{Drafter, SpecMode};
-use crate::tools::{Delta, Syntax, ToolSpec};
+use crate::tools::{Delta, Syntax};
 use crate::Error;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -46,20 +46,10 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Sequences decoded together by default (`flint serve --parallel`): each holds a KV cache.
 pub const DEFAULT_SLOTS: usize = 4;
 
-/// What to generate after: a chat rendered through the model's template, raw text, or token ids.
-#[derive(Debug)]
-pub enum Prompt {
-    /// Messages for the model's chat template (a generation prompt is appended), with the
-    /// request's tools.
-    Chat(Vec<ChatMessage>, Option<ToolSpec>),
-    /// Raw text, encoded with the model's BOS (like `flint run`).
-    Text(String),
-    /// Token ids, used as they are.
-    Tokens(Vec<u32>),
-}
-
 /// One request for the worker.
 pub struct Job {
+    /// When the server admitted it (time to first token counts from here).
+    pub admitted: Instant,
     pub prompt: Prompt,
     /// `max_tokens`; `None` = until the end of the context.
     pub max_tokens: Option<usize>,
@@ -122,6 +112,8 @@ pub struct Counters {
     pub gpu_sampled_passes: AtomicU64,
     /// Prompt tokens served from the KV cache instead of being computed.
     pub cached_prompt_tokens: AtomicU64,
+    /// What `/metrics` reports: token counts and the latency histograms.
+    pub metrics: Arc<super::metrics::Metrics>,
     /// Speculative decoding: checking passes, and the tokens drafted and accepted in them.
     pub spec_checks: AtomicU64,
     pub spec_drafted: AtomicU64,
@@ -370,6 +362,10 @@ struct Sequence {
     /// The token a check already picked from `next` (where its draft was not taken): the next
     /// step reports it instead of sampling again.
     forced: Option<u32>,
+    /// When the request was admitted, and when its first token was reported.
+    admitted: Instant,
+    first_token: Option<Instant>,
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 impl Sequence {
@@ -450,10 +446,17 @@ impl Sequence {
         let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
         let drafter = (opts.spec.mode != SpecMode::Off && job.logprobs.is_none())
             .then(|| Drafter::new(opts.spec));
+        counters
+            .metrics
+            .prompt_tokens
+            .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         Ok(Some(Sequence {
             max_tokens,
             drafter,
             forced: None,
+            admitted: job.admitted,
+            first_token: None,
+            metrics: counters.metrics.clone(),
             slot,
             events: job.events,
             admission: Some(job._slot),
@@ -636,7 +639,16 @@ impl Sequence {
         raw: Option<Vec<f32>>,
     ) -> Result<Next, ApiError> {
         let eog = engine.tokenizer.is_eog(tok);
+        let now = Instant::now();
+        if self.first_token.is_none() {
+            self.first_token = Some(now);
+            let ttft = now.duration_since(self.admitted).as_secs_f64();
+            self.metrics.ttft.observe(ttft);
+        }
         if !eog {
+            self.metrics
+                .generated_tokens
+                .fetch_add(1, Ordering::Relaxed);
             self.context.push(tok);
             if let (Some(k), Some(raw)) = (self.logprobs, raw) {
                 self.pending_logprobs
@@ -668,6 +680,11 @@ impl Sequence {
         }
         match finish {
             Some(finish) => {
+                let n = self.output.generated();
+                if let (Some(first), true) = (self.first_token, n > 1) {
+                    let per = now.duration_since(first).as_secs_f64() / (n - 1) as f64;
+                    self.metrics.tpot.observe(per);
+                }
                 self.send_last(Event::Done {
                     completion_tokens: self.output.generated(),
                     finish,
