@@ -621,3 +621,115 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
         "{err}"
     );
 }
+
+/// `flint serve` shuts down gracefully: SIGTERM during 8 running streams lets all 8 finish with
+/// their `[DONE]`, refuses new connections meanwhile, and exits 0.
+#[cfg(unix)]
+#[test]
+fn serve_drains_running_streams_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    if std::env::var_os("FLINT_SKIP_MODEL_TESTS").is_some() || !std::path::Path::new(MODEL).exists()
+    {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args([
+            "serve",
+            "-m",
+            MODEL,
+            "--port",
+            "0",
+            "--parallel",
+            "8",
+            "--max-concurrency",
+            "8",
+        ])
+        .args([
+            "--ctx",
+            "256",
+            "--shutdown-timeout",
+            "120",
+            "--model-id",
+            "x",
+        ])
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run flint serve");
+    // "flint: serving NAME at http://ADDR/v1"
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("at http://").nth(1) {
+            addr = Some(rest.split('/').next().unwrap().to_string());
+            break;
+        }
+        line.clear();
+    }
+    let addr = addr.expect("the serving line");
+    let stream = |addr: String| {
+        std::thread::spawn(move || {
+            let body = r#"{"model": "x", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "stream": true, "speculative": false}"#;
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+    };
+    let streams: Vec<_> = (0..8).map(|_| stream(addr.clone())).collect();
+    // wait until all 8 run (generation has started: each stream has its first chunk)
+    let t0 = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        if out.contains("\"active\":8") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "8 streams never ran: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // the listener closes at once: new connections are refused while the streams finish
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "a new connection was accepted after SIGTERM"
+    );
+    for (i, h) in streams.into_iter().enumerate() {
+        let out = h.join().unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "stream {i}: {out}");
+        assert!(out.contains("data: [DONE]"), "stream {i} was cut: {out}");
+    }
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(status.success(), "exit {status:?}: {rest}");
+    assert!(rest.contains("shutting down"), "{rest}");
+}

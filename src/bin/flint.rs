@@ -271,6 +271,10 @@ struct ServeArgs {
     /// guards against DNS rebinding): repeatable; `*` accepts any.
     #[arg(long = "allowed-host", value_name = "NAME")]
     allowed_host: Vec<String>,
+    /// On SIGTERM or Ctrl-C: stop accepting connections, let running requests finish for up to
+    /// this many seconds, then exit 0.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    shutdown_timeout: f64,
     /// Most requests queued or running at once; more get 429 with Retry-After.
     #[arg(long, default_value_t = 16)]
     max_concurrency: usize,
@@ -1176,6 +1180,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         tool_syntax: a.tool_syntax,
         cors_origins: a.cors_origin,
         allowed_hosts: a.allowed_host,
+        shutdown_timeout: std::time::Duration::try_from_secs_f64(a.shutdown_timeout).map_err(
+            |_| Error::InvalidArgument("--shutdown-timeout takes a number of seconds".into()),
+        )?,
     };
     let models = if flint::embed::is_embedding_model(&path)? {
         if let Some(e) = &a.embedding_model {

@@ -84,6 +84,9 @@ pub struct ServeConfig {
     /// Host names accepted in `Host` besides loopback names and IP addresses (DNS rebinding);
     /// `*` accepts any ([`access::host_allowed`]).
     pub allowed_hosts: Vec<String>,
+    /// After SIGTERM or Ctrl-C, how long running requests may take to finish before [`run`]
+    /// returns anyway.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Default for ServeConfig {
@@ -100,6 +103,7 @@ impl Default for ServeConfig {
             tool_syntax: None,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            shutdown_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -373,17 +377,55 @@ pub fn run(models: impl Into<Models>, config: ServeConfig) -> Result<()> {
         }
         let model = names.join(" and ");
         let keyed = config.api_key.is_some();
+        let timeout = config.shutdown_timeout;
         let app = build(models, config)?;
         eprintln!(
             "flint: serving {model} at http://{addr}/v1{}",
             if keyed { " (API key required)" } else { "" }
         );
-        serve_on(listener, app, async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("flint: shutting down");
-        })
-        .await
+        // Graceful shutdown: on SIGTERM or Ctrl-C the listener closes (new connections are
+        // refused) and running requests, streams included, finish; after `timeout` the
+        // server returns anyway.
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            stop_signal().await;
+            eprintln!(
+                "flint: shutting down: no new connections; running requests may finish (up to {} s)",
+                timeout.as_secs_f64()
+            );
+            let _ = stopped_tx.send(());
+        };
+        let deadline = async move {
+            if stopped_rx.await.is_ok() {
+                tokio::time::sleep(timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = serve_on(listener, app, signal) => r,
+            _ = deadline => {
+                eprintln!("flint: shutdown timeout: stopping with requests still running");
+                Ok(())
+            }
+        }
     })
+}
+
+/// SIGTERM (what Kubernetes and systemd send) or Ctrl-C / SIGINT.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Starts a server on background threads and returns once it listens (tests, embedding).
