@@ -733,3 +733,29 @@ fn serve_drains_running_streams_on_sigterm() {
     assert!(status.success(), "exit {status:?}: {rest}");
     assert!(rest.contains("shutting down"), "{rest}");
 }
+
+/// deploy/ checked offline: the Kubernetes manifests parse and agree with each other and with
+/// the server's probe and metric names, and the Dockerfiles run `flint serve` on the probed port
+/// (tests/deploy_check.py, with PyYAML from scripts/openai-venv.sh). The images are not built.
+#[test]
+fn deploy_manifests_parse_and_agree() {
+    if std::env::var_os("FLINT_SKIP_PYTHON").is_some() {
+        return;
+    }
+    let venv = Command::new("scripts/openai-venv.sh")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/openai-venv.sh");
+    assert!(venv.status.success(), "scripts/openai-venv.sh failed");
+    let python = String::from_utf8(venv.stdout).unwrap();
+    let out = Command::new(python.trim())
+        .args(["tests/deploy_check.py", "."])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

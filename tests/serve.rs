@@ -469,7 +469,6 @@ fn api_key_is_required() {
     let Some(_) = fixture() else { return };
     for (path, method) in [
         ("/v1/models", "GET"),
-        ("/health", "GET"),
         ("/v1/chat/completions", "POST"),
         ("/v1/embeddings", "POST"),
     ] {
@@ -479,6 +478,22 @@ fn api_key_is_required() {
             assert_eq!(assert_error(&r, "401")["error"]["code"], "invalid_api_key");
         }
     }
+    // probes and scrapers carry no key: liveness, readiness (ready: the warm-up pass ran before
+    // `spawn` returned) and the metrics answer without one
+    let r = request("GET", "/live", None, b"");
+    assert_eq!(
+        (r.status, r.json()["status"].clone()),
+        (200, json!("alive"))
+    );
+    let r = request("GET", "/health", None, b"");
+    assert_eq!((r.status, r.json()["status"].clone()), (200, json!("ok")));
+    let r = request("GET", "/metrics", None, b"");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("vllm:num_requests_running "),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

@@ -197,6 +197,11 @@ fn now() -> u64 {
 
 /// Starts the workers and builds the router.
 fn build(models: Models, config: ServeConfig) -> Result<Router> {
+    build_with_state(models, config).map(|(router, _)| router)
+}
+
+/// [`build`], also returning the state the handlers share.
+fn build_with_state(models: Models, config: ServeConfig) -> Result<(Router, Shared)> {
     if config.max_concurrency == 0 {
         return Err(Error::InvalidArgument(
             "--max-concurrency must be at least 1".into(),
@@ -237,13 +242,14 @@ fn build(models: Models, config: ServeConfig) -> Result<Router> {
         .embedder
         .map(|e| start_embed(e, &config))
         .transpose()?;
-    Ok(router(Arc::new(AppState {
+    let state = Arc::new(AppState {
         config,
         created: now(),
         chat,
         embed,
         metrics,
-    })))
+    });
+    Ok((router(state.clone()), state))
 }
 
 /// Starts the generation worker.
@@ -316,6 +322,7 @@ fn router(state: Shared) -> Router {
     static_files::add(Router::new())
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        .route("/live", get(live))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/chat/completions", post(chat_completions))
@@ -433,7 +440,16 @@ pub fn spawn(models: impl Into<Models>, config: ServeConfig) -> Result<ServerHan
     let rt = runtime()?;
     let listener = rt.block_on(bind(&config))?;
     let addr = listener.local_addr().map_err(|e| Error::io("socket", e))?;
-    let app = build(models.into(), config)?;
+    let (app, state) = build_with_state(models.into(), config)?;
+    // ready when it returns: the chat worker's warm-up pass has run (or failed)
+    let warmed = |s: &AppState| {
+        s.chat
+            .as_ref()
+            .is_none_or(|c| c.counters.warmed.load(Ordering::SeqCst))
+    };
+    while !warmed(&state) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("flint-serve".into())
@@ -517,7 +533,9 @@ async fn guard(State(state): State<Shared>, req: Request, next: Next) -> Respons
             ));
         }
     }
-    if let Some(key) = &state.config.api_key {
+    // probes and scrapers (Kubernetes, Prometheus) carry no key; these reveal no prompt or text
+    let open = matches!(req.uri().path(), "/live" | "/health" | "/metrics");
+    if let Some(key) = state.config.api_key.as_ref().filter(|_| !open) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -592,7 +610,22 @@ async fn method_not_allowed(req: Request) -> ApiError {
 /// Liveness and load: `active` requests in the worker's slot table, `queued` ones admitted and
 /// waiting, and counters since start; with an embedding model, its own under `embedding`. A
 /// server with only an embedding model names it as `model`.
-async fn health(State(s): State<Shared>) -> Json<Value> {
+/// `GET /live`: the process answers (liveness: no model work, no key).
+async fn live() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// Whether the chat worker's warm-up pass ran (an embedding-only server is ready at once).
+fn ready(s: &AppState) -> bool {
+    s.chat
+        .as_ref()
+        .is_none_or(|c| c.counters.ready.load(Ordering::SeqCst))
+}
+
+/// `GET /health` (readiness): 503 with `"status": "loading"` until the model's warm-up pass
+/// ran, then 200 with the counters.
+async fn health(State(s): State<Shared>) -> Response {
+    let ok = ready(&s);
     let mut v = match &s.chat {
         Some(chat) => {
             let c = &chat.counters;
@@ -600,7 +633,7 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
             let active = c.active.load(Ordering::SeqCst);
             let steps = c.steps.load(Ordering::Relaxed);
             json!({
-                "status": "ok",
+                "status": if ok { "ok" } else { "loading" },
                 "model": s.config.model_id,
                 "context": chat.ctx,
                 "active": active,
@@ -643,7 +676,11 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
             "busy_ms": e.stats.busy_us.load(Ordering::Relaxed) as f64 / 1000.0,
         });
     }
-    Json(v)
+    let status = match ok {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(v)).into_response()
 }
 
 /// The ids of the models served: the chat model's first.

@@ -112,6 +112,11 @@ pub struct Counters {
     pub gpu_sampled_passes: AtomicU64,
     /// Prompt tokens served from the KV cache instead of being computed.
     pub cached_prompt_tokens: AtomicU64,
+    /// Set once the worker's warm-up pass ran (pipelines compiled, buffers allocated): `/health`
+    /// answers 503 before (readiness).
+    pub ready: std::sync::atomic::AtomicBool,
+    /// Set once the warm-up pass ran, whether it succeeded or not.
+    pub warmed: std::sync::atomic::AtomicBool,
     /// What `/metrics` reports: token counts and the latency histograms.
     pub metrics: Arc<super::metrics::Metrics>,
     /// Speculative decoding: checking passes, and the tokens drafted and accepted in them.
@@ -182,6 +187,14 @@ pub fn run(mut engine: Engine, syntax: Syntax, jobs: Receiver<Job>, counters: Ar
             strip_leading_space: tok.strips_leading_space(),
         }
     };
+    // Warm-up: one token through the model (its kernels compile on first use), then ready.
+    let warm = engine.tokenizer.bos_id().unwrap_or(0);
+    match engine.prefill_slot(0, &[warm]) {
+        Ok(_) => counters.ready.store(true, Ordering::SeqCst),
+        Err(e) => eprintln!("flint serve: the warm-up pass failed ({e}); /health stays 503"),
+    }
+    engine.reset_slot(0);
+    counters.warmed.store(true, Ordering::SeqCst);
     // The slot table: the sequences being generated.
     let mut active: Vec<Sequence> = Vec::with_capacity(slots);
     loop {
