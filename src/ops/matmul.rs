@@ -338,6 +338,28 @@ pub struct QkvRope<'a> {
     pub kv_ring: usize,
 }
 
+impl QkvRope<'_> {
+    /// The shapes a fused rotation needs (`kernel` names the kernel in the error): even rotary
+    /// dims and head_dim, n_rot <= head_dim, and q/k/v stacks of whole heads.
+    pub(crate) fn check(&self, kernel: &str, rows: [usize; 3]) -> Result<()> {
+        let (n_rot, hd) = (self.cfg.n_rot, self.head_dim);
+        let whole_heads = rows.iter().all(|r| hd > 0 && r.is_multiple_of(hd));
+        if n_rot == 0
+            || !n_rot.is_multiple_of(2)
+            || n_rot > hd
+            || !hd.is_multiple_of(2)
+            || !whole_heads
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{kernel}: rotary dims {n_rot} and head_dim {hd} must be even, n_rot <= head_dim, \
+                 and q/k/v whole heads ({}, {}, {} rows)",
+                rows[0], rows[1], rows[2]
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `q, k, v = Wq x, Wk x, Wv x` for `m` tokens in one dispatch
 /// (`shaders/qkv_rows.wgsl`), for weights [`Weight::fuse`] put in one buffer; see
 /// [`fused_rows_apply`]. With `rope`, q and k are also rotated (`shaders/qkv_rope_rows.wgsl`).
@@ -411,21 +433,7 @@ impl QkvRows<'_> {
     ) -> Result<()> {
         let [wq, wk, wv] = self.w;
         let (c, hd) = (rope.cfg, rope.head_dim);
-        let whole_heads = [wq.rows, wk.rows, wv.rows]
-            .iter()
-            .all(|r| hd > 0 && r.is_multiple_of(hd));
-        if c.n_rot == 0
-            || !c.n_rot.is_multiple_of(2)
-            || c.n_rot > hd
-            || !hd.is_multiple_of(2)
-            || !whole_heads
-        {
-            return Err(Error::InvalidArgument(format!(
-                "qkv_rope_rows: rotary dims {} and head_dim {hd} must be even, n_rot <= head_dim, \
-                 and q/k/v whole heads ({}, {}, {} rows)",
-                c.n_rot, wq.rows, wk.rows, wv.rows
-            )));
-        }
+        rope.check("qkv_rope_rows", [wq.rows, wk.rows, wv.rows])?;
         if rope.kv_ring > 0 {
             for (buf, rows) in [(out[1], wk.rows), (out[2], wv.rows)] {
                 if buf.size() < (rope.kv_ring * rows * 4) as u64 {

@@ -168,19 +168,7 @@ impl QkvPairs<'_> {
         let (pos_buf, ff) = match &self.rope {
             Some(rope) => {
                 let (c, hd) = (rope.cfg, rope.head_dim);
-                let whole_heads = rows.iter().all(|r| hd > 0 && r.is_multiple_of(hd));
-                if c.n_rot == 0
-                    || !c.n_rot.is_multiple_of(2)
-                    || c.n_rot > hd
-                    || !hd.is_multiple_of(2)
-                    || !whole_heads
-                {
-                    return Err(Error::InvalidArgument(format!(
-                        "pairs_qkv: rotary dims {} and head_dim {hd} must be even, n_rot <= \
-                         head_dim, and q/k/v whole heads ({}, {}, {} rows)",
-                        c.n_rot, wq.rows, wk.rows, wv.rows
-                    )));
-                }
+                rope.check("pairs_qkv", rows)?;
                 let (buf, slot) = positions_or(gpu, rope.positions, rope.pos0)?;
                 params.head_dim = hd as u32;
                 params.n_rot = c.n_rot as u32;

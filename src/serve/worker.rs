@@ -516,14 +516,7 @@ impl Sequence {
             }
         };
         let raw = self.logprobs.map(|_| logits.clone());
-        if self.output.constrained() {
-            let t0 = Instant::now();
-            let masked = self.output.mask(logits);
-            counters
-                .mask_us
-                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-            masked.map_err(|e| ApiError::server(e.to_string()))?;
-        }
+        mask_timed(&mut self.output, logits, counters)?;
         let tok = self
             .sampler
             .sample(logits, &self.context)
@@ -628,14 +621,7 @@ impl Sequence {
         let r = match row {
             Scores::Best(best) => self.sampler.sample_top_spec(best, draft),
             Scores::Logits(logits) => {
-                if self.output.constrained() {
-                    let t0 = Instant::now();
-                    let masked = self.output.mask(logits);
-                    counters
-                        .mask_us
-                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    masked.map_err(|e| ApiError::server(e.to_string()))?;
-                }
+                mask_timed(&mut self.output, logits, counters)?;
                 self.sampler.sample_spec(logits, &self.context, draft)
             }
         };
@@ -714,6 +700,24 @@ impl Sequence {
         self.admission = None;
         let _ = self.events.send(event);
     }
+}
+
+/// The grammar's mask on a row of logits, where the answer is constrained, its time counted in
+/// `/health`'s `grammar_mask_ms`.
+fn mask_timed(
+    output: &mut Output,
+    logits: &mut [f32],
+    counters: &Counters,
+) -> Result<(), ApiError> {
+    if output.constrained() {
+        let t0 = Instant::now();
+        let masked = output.mask(logits);
+        counters
+            .mask_us
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        masked.map_err(|e| ApiError::server(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The chosen token's log-probability and the `k` most likely ones, over the model's own
