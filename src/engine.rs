@@ -572,6 +572,7 @@ impl Turn<'_> {
 
 /// What a forward pass read back for a sequence's next token (generation here, the server's
 /// worker per request).
+#[derive(Clone, Debug)]
 pub enum Scores {
     /// The whole row of logits ([`Sampler::sample`]).
     Logits(Vec<f32>),
@@ -791,6 +792,38 @@ impl Engine {
         if let Ok(s) = self.slot_mut(slot) {
             s.reset();
         }
+    }
+
+    /// Makes slot `dst` hold what slot `src` holds (its KV cache copied on the GPU, and its
+    /// history): the server's `n` > 1 choices share one prefill this way.
+    pub fn copy_slot(&mut self, src: usize, dst: usize) -> Result<()> {
+        if src == dst {
+            return Ok(());
+        }
+        let n = self.slots();
+        if src >= n || dst >= n {
+            return Err(Error::InvalidArgument(format!(
+                "slot {} does not exist",
+                src.max(dst)
+            )));
+        }
+        let (from, to) = {
+            let mut all: Vec<&mut State> = std::iter::once(&mut self.state)
+                .chain(self.slots.iter_mut())
+                .collect();
+            // two distinct &mut out of one list
+            let (lo, hi) = (src.min(dst), src.max(dst));
+            let b = all.swap_remove(hi);
+            let a = all.swap_remove(lo);
+            if src < dst {
+                (a, b)
+            } else {
+                (b, a)
+            }
+        };
+        to.cache.copy_from(&self.gpu, &from.cache)?;
+        to.history.clone_from(&from.history);
+        Ok(())
     }
 
     /// Of the slots `free`, the one whose cache shares the longest prefix with `tokens` (so a

@@ -36,6 +36,7 @@ def plain():
     check(0 < r.usage.completion_tokens <= 4, r.usage)
     check(r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens, r.usage)
     plain.text = c.message.content
+    plain.completion_tokens = r.usage.completion_tokens
     # Legacy completions, prompt as a list of one string.
     r = client.completions.create(model=model, prompt=["The capital of France is"], max_tokens=2, temperature=0)
     check(r.choices[0].text == " Paris.", r.choices[0].text)
@@ -123,7 +124,53 @@ def bad_request():
     check([m.id for m in models.data] == [model], models)
 
 
+def n_choices():
+    # Greedy: every choice is the single-choice answer (the prompt is prefilled once and its KV
+    # cache copied to each choice's slot).
+    r = client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0, n=3)
+    check([c.index for c in r.choices] == [0, 1, 2], r.choices)
+    for c in r.choices:
+        check(c.message.content == plain.text, (c.message.content, plain.text))
+    check(r.usage.completion_tokens == 3 * plain.completion_tokens, r.usage)
+    stream = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, temperature=0, n=3, stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts, finishes, usage = ["", "", ""], [None] * 3, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            finishes[c.index] = c.finish_reason or finishes[c.index]
+    check(texts == [plain.text] * 3, texts)
+    check(all(f in ("stop", "length") for f in finishes), finishes)
+    check(usage is not None and usage.completion_tokens == r.usage.completion_tokens, (usage, r.usage))
+    # Sampled: choice i draws from seed + i, so it equals the one-choice request with that seed.
+    kw = dict(model=model, messages=[{"role": "user", "content": "Name a colour."}], max_tokens=5,
+              temperature=1.0, seed=11)
+    r = client.chat.completions.create(n=3, **kw)
+    texts = [c.message.content for c in r.choices]
+    for i, t in enumerate(texts):
+        alone = client.chat.completions.create(**{**kw, "seed": 11 + i}).choices[0].message.content
+        check(t == alone, (i, t, alone))
+    check(len(set(texts)) > 1, texts)
+    print("   sampled choices:", texts)
+    # Legacy completions: n choices, text_offset counted in characters from the prompt's start.
+    prompt = "The capital of France is"
+    r = client.completions.create(model=model, prompt=prompt, max_tokens=2, temperature=0, n=2, logprobs=1)
+    for c in r.choices:
+        check(c.text == " Paris.", c.text)
+        offs, toks = c.logprobs.text_offset, c.logprobs.tokens
+        check(offs == [len(prompt), len(prompt) + len(toks[0])], (offs, toks))
+    try:
+        client.chat.completions.create(model=model, messages=messages, max_tokens=1, n=5)
+        raise AssertionError("n over --parallel was accepted")
+    except openai.BadRequestError as e:
+        check(e.body["param"] == "n" and "--parallel" in e.body["message"], e.body)
+
+
 for name, f in [("plain", plain), ("streamed", streamed), ("bad_request", bad_request),
-                ("logprobs", logprobs), ("json_schema", json_schema)]:
+                ("logprobs", logprobs), ("json_schema", json_schema), ("n_choices", n_choices)]:
     timed(name, f)
 print("all openai client checks passed")

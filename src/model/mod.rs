@@ -721,6 +721,37 @@ impl KvCache {
         }
     }
 
+    /// Makes this cache hold what `src` holds (every buffer copied on the GPU, ring rows
+    /// included): `n` > 1 choices of one request start from one prefill this way. Both caches
+    /// must come from the same model and context.
+    pub fn copy_from(&mut self, gpu: &Gpu, src: &KvCache) -> Result<()> {
+        let same = |a: &[wgpu::Buffer], b: &[wgpu::Buffer]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.size() == y.size())
+        };
+        if self.kind != src.kind
+            || self.rows != src.rows
+            || !same(&self.k, &src.k)
+            || !same(&self.v, &src.v)
+            || !same(&self.base, &src.base)
+            || !same(&self.scale, &src.scale)
+        {
+            return Err(Error::InvalidArgument(
+                "copying a KV cache into one of another shape".into(),
+            ));
+        }
+        let mut enc = gpu.encoder();
+        let pairs = (src.k.iter().zip(&self.k))
+            .chain(src.v.iter().zip(&self.v))
+            .chain(src.base.iter().zip(&self.base))
+            .chain(src.scale.iter().zip(&self.scale));
+        for (from, to) in pairs {
+            enc.copy_buffer_to_buffer(from, 0, to, 0, from.size());
+        }
+        gpu.submit(enc);
+        self.len = src.len;
+        Ok(())
+    }
+
     /// Forgets positions from `len` on (they will be overwritten).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

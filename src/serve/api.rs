@@ -87,6 +87,8 @@ pub struct GenRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub max_tokens: Option<usize>,
+    /// Choices to generate (`n`).
+    pub n: usize,
     /// Log-probabilities with this many alternatives per token (`None`: off).
     pub logprobs: Option<usize>,
     /// The grammar `response_format` asks for.
@@ -227,15 +229,17 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
     if !chat && max_tokens.is_none() {
         max_tokens = Some(16); // OpenAI's default for legacy completions
     }
-    if let Some(n) = opt_int(m, "n")? {
-        if n != 1 {
+    // choices: at most the server's slots (the worker says so with its --parallel)
+    let n = match opt_int(m, "n")? {
+        None => 1,
+        Some(n) if (1..=128).contains(&n) => n as usize,
+        Some(n) => {
             return Err(ApiError::invalid(
-                format!("'n' = {n}: flint serve generates one choice per request; use n = 1."),
+                format!("'n' = {n} is out of range: it must be between 1 and 128."),
                 Some("n"),
-            )
-            .with_code("unsupported_value"));
+            ))
         }
-    }
+    };
     // flint's extension: speculative decoding (on unless `false` / "off"; src/spec.rs)
     let spec = crate::spec::SpecOptions::from_json(m.get("speculative"))
         .map_err(|e| ApiError::invalid(e.to_string(), Some("speculative")))?;
@@ -373,6 +377,7 @@ pub fn parse_common(m: &Map<String, Value>, chat: bool) -> Result<GenRequest, Ap
         stream,
         include_usage,
         max_tokens,
+        n,
         logprobs,
         response_format,
         tools,

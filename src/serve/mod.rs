@@ -22,7 +22,9 @@
 //! ([`worker`]) depend in one direction: the worker takes the API's `Prompt` and reports
 //! `ApiError`s; `api` knows nothing of the worker.
 //!
-//! Not yet: `n` > 1.
+//! `n` > 1 choices share the prompt's prefill (the worker copies its KV cache into a slot per
+//! choice); whole responses list them by `index`, streams interleave their chunks, each
+//! carrying its `index`, and end with one `[DONE]`.
 
 pub mod access;
 pub mod api;
@@ -862,6 +864,7 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         prompt,
         max_tokens: req.max_tokens,
         opts: req.opts,
+        n: req.n,
         logprobs: req.logprobs,
         events: tx,
         _slot: slot,
@@ -874,8 +877,11 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         }
     }
     // The first event says whether the prompt was accepted: errors before it are the client's.
-    let prompt_tokens = match rx.recv().await {
-        Some(Event::Started { prompt_tokens }) => prompt_tokens,
+    let (prompt_tokens, prompt_chars) = match rx.recv().await {
+        Some(Event::Started {
+            prompt_tokens,
+            prompt_chars,
+        }) => (prompt_tokens, prompt_chars),
         Some(Event::Error(e)) => return e.into_response(),
         _ => return ApiError::server("the generation worker dropped the request").into_response(),
     };
@@ -885,6 +891,8 @@ async fn generate(s: Shared, kind: Kind, req: GenRequest, prompt: Prompt) -> Res
         model: s.config.model_id.clone(),
         kind,
         prompt_tokens,
+        prompt_chars,
+        n: req.n,
         logprobs: req.logprobs.is_some(),
     };
     if req.stream {
@@ -1055,8 +1063,41 @@ struct Meta {
     model: String,
     kind: Kind,
     prompt_tokens: usize,
+    /// Characters of the prompt's text (completions' `text_offset` starts there).
+    prompt_chars: usize,
+    /// Choices (`n`).
+    n: usize,
     /// Whether the request asked for logprobs.
     logprobs: bool,
+}
+
+/// Completions' `text_offset` of one choice: each token's offset in characters from the start
+/// of prompt + completion text, as OpenAI counts them (a character split over tokens counts at
+/// the token that completes it).
+struct TextOffset {
+    prompt_chars: usize,
+    /// The choice's text so far, as bytes.
+    bytes: Vec<u8>,
+}
+
+impl TextOffset {
+    fn new(prompt_chars: usize) -> Self {
+        TextOffset {
+            prompt_chars,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The offset of the next token, then that token's bytes appended.
+    fn next(&mut self, token: &[u8]) -> usize {
+        let valid = match std::str::from_utf8(&self.bytes) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&self.bytes[..e.valid_up_to()]).unwrap_or(""),
+        };
+        let at = self.prompt_chars + valid.chars().count();
+        self.bytes.extend_from_slice(token);
+        at
+    }
 }
 
 impl Meta {
@@ -1071,8 +1112,8 @@ impl Meta {
     /// OpenAI's `logprobs` object for some tokens (null when not asked for). Chat:
     /// `{"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}`;
     /// completions: `{tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}`,
-    /// offsets counted in bytes of the generated text from `offset` on.
-    fn logprobs(&self, lps: &[TokenLogprob], offset: &mut usize) -> Value {
+    /// offsets counted by `offset` ([`TextOffset`]).
+    fn logprobs(&self, lps: &[TokenLogprob], offset: &mut TextOffset) -> Value {
         if !self.logprobs {
             return Value::Null;
         }
@@ -1099,8 +1140,7 @@ impl Meta {
             Kind::Text => {
                 let mut offsets = Vec::with_capacity(lps.len());
                 for t in lps {
-                    offsets.push(*offset);
-                    *offset += t.bytes.len();
+                    offsets.push(offset.next(&t.bytes));
                 }
                 let top: Vec<Value> = lps
                     .iter()
@@ -1123,19 +1163,19 @@ impl Meta {
         }
     }
 
-    /// One choice of a whole response.
-    fn choice(&self, deltas: &[Delta], finish: &str, logprobs: Value) -> Value {
+    /// Choice `index` of a whole response.
+    fn choice(&self, index: usize, deltas: &[Delta], finish: &str, logprobs: Value) -> Value {
         let (content, calls) = crate::tools::collect(deltas);
         let text = content.clone().unwrap_or_default();
         match self.kind {
             Kind::Chat => json!({
-                "index": 0,
+                "index": index,
                 "message": crate::tools::message_json(content.as_deref(), &calls),
                 "logprobs": logprobs,
                 "finish_reason": finish,
             }),
             Kind::Text => json!({
-                "index": 0,
+                "index": index,
                 "text": text,
                 "logprobs": logprobs,
                 "finish_reason": finish,
@@ -1143,10 +1183,11 @@ impl Meta {
         }
     }
 
-    /// One streamed chunk with `text` (or the role, for the first chat chunk), its tokens'
-    /// `logprobs` and `finish`.
+    /// One streamed chunk of choice `index` with `text` (or the role, for the first chat
+    /// chunk), its tokens' `logprobs` and `finish`.
     fn chunk(
         &self,
+        index: usize,
         delta: Value,
         logprobs: Value,
         finish: Option<&str>,
@@ -1154,10 +1195,10 @@ impl Meta {
     ) -> Value {
         let choice = match self.kind {
             Kind::Chat => json!({
-                "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
+                "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
             }),
             Kind::Text => json!({
-                "index": 0,
+                "index": index,
                 "text": delta.get("content").cloned().unwrap_or(json!("")),
                 "logprobs": logprobs,
                 "finish_reason": finish,
@@ -1179,31 +1220,46 @@ impl Meta {
 }
 
 async fn whole_response(meta: Meta, mut rx: UnboundedReceiver<Event>) -> Response {
-    let mut all = Vec::new();
-    let mut lps = Vec::new();
+    let n = meta.n;
+    let mut all: Vec<Vec<Delta>> = (0..n).map(|_| Vec::new()).collect();
+    let mut lps: Vec<Vec<TokenLogprob>> = (0..n).map(|_| Vec::new()).collect();
+    let mut choices: Vec<Value> = vec![Value::Null; n];
+    let (mut done, mut completion) = (0, 0);
     while let Some(ev) = rx.recv().await {
         match ev {
-            Event::Delta { deltas, logprobs } => {
-                all.extend(deltas);
-                lps.extend(logprobs);
+            Event::Delta {
+                index,
+                deltas,
+                logprobs,
+            } if index < n => {
+                all[index].extend(deltas);
+                lps[index].extend(logprobs);
             }
             Event::Done {
+                index,
                 completion_tokens,
                 finish,
-            } => {
-                return Json(json!({
-                    "id": meta.id,
-                    "object": meta.object(false),
-                    "created": meta.created,
-                    "model": meta.model,
-                    "system_fingerprint": null,
-                    "choices": [meta.choice(&all, finish.as_openai(), meta.logprobs(&lps, &mut 0))],
-                    "usage": usage(meta.prompt_tokens, completion_tokens),
-                }))
-                .into_response()
+            } if index < n => {
+                let mut offset = TextOffset::new(meta.prompt_chars);
+                let lp = meta.logprobs(&lps[index], &mut offset);
+                choices[index] = meta.choice(index, &all[index], finish.as_openai(), lp);
+                completion += completion_tokens;
+                done += 1;
+                if done == n {
+                    return Json(json!({
+                        "id": meta.id,
+                        "object": meta.object(false),
+                        "created": meta.created,
+                        "model": meta.model,
+                        "system_fingerprint": null,
+                        "choices": choices,
+                        "usage": usage(meta.prompt_tokens, completion),
+                    }))
+                    .into_response();
+                }
             }
             Event::Error(e) => return e.into_response(),
-            Event::Started { .. } => {}
+            _ => {}
         }
     }
     ApiError::server("the generation worker dropped the request").into_response()
@@ -1213,25 +1269,32 @@ fn sse(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-/// Server-sent events: a role chunk (chat), content chunks, a finish chunk, an optional usage
-/// chunk, `data: [DONE]`. Dropping the body (client gone) drops `rx`, which stops the worker.
+/// Server-sent events: a role chunk per choice (chat), content chunks, a finish chunk per
+/// choice, an optional usage chunk, `data: [DONE]`. Dropping the body (client gone) drops `rx`,
+/// which stops the worker.
 fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>) -> Response {
     struct St {
+        offsets: Vec<TextOffset>,
         meta: Meta,
         rx: UnboundedReceiver<Event>,
         include_usage: bool,
         started: bool,
+        /// Choices finished, and their tokens.
+        finished: usize,
+        completion_tokens: usize,
         done: bool,
-        /// Bytes of generated text so far (completions' `text_offset`).
-        offset: usize,
     }
     let st = St {
+        offsets: (0..meta.n)
+            .map(|_| TextOffset::new(meta.prompt_chars))
+            .collect(),
         meta,
         rx,
         include_usage,
         started: false,
+        finished: 0,
+        completion_tokens: 0,
         done: false,
-        offset: 0,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
@@ -1240,18 +1303,27 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
         if !st.started {
             st.started = true;
             if st.meta.kind == Kind::Chat {
-                let c = st.meta.chunk(
-                    json!({"role": "assistant", "content": ""}),
-                    Value::Null,
-                    None,
-                    st.include_usage,
-                );
-                return Some((Ok::<_, std::convert::Infallible>(sse(&c)), st));
+                let mut out = Vec::new();
+                for index in 0..st.meta.n {
+                    let c = st.meta.chunk(
+                        index,
+                        json!({"role": "assistant", "content": ""}),
+                        Value::Null,
+                        None,
+                        st.include_usage,
+                    );
+                    out.extend_from_slice(&sse(&c));
+                }
+                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), st));
             }
         }
         let out = match st.rx.recv().await {
-            Some(Event::Delta { deltas, logprobs }) => {
-                let mut lp = st.meta.logprobs(&logprobs, &mut st.offset);
+            Some(Event::Delta {
+                index,
+                deltas,
+                logprobs,
+            }) if index < st.meta.n => {
+                let mut lp = st.meta.logprobs(&logprobs, &mut st.offsets[index]);
                 let mut out = Vec::new();
                 // tokens whose text was all held back still report their logprobs
                 let empty = [Delta::Text(String::new())];
@@ -1262,38 +1334,43 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
                 };
                 for d in deltas {
                     let delta = crate::tools::delta_json(d);
-                    let c = st
-                        .meta
-                        .chunk(delta, std::mem::take(&mut lp), None, st.include_usage);
+                    let lp = std::mem::take(&mut lp);
+                    let c = st.meta.chunk(index, delta, lp, None, st.include_usage);
                     out.extend_from_slice(&sse(&c));
                 }
                 Bytes::from(out)
             }
             Some(Event::Done {
+                index,
                 completion_tokens,
                 finish,
-            }) => {
-                st.done = true;
+            }) if index < st.meta.n => {
+                st.finished += 1;
+                st.completion_tokens += completion_tokens;
                 let mut out = sse(&st.meta.chunk(
+                    index,
                     json!({}),
                     Value::Null,
                     Some(finish.as_openai()),
                     st.include_usage,
                 ))
                 .to_vec();
-                if st.include_usage {
-                    let u = json!({
-                        "id": st.meta.id,
-                        "object": st.meta.object(true),
-                        "created": st.meta.created,
-                        "model": st.meta.model,
-                        "system_fingerprint": null,
-                        "choices": [],
-                        "usage": usage(st.meta.prompt_tokens, completion_tokens),
-                    });
-                    out.extend_from_slice(&sse(&u));
+                if st.finished == st.meta.n {
+                    st.done = true;
+                    if st.include_usage {
+                        let u = json!({
+                            "id": st.meta.id,
+                            "object": st.meta.object(true),
+                            "created": st.meta.created,
+                            "model": st.meta.model,
+                            "system_fingerprint": null,
+                            "choices": [],
+                            "usage": usage(st.meta.prompt_tokens, st.completion_tokens),
+                        });
+                        out.extend_from_slice(&sse(&u));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
                 Bytes::from(out)
             }
             Some(Event::Error(e)) => {
@@ -1302,7 +1379,7 @@ fn stream_response(meta: Meta, include_usage: bool, rx: UnboundedReceiver<Event>
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 Bytes::from(out)
             }
-            Some(Event::Started { .. }) => Bytes::new(),
+            Some(_) => Bytes::new(),
             None => {
                 st.done = true;
                 let e = ApiError::server("the generation worker dropped the request");

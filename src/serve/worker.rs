@@ -26,6 +26,11 @@
 //! Requests that ask for `logprobs` do not speculate. `/health` counts the checks and the
 //! drafted and accepted tokens.
 //!
+//! `n` > 1: a job takes `n` slots at once (it waits at the head of the queue until they are
+//! free). Its prompt is prefilled once, into the first; the others get a GPU copy of that KV
+//! cache ([`Engine::copy_slot`]) and the same first scores, and each choice then samples with
+//! its own seed stream (the request's `seed` + its index) and decodes as a sequence of its own.
+//!
 //! A job whose client disconnected is skipped if it is still queued, and a running one is
 //! dropped at its next step, freeing its slot (visible in `/health`).
 
@@ -54,6 +59,8 @@ pub struct Job {
     /// `max_tokens`; `None` = until the end of the context.
     pub max_tokens: Option<usize>,
     pub opts: GenerateOptions,
+    /// Choices to generate (`n`; at least 1, at most the engine's slots).
+    pub n: usize,
     /// Report each token's log-probability and this many alternatives (`None`: no logprobs).
     pub logprobs: Option<usize>,
     pub events: UnboundedSender<Event>,
@@ -72,20 +79,27 @@ pub struct TokenLogprob {
     pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
-/// What the worker reports about a job, in order: `Started` or `Error` first, then `Text`
-/// pieces, then `Done` (or `Error`).
+/// What the worker reports about a job, in order: `Started` or `Error` first, then `Delta`
+/// pieces, then `Done` (or `Error`), for each choice (`index`, `0..n`; the choices' events
+/// interleave).
 #[derive(Debug)]
 pub enum Event {
-    /// The prompt was accepted; generation begins.
-    Started { prompt_tokens: usize },
-    /// Pieces of the answer (text, tool calls), with the log-probabilities of the tokens they
-    /// complete (when asked for).
+    /// The prompt was accepted; generation begins. `prompt_chars`: the characters of the
+    /// prompt's text (completions' `text_offset` counts from there).
+    Started {
+        prompt_tokens: usize,
+        prompt_chars: usize,
+    },
+    /// Pieces of choice `index`'s answer (text, tool calls), with the log-probabilities of the
+    /// tokens they complete (when asked for).
     Delta {
+        index: usize,
         deltas: Vec<Delta>,
         logprobs: Vec<TokenLogprob>,
     },
-    /// Generation ended.
+    /// Choice `index` ended.
     Done {
+        index: usize,
         completion_tokens: usize,
         finish: FinishReason,
     },
@@ -197,23 +211,41 @@ pub fn run(mut engine: Engine, syntax: Syntax, jobs: Receiver<Job>, counters: Ar
     counters.warmed.store(true, Ordering::SeqCst);
     // The slot table: the sequences being generated.
     let mut active: Vec<Sequence> = Vec::with_capacity(slots);
+    // A job of `n` choices waiting for `n` free slots (it keeps its place: first come, first
+    // served).
+    let mut waiting: Option<Job> = None;
     loop {
         // Admit: block for a job when idle, otherwise take only what is already queued.
         while active.len() < slots {
-            let job = if active.is_empty() {
-                match jobs.recv() {
+            let job = match waiting.take() {
+                Some(j) => j,
+                None if active.is_empty() => match jobs.recv() {
                     Ok(j) => j,
                     Err(_) => return,
-                }
-            } else {
-                match jobs.try_recv() {
+                },
+                None => match jobs.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+                },
             };
             if job.events.is_closed() {
                 counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue; // the client left while queued
+            }
+            if job.n == 0 || job.n > slots {
+                let e = ApiError::invalid(
+                    format!(
+                        "'n' = {}: this server generates at most {slots} choices per request (--parallel).",
+                        job.n
+                    ),
+                    Some("n"),
+                );
+                let _ = job.events.send(Event::Error(e));
+                continue;
+            }
+            if active.len() + job.n > slots {
+                waiting = Some(job);
+                break;
             }
             let events = job.events.clone();
             let free: Vec<usize> = (0..slots)
@@ -223,12 +255,12 @@ pub fn run(mut engine: Engine, syntax: Syntax, jobs: Receiver<Job>, counters: Ar
                 Ok(None) => {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Some(seq)) => {
+                Ok(Some(seqs)) => {
                     counters
                         .cached_prompt_tokens
-                        .fetch_add(seq.cached as u64, Ordering::Relaxed);
-                    counters.active.fetch_add(1, Ordering::SeqCst);
-                    active.push(seq);
+                        .fetch_add(seqs[0].cached as u64, Ordering::Relaxed);
+                    counters.active.fetch_add(seqs.len(), Ordering::SeqCst);
+                    active.extend(seqs);
                 }
                 Err(e) => {
                     if e.status.is_server_error() {
@@ -269,7 +301,7 @@ fn step_all(engine: &mut Engine, shared: &Shared, counters: &Counters, active: &
             }
             Ok(Next::Checked) => {}
             Ok(Next::Finished(finish)) => {
-                if finish == FinishReason::Cancelled {
+                if finish == FinishReason::Cancelled && seq.index == 0 {
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                 }
                 done[i] = true;
@@ -349,10 +381,12 @@ enum Next {
 struct Sequence {
     /// The engine slot (KV cache) holding this sequence.
     slot: usize,
+    /// Which of the request's `n` choices this is.
+    index: usize,
     events: UnboundedSender<Event>,
-    /// The request's place under `--max-concurrency`, given back just before its last event
-    /// (see [`Sequence::send_last`]).
-    admission: Option<Slot>,
+    /// The request's place under `--max-concurrency` (shared by its choices), given back just
+    /// before its last event (see [`Sequence::send_last`]).
+    admission: Option<Arc<Slot>>,
     sampler: Sampler,
     /// How many GPU-ranked candidates decide this sequence's next token, when they can (GPU
     /// sampling on, [`Sampler::gpu_top_k`], no logprobs, no grammar); `None`: it needs the row.
@@ -382,16 +416,17 @@ struct Sequence {
 }
 
 impl Sequence {
-    /// Tokenizes and checks the prompt, prefills it, and sends `Started`; `None` if the client
-    /// left meanwhile.
+    /// Tokenizes and checks the prompt, prefills it, and sends `Started`: the job's `n`
+    /// choices, each in a slot of `free` (the first prefilled, the others copied from it);
+    /// `None` if the client left meanwhile.
     fn start(
         engine: &mut Engine,
         shared: &Shared,
         counters: &Counters,
         job: Job,
         free: &[usize],
-    ) -> Result<Option<Sequence>, ApiError> {
-        let tokens = tokenize(engine, shared, job.prompt)?;
+    ) -> Result<Option<Vec<Sequence>>, ApiError> {
+        let (tokens, prompt_chars) = tokenize(engine, shared, job.prompt)?;
         let vocab = engine.tokenizer.vocab_size();
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ApiError::invalid(
@@ -422,8 +457,12 @@ impl Sequence {
                 Some("logit_bias"),
             ));
         }
-        let sampler =
-            Sampler::new(opts.sampling).map_err(|e| ApiError::invalid(e.to_string(), None))?;
+        let sampler = |i: usize| {
+            let mut params = opts.sampling.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
+            Sampler::new(params).map_err(|e| ApiError::invalid(e.to_string(), None))
+        };
+        let first_sampler = sampler(0)?;
         let max_tokens = job
             .max_tokens
             .unwrap_or(usize::MAX)
@@ -432,7 +471,7 @@ impl Sequence {
             .best_slot(free, &tokens)
             .ok_or_else(|| ApiError::server("no free slot"))?;
         // the whole row is needed for logprobs and for the grammar's mask
-        let gpu_k = sampler.gpu_top_k().filter(|_| {
+        let gpu_k = first_sampler.gpu_top_k().filter(|_| {
             engine.gpu.caps.gpu_sampling && job.logprobs.is_none() && opts.grammar.is_none()
         });
         let (next, computed) = match gpu_k {
@@ -447,47 +486,70 @@ impl Sequence {
                 .map(|(logits, n)| (Scores::Logits(logits), n)),
         }
         .map_err(|e| ApiError::server(e.to_string()))?;
+        // the other choices: the prompt's cache copied, not computed again
+        let mut slots = vec![slot];
+        slots.extend(free.iter().copied().filter(|&f| f != slot).take(job.n - 1));
+        if slots.len() < job.n {
+            return Err(ApiError::server("not enough free slots for n choices"));
+        }
+        for &other in &slots[1..] {
+            engine
+                .copy_slot(slot, other)
+                .map_err(|e| ApiError::server(e.to_string()))?;
+        }
         if job
             .events
             .send(Event::Started {
                 prompt_tokens: tokens.len(),
+                prompt_chars,
             })
             .is_err()
         {
             return Ok(None);
         }
-        let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
-        let drafter = (opts.spec.mode != SpecMode::Off && job.logprobs.is_none())
-            .then(|| Drafter::new(opts.spec));
         counters
             .metrics
             .prompt_tokens
             .fetch_add(tokens.len() as u64, Ordering::Relaxed);
-        Ok(Some(Sequence {
-            max_tokens,
-            drafter,
-            forced: None,
-            admitted: job.admitted,
-            first_token: None,
-            metrics: counters.metrics.clone(),
-            slot,
-            events: job.events,
-            admission: Some(job._slot),
-            sampler,
-            gpu_k,
-            next,
-            cached: tokens.len() - computed,
-            context: tokens,
-            output: Output::new(
-                shared.strip_leading_space,
-                opts.stop,
+        let admission = Arc::new(job._slot);
+        let mut seqs = Vec::with_capacity(job.n);
+        let mut first_sampler = Some(first_sampler);
+        for (index, &slot) in slots.iter().enumerate() {
+            let sampler = match first_sampler.take() {
+                Some(s) => s,
+                None => sampler(index)?,
+            };
+            let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
+            let drafter = (opts.spec.mode != SpecMode::Off && job.logprobs.is_none())
+                .then(|| Drafter::new(opts.spec));
+            seqs.push(Sequence {
                 max_tokens,
-                opts.tools,
-                constraint,
-            ),
-            logprobs: job.logprobs,
-            pending_logprobs: Vec::new(),
-        }))
+                drafter,
+                forced: None,
+                admitted: job.admitted,
+                first_token: None,
+                metrics: counters.metrics.clone(),
+                slot,
+                index,
+                events: job.events.clone(),
+                admission: Some(admission.clone()),
+                sampler,
+                gpu_k,
+                next: next.clone(),
+                cached: tokens.len() - computed,
+                context: tokens.clone(),
+                output: Output::new(
+                    shared.strip_leading_space,
+                    opts.stop.clone(),
+                    max_tokens,
+                    opts.tools,
+                    constraint,
+                ),
+                logprobs: job.logprobs,
+                pending_logprobs: Vec::new(),
+            });
+        }
+        Ok(Some(seqs))
     }
 
     /// Samples and reports one token; the caller feeds it ([`Next::Feed`]) with the others.
@@ -641,8 +703,10 @@ impl Sequence {
         let now = Instant::now();
         if self.first_token.is_none() {
             self.first_token = Some(now);
-            let ttft = now.duration_since(self.admitted).as_secs_f64();
-            self.metrics.ttft.observe(ttft);
+            if self.index == 0 {
+                let ttft = now.duration_since(self.admitted).as_secs_f64();
+                self.metrics.ttft.observe(ttft);
+            }
         }
         if !eog {
             self.metrics
@@ -673,7 +737,13 @@ impl Sequence {
         }
         if !deltas.is_empty() || (finish.is_some() && !self.pending_logprobs.is_empty()) {
             let logprobs = std::mem::take(&mut self.pending_logprobs);
-            if self.events.send(Event::Delta { deltas, logprobs }).is_err() {
+            let index = self.index;
+            let delta = Event::Delta {
+                index,
+                deltas,
+                logprobs,
+            };
+            if self.events.send(delta).is_err() {
                 return Ok(Next::Finished(FinishReason::Cancelled));
             }
         }
@@ -685,6 +755,7 @@ impl Sequence {
                     self.metrics.tpot.observe(per);
                 }
                 self.send_last(Event::Done {
+                    index: self.index,
                     completion_tokens: self.output.generated(),
                     finish,
                 });
@@ -754,8 +825,14 @@ fn token_logprob(shared: &Shared, raw: &[f32], tok: u32, k: usize) -> TokenLogpr
     }
 }
 
-/// Renders the prompt to token ids.
-fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+/// Renders the prompt to token ids; also gives the characters of the prompt's text (its ids'
+/// text for token prompts; 0 for chat, where nothing counts from it).
+fn tokenize(
+    engine: &Engine,
+    shared: &Shared,
+    prompt: Prompt,
+) -> Result<(Vec<u32>, usize), ApiError> {
+    let mut chars = 0;
     let tokens = match prompt {
         Prompt::Chat(messages, tools) => {
             let template = match &shared.template {
@@ -782,14 +859,25 @@ fn tokenize(engine: &Engine, shared: &Shared, prompt: Prompt) -> Result<Vec<u32>
                 .encode(&text, false)
                 .map_err(|e| ApiError::server(e.to_string()))?
         }
-        Prompt::Text(text) => engine
-            .tokenizer
-            .encode(&text, true)
-            .map_err(|e| ApiError::server(e.to_string()))?,
-        Prompt::Tokens(ids) => ids,
+        Prompt::Text(text) => {
+            chars = text.chars().count();
+            engine
+                .tokenizer
+                .encode(&text, true)
+                .map_err(|e| ApiError::server(e.to_string()))?
+        }
+        Prompt::Tokens(ids) => {
+            let bytes: Vec<u8> = ids
+                .iter()
+                .filter(|&&t| !engine.tokenizer.is_control(t))
+                .flat_map(|&t| shared.bytes.get(t as usize).into_iter().flatten().copied())
+                .collect();
+            chars = String::from_utf8_lossy(&bytes).chars().count();
+            ids
+        }
     };
     if tokens.is_empty() {
         return Err(ApiError::invalid("the prompt is empty", Some("prompt")));
     }
-    Ok(tokens)
+    Ok((tokens, chars))
 }
