@@ -87,16 +87,25 @@ export interface ToolCall {
   function: { name: string; arguments: string };
 }
 
-export interface ChatMessage {
-  role: Role;
-  content: string | Array<{ type: 'text'; text: string }> | null;
-  /** On an assistant message: the calls it made (content may then be null). */
+/** A message's text: a string, or text parts (joined; other part types are rejected). */
+export type MessageContent = string | Array<{ type: 'text'; text: string }>;
+
+interface MessageFields {
+  /** On an assistant message: the calls it made (content may then be null or left out). */
   tool_calls?: ToolCall[];
   /** On a `tool` message: the call it answers. */
   tool_call_id?: string;
   /** On a `tool` message: the tool's name (some templates print it). */
   name?: string;
 }
+
+/**
+ * A message of the conversation. Every message has `content` but an assistant's, which may be
+ * null or left out (one that only made tool calls); an answer's `message` can be sent back as it is.
+ */
+export type ChatMessage =
+  | (MessageFields & { role: 'assistant'; content?: MessageContent | null })
+  | (MessageFields & { role: Role; content: MessageContent });
 
 /** An OpenAI function tool; `parameters` is a JSON Schema of an object. */
 export interface Tool {
@@ -315,7 +324,7 @@ export interface EngineInfo {
     kvCache: 'f32' | 'f16' | 'q16';
     /** The prefill matmul's operands (the `matmul` option; on the cpu kernel layout 16-bit tiles
      * serve only the weights the rows kernels cannot take). */
-    matmul: 'f32' | 'f16' | 'q16' | string;
+    matmul: 'f32' | 'f16' | 'q16' | (string & {});
     /** Where greedy picks rank the logits (what the `sampleOn` option resolved to). */
     sampleOn: 'gpu' | 'cpu';
   };

@@ -7,7 +7,11 @@
 //   2. the installed package loaded directly as ES modules (node_modules/flint-llm/index.js, no
 //      bundler): the first tokens equal too. (browser.mjs imports pkg/ directly; this checks the
 //      files the tarball ships.)
-// npm's cache is target/web-tools/npm-cache (the registry is needed once, for Vite).
+// Before the build, the installed package's declarations (node_modules/flint-llm/index.d.ts) and
+// the typed example tests/web/typed-app/ (main.ts, a browser app; node.ts, a Node program) go
+// through `tsc --noEmit --strict` with skipLibCheck off, pinned TypeScript and @types/node
+// installed with Vite; the example's `@ts-expect-error` lines must fail to type-check.
+// npm's cache is target/web-tools/npm-cache (the registry is needed once, for Vite and TypeScript).
 //   node tests/web/bundle.mjs     (after scripts/build-web.sh)
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,12 +19,14 @@ import { serve } from './server.mjs';
 import { FIXTURE, MODEL_PATH, OUT, ROOT, check, done, importTool, sameIds } from './common.mjs';
 
 const VITE = 'vite@6.3.5';
+const TYPESCRIPT = 'typescript@5.9.3';
+const NODE_TYPES = '@types/node@20.19.43'; // for typed-app/node.ts (the package's `engines`: node >= 20)
 const N_DIRECT = 2; // tokens generated on the direct path (decode on SwiftShader is slow)
 const PKG = `${ROOT}pkg`;
 const PACK = `${OUT}/pack`;
 const PROJECT = `${OUT}/bundle-project`;
 const NPM_CACHE = `${ROOT}target/web-tools/npm-cache`;
-const summary = { runtime: 'chromium (WebGPU on SwiftShader)', vite: VITE };
+const summary = { runtime: 'chromium (WebGPU on SwiftShader)', vite: VITE, typescript: TYPESCRIPT };
 const t = {};
 const since = (t0) => Math.round(performance.now() - t0);
 // A watchdog: a hung page fails the run instead of blocking it (a full run takes a few minutes).
@@ -58,10 +64,35 @@ t0 = performance.now();
 rmSync(PROJECT, { recursive: true, force: true });
 mkdirSync(PROJECT, { recursive: true });
 writeFileSync(`${PROJECT}/package.json`, JSON.stringify({ name: 'flint-bundle-check', private: true, type: 'module' }));
-run('npm', ['install', '--prefer-offline', ...npm, tarball, VITE], PROJECT);
+run('npm', ['install', '--prefer-offline', ...npm, tarball, VITE, TYPESCRIPT, NODE_TYPES], PROJECT);
 const installed = JSON.parse(readFileSync(`${PROJECT}/node_modules/flint-llm/package.json`, 'utf8'));
 summary.package = `${installed.name}@${installed.version} (${tarballs[0]})`;
 t.installMs = since(t0);
+
+// The declarations as installed, and the typed example against them: `tsc --noEmit --strict`
+// (skipLibCheck off in both tsconfigs, so index.d.ts is checked, not only used).
+t0 = performance.now();
+cpSync(`${ROOT}tests/web/typed-app`, `${PROJECT}/typed-app`, { recursive: true });
+const dts = `${PROJECT}/node_modules/flint-llm/index.d.ts`;
+for (const [config, what] of [['tsconfig.json', 'browser app (bundler resolution, DOM)'],
+  ['tsconfig.node.json', 'Node program (NodeNext resolution, @types/node, no DOM)']]) {
+  const t1 = performance.now();
+  let out;
+  let ok = true;
+  try {
+    out = execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', `typed-app/${config}`,
+      '--noEmit', '--strict', '--skipLibCheck', 'false', '--pretty', 'false', '--listFiles'],
+    { cwd: PROJECT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    ok = false;
+    out = `${e.stdout ?? ''}${e.stderr ?? ''}`;
+  }
+  const errors = out.split('\n').filter((l) => / error TS\d+:|^\s/.test(l)).join('\n');
+  check(ok, `tsc --noEmit --strict: index.d.ts as installed and the typed ${what} (typed-app/${config})`,
+    ok ? `${since(t1)} ms` : `\n${errors || out}`);
+  if (ok) check(out.split('\n').includes(dts), `tsc checked ${dts.slice(ROOT.length)}`);
+}
+t.tscMs = since(t0);
 
 t0 = performance.now();
 cpSync(`${ROOT}tests/web/bundle-app`, PROJECT, { recursive: true });
