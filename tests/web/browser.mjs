@@ -5,12 +5,15 @@
 // worker, an embedding model (the tiny BERT fixture) through the worker and on the page's thread
 // against `flint embed --json` (target/release/flint, run here), then relaunches the browser on
 // the same profile and checks that a second
-// load (on the page's thread this time) downloads no weight bytes. Then drives the demo (www/:
+// load (on the page's thread this time) downloads no weight bytes. Then the same from a page and
+// model served by `python3 -m http.server`, which ignores Range: one whole-file response streamed
+// into the cache's chunks, a second load from the cache with no request. Then drives the demo (www/:
 // a streamed answer, Stop, the Benchmark button)
 // and saves a screenshot to target/web-test/demo.png.
 //   node tests/web/browser.mjs     (after scripts/build-web.sh)
-import { mkdirSync, rmSync, statSync } from 'node:fs';
-import { serve } from './server.mjs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { serve, servePython } from './server.mjs';
 import {
   EMBED_PATH, EMBED_TEXTS, FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, importTool, maxDiff, nativeEmbeddings,
   sameIds,
@@ -26,6 +29,10 @@ rmSync(profile, { recursive: true, force: true });
 mkdirSync(profile, { recursive: true });
 
 const server = await serve();
+// Python's static server, for a page and model on a server without Range support. The page comes
+// from it too: same origin, so no CORS (it sends no CORS headers), and a secure context
+// (127.0.0.1) with a Cache API of its own, empty at first.
+const python = await servePython();
 const summary = { runtime: 'chromium (WebGPU on SwiftShader)', fileBytes };
 
 async function launch() {
@@ -175,6 +182,64 @@ try {
   check(b.info.cacheBytes === fileBytes && b.info.networkBytes === 0, 'second load reads every byte from the cache');
   check(b.info.worker === false && sameIds(b.ids, FIXTURE.ids.slice(0, 4)), 'in-thread mode gives the same tokens');
 
+  // 2b. A server that ignores Range (python3 -m http.server, serving the page and the model): the
+  //     first load streams its one 200 response through the loader and stores it in the cache's
+  //     8 MiB chunks; a second load reads them all with no request. The tokens are checked on the
+  //     second load only (its bytes are the chunks the first load read from; node.mjs checks the
+  //     tokens of a streamed load itself): a prefill on SwiftShader is seconds of CI.
+  const t2b = performance.now();
+  await page.goto(`${python.url}/tests/web/harness.html`);
+  const streamed = await page.evaluate(async ({ modelPath }) => {
+    const { createEngine } = await import('/pkg/index.js');
+    const { CACHE_NAME } = await import('/pkg/source.js');
+    const t0 = performance.now();
+    const engine = await createEngine({ model: modelPath, ctx: 64 });
+    const loadMs = performance.now() - t0;
+    const info = await engine.info();
+    await engine.unload();
+    // SHA-256 of every chunk the cache holds for the model, by its key.
+    const store = await caches.open(CACHE_NAME);
+    const chunks = {};
+    for (const req of await store.keys()) {
+      const what = new URL(req.url).searchParams.get('flint-cache');
+      if (!new URL(req.url).pathname.endsWith(modelPath) || what === 'size') continue;
+      const bytes = await (await store.match(req)).arrayBuffer();
+      chunks[what] = Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)),
+        (x) => x.toString(16).padStart(2, '0')).join('');
+    }
+    return { loadMs, info, chunks };
+  }, { modelPath: MODEL_PATH });
+  await python.sync();
+  const pyFirst = python.counts.get(MODEL_PATH)?.requests ?? 0;
+  const CHUNK = 8 << 20;
+  const fd = openSync(ROOT + MODEL_PATH.slice(1), 'r');
+  const want = {};
+  for (let i = 0; i * CHUNK < fileBytes; i++) {
+    const buf = Buffer.alloc(Math.min(CHUNK, fileBytes - i * CHUNK));
+    readSync(fd, buf, 0, buf.length, i * CHUNK);
+    want[`${fileBytes}:${i}`] = createHash('sha256').update(buf).digest('hex');
+  }
+  summary.noRange = { loadMs: Math.round(streamed.loadMs), requests: pyFirst, wasmMemoryBytes: streamed.info.wasmMemoryBytes };
+  check(streamed.info.worker === true && streamed.info.requests === 1 && pyFirst === 1 &&
+    streamed.info.networkBytes === fileBytes && streamed.info.cacheBytes === 0,
+  'a server that ignores Range (python3 -m http.server): the model loads in the worker from one whole-file response',
+  `${streamed.info.requests} request(s), the server logged ${pyFirst}; ${streamed.info.networkBytes} of ${fileBytes} bytes`);
+  check(streamed.info.wasmMemoryBytes < fileBytes / 2, 'streamed load: peak wasm memory is far below the model size',
+    `${(streamed.info.wasmMemoryBytes / 2 ** 20).toFixed(1)} MiB vs ${(fileBytes / 2 ** 20).toFixed(1)} MiB`);
+  check(JSON.stringify(streamed.chunks, Object.keys(want)) === JSON.stringify(want) &&
+    Object.keys(streamed.chunks).length === Object.keys(want).length,
+  "the streamed response is cached in the ranged path's layout: every 8 MiB chunk, equal to the file's",
+  `${Object.keys(streamed.chunks).length} of ${Object.keys(want).length} chunks`);
+  const c = await loadAndGenerate(page, { worker: false, ctx: 64 }, 2, 0);
+  await python.sync();
+  const pySecond = (python.counts.get(MODEL_PATH)?.requests ?? 0) - pyFirst;
+  summary.noRange.cachedLoadMs = Math.round(c.loadMs);
+  summary.noRange.sectionMs = Math.round(performance.now() - t2b);
+  check(pySecond === 0 && c.info.requests === 0 && c.info.networkBytes === 0 && c.info.cacheBytes === fileBytes,
+    'second load from the server without Range: every byte from the cache, no request', `the server logged ${pySecond}`);
+  check(sameIds(c.ids, FIXTURE.ids.slice(0, 2)), 'the cached chunks of the streamed load give the greedy tokens',
+    JSON.stringify(c.ids));
+
   // 3. The demo page: type a message, get streamed text, run the (small) benchmark, take a screenshot.
   await page.goto(`${server.url}/www/?pp=8&tg=2&reps=1`);
   await page.click('#load');
@@ -234,5 +299,6 @@ try {
   check(false, 'unexpected error', e?.stack ?? String(e));
 } finally {
   await server.close();
+  await python.close();
 }
 done(summary);

@@ -4,13 +4,18 @@
 // native engine's (tests/fixtures/web/greedy.json), streaming, abort, errors, unload, and the
 // device options (kernels, kvCache, sampleOn). Then an embedding model (the tiny BERT fixture):
 // embeddings.create against `flint embed --json` (target/release/flint, run here), its options,
-// and the errors of bad inputs and of chat calls on it.
+// and the errors of bad inputs and of chat calls on it. Then source.js alone against Python's
+// http.server, which ignores Range: the whole-file answer read as one stream, its bytes, its
+// memory, its cache layout, and a read backwards.
 //   node tests/web/node.mjs     (after scripts/build-web.sh)
-import { cpSync, mkdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { cpSync, mkdirSync, openSync, readSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { serve } from './server.mjs';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { serve, servePython } from './server.mjs';
 import {
   EMBED_CASES, EMBED_PATH, EMBED_TEXTS, FIXTURE, MODEL_PATH, OUT, ROOT, SYSTEM, check, done, maxDiff, nativeEmbeddings,
   sameIds,
@@ -25,8 +30,11 @@ const tools = createRequire(`${ROOT}target/web-tools/node/package.json`);
 symlinkSync(dirname(tools.resolve('webgpu/package.json')), `${app}/node_modules/webgpu`);
 const appRequire = createRequire(`${app}/index.js`);
 const { createEngine } = await import(pathToFileURL(appRequire.resolve('flint-llm')).href);
+const { openSource } = await import(pathToFileURL(`${app}/node_modules/flint-llm/source.js`).href);
 
 const server = await serve();
+// `python3 -m http.server`: no Range support, so a model loads from it as one streamed response.
+const python = await servePython();
 const modelUrl = server.url + MODEL_PATH;
 const fileBytes = statSync(ROOT + MODEL_PATH.slice(1)).size;
 const summary = { runtime: `node ${process.version}` };
@@ -214,18 +222,26 @@ try {
     const t = performance.now();
     const e = await createEngine({ model: modelUrl, ctx: 64, ...opts });
     try {
-      const { caps } = await e.info();
+      const { caps, requests, networkBytes, cacheBytes } = await e.info();
       const g = await e.completions.create({ prompt, max_tokens: n, temperature: 0 });
-      return { caps, ids: g.choices[0].token_ids, ms: Math.round(performance.now() - t) };
+      return { caps, ids: g.choices[0].token_ids, ms: Math.round(performance.now() - t), requests, networkBytes, cacheBytes };
     } finally {
       await e.unload();
     }
   };
   summary.deviceOptionsMs = {};
-  // The default load's kernel layout and cache, with the greedy pick on the other side.
+  // The default load's kernel layout and cache, with the greedy pick on the other side. This load
+  // comes from Python's http.server, which ignores Range: one 200 response, streamed through the
+  // same tensor-by-tensor path (a load of its own would cost CI a prefill and decode on SwiftShader).
   const other = info.caps.sampleOn === 'gpu' ? 'cpu' : 'gpu';
-  const o = await withOptions({ sampleOn: other }, FIXTURE.prompt, 4);
-  summary.deviceOptionsMs[`sampleOn ${other}`] = o.ms;
+  const pyModel = python.url + MODEL_PATH;
+  const o = await withOptions({ sampleOn: other, model: pyModel }, FIXTURE.prompt, 4);
+  summary.deviceOptionsMs[`sampleOn ${other} (from python3 -m http.server)`] = o.ms;
+  await python.sync();
+  const pyServed = python.counts.get(MODEL_PATH)?.requests;
+  check(o.requests === 1 && pyServed === 1 && o.networkBytes === fileBytes && o.cacheBytes === 0,
+    'a server that ignores Range (python3 -m http.server): the model loads from one whole-file response, read once',
+    `${o.requests} request(s), the server logged ${pyServed}; ${o.networkBytes} of ${fileBytes} bytes`);
   check(sameDev(o.caps, { ...summary.defaultDevice, sampleOn: other }), `{ sampleOn: '${other}' } is reported`,
     JSON.stringify(dev(o.caps)));
   check(sameIds(o.ids, ids.slice(0, 4)), `greedy ids picked on the ${other.toUpperCase()} equal those picked on the ` +
@@ -351,9 +367,129 @@ try {
   const again2 = await embedder.embeddings.create({ input: EMBED_TEXTS[0] });
   check(maxDiff(again2.data[0].embedding, emb.data[0].embedding) < 1e-5, 'the embedder works after the errors');
   await embedder.unload();
+
+  // 11. source.js alone against Python's http.server (no Range support): reads in the loader's
+  //     order (growing header prefixes from 0, then forward in pieces) give the file's bytes from
+  //     one response, holding at most two 8 MiB chunks; a read behind them is a clear error.
+  t = performance.now();
+  await checkStreamedSource(pyModel);
+  summary.streamedSourceMs = Math.round(performance.now() - t);
 } catch (e) {
   check(false, 'unexpected error', e?.stack ?? String(e));
 } finally {
   await server.close();
+  await python.close();
 }
 done(summary);
+
+async function checkStreamedSource(url) {
+  const MiB = 1 << 20;
+  const fd = openSync(ROOT + MODEL_PATH.slice(1), 'r');
+  const fileAt = (o, n) => {
+    const b = Buffer.alloc(n);
+    readSync(fd, b, 0, n, o);
+    return b;
+  };
+  const same = (a, o) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.length), fileAt(o, a.length)) === 0;
+  // The loader's order: the magic, prefixes of 1 and 4 MiB, then 4 MiB pieces (not chunk-aligned).
+  const reads = [[0, 4], [0, MiB], [0, 4 * MiB]];
+  for (let o = 3 * MiB + 123; o < fileBytes; o += 4 * MiB - 7) reads.push([o, Math.min(4 * MiB - 7, fileBytes - o)]);
+  const message = (p) => p.then(() => 'no error', (e) => e.message);
+
+  const probe = await fetch(url, { headers: { Range: 'bytes=0-0' } });
+  await probe.body?.cancel();
+  await python.sync();
+  check(probe.status === 200, "python's http.server answers a Range request with 200 and the whole file",
+    `HTTP ${probe.status}, Content-Length ${probe.headers.get('content-length')}`);
+
+  // Live ArrayBuffer memory: what the source holds. V8 frees the buffers of a collection on a
+  // background thread and counts them freed when it is done: collect until the count settles.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc');
+  const live = async () => {
+    let now = -1;
+    for (let k = 0, last = -2; k < 8 && now !== last; k++) {
+      last = now;
+      await new Promise((ok) => setTimeout(ok, 5));
+      gc();
+      now = process.memoryUsage().arrayBuffers;
+    }
+    return now;
+  };
+  const before = python.counts.get(MODEL_PATH)?.requests ?? 0;
+  const base = await live();
+  const s = await openSource(url);
+  let ok = s.size === fileBytes;
+  let peak = 0;
+  for (const [o, n] of reads) {
+    ok = same(await s.read(o, n), o) && ok;
+    peak = Math.max(peak, (await live()) - base);
+  }
+  await python.sync();
+  const served = (python.counts.get(MODEL_PATH)?.requests ?? 0) - before;
+  check(ok && s.stats.requests === 1 && served === 1 && s.stats.networkBytes === fileBytes,
+    `source.js over a server that ignores Range: ${reads.length} reads in the loader's order give the file's bytes, from one request`,
+    `${JSON.stringify(s.stats)}, the server logged ${served}`);
+  summary.streamedSourcePeakMiB = +(peak / MiB).toFixed(1);
+  check(peak <= 2 * 8 * MiB + 4 * MiB + MiB, 'it holds at most two 8 MiB chunks (and the read) in memory, not the file',
+    `peak ${(peak / MiB).toFixed(1)} MiB live for a ${(fileBytes / MiB).toFixed(1)} MiB file`);
+  const back = await message(s.read(20 * MiB, 16));
+  check(/cannot read back to byte 20971520 .*ignores HTTP Range requests.*read once, forward/.test(back),
+    'a read behind what it holds is an error naming the cause, not wrong bytes', back);
+  s.close();
+
+  // With a cache (a Cache API stand-in: Node has none): the streamed chunks are stored under the
+  // ranged path's keys, so a second open reads every byte from it with no request; a chunk missing
+  // from the cache is read by streaming the file again up to it.
+  const stored = new Map();
+  globalThis.caches = {
+    open: async () => ({
+      match: async (k) => (stored.has(String(k)) ? new Response(stored.get(String(k))) : undefined),
+      put: async (k, r) => void stored.set(String(k), new Uint8Array(await r.arrayBuffer())),
+    }),
+  };
+  try {
+    const read = async (src) => {
+      let all = true;
+      for (const [o, n] of reads) all = same(await src.read(o, n), o) && all;
+      src.close();
+      return all;
+    };
+    const first = await openSource(url);
+    const firstOk = await read(first);
+    const chunks = [...stored.keys()].filter((k) => /flint-cache=\d+%3A\d+$/.test(k));
+    const layout = chunks.length === Math.ceil(fileBytes / (8 * MiB)) && chunks.every((k) => {
+      const i = Number(/%3A(\d+)$/.exec(k)[1]);
+      const b = stored.get(k);
+      return b.length === Math.min(8 * MiB, fileBytes - i * 8 * MiB) && same(b, i * 8 * MiB);
+    });
+    const second = await openSource(url);
+    const secondOk = await read(second);
+    check(firstOk && layout && first.stats.requests === 1 && second.stats.requests === 0 && secondOk &&
+      second.stats.cacheBytes === fileBytes && second.stats.networkBytes === 0,
+    'streamed chunks are cached in the ranged layout: a second open reads every byte from the cache, no request',
+    `${chunks.length} chunks; first ${JSON.stringify(first.stats)}, second ${JSON.stringify(second.stats)}`);
+    const key5 = chunks.find((k) => k.endsWith('%3A5'));
+    stored.delete(key5);
+    const third = await openSource(url);
+    const thirdOk = await read(third);
+    check(thirdOk && third.stats.requests === 1 && third.stats.networkBytes === 6 * 8 * MiB &&
+      third.stats.cacheBytes === fileBytes - 8 * MiB && stored.has(key5),
+    'a chunk missing from the cache: one request, the stream read up to it, the chunk stored again', JSON.stringify(third.stats));
+  } finally {
+    delete globalThis.caches;
+  }
+
+  // A server that ignores Range and sends no Content-Length (chunked): the size is unknown.
+  const chunked = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.write(fileAt(0, 1024));
+    res.end();
+  });
+  await new Promise((ok) => chunked.listen(0, '127.0.0.1', ok));
+  const noLength = await message(openSource(`http://127.0.0.1:${chunked.address().port}/m.gguf`));
+  chunked.closeAllConnections();
+  chunked.close();
+  check(/ignores HTTP Range requests .* no Content-Length, so the file's size is unknown/.test(noLength),
+    'no Range support and no Content-Length: an error naming both', noLength);
+}
