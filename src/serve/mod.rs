@@ -157,6 +157,8 @@ struct ChatState {
     vocab: Arc<ConstraintVocab>,
     /// The syntax the model writes tool calls in.
     syntax: Syntax,
+    /// The GPU adapter's name and driver (`/health`).
+    adapter: (String, String),
 }
 
 /// The embedding model's side: its worker's queue and what `/health` reports.
@@ -275,6 +277,10 @@ fn start_chat(
         syntax,
         ctx: engine.ctx,
         slots: engine.slots(),
+        adapter: (
+            engine.gpu.info.name.clone(),
+            engine.gpu.info.driver_info.clone(),
+        ),
         jobs: tx,
         counters: counters.clone(),
     };
@@ -653,6 +659,11 @@ async fn health(State(s): State<Shared>) -> Response {
                 },
                 "grammar_mask_ms": c.mask_us.load(Ordering::Relaxed) as f64 / 1000.0,
                 "cached_prompt_tokens": c.cached_prompt_tokens.load(Ordering::Relaxed),
+                "gpu": {
+                    "adapter": chat.adapter.0,
+                    "driver": chat.adapter.1,
+                    "dispatches": c.gpu_dispatches.load(Ordering::Relaxed),
+                },
             })
         }
         None => json!({

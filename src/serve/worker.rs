@@ -137,6 +137,8 @@ pub struct Counters {
     pub spec_checks: AtomicU64,
     pub spec_drafted: AtomicU64,
     pub spec_accepted: AtomicU64,
+    /// GPU dispatches recorded by the worker's device so far (`/health`'s `gpu.dispatches`).
+    pub gpu_dispatches: AtomicU64,
 }
 
 /// A request's place among the `--max-concurrency` admitted ones; released on drop.
@@ -274,6 +276,8 @@ pub fn run(mut engine: Engine, syntax: Syntax, jobs: Receiver<Job>, counters: Ar
             }
         }
         step_all(&mut engine, &shared, &counters, &mut active);
+        let dispatches = engine.gpu.counters().dispatches;
+        counters.gpu_dispatches.store(dispatches, Ordering::Relaxed);
     }
 }
 
