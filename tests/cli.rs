@@ -42,20 +42,32 @@ fn run_greedy_streams_only_the_completion() {
     if !have_model() {
         return;
     }
-    let (code, out, err) = flint(&[
-        "run",
-        "-m",
-        MODEL,
-        "-p",
-        "The capital of France is",
-        "-n",
-        "2",
-        "--temp",
-        "0",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(out, " Paris.\n", "stdout must hold only the generated text");
+    // as on a fresh machine, in a container or CI: no XDG_RUNTIME_DIR (Mesa's loader then
+    // printed "error: XDG_RUNTIME_DIR is invalid or not set" twice)
+    let out = Command::new(env!("CARGO_BIN_EXE_flint"))
+        .args(["run", "-m", MODEL, "-p", "The capital of France is"])
+        .args(["-n", "2", "--temp", "0"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run flint");
+    let (out, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out, " Paris.\n",
+        "stdout must hold only the generated text ({err})"
+    );
     assert!(err.contains("tok/s"), "timings go to stderr: {err}");
+    // stderr holds flint's own lines and nothing else
+    for line in err.lines() {
+        assert!(
+            line.is_empty() || line.starts_with("flint: "),
+            "a line on stderr that is not flint's: {line:?} in\n{err}"
+        );
+    }
+    // lavapipe is a CPU-type adapter: the startup says what that means
+    assert!(err.contains("is a software GPU"), "{err}");
 }
 
 #[test]
@@ -251,6 +263,26 @@ fn adapters_are_listed() {
         out.contains("[0]") && out.contains("max_storage_buffer_binding_size"),
         "{out}"
     );
+    // --adapter picks one: only its block is listed, under its own index
+    let listed = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with('['))
+            .map(|l| l.split(']').next().unwrap().to_string() + "]")
+            .collect()
+    };
+    let all = listed(&out);
+    for (i, index) in all.iter().enumerate() {
+        let (code, one, err) = flint(&["info", "--adapters", "--adapter", &i.to_string()]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(listed(&one), vec![index.clone()], "{one}");
+    }
+    let name = out.lines().next().unwrap()[4..].split(" (").next().unwrap();
+    let (code, one, err) = flint(&["info", "--adapters", "--adapter", name]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(listed(&one), vec!["[0]".to_string()], "{one}");
+    let (code, _, err) = flint(&["info", "--adapters", "--adapter", "no-such-gpu"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no adapter matches `no-such-gpu`"), "{err}");
 }
 
 #[test]

@@ -412,6 +412,7 @@ struct EmbedArgs {
 }
 
 fn main() {
+    private_runtime_dir();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run(a) => run(a),
@@ -426,6 +427,41 @@ fn main() {
     if let Err(e) = result {
         eprintln!("flint: error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Mesa's Vulkan loader prints `error: XDG_RUNTIME_DIR is invalid or not set in the environment.`
+/// (twice) when that variable is unset, as in containers, CI and `sudo`: a newcomer reads "error"
+/// and stops. flint draws nothing on screen, so when it is unset or not a directory it points it,
+/// for this process only, at a private directory of its own (`$TMPDIR/flint-runtime-UID`, mode
+/// 0700), before any thread or driver starts.
+fn private_runtime_dir() {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let usable =
+            std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+        if usable {
+            return;
+        }
+        // the uid of a file this process just made: no libc call needed
+        let tmp = std::env::temp_dir();
+        let probe = tmp.join(format!("flint-uid-{}", std::process::id()));
+        let uid = std::fs::create_dir(&probe)
+            .ok()
+            .and_then(|()| std::fs::metadata(&probe).ok())
+            .map(|m| m.uid());
+        let _ = std::fs::remove_dir(&probe);
+        let Some(uid) = uid else { return };
+        let dir = tmp.join(format!("flint-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        // only a directory of ours that nobody else can write to
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+        if ours {
+            // single-threaded still: nothing reads the environment concurrently
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
     }
 }
 
@@ -517,6 +553,9 @@ impl ModelArgs {
                 engine.load_time.as_secs_f64(),
                 engine.ctx
             );
+            if let Some(note) = engine.gpu.software_note() {
+                eprintln!("flint: note: {note}");
+            }
         }
         Ok(engine)
     }
@@ -830,7 +869,11 @@ fn info(a: InfoArgs) -> Result<()> {
                 "wgpu sees no adapter (install a Vulkan driver, e.g. mesa-vulkan-drivers)".into(),
             ));
         }
-        for (i, ad) in adapters.iter().enumerate() {
+        let adapters: Vec<(usize, wgpu::Adapter)> = match &a.model.adapter {
+            Some(sel) => vec![flint::gpu::select_adapter(adapters, sel)?],
+            None => adapters.into_iter().enumerate().collect(),
+        };
+        for (i, ad) in &adapters {
             let info = ad.get_info();
             let l = ad.limits();
             println!(
@@ -855,6 +898,9 @@ fn info(a: InfoArgs) -> Result<()> {
                 l.max_compute_invocations_per_workgroup,
                 l.max_compute_workgroups_per_dimension
             );
+            if info.device_type == wgpu::DeviceType::Cpu && info.backend != wgpu::Backend::Noop {
+                println!("    note: {}", flint::gpu::software_note(&info.name));
+            }
         }
         return Ok(());
     }
@@ -921,6 +967,9 @@ fn info(a: InfoArgs) -> Result<()> {
         }
         println!("tokenizer: {} tokens", e.tokenizer.vocab_size());
         println!("adapter: {}", e.gpu.describe());
+        if let Some(note) = e.gpu.software_note() {
+            println!("note: {note}");
+        }
         return Ok(());
     }
     let engine = a.model.load(None)?;
@@ -951,6 +1000,9 @@ fn info(a: InfoArgs) -> Result<()> {
     );
     let gpu: &Gpu = &engine.gpu;
     println!("adapter: {}", gpu.describe());
+    if let Some(note) = gpu.software_note() {
+        println!("note: {note}");
+    }
     let c = &gpu.caps;
     println!(
         "kernel layout: {} (--kernels); fused decode projections: {}; KV cache: {} (--kv-cache); prefill matmul: {} (--matmul); sampling: {} (--sample-on)",

@@ -270,6 +270,37 @@ struct Counters {
     submits: AtomicU64,
 }
 
+/// What a CPU-type adapter named `name` gives (see [`Gpu::software_note`]). The ratios are
+/// README's, measured against llama.cpp's CPU backend on the same machine and file.
+pub fn software_note(name: &str) -> String {
+    format!(
+        "{name} is a software GPU: it runs flint's kernels on the CPU, with the same results as a \
+         GPU but far slower (SmolLM2-135M: about 0.3x llama.cpp's CPU prefill and 0.1x its decode \
+         on the same cores); for speed use a real GPU, and for CPU-only serving llama.cpp"
+    )
+}
+
+/// Of `adapters`, the one `sel` names: an index into the list, else the first whose name
+/// contains `sel` (case-insensitive); with its index.
+pub fn select_adapter(adapters: Vec<wgpu::Adapter>, sel: &str) -> Result<(usize, wgpu::Adapter)> {
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    let found = match sel.parse::<usize>() {
+        Ok(i) => adapters.into_iter().enumerate().nth(i),
+        Err(_) => {
+            let s = sel.to_lowercase();
+            adapters
+                .into_iter()
+                .enumerate()
+                .find(|(_, a)| a.get_info().name.to_lowercase().contains(&s))
+        }
+    };
+    found.ok_or_else(|| {
+        Error::NoAdapter(format!(
+            "no adapter matches `{sel}`; adapters seen: {names:?}"
+        ))
+    })
+}
+
 /// Lists the adapters wgpu can see for the given backend filter.
 pub async fn enumerate_adapters(backend: Option<&str>) -> Result<Vec<wgpu::Adapter>> {
     let backends = parse_backends(backend)?;
@@ -363,20 +394,7 @@ impl Gpu {
         let adapter = match &wanted {
             Some(sel) => {
                 let all = instance.enumerate_adapters(backends).await;
-                let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
-                let found = match sel.parse::<usize>() {
-                    Ok(i) => all.into_iter().nth(i),
-                    Err(_) => {
-                        let s = sel.to_lowercase();
-                        all.into_iter()
-                            .find(|a| a.get_info().name.to_lowercase().contains(&s))
-                    }
-                };
-                found.ok_or_else(|| {
-                    Error::NoAdapter(format!(
-                        "no adapter matches `{sel}`; adapters seen: {names:?}"
-                    ))
-                })?
+                select_adapter(all, sel)?.1
             }
             None => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -505,6 +523,14 @@ impl Gpu {
             submit_ns: c.submit_ns.load(Ordering::Relaxed),
             submits: c.submits.load(Ordering::Relaxed),
         }
+    }
+
+    /// On a CPU-type adapter (Mesa lavapipe, SwiftShader, WARP), what to expect of it: one
+    /// sentence for startup lines and `flint info`; `None` on a GPU (and on the noop backend,
+    /// which runs nothing).
+    pub fn software_note(&self) -> Option<String> {
+        (self.info.device_type == wgpu::DeviceType::Cpu && self.info.backend != wgpu::Backend::Noop)
+            .then(|| software_note(&self.info.name))
     }
 
     /// A one-line description of the adapter: name, backend, device type.
