@@ -4,6 +4,7 @@
 // in a Web Worker on this device's GPU. With "clock tool" ticked the model is offered a get_time tool
 // (OpenAI tool calling) that the page itself runs: a call, its result, then the answer (tool_choice
 // from the page's query, ?tool_choice=required to always call it; ?max_tokens=N caps each answer, ?temperature=T).
+// Behind `flint serve`, the model field defaults to the model that server runs (/served-model.json).
 import { createEngine } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -229,3 +230,21 @@ $('input').addEventListener('keydown', (ev) => {
 if (!navigator.gpu) {
   addMessage('error', 'This browser has no WebGPU (navigator.gpu): try a recent Chrome, Edge or Safari.');
 }
+
+// Behind `flint serve`: offer the model it runs (at a URL it serves with Range support), by name.
+// Elsewhere (a static server) the request fails and the field keeps its default.
+async function offerServedModel() {
+  try {
+    const r = await fetch('/served-model.json');
+    if (!r.ok) return;
+    const m = await r.json();
+    if (typeof m.url !== 'string' || typeof m.name !== 'string') return;
+    $('model').value = m.url;
+    const served = $('served');
+    served.textContent = `The model this flint serve runs: ${m.name} (${mib(m.bytes)} MiB).`;
+    served.hidden = false;
+  } catch {
+    // not behind flint serve
+  }
+}
+offerServedModel();

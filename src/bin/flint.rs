@@ -1235,6 +1235,8 @@ fn serve(a: ServeArgs) -> Result<()> {
         shutdown_timeout: std::time::Duration::try_from_secs_f64(a.shutdown_timeout).map_err(
             |_| Error::InvalidArgument("--shutdown-timeout takes a number of seconds".into()),
         )?,
+        // the demo page loads GGUF files only
+        model_file: matches!(ModelFile::open(&path), Ok(ModelFile::Gguf(_))).then(|| path.clone()),
     };
     let models = if flint::embed::is_embedding_model(&path)? {
         if let Some(e) = &a.embedding_model {

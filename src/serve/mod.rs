@@ -89,6 +89,10 @@ pub struct ServeConfig {
     /// After SIGTERM or Ctrl-C, how long running requests may take to finish before [`run`]
     /// returns anyway.
     pub shutdown_timeout: std::time::Duration,
+    /// The chat model's GGUF file, offered to the demo page (and any other web page) at
+    /// `/model.gguf` with HTTP Range support and described at `/served-model.json`
+    /// ([`static_files`]); `None`: not offered.
+    pub model_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -106,6 +110,7 @@ impl Default for ServeConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             shutdown_timeout: std::time::Duration::from_secs(30),
+            model_file: None,
         }
     }
 }
@@ -327,7 +332,7 @@ fn router(state: Shared) -> Router {
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
         .max_age(std::time::Duration::from_secs(3600));
     let limit = state.config.max_body_bytes;
-    static_files::add(Router::new())
+    static_files::add(Router::new(), &state.config)
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
         .route("/live", get(live))
