@@ -1,7 +1,9 @@
 //! Downloading model files (`flint::hub`, `flint pull`, `-m hf:...`) against HTTP servers started
-//! here on 127.0.0.1: well-behaved ones, and ones that misbehave on purpose (ignore Range, close
-//! early, send the wrong bytes, refuse). The library is driven through `HubOptions` (endpoint,
-//! cache, token), never the process environment; the CLI test sets the environment of the child.
+//! here on 127.0.0.1: well-behaved ones, ones that answer as the Hugging Face Hub does (the commit
+//! in `X-Repo-Commit`, LFS files redirected to a CDN), and ones that misbehave on purpose (ignore
+//! Range, close early, send the wrong bytes, refuse); and Hugging Face caches laid out here as
+//! huggingface_hub lays them out. The library is driven through `HubOptions` (endpoint, caches,
+//! token), never the process environment; the CLI test sets the environment of the child.
 
 use flint::hub::{self, HubOptions, Source};
 use sha2::{Digest, Sha256};
@@ -157,8 +159,14 @@ fn temp_cache(name: &str) -> PathBuf {
     dir
 }
 
+/// The Hugging Face cache of the tests' options: `huggingface/hub` under the test's folder.
+fn hf_cache(cache: &Path) -> PathBuf {
+    cache.join("huggingface").join("hub")
+}
+
 fn options(cache: &Path, endpoint: &str) -> HubOptions {
     let mut o = HubOptions::new(cache);
+    o.hf_cache = Some(hf_cache(cache));
     o.endpoint = endpoint.to_string();
     o.read_timeout = Duration::from_secs(10);
     o
@@ -173,6 +181,32 @@ fn remote(spec: &str, opts: &HubOptions) -> hub::Remote {
         Source::Remote(r) => r,
         Source::Local(p) => panic!("{spec} parsed as the local path {}", p.display()),
     }
+}
+
+fn hf_file(spec: &str, opts: &HubOptions) -> hub::HfFile {
+    remote(spec, opts)
+        .hf
+        .expect("an hf: spec with a Hugging Face cache")
+}
+
+/// Commits as the Hub names them.
+const COMMIT: &str = "4f1c2a9e0b7d3c5a6e8f9a0b1c2d3e4f5a6b7c8d";
+const COMMIT2: &str = "aa0bb1cc2dd3ee4ff5009a8b7c6d5e4f3a2b1c0d";
+
+/// The headers the Hub sends with a file of commit `commit`: `X-Repo-Commit` and, for an LFS file
+/// (`sha` given), its sha256 as `X-Linked-Etag` and `ETag`.
+fn hub_headers(commit: &str, sha: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut h = vec![("X-Repo-Commit", commit.to_string())];
+    if let Some(sha) = sha {
+        h.push(("X-Linked-Etag", format!("\"{sha}\"")));
+        h.push(("ETag", format!("\"{sha}\"")));
+    }
+    h
+}
+
+/// The file a symlink points at, as written (relative or not).
+fn link_of(path: &Path) -> PathBuf {
+    std::fs::read_link(path).unwrap_or_else(|e| panic!("{} is no symlink: {e}", path.display()))
 }
 
 const N: usize = 300_000;
@@ -226,14 +260,15 @@ fn hf_specs_map_to_the_resolve_url_of_their_revision() {
     let data = model_bytes(N, 2);
     let sha = sha256(&data);
     let served = data.clone();
-    // Hugging Face's answer for an LFS file: the sha256 as X-Linked-Etag and a quoted ETag
-    let server = Server::start(move |_, _| {
-        let tag = format!("\"{}\"", sha256(&served));
-        response(
-            200,
-            &[("X-Linked-Etag", tag.clone()), ("ETag", tag)],
-            &served,
-        )
+    // the Hub's answer for an LFS file served by the endpoint itself: the commit the revision is
+    // at, the sha256 as X-Linked-Etag and a quoted ETag
+    let server = Server::start(move |req, _| {
+        let commit = if req.path.contains("/resolve/v1.0/") {
+            COMMIT2
+        } else {
+            COMMIT
+        };
+        response(200, &hub_headers(commit, Some(&sha256(&served))), &served)
     });
     let cache = temp_cache("hf");
     let opts = options(&cache, &format!("{}/", server.base));
@@ -248,16 +283,29 @@ fn hf_specs_map_to_the_resolve_url_of_their_revision() {
             "/Owner/Repo-GGUF/resolve/v1.0/sub%20dir/m.gguf"
         ]
     );
+    let repo = hf_cache(&cache).join("models--Owner--Repo-GGUF");
     assert_eq!(
         p1,
-        cache.join("models/hf/Owner/Repo-GGUF/main/model.Q4_K_M.gguf")
+        repo.join("snapshots")
+            .join(COMMIT)
+            .join("model.Q4_K_M.gguf")
     );
     assert_eq!(
         p2,
-        cache.join("models/hf/Owner/Repo-GGUF/v1.0/sub dir/m.gguf")
+        repo.join("snapshots").join(COMMIT2).join("sub dir/m.gguf")
     );
+    // one blob for both: the same bytes, the same ETag
+    assert_eq!(link_of(&p1), Path::new("../..").join("blobs").join(&sha));
+    assert_eq!(link_of(&p2), Path::new("../../..").join("blobs").join(&sha));
     assert_eq!(sha256(&std::fs::read(&p1).unwrap()), sha);
     assert_eq!(sha256(&std::fs::read(&p2).unwrap()), sha);
+    let read = |p: &str| std::fs::read_to_string(repo.join(p)).unwrap();
+    assert_eq!(read("refs/main"), COMMIT);
+    assert_eq!(read("refs/v1.0"), COMMIT2);
+    assert!(
+        !cache.join("models").exists(),
+        "an hf: download went to flint's own cache"
+    );
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -265,9 +313,8 @@ fn hf_specs_map_to_the_resolve_url_of_their_revision() {
 fn a_wrong_linked_etag_is_a_sha_mismatch() {
     let data = model_bytes(N, 3);
     let other = sha256(&model_bytes(N, 4));
-    let server = Server::start(move |_, _| {
-        response(200, &[("X-Linked-Etag", format!("\"{other}\""))], &data)
-    });
+    let tag = other.clone();
+    let server = Server::start(move |_, _| response(200, &hub_headers(COMMIT, Some(&tag)), &data));
     let cache = temp_cache("etag");
     let opts = options(&cache, &server.base);
     let spec = "hf:o/r/m.gguf";
@@ -277,11 +324,17 @@ fn a_wrong_linked_etag_is_a_sha_mismatch() {
         err.contains(&format!("{}/o/r/resolve/main/m.gguf", server.base)),
         "{err}"
     );
-    let r = remote(spec, &opts);
-    assert!(!r.path.exists() && !r.part_path().exists());
+    // no blob, no partial blob, no snapshot, no ref
+    let hf = hf_file(spec, &opts);
+    let blob = hf.blob_path(&other);
+    assert!(!blob.exists() && !blob.with_extension("incomplete").exists());
+    assert!(!hf.snapshot_path(COMMIT).exists());
+    assert!(!hf.repo_dir().join("refs").exists());
+    assert_eq!(hf.cached(), None);
     std::fs::remove_dir_all(&cache).ok();
 }
 
+/// A server that sends no commit or ETag is not the Hub: its `hf:` file goes to flint's own cache.
 #[test]
 fn a_cached_file_is_returned_without_a_request() {
     let data = model_bytes(N, 5);
@@ -291,6 +344,8 @@ fn a_cached_file_is_returned_without_a_request() {
     let mut opts = options(&cache, &server.base);
     let spec = "hf:o/r/m.gguf";
     let first = fetch(spec, &opts).unwrap();
+    assert_eq!(first, cache.join("models/hf/o/r/main/m.gguf"));
+    assert!(!hf_cache(&cache).exists());
     assert_eq!(server.requests().len(), 1);
     // the cache is trusted as it is: no request, even to check
     opts.sha256 = Some(sha256(&data));
@@ -312,21 +367,40 @@ fn a_cached_file_is_returned_without_a_request() {
     std::fs::remove_dir_all(&cache).ok();
 }
 
+/// The Hub's way with an LFS file: the endpoint redirects to a CDN, with the commit and the
+/// file's sha256 and size on the redirect; the CDN serves the bytes.
+fn hub_with_cdn(data: Vec<u8>) -> (Server, Server) {
+    let sha = sha256(&data);
+    let size = data.len().to_string();
+    let cdn = Server::start(move |req, _| serve_range(req, &data, &[]));
+    let cdn_base = cdn.base.clone();
+    let hub_server = Server::start(move |req, _| {
+        let mut h = hub_headers(COMMIT, Some(&sha));
+        h.push(("X-Linked-Size", size.clone()));
+        h.push(("Location", format!("{cdn_base}/blobs/{sha}?sig=1")));
+        if req.path.contains("/resolve/") {
+            response(302, &h, b"")
+        } else {
+            response(404, &[], b"Entry not found")
+        }
+    });
+    (hub_server, cdn)
+}
+
 #[test]
 fn a_part_file_is_resumed_with_a_range_request() {
     let data = model_bytes(N, 6);
-    let served = data.clone();
-    let server = Server::start(move |req, _| {
-        let tag = format!("\"{}\"", sha256(&served));
-        serve_range(req, &served, &[("X-Linked-Etag", tag)])
-    });
+    let sha = sha256(&data);
+    let (hub_server, cdn) = hub_with_cdn(data.clone());
     let cache = temp_cache("resume");
-    let opts = options(&cache, &server.base);
+    let opts = options(&cache, &hub_server.base);
     let spec = "hf:o/r/m.gguf";
-    let r = remote(spec, &opts);
+    // what an interrupted download (flint's or huggingface_hub's) left: the blob's first part
+    let hf = hf_file(spec, &opts);
+    let incomplete = hf.blob_path(&sha).with_extension("incomplete");
     let half = 123_457;
-    std::fs::create_dir_all(r.part_path().parent().unwrap()).unwrap();
-    std::fs::write(r.part_path(), &data[..half]).unwrap();
+    std::fs::create_dir_all(incomplete.parent().unwrap()).unwrap();
+    std::fs::write(&incomplete, &data[..half]).unwrap();
     let mut from = None;
     let path = hub::fetch(spec, &opts, &mut |e| {
         if let hub::Event::Started { from: f, .. } = e {
@@ -335,17 +409,288 @@ fn a_part_file_is_resumed_with_a_range_request() {
     })
     .unwrap();
     assert_eq!(from, Some(half as u64));
-    let reqs = server.requests();
+    // the endpoint is asked once, without a Range; the CDN once, from where the part ends
+    let reqs = hub_server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("range"), None);
+    let reqs = cdn.requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(
         reqs[0].header("range"),
         Some(format!("bytes={half}-").as_str())
     );
+    assert_eq!(path, hf.snapshot_path(COMMIT));
     assert!(
         std::fs::read(&path).unwrap() == data,
         "resumed file differs"
     );
-    assert!(!r.part_path().exists());
+    assert!(!incomplete.exists());
+
+    // an endpoint that serves the file itself (a small file, or a mirror): its first answer
+    // names the blob, and a second request resumes it
+    let served = data.clone();
+    let tag = sha.clone();
+    let direct =
+        Server::start(move |req, _| serve_range(req, &served, &hub_headers(COMMIT, Some(&tag))));
+    let cache2 = temp_cache("resume-direct");
+    let opts = options(&cache2, &direct.base);
+    let hf = hf_file(spec, &opts);
+    let incomplete = hf.blob_path(&sha).with_extension("incomplete");
+    std::fs::create_dir_all(incomplete.parent().unwrap()).unwrap();
+    std::fs::write(&incomplete, &data[..half]).unwrap();
+    let path = fetch(spec, &opts).unwrap();
+    let ranges: Vec<Option<String>> = direct
+        .requests()
+        .iter()
+        .map(|r| r.header("range").map(str::to_string))
+        .collect();
+    assert_eq!(ranges, [None, Some(format!("bytes={half}-"))]);
+    assert!(std::fs::read(&path).unwrap() == data);
+    assert!(!incomplete.exists());
+    std::fs::remove_dir_all(&cache).ok();
+    std::fs::remove_dir_all(&cache2).ok();
+}
+
+/// A cache as huggingface_hub lays it out, with `hf:o/r/m.gguf` and `hf:o/r/sub/x.gguf` at
+/// `COMMIT`, which `refs/main` names: blobs named by their ETags, relative symlinks to them.
+#[cfg(unix)]
+fn lay_out_hf_cache(root: &Path, files: &[(&str, &str, &[u8])]) -> PathBuf {
+    let repo = root.join("models--o--r");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    for (file, etag, bytes) in files {
+        std::fs::write(repo.join("blobs").join(etag), bytes).unwrap();
+        let pointer = repo.join("snapshots").join(COMMIT).join(file);
+        std::fs::create_dir_all(pointer.parent().unwrap()).unwrap();
+        let up = "../".repeat(file.split('/').count() + 1);
+        std::os::unix::fs::symlink(format!("{up}blobs/{etag}"), &pointer).unwrap();
+    }
+    repo
+}
+
+#[test]
+#[cfg(unix)]
+fn a_huggingface_hub_cache_is_used_without_a_request() {
+    let (a, b) = (model_bytes(N, 20), model_bytes(1000, 21));
+    let (sha_a, sha_b) = (sha256(&a), sha256(&b));
+    let fresh = model_bytes(2000, 22);
+    let sha_fresh = sha256(&fresh);
+    let served = fresh.clone();
+    // the server has only what the broken link below needs; anything else is a 404
+    let server = Server::start(move |req, _| match req.path.as_str() {
+        "/o/r/resolve/main/gone.gguf" => {
+            response(200, &hub_headers(COMMIT, Some(&sha256(&served))), &served)
+        }
+        _ => response(404, &[], b"Entry not found"),
+    });
+    let cache = temp_cache("hf-layout");
+    let mut opts = options(&cache, &server.base);
+    // a small file is named by its git blob id, as the Hub's ETag for it is
+    let git_id = "3c1d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d";
+    let repo = lay_out_hf_cache(
+        &hf_cache(&cache),
+        &[
+            ("m.gguf", &sha_a, &a),
+            ("sub/x.gguf", git_id, &b),
+            ("gone.gguf", &sha_fresh, b""),
+        ],
+    );
+    let snapshot = repo.join("snapshots").join(COMMIT);
+    // the last link is broken: its blob was deleted
+    std::fs::remove_file(repo.join("blobs").join(&sha_fresh)).unwrap();
+
+    for (spec, want) in [
+        ("hf:o/r/m.gguf", snapshot.join("m.gguf")),
+        ("hf:o/r@main/sub/x.gguf", snapshot.join("sub/x.gguf")),
+        (&format!("hf:o/r@{COMMIT}/m.gguf"), snapshot.join("m.gguf")),
+    ] {
+        assert!(remote(spec, &opts).is_cached(), "{spec}");
+        assert_eq!(fetch(spec, &opts).unwrap(), want, "{spec}");
+    }
+    assert!(server.requests().is_empty(), "a cached file was requested");
+    // a given sha256 is checked against the cached file
+    opts.sha256 = Some(sha_b.clone());
+    fetch("hf:o/r/sub/x.gguf", &opts).unwrap();
+    opts.sha256 = Some(sha_a.clone());
+    let err = fetch("hf:o/r/sub/x.gguf", &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("the cached") && err.contains(&sha_b) && err.contains("--refresh"),
+        "{err}"
+    );
+    opts.sha256 = None;
+    assert!(server.requests().is_empty());
+
+    // a revision the cache has no ref for is asked for
+    let err = fetch("hf:o/r@v2/m.gguf", &opts).unwrap_err().to_string();
+    assert!(err.contains("not found: "), "{err}");
+    // so is one whose ref is unreadable (a folder here) or names no commit
+    std::fs::create_dir_all(repo.join("refs/v3")).unwrap();
+    std::fs::write(repo.join("refs/v4"), "../../../elsewhere").unwrap();
+    for spec in ["hf:o/r@v3/m.gguf", "hf:o/r@v4/m.gguf"] {
+        assert!(!remote(spec, &opts).is_cached(), "{spec}");
+        let err = fetch(spec, &opts).unwrap_err().to_string();
+        assert!(err.contains("not found: "), "{spec}: {err}");
+    }
+    assert_eq!(server.requests().len(), 3);
+
+    // a broken link is downloaded again, and the link mended
+    let gone = snapshot.join("gone.gguf");
+    assert!(!remote("hf:o/r/gone.gguf", &opts).is_cached());
+    assert_eq!(fetch("hf:o/r/gone.gguf", &opts).unwrap(), gone);
+    assert_eq!(server.requests().len(), 4);
+    assert_eq!(link_of(&gone), Path::new("../../blobs").join(&sha_fresh));
+    assert!(std::fs::read(&gone).unwrap() == fresh);
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_download_writes_the_huggingface_hub_layout() {
+    let data = model_bytes(N, 23);
+    let sha = sha256(&data);
+    let (hub_server, cdn) = hub_with_cdn(data.clone());
+    let cache = temp_cache("hf-write");
+    let mut opts = options(&cache, &hub_server.base);
+    let spec = "hf:o/r/m.gguf";
+    let hf = hf_file(spec, &opts);
+    let path = fetch(spec, &opts).unwrap();
+    assert_eq!(path, hf.snapshot_path(COMMIT));
+    assert_eq!(
+        path,
+        hf_cache(&cache).join(format!("models--o--r/snapshots/{COMMIT}/m.gguf"))
+    );
+    // refs/main holds the commit X-Repo-Commit named, the blob is named by the ETag (the sha256)
+    // and the snapshot is a relative symlink to it
+    let repo = hf.repo_dir();
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    assert_eq!(link_of(&path), Path::new("../../blobs").join(&sha));
+    assert!(std::fs::read(repo.join("blobs").join(&sha)).unwrap() == data);
+    assert_eq!(
+        std::fs::canonicalize(&path).unwrap(),
+        std::fs::canonicalize(repo.join("blobs").join(&sha)).unwrap()
+    );
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(repo.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("blobs"), [sha.as_str()], "partial files left behind");
+    // huggingface_hub's lock for the blob
+    assert!(hf_cache(&cache)
+        .join(format!(".locks/models--o--r/{sha}.lock"))
+        .is_file());
+    assert_eq!((hub_server.requests().len(), cdn.requests().len()), (1, 1));
+
+    // found again without a request, by branch and by commit
+    assert_eq!(fetch(spec, &opts).unwrap(), path);
+    assert_eq!(
+        fetch(&format!("hf:o/r@{COMMIT}/m.gguf"), &opts).unwrap(),
+        path
+    );
+    assert_eq!((hub_server.requests().len(), cdn.requests().len()), (1, 1));
+
+    // a tag at the same commit: the endpoint is asked, the blob is there, the CDN is not asked
+    let tagged = fetch("hf:o/r@v1/m.gguf", &opts).unwrap();
+    assert_eq!(tagged, path);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/v1")).unwrap(),
+        COMMIT
+    );
+    assert_eq!((hub_server.requests().len(), cdn.requests().len()), (2, 1));
+
+    // --refresh downloads the bytes again
+    std::fs::write(repo.join("blobs").join(&sha), b"stale").unwrap();
+    opts.refresh = true;
+    assert_eq!(fetch(spec, &opts).unwrap(), path);
+    assert_eq!((hub_server.requests().len(), cdn.requests().len()), (3, 2));
+    assert!(std::fs::read(&path).unwrap() == data);
+    assert_eq!(names("blobs"), [sha.as_str()]);
+    assert!(!cache.join("models").exists());
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_small_file_is_named_by_its_git_etag() {
+    // what the Hub sends for a file kept in git: the blob id as ETag, no X-Linked-Etag
+    let git_id = "a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0";
+    let server = Server::start(move |_, _| {
+        let h = [
+            ("X-Repo-Commit", COMMIT.to_string()),
+            ("ETag", format!("\"{git_id}\"")),
+        ];
+        response(200, &h, b"{\"model_type\": \"llama\"}")
+    });
+    let cache = temp_cache("hf-git");
+    let opts = options(&cache, &server.base);
+    let spec = "hf:o/r/nested/dir/config.json";
+    let path = fetch(spec, &opts).unwrap();
+    let hf = hf_file(spec, &opts);
+    assert_eq!(path, hf.snapshot_path(COMMIT));
+    assert_eq!(link_of(&path), Path::new("../../../../blobs").join(git_id));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\"model_type\": \"llama\"}"
+    );
+    fetch(spec, &opts).unwrap();
+    assert_eq!(server.requests().len(), 1);
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn files_earlier_flint_versions_pulled_are_found() {
+    let data = model_bytes(1000, 24);
+    let server = Server::start(|_, _| response(500, &[], b"no"));
+    let cache = temp_cache("old-cache");
+    let opts = options(&cache, &server.base);
+    // where flint kept hf: files before it used the Hugging Face cache
+    let old = cache.join("models/hf/o/r/main/m.gguf");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, &data).unwrap();
+    assert!(remote("hf:o/r/m.gguf", &opts).is_cached());
+    assert_eq!(fetch("hf:o/r/m.gguf", &opts).unwrap(), old);
+    assert!(server.requests().is_empty());
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_huggingface_hub_lock_is_waited_for() {
+    let data = model_bytes(N, 25);
+    let sha = sha256(&data);
+    let (hub_server, cdn) = hub_with_cdn(data.clone());
+    let cache = temp_cache("hf-lock");
+    let opts = options(&cache, &hub_server.base);
+    let spec = "hf:o/r/m.gguf";
+    let hf = hf_file(spec, &opts);
+    // huggingface_hub (filelock: flock on Unix) downloads the same blob meanwhile
+    let lock = hf_cache(&cache).join(format!(".locks/models--o--r/{sha}.lock"));
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = std::fs::File::create(&lock).unwrap();
+    held.lock().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let opts = opts.clone();
+        std::thread::spawn(move || {
+            hub::fetch(spec, &opts, &mut |e| {
+                if let hub::Event::Waiting { .. } = e {
+                    tx.send(()).unwrap();
+                }
+            })
+        })
+    };
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("no Waiting event while the lock was held");
+    // it finishes the blob and lets go: the waiter links it without asking the CDN
+    std::fs::create_dir_all(hf.repo_dir().join("blobs")).unwrap();
+    std::fs::write(hf.blob_path(&sha), &data).unwrap();
+    drop(held);
+    assert_eq!(waiter.join().unwrap().unwrap(), hf.snapshot_path(COMMIT));
+    assert_eq!((hub_server.requests().len(), cdn.requests().len()), (1, 0));
     std::fs::remove_dir_all(&cache).ok();
 }
 
@@ -508,8 +853,8 @@ fn http_errors_name_the_problem_and_the_url() {
     let text = fetch("hf:o/gated/m.gguf", &opts).unwrap_err().to_string();
     assert!(text.contains("refused the token in HF_TOKEN"), "{text}");
     assert!(
-        !cache.join("models").exists(),
-        "failed downloads left files or folders under models/"
+        !cache.join("models").exists() && !hf_cache(&cache).exists(),
+        "failed downloads left files or folders in a cache"
     );
     std::fs::remove_dir_all(&cache).ok();
 }
@@ -534,6 +879,7 @@ fn the_token_goes_to_the_endpoint_only() {
                     ("Location", format!("{cdn_base}/signed/m.gguf?sig=1")),
                     ("X-Linked-Etag", format!("\"{sha}\"")),
                     ("X-Linked-Size", size.clone()),
+                    ("X-Repo-Commit", COMMIT.to_string()),
                 ],
                 b"",
             )
@@ -544,6 +890,7 @@ fn the_token_goes_to_the_endpoint_only() {
     opts.token = Some("hf_secret".into());
     let path = fetch("hf:o/r/m.gguf", &opts).unwrap();
     assert!(std::fs::read(&path).unwrap() == data);
+    assert_eq!(path, hf_file("hf:o/r/m.gguf", &opts).snapshot_path(COMMIT));
     let hub_reqs = hub_server.requests();
     let paths: Vec<&str> = hub_reqs.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/o/r/resolve/main/m.gguf", "/api/m.gguf"]);
@@ -667,6 +1014,28 @@ fn specs_and_cache_paths() {
         r.lock,
         Path::new("/c/locks/hf/o/r/0123abc/deep/er/m.gguf.lock")
     );
+    assert_eq!(r.hf, None, "a Hugging Face cache nobody asked for");
+    // with a Hugging Face cache: huggingface_hub's names
+    let mut o = HubOptions::new("/c");
+    o.hf_cache = Some("/h".into());
+    let r = remote("hf:o/r@0123abc/deep/er/m.gguf", &o);
+    assert_eq!(r.path, Path::new("/c/models/hf/o/r/0123abc/deep/er/m.gguf"));
+    let hf = r.hf.clone().unwrap();
+    assert_eq!(
+        (hf.repo_id.as_str(), hf.revision.as_str(), hf.file.as_str()),
+        ("o/r", "0123abc", "deep/er/m.gguf")
+    );
+    assert_eq!(hf.repo_dir(), Path::new("/h/models--o--r"));
+    assert_eq!(r.destination(), hf.repo_dir());
+    assert_eq!(
+        hf.snapshot_path(COMMIT),
+        Path::new("/h/models--o--r/snapshots")
+            .join(COMMIT)
+            .join("deep/er/m.gguf")
+    );
+    assert_eq!(hf.blob_path("abc"), Path::new("/h/models--o--r/blobs/abc"));
+    // URLs stay in flint's cache
+    assert_eq!(remote("https://example.com/a/b.gguf", &o).hf, None);
     let r = remote("HTTPS://Example.com:8443/a/b.gguf", &opts);
     assert_eq!(r.path, Path::new("/c/models/url/example.com_8443/a/b.gguf"));
     // the query is part of the cache key, as a folder
@@ -698,8 +1067,44 @@ fn options_come_from_the_environment_variables() {
     ]))
     .unwrap();
     assert_eq!(o.cache_dir, Path::new("/fc"));
+    assert_eq!(
+        o.hf_cache.as_deref(),
+        Some(Path::new("/xdg/huggingface/hub"))
+    );
     assert_eq!(o.endpoint, "http://mirror:8080");
     assert_eq!(o.token.as_deref(), Some("hf_abc"));
+    // the Hugging Face cache, found as huggingface_hub finds it
+    let hf = |pairs: &'static [(&'static str, &'static str)]| {
+        let var = vars(pairs);
+        HubOptions::from_vars(|k| var(k).or_else(|| (k == "FLINT_CACHE").then(|| "/fc".into())))
+            .unwrap()
+            .hf_cache
+    };
+    let all: &'static [(&str, &str)] = &[
+        ("HF_HUB_CACHE", "/hc"),
+        ("HUGGINGFACE_HUB_CACHE", "/legacy"),
+        ("HF_HOME", "/hh"),
+        ("XDG_CACHE_HOME", "/xdg"),
+        ("HOME", "/home/u"),
+        ("USERPROFILE", "C:/Users/u"),
+    ];
+    for (skip, want) in [
+        (0, "/hc"),
+        (1, "/legacy"),
+        (2, "/hh/hub"),
+        (3, "/xdg/huggingface/hub"),
+        (4, "/home/u/.cache/huggingface/hub"),
+        (5, "C:/Users/u/.cache/huggingface/hub"),
+    ] {
+        assert_eq!(
+            hf(&all[skip..]),
+            Some(PathBuf::from(want)),
+            "{:?}",
+            &all[skip..]
+        );
+    }
+    assert_eq!(hf(&[]), None);
+    assert_eq!(hf(&[("HF_HUB_CACHE", "")]), None);
     let o = HubOptions::from_vars(vars(&[
         ("FLINT_CACHE", ""),
         ("XDG_CACHE_HOME", "/xdg"),
@@ -739,7 +1144,7 @@ fn the_cli_pulls_and_loads_through_the_cache() {
     let server = Server::start(move |req, _| {
         counter.fetch_add(1, Ordering::SeqCst);
         if req.path == "/o/tiny/resolve/main/gpt2-q8_0.gguf" {
-            response(200, &[("X-Linked-Etag", format!("\"{sha}\""))], &served)
+            response(200, &hub_headers(COMMIT, Some(&sha)), &served)
         } else {
             response(404, &[], b"Entry not found")
         }
@@ -749,6 +1154,7 @@ fn the_cli_pulls_and_loads_through_the_cache() {
         let out = Command::new(env!("CARGO_BIN_EXE_flint"))
             .args(args)
             .env("FLINT_CACHE", &cache)
+            .env("HF_HUB_CACHE", hf_cache(&cache))
             .env("HF_ENDPOINT", &server.base)
             .env_remove("HF_TOKEN")
             .env_remove("FLINT_MODEL")
@@ -768,7 +1174,10 @@ fn the_cli_pulls_and_loads_through_the_cache() {
     let (code, out, err) = flint(&["pull", spec, "--sha256", &sha256(&gguf)]);
     assert_eq!(code, 0, "{err}");
     let path = PathBuf::from(out.trim_end());
-    assert_eq!(path, cache.join("models/hf/o/tiny/main/gpt2-q8_0.gguf"));
+    assert_eq!(
+        path,
+        hf_cache(&cache).join(format!("models--o--tiny/snapshots/{COMMIT}/gpt2-q8_0.gguf"))
+    );
     assert!(std::fs::read(&path).unwrap() == gguf);
     assert!(err.contains("downloading"), "{err}");
     assert_eq!(hits.load(Ordering::SeqCst), 1);

@@ -81,7 +81,8 @@ enum Cmd {
     /// Prefill and decode speed as llama-bench measures it, plus the decode's weight-streaming
     /// bandwidth against the adapter's copy bandwidth (the roofline ratio).
     Bench(BenchArgs),
-    /// Download a model file into the cache (once; resumable) and print its local path.
+    /// Download a model file into the cache (once; resumable) and print its local path; an hf:
+    /// file already in the Hugging Face cache is not downloaded again.
     Pull(PullArgs),
     /// Embedding vectors of texts, one per line of output, from an embedding model (an encoder
     /// such as all-MiniLM-L6-v2, as a GGUF or a sentence-transformers folder, or a decoder GGUF
@@ -365,8 +366,11 @@ struct BenchArgs {
 #[derive(Args)]
 struct PullArgs {
     /// hf:OWNER/REPO[@REVISION]/PATH/IN/REPO (from $HF_ENDPOINT, default https://huggingface.co;
-    /// $HF_TOKEN for gated or private repositories) or an http(s) URL. The cache is $FLINT_CACHE,
-    /// else $XDG_CACHE_HOME/flint, else ~/.cache/flint.
+    /// $HF_TOKEN for gated or private repositories) or an http(s) URL. hf: files go to the Hugging
+    /// Face cache that huggingface_hub uses ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub), where files it downloaded are found too, as are hf: files earlier
+    /// flint versions kept in flint's cache; URLs go to flint's cache, $FLINT_CACHE, else
+    /// $XDG_CACHE_HOME/flint, else ~/.cache/flint.
     spec: String,
     /// The file's sha256 (64 hex digits): the download, or the cached file, must match it.
     #[arg(long)]
@@ -590,7 +594,7 @@ fn fetch_model(spec: &str, sha256: Option<String>, refresh: bool, quiet: bool) -
         format!(
             "flint: downloading {} to {}",
             remote.url,
-            remote.path.display()
+            remote.destination().display()
         ),
     );
     let style = |template: &str| {
