@@ -144,9 +144,13 @@ fn smollm2_overlapped_greedy_equals_the_plain_loop() {
     assert_eq!(out[0].finish, FinishReason::Stop, "{:?}", out[0].text);
     assert_eq!(out[1].finish, FinishReason::Cancelled);
 
-    // the end of the context
+    // the end of the context (a long prompt, so that few steps reach it)
     let long = [turn(
-        enc(&e, "Once upon a time", true),
+        enc(
+            &e,
+            &"Once upon a time, in a land far away, ".repeat(7),
+            true,
+        ),
         greedy(200, &[]),
         None,
     )];

@@ -275,8 +275,9 @@ struct Counters {
 pub fn software_note(name: &str) -> String {
     format!(
         "{name} is a software GPU: it runs flint's kernels on the CPU, with the same results as a \
-         GPU but far slower (SmolLM2-135M: about 0.3x llama.cpp's CPU prefill and 0.1x its decode \
-         on the same cores); for speed use a real GPU, and for CPU-only serving llama.cpp"
+         GPU but far slower (SmolLM2-135M on the same cores: 0.29x llama.cpp's CPU prefill and \
+         0.11x its decode with Mesa 26, 0.05x both with Debian 12's Mesa 22); for speed use a real \
+         GPU, and for CPU-only serving llama.cpp"
     )
 }
 
