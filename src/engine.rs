@@ -800,30 +800,28 @@ impl Engine {
         if src == dst {
             return Ok(());
         }
-        let n = self.slots();
-        if src >= n || dst >= n {
-            return Err(Error::InvalidArgument(format!(
-                "slot {} does not exist",
-                src.max(dst)
-            )));
-        }
-        let (from, to) = {
-            let mut all: Vec<&mut State> = std::iter::once(&mut self.state)
-                .chain(self.slots.iter_mut())
-                .collect();
-            // two distinct &mut out of one list
-            let (lo, hi) = (src.min(dst), src.max(dst));
-            let b = all.swap_remove(hi);
-            let a = all.swap_remove(lo);
-            if src < dst {
-                (a, b)
-            } else {
-                (b, a)
-            }
-        };
-        to.cache.copy_from(&self.gpu, &from.cache)?;
+        let gpu = &self.gpu;
+        let mut states = Self::states_mut(&mut self.state, &mut self.slots);
+        let missing = |slot: usize| Error::InvalidArgument(format!("slot {slot} does not exist"));
+        let from = states
+            .get_mut(src)
+            .and_then(Option::take)
+            .ok_or_else(|| missing(src))?;
+        let to = states
+            .get_mut(dst)
+            .and_then(Option::take)
+            .ok_or_else(|| missing(dst))?;
+        to.cache.copy_from(gpu, &from.cache)?;
         to.history.clone_from(&from.history);
         Ok(())
+    }
+
+    /// Every slot's state, by slot number, each to be taken at most once: several slots borrowed
+    /// mutably at the same time.
+    fn states_mut<'s>(state: &'s mut State, slots: &'s mut [State]) -> Vec<Option<&'s mut State>> {
+        std::iter::once(Some(state))
+            .chain(slots.iter_mut().map(Some))
+            .collect()
     }
 
     /// Of the slots `free`, the one whose cache shares the longest prefix with `tokens` (so a
@@ -930,9 +928,7 @@ impl Engine {
         }
         let tokens: Vec<[u32; 1]> = steps.iter().map(|&(_, t)| [t]).collect();
         // Borrow each slot's cache once, in the order of `steps`.
-        let mut by_slot: Vec<Option<&mut State>> = std::iter::once(Some(&mut self.state))
-            .chain(self.slots.iter_mut().map(Some))
-            .collect();
+        let mut by_slot = Self::states_mut(&mut self.state, &mut self.slots);
         let mut order = Vec::with_capacity(steps.len());
         for &(slot, _) in steps {
             order.push(

@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+mod common;
+
 const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 fn flint(args: &[&str]) -> (i32, String, String) {
@@ -659,54 +661,29 @@ fn bench_reports_speeds_sizes_and_the_roofline_ratio() {
 #[cfg(unix)]
 #[test]
 fn serve_drains_running_streams_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
     if std::env::var_os("FLINT_SKIP_MODEL_TESTS").is_some() || !std::path::Path::new(MODEL).exists()
     {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
-        .args([
-            "serve",
-            "-m",
-            MODEL,
-            "--port",
-            "0",
-            "--parallel",
-            "8",
-            "--max-concurrency",
-            "8",
-        ])
-        .args([
-            "--ctx",
-            "256",
-            "--shutdown-timeout",
-            "120",
-            "--model-id",
-            "x",
-        ])
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flint serve");
-    // "flint: serving NAME at http://ADDR/v1"
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while err.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.split("at http://").nth(1) {
-            addr = Some(rest.split('/').next().unwrap().to_string());
-            break;
-        }
-        line.clear();
-    }
-    let addr = addr.expect("the serving line");
+    let (mut child, mut err, addr) = common::spawn_serve(&[
+        "-m",
+        MODEL,
+        "--port",
+        "0",
+        "--parallel",
+        "8",
+        "--max-concurrency",
+        "8",
+        "--ctx",
+        "256",
+        "--shutdown-timeout",
+        "120",
+        "--model-id",
+        "x",
+    ]);
     let stream = |addr: String| {
         std::thread::spawn(move || {
             let body = r#"{"model": "x", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "stream": true, "speculative": false}"#;

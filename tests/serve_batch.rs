@@ -59,7 +59,8 @@ fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn get(addr: SocketAddr, path: &str) -> Value {
+/// A GET's whole reply: (head, body).
+fn get_text(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
@@ -68,7 +69,12 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> Value {
+    serde_json::from_str(&get_text(addr, path).1).unwrap()
 }
 
 /// `/health` once no request is queued or running: a request's admission is released just
@@ -501,15 +507,8 @@ fn speculative_requests_serve_what_plain_ones_serve() {
 /// Python parser (`prometheus_client`, from scripts/openai-venv.sh), and it carries the Gateway
 /// API Inference Extension's names.
 fn check_metrics(addr: SocketAddr, health: &Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, text) = out.split_once("\r\n\r\n").unwrap();
+    let (head, text) = get_text(addr, "/metrics");
+    let text = text.as_str();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.to_ascii_lowercase()

@@ -16,9 +16,11 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 const CLIENTS: usize = 64;
@@ -265,29 +267,22 @@ fn sixty_four_streaming_clients_for_two_minutes() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flint"))
-        .args(["serve", "-m", MODEL, "--port", "0", "--model-id", "smol"])
-        .args(["--parallel", "8", "--max-concurrency", "16", "--ctx", "512"])
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run flint serve");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let (child, mut err, addr) = common::spawn_serve(&[
+        "-m",
+        MODEL,
+        "--port",
+        "0",
+        "--model-id",
+        "smol",
+        "--parallel",
+        "8",
+        "--max-concurrency",
+        "16",
+        "--ctx",
+        "512",
+    ]);
     let pid = child.id();
     let _server = Server(child);
-    // "flint: serving NAME at http://ADDR/v1"
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "flint serve exited");
-        if let Some(rest) = line.split("at http://").nth(1) {
-            break rest.split('/').next().unwrap().to_string();
-        }
-    };
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     let tally = Arc::new(Mutex::new(Tally::default()));
     // Warm-up: 8 at once (the batched pass's buffers at their largest, every prompt answered);

@@ -1091,27 +1091,31 @@ struct Meta {
 /// of prompt + completion text, as OpenAI counts them (a character split over tokens counts at
 /// the token that completes it).
 struct TextOffset {
-    prompt_chars: usize,
-    /// The choice's text so far, as bytes.
-    bytes: Vec<u8>,
+    /// Characters of the prompt and of the valid UTF-8 the choice's text begins with.
+    chars: usize,
+    /// The text's bytes after those (a character not yet complete).
+    rest: Vec<u8>,
 }
 
 impl TextOffset {
     fn new(prompt_chars: usize) -> Self {
         TextOffset {
-            prompt_chars,
-            bytes: Vec::new(),
+            chars: prompt_chars,
+            rest: Vec::new(),
         }
     }
 
-    /// The offset of the next token, then that token's bytes appended.
+    /// The offset of the next token, then that token's bytes appended (each byte decoded once).
     fn next(&mut self, token: &[u8]) -> usize {
-        let valid = match std::str::from_utf8(&self.bytes) {
+        let at = self.chars;
+        self.rest.extend_from_slice(token);
+        let valid = match std::str::from_utf8(&self.rest) {
             Ok(t) => t,
-            Err(e) => std::str::from_utf8(&self.bytes[..e.valid_up_to()]).unwrap_or(""),
+            Err(e) => std::str::from_utf8(&self.rest[..e.valid_up_to()]).unwrap_or(""),
         };
-        let at = self.prompt_chars + valid.chars().count();
-        self.bytes.extend_from_slice(token);
+        self.chars += valid.chars().count();
+        let taken = valid.len();
+        self.rest.drain(..taken);
         at
     }
 }

@@ -461,12 +461,14 @@ impl Sequence {
                 Some("logit_bias"),
             ));
         }
-        let sampler = |i: usize| {
-            let mut params = opts.sampling.clone();
-            params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
-            Sampler::new(params).map_err(|e| ApiError::invalid(e.to_string(), None))
-        };
-        let first_sampler = sampler(0)?;
+        // choice i samples with seed + i
+        let samplers = (0..job.n)
+            .map(|i| {
+                let mut params = opts.sampling.clone();
+                params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
+                Sampler::new(params).map_err(|e| ApiError::invalid(e.to_string(), None))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let max_tokens = job
             .max_tokens
             .unwrap_or(usize::MAX)
@@ -475,7 +477,7 @@ impl Sequence {
             .best_slot(free, &tokens)
             .ok_or_else(|| ApiError::server("no free slot"))?;
         // the whole row is needed for logprobs and for the grammar's mask
-        let gpu_k = first_sampler.gpu_top_k().filter(|_| {
+        let gpu_k = samplers[0].gpu_top_k().filter(|_| {
             engine.gpu.caps.gpu_sampling && job.logprobs.is_none() && opts.grammar.is_none()
         });
         let (next, computed) = match gpu_k {
@@ -517,12 +519,7 @@ impl Sequence {
             .fetch_add(tokens.len() as u64, Ordering::Relaxed);
         let admission = Arc::new(job._slot);
         let mut seqs = Vec::with_capacity(job.n);
-        let mut first_sampler = Some(first_sampler);
-        for (index, &slot) in slots.iter().enumerate() {
-            let sampler = match first_sampler.take() {
-                Some(s) => s,
-                None => sampler(index)?,
-            };
+        for (index, (&slot, sampler)) in slots.iter().zip(samplers).enumerate() {
             let constraint = opts.grammar.as_ref().map(crate::constrain::Constraint::new);
             let drafter = (opts.spec.mode != SpecMode::Off && job.logprobs.is_none())
                 .then(|| Drafter::new(opts.spec));
